@@ -1,0 +1,80 @@
+"""Luma task tracker: submit extends and generations, receive callbacks, keep every task."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from flask import Flask, current_app
+
+from . import redact
+from . import settings as settings_module
+from .db import Database
+from .settings import Settings
+from .upstream import LumaClient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """What every request needs, built once per process."""
+
+    settings: Settings
+    db: Database
+    client: LumaClient
+
+
+def services() -> Services:
+    return current_app.extensions["tracker"]
+
+
+def make_client(settings: Settings) -> LumaClient:
+    return LumaClient(
+        settings.luma_api_base,
+        settings.luma_api_key,
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+    )
+
+
+def warn_about(settings: Settings, *, web: bool) -> None:
+    """The start-up warnings a person running the service should see once."""
+    if not settings.public_base_url:
+        log.warning(
+            "PUBLIC_BASE_URL is not set: tasks are sent without notify_hook, "
+            "and only polling will track them"
+        )
+    if web and not settings.api_token:
+        log.warning(
+            "TRACKER_API_TOKEN is not set: anyone who can reach this service can submit work"
+        )
+
+
+def create_app(settings: Settings | None = None, *, db: Database | None = None) -> Flask:
+    settings = settings or settings_module.load()
+    redact.register(settings.luma_api_key, settings.api_token)
+    redact.install_logging_filter()
+    app = Flask(__name__, instance_relative_config=False)
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        JSON_SORT_KEYS=False,
+        SECRET_KEY=settings.secret_key or None,
+    )
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["tracker"] = Services(
+        settings=settings, db=db or Database(settings.database_url), client=make_client(settings)
+    )
+
+    from .web import api, errors, hooks
+
+    errors.init_app(app)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(hooks.bp)
+
+    @app.get("/healthz")
+    def healthz() -> tuple[dict[str, str], int]:
+        return {"status": "ok"}, 200
+
+    warn_about(settings, web=True)
+    return app

@@ -1,0 +1,524 @@
+"""The only code that changes a task's state.
+
+- `create` stores a new task as `queued` (committed before anything is sent);
+- `dispatch` sends a queued task upstream when a slot is free;
+- `apply` takes an Update from a callback, a poll or a person and moves the task
+  forward only, recording the input as an event (identical inputs once);
+- `resend` and `poll_one` are the manual actions.
+
+The order of states: queued < submitting < pending < processing < completed|failed.
+`rejected` and `timed_out` are final for us, but upstream evidence (a callback or a
+poll) may still finish a timed-out task, or revive a task whose create had an
+unknown outcome.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.orm import Session
+
+from .db import Database
+from .models import IN_FLIGHT_STATES, StateCount, Task, TaskEvent, utcnow
+from .parse import Update
+from .redact import redact
+from .settings import Settings
+from .upstream import (
+    APIStatusError,
+    LumaClient,
+    RateLimitError,
+    UpstreamError,
+)
+
+log = logging.getLogger(__name__)
+
+RANK = {
+    "queued": 0,
+    "submitting": 1,
+    "pending": 2,
+    "processing": 3,
+    "timed_out": 4,
+    "completed": 5,
+    "failed": 5,
+    "rejected": 5,
+}
+MAX_PAYLOAD_CHARS = 256_000
+# a lock number of our own for PostgreSQL's advisory lock around slot accounting
+_SLOT_LOCK = 0x4C554D41
+# retrying a create that was refused for rate or connection: the wait when no Retry-After is given
+REQUEUE_DELAY = 10.0
+
+
+class InvalidAction(Exception):
+    """A manual action that does not fit the task's state (resend of a completed task, say)."""
+
+
+@dataclass(frozen=True)
+class NewTask:
+    kind: str
+    user_prompt: str
+    source_task_id: str | None = None
+    expand_prompt: bool | None = None
+    image_url: str | None = None
+    image_end_url: str | None = None
+    options: dict[str, Any] | None = None
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _payload_text(payload: Any) -> str | None:
+    if payload is None:
+        return None
+    if isinstance(payload, bytes):
+        payload = payload.decode("utf-8", "replace")
+    text_value = payload if isinstance(payload, str) else json.dumps(payload, sort_keys=True)
+    text_value = redact(text_value)
+    if len(text_value) > MAX_PAYLOAD_CHARS:
+        text_value = text_value[:MAX_PAYLOAD_CHARS] + "…[truncated]"
+    return text_value
+
+
+def set_state(session: Session, task: Task, new_state: str) -> None:
+    """Change state and keep the per-state counters in the same transaction."""
+    old = task.state
+    if old == new_state:
+        return
+    if old is not None:
+        session.execute(
+            update(StateCount).where(StateCount.state == old).values(count=StateCount.count - 1)
+        )
+    session.execute(
+        update(StateCount).where(StateCount.state == new_state).values(count=StateCount.count + 1)
+    )
+    task.state = new_state
+    task.updated_at = utcnow()
+
+
+def record(
+    session: Session,
+    task: Task,
+    source: str,
+    *,
+    before: str | None,
+    payload: Any = None,
+    note: str | None = None,
+    dedupe: bool = False,
+) -> TaskEvent | None:
+    """Add an event; with dedupe, an identical payload from the same source is stored once."""
+    body = _payload_text(payload)
+    fingerprint = hashlib.sha256(f"{source}\n{body}".encode()).hexdigest() if body else None
+    if dedupe and fingerprint and task.id is not None:
+        seen = session.scalar(
+            select(TaskEvent.id).where(
+                TaskEvent.task_id == task.id, TaskEvent.fingerprint == fingerprint
+            )
+        )
+        if seen is not None:
+            return None
+    event = TaskEvent(
+        source=source,
+        state_before=before,
+        state_after=task.state,
+        note=redact(note) if note else None,
+        payload=body,
+        fingerprint=fingerprint,
+        created_at=utcnow(),
+    )
+    task.events.append(event)
+    return event
+
+
+# -- create ---------------------------------------------------------------------------------
+
+
+def create(db: Database, new: NewTask) -> Task:
+    now = utcnow()
+    with db.write() as session:
+        task = Task(
+            kind=new.kind,
+            state=None,  # set_state counts it
+            user_prompt=new.user_prompt,
+            source_task_id=new.source_task_id,
+            expand_prompt=new.expand_prompt,
+            image_url=new.image_url,
+            image_end_url=new.image_end_url,
+            options=new.options or {},
+            created_at=now,
+            updated_at=now,
+            next_check_at=now,
+            attempts=0,
+            quiet_polls=0,
+            archive_attempts=0,
+        )
+        set_state(session, task, "queued")
+        session.add(task)
+        record(session, task, "submit", before=None, note="accepted")
+        session.flush()
+    return task
+
+
+# -- dispatch -------------------------------------------------------------------------------
+
+
+def request_body(task: Task, notify_hook: str | None) -> dict[str, Any]:
+    """The JSON sent upstream; optional fields the user did not give are left out."""
+    body: dict[str, Any] = {"user_prompt": task.user_prompt}
+    if task.expand_prompt is not None:
+        body["expand_prompt"] = task.expand_prompt
+    if task.image_url:
+        body["image_url"] = task.image_url
+    if task.image_end_url:
+        body["image_end_url"] = task.image_end_url
+    if task.kind == "generate":
+        body.update({k: v for k, v in (task.options or {}).items() if v is not None})
+    if notify_hook:
+        body["notify_hook"] = notify_hook
+    return body
+
+
+def _shorten_images(body: dict[str, Any]) -> dict[str, Any]:
+    shown = dict(body)
+    for key in ("image_url", "image_end_url"):
+        value = shown.get(key)
+        if isinstance(value, str) and len(value) > 200:
+            shown[key] = value[:80] + f"…[{len(value)} chars]"
+    return shown
+
+
+def slots_free(session: Session, settings: Settings, now: datetime) -> int:
+    in_flight = session.scalar(
+        select(func.coalesce(func.sum(StateCount.count), 0)).where(
+            StateCount.state.in_(IN_FLIGHT_STATES)
+        )
+    )
+    recent = session.scalar(
+        select(func.count())
+        .select_from(Task)
+        .where(Task.submitted_at >= now - timedelta(seconds=60))
+    )
+    return max(0, min(settings.max_in_flight - in_flight, settings.submits_per_minute - recent))
+
+
+def _lock_slots(session: Session, db: Database) -> None:
+    """Serialize slot accounting across processes (SQLite's BEGIN IMMEDIATE already does)."""
+    if db.is_postgres:
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SLOT_LOCK})
+
+
+def claim_for_dispatch(
+    db: Database, settings: Settings, task_id: int | None = None, limit: int = 1
+) -> list[tuple[int, str]]:
+    """Move up to `limit` queued tasks (oldest first, or the one given) to `submitting`.
+
+    Returns (task id, callback token) pairs. The token exists only in memory and in the
+    URL sent upstream; the database keeps its hash.
+    """
+    now = utcnow()
+    claimed: list[tuple[int, str]] = []
+    with db.write() as session:
+        _lock_slots(session, db)
+        free = min(limit, slots_free(session, settings, now))
+        if free <= 0:
+            return []
+        query = select(Task).where(Task.state == "queued", Task.next_check_at <= now)
+        if task_id is not None:
+            query = query.where(Task.id == task_id)
+        query = query.order_by(Task.id).limit(free)
+        for task in session.scalars(query):
+            token = secrets.token_urlsafe(32)
+            set_state(session, task, "submitting")
+            task.callback_token_hash = hash_token(token)
+            task.attempts = (task.attempts or 0) + 1
+            task.submitted_at = now
+            task.claimed_until = now + timedelta(seconds=settings.lease_seconds)
+            claimed.append((task.id, token))
+    return claimed
+
+
+def send(db: Database, settings: Settings, client: LumaClient, task_id: int, token: str) -> Task:
+    """Send a task that `claim_for_dispatch` moved to `submitting`, and record the outcome."""
+    with db.read() as session:
+        task = session.get(Task, task_id)
+        assert task is not None
+        body = request_body(task, settings.callback_url(token))
+        kind, source = task.kind, task.source_task_id
+    answer = error = None
+    try:
+        if kind == "extend" and source:
+            answer = client.extend(source, body)
+        else:
+            answer = client.create(body)
+    except UpstreamError as exc:
+        error = exc
+
+    request_shown = _shorten_images(body)
+    now = utcnow()
+    with db.write() as session:
+        task = session.get(Task, task_id, with_for_update=True)
+        assert task is not None
+        before = task.state
+        task.claimed_until = None
+        if task.state != "submitting":
+            # a callback beat the answer here; the callback's news stands
+            record(session, task, "submit", before=before, payload={"request": request_shown})
+            return task
+        if answer is not None:
+            upd = answer.update
+            task.upstream_id = upd.upstream_id or task.upstream_id
+            set_state(session, task, "pending")
+            task.last_news_at = now
+            task.next_check_at = now + timedelta(seconds=settings.poll_after)
+            record(
+                session,
+                task,
+                "submit",
+                before=before,
+                payload={"request": request_shown, "status": answer.status, "answer": answer.body},
+                note="sent" if task.upstream_id else "sent; the answer named no task id",
+            )
+            if upd.understood and upd.state not in (None, "pending"):
+                apply(session, settings, task, upd, "submit", payload=None)
+        elif isinstance(error, RateLimitError) or (error is not None and not error.sent):
+            # surely not acted on: back to the queue, to be tried again later
+            wait = getattr(error, "retry_after", None) or REQUEUE_DELAY
+            set_state(session, task, "queued")
+            task.submitted_at = None
+            task.callback_token_hash = None
+            task.next_check_at = now + timedelta(seconds=wait)
+            record(
+                session,
+                task,
+                "submit",
+                before=before,
+                payload={"request": request_shown, "error": error.message},
+                note=f"not accepted now ({error.message}); will try again in {wait:g} s",
+            )
+        elif isinstance(error, APIStatusError) and error.status < 500:
+            set_state(session, task, "rejected")
+            task.failure_reason = f"upstream refused: {error.reason}"
+            task.next_check_at = None
+            record(
+                session,
+                task,
+                "submit",
+                before=before,
+                payload={"request": request_shown, "status": error.status, "answer": error.body},
+                note=task.failure_reason,
+            )
+        else:
+            assert error is not None
+            mark_outcome_unknown(session, task, error.message, request_shown)
+    return task
+
+
+def mark_outcome_unknown(
+    session: Session, task: Task, why: str, request_shown: dict[str, Any] | None = None
+) -> None:
+    """A create that may or may not have happened upstream: never resend on our own."""
+    before = task.state
+    set_state(session, task, "rejected")
+    task.claimed_until = None
+    task.next_check_at = None
+    task.failure_reason = (
+        f"outcome unknown: {why}. The upstream may have created (and charged for) this task; "
+        "resend it only if it does not show up."
+    )
+    payload = {"request": request_shown} if request_shown else None
+    record(session, task, "submit", before=before, payload=payload, note=task.failure_reason)
+
+
+def dispatch(db: Database, settings: Settings, client: LumaClient, task_id: int) -> bool:
+    """Send this queued task now if a slot is free; False leaves it queued for the worker."""
+    claimed = claim_for_dispatch(db, settings, task_id=task_id)
+    for claimed_id, token in claimed:
+        send(db, settings, client, claimed_id, token)
+    return bool(claimed)
+
+
+# -- apply ----------------------------------------------------------------------------------
+
+
+def poll_delay(settings: Settings, quiet_polls: int) -> float:
+    """Exponential backoff with jitter, from TRACKER_POLL_AFTER up to TRACKER_POLL_MAX_INTERVAL."""
+    base = max(settings.poll_after, 1.0) * (2 ** min(quiet_polls, 20))
+    return min(settings.poll_max_interval, base) * random.uniform(0.8, 1.0)
+
+
+def _target_state(task: Task, upd: Update) -> str | None:
+    if upd.state == "completed":
+        return "completed" if (upd.video_url or task.video_url) else "processing"
+    return upd.state
+
+
+def _may_move(current: str, target: str, source: str) -> bool:
+    if current == "timed_out":
+        return target in ("completed", "failed")
+    if current == "rejected":
+        # only the upstream's word revives a task whose create had an unknown outcome
+        return source in ("callback", "poll") and target in (
+            "pending",
+            "processing",
+            "completed",
+            "failed",
+        )
+    return RANK[target] > RANK[current]
+
+
+def apply(
+    session: Session,
+    settings: Settings,
+    task: Task,
+    upd: Update,
+    source: str,
+    *,
+    payload: Any,
+    note: str | None = None,
+) -> bool:
+    """Apply what an upstream body said. Returns True when the task's state changed.
+
+    The caller holds the task's row (a write transaction); calling twice is harmless.
+    """
+    now = utcnow()
+    before = task.state
+    if (
+        upd.upstream_id
+        and task.upstream_id
+        and upd.upstream_id != task.upstream_id
+        and source in ("callback", "poll")
+    ):
+        record(
+            session,
+            task,
+            source,
+            before=before,
+            payload=payload,
+            note="names another task; ignored",
+            dedupe=True,
+        )
+        return False
+    if upd.upstream_id and not task.upstream_id:
+        task.upstream_id = upd.upstream_id
+
+    changed = False
+    target = _target_state(task, upd) if upd.understood else None
+    if target and target != before and _may_move(before, target, source):
+        set_state(session, task, target)
+        changed = True
+        if target == "failed":
+            task.failure_reason = upd.failure_reason or "the upstream reported a failure"
+        elif target != "rejected" and before == "rejected":
+            task.failure_reason = None
+        if target == "completed":
+            task.completed_at = now
+            task.next_archive_at = now
+    if upd.upstream_state and (changed or target == task.state):
+        task.upstream_state = upd.upstream_state
+    # a fresh link is worth keeping even when the state did not move (links expire)
+    if upd.video_url and task.state == "completed" and upd.video_url != task.video_url:
+        task.video_url = upd.video_url
+        if not changed:
+            task.next_archive_at = task.next_archive_at or now
+    if upd.thumbnail_url and upd.thumbnail_url != task.thumbnail_url:
+        task.thumbnail_url = upd.thumbnail_url
+    task.updated_at = now
+
+    if source in ("callback", "poll"):
+        task.last_news_at = now
+        if task.is_final:
+            task.next_check_at = None
+            task.quiet_polls = 0
+        elif source == "callback":
+            task.quiet_polls = 0
+            wait = 0.0 if upd.needs_query else settings.poll_after
+            task.next_check_at = now + timedelta(seconds=wait)
+        else:
+            task.quiet_polls = 0 if changed else (task.quiet_polls or 0) + 1
+            task.next_check_at = now + timedelta(seconds=poll_delay(settings, task.quiet_polls))
+
+    if note is None:
+        if not upd.understood:
+            note = "not understood; the task will be queried"
+        elif upd.state == "completed" and not upd.video_url and not task.video_url:
+            note = "completed without a video URL; the task will be queried"
+        elif not changed and target and target != before:
+            note = f"{target} ignored: the task is already {before}"
+    record(session, task, source, before=before, payload=payload, note=note, dedupe=True)
+    return changed
+
+
+# -- the manual actions ---------------------------------------------------------------------
+
+
+def resend(db: Database, task_id: int) -> Task:
+    """A rejected task goes back to the queue as a new attempt."""
+    with db.write() as session:
+        task = session.get(Task, task_id, with_for_update=True)
+        if task is None:
+            raise LookupError(task_id)
+        if task.state != "rejected":
+            raise InvalidAction(f"only a rejected task can be resent; this one is {task.state}")
+        before = task.state
+        set_state(session, task, "queued")
+        task.failure_reason = None
+        task.upstream_id = None
+        task.upstream_state = None
+        task.callback_token_hash = None
+        task.next_check_at = utcnow()
+        record(session, task, "user", before=before, note=f"resent as attempt {task.attempts + 1}")
+    return task
+
+
+def poll_one(db: Database, settings: Settings, client: LumaClient, task_id: int) -> Task:
+    """Query one task now and apply the answer (manual action and the worker's unit of work)."""
+    with db.read() as session:
+        task = session.get(Task, task_id)
+        if task is None:
+            raise LookupError(task_id)
+        upstream_id = task.upstream_id
+    if not upstream_id:
+        raise InvalidAction("this task has no upstream id yet, so there is nothing to query")
+    try:
+        answer = client.query(upstream_id)
+    except UpstreamError as exc:
+        note_poll_failure(db, settings, task_id, exc)
+        raise
+    with db.write() as session:
+        task = session.get(Task, task_id, with_for_update=True)
+        assert task is not None
+        task.claimed_until = None
+        apply(session, settings, task, answer.update, "poll", payload=answer.body)
+    return task
+
+
+def note_poll_failure(db: Database, settings: Settings, task_id: int, exc: UpstreamError) -> None:
+    """A failed query backs the task off (honouring Retry-After) and is never fatal."""
+    now = utcnow()
+    with db.write() as session:
+        task = session.get(Task, task_id, with_for_update=True)
+        if task is None:
+            return
+        task.claimed_until = None
+        if task.is_final and task.state != "timed_out":
+            return
+        task.quiet_polls = (task.quiet_polls or 0) + 1
+        wait = poll_delay(settings, task.quiet_polls)
+        if isinstance(exc, RateLimitError) and exc.retry_after is not None:
+            wait = max(wait, exc.retry_after)
+        task.next_check_at = now + timedelta(seconds=wait)
+        record(
+            session,
+            task,
+            "poll",
+            before=task.state,
+            note=f"query failed: {exc.message}; next try in {wait:.0f} s",
+        )

@@ -1,0 +1,156 @@
+"""The tables: tasks, their event history, and a per-state counter.
+
+Only `lifecycle` writes a task's state; everything else reads these rows.
+Times are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware on the way out on every backend (SQLite stores naive text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        if value is not None and dialect.name == "sqlite":
+            return value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+STATES = (
+    "queued",
+    "submitting",
+    "pending",
+    "processing",
+    "completed",
+    "failed",
+    "rejected",
+    "timed_out",
+)
+FINAL_STATES = ("completed", "failed", "rejected", "timed_out")
+IN_FLIGHT_STATES = ("submitting", "pending", "processing")
+KINDS = ("extend", "generate")
+EVENT_SOURCES = ("submit", "callback", "poll", "user", "system")
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    upstream_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    source_task_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    upstream_state: Mapped[str | None] = mapped_column(String(32))
+
+    user_prompt: Mapped[str] = mapped_column(Text)
+    expand_prompt: Mapped[bool | None] = mapped_column(Boolean)
+    image_url: Mapped[str | None] = mapped_column(Text)
+    image_end_url: Mapped[str | None] = mapped_column(Text)
+    # generate-only fields (aspect_ratio, loop, resolution, duration, model_name)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    video_url: Mapped[str | None] = mapped_column(Text)
+    thumbnail_url: Mapped[str | None] = mapped_column(Text)
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+
+    # sha256 of the per-task callback token; the token itself is never stored
+    callback_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    # scheduling: when the worker should next look (dispatch a queued task, poll a quiet one)
+    last_news_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_check_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # polls in a row that brought no change: the exponent of the poll backoff
+    quiet_polls: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+
+    # archival of the finished video
+    media_path: Mapped[str | None] = mapped_column(Text)
+    thumbnail_path: Mapped[str | None] = mapped_column(Text)
+    archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    archive_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    archive_error: Mapped[str | None] = mapped_column(Text)
+    next_archive_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+
+    events: Mapped[list[TaskEvent]] = relationship(
+        back_populates="task", order_by="TaskEvent.id", cascade="all, delete-orphan"
+    )
+
+    __table_args__ = (
+        Index("ix_tasks_state_id", "state", "id"),
+        Index("ix_tasks_state_next_check_at", "state", "next_check_at"),
+    )
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL_STATES
+
+
+class TaskEvent(Base):
+    __tablename__ = "task_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    source: Mapped[str] = mapped_column(String(16))
+    state_before: Mapped[str | None] = mapped_column(String(16))
+    state_after: Mapped[str | None] = mapped_column(String(16))
+    # a short human line: "not understood", "upstream refused: ...", "resent as attempt 2"
+    note: Mapped[str | None] = mapped_column(Text)
+    # the payload as received (secrets removed), as JSON text when it was JSON
+    payload: Mapped[str | None] = mapped_column(Text)
+    # sha256 of source + payload; identical deliveries are recorded once
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
+
+    task: Mapped[Task] = relationship(back_populates="events")
+
+    __table_args__ = (Index("ix_task_events_task_id_fingerprint", "task_id", "fingerprint"),)
+
+
+class StateCount(Base):
+    """How many tasks are in each state, kept by lifecycle so the dashboard never counts rows."""
+
+    __tablename__ = "state_counts"
+
+    state: Mapped[str] = mapped_column(String(16), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)

@@ -1,0 +1,67 @@
+"""A task as JSON, the same for the API, the CLI and the dashboard's data."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from .models import Task, TaskEvent
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def short_image(value: str | None) -> str | None:
+    """Base64 image data is shortened for display; URLs are kept whole."""
+    if value is None or value.lower().startswith(("http://", "https://")):
+        return value
+    if len(value) <= 64:
+        return value
+    return f"{value[:48]}…({len(value)} chars)"
+
+
+def event_json(event: TaskEvent) -> dict[str, Any]:
+    payload: Any = event.payload
+    if payload is not None:
+        try:
+            payload = json.loads(payload)
+        except ValueError:
+            pass  # stored as text because it was not JSON
+    return {
+        "id": event.id,
+        "source": event.source,
+        "at": iso(event.created_at),
+        "state_before": event.state_before,
+        "state_after": event.state_after,
+        "note": event.note,
+        "payload": payload,
+    }
+
+
+def task_json(task: Task, *, events: bool = False) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": task.id,
+        "upstream_id": task.upstream_id,
+        "source_task_id": task.source_task_id,
+        "kind": task.kind,
+        "state": task.state,
+        "upstream_state": task.upstream_state,
+        "user_prompt": task.user_prompt,
+        "expand_prompt": task.expand_prompt,
+        "image_url": short_image(task.image_url),
+        "image_end_url": short_image(task.image_end_url),
+        "options": task.options or {},
+        "video_url": task.video_url,
+        "thumbnail_url": task.thumbnail_url,
+        "media_url": f"/media/{task.id}/video" if task.media_path else None,
+        "failure_reason": task.failure_reason,
+        "attempts": task.attempts,
+        "created_at": iso(task.created_at),
+        "updated_at": iso(task.updated_at),
+        "completed_at": iso(task.completed_at),
+    }
+    if events:
+        data["events"] = [event_json(e) for e in task.events]
+    return data

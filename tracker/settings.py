@@ -1,0 +1,144 @@
+"""Every setting, read from the environment in one place and checked at start.
+
+A bad value stops the process with one line naming the variable, rather than
+failing minutes later inside a request or a worker pass.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from urllib.parse import urlsplit
+
+
+class SettingsError(ValueError):
+    """A setting has a value the service cannot run with; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = ""
+    luma_api_base: str = "https://www.kkiai.com"
+    luma_api_key: str = field(default="", repr=False)
+    public_base_url: str = ""
+    port: int = 8000
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    # the worker (poller and dispatcher)
+    poll_after: float = 60.0
+    poll_max_interval: float = 600.0
+    task_timeout: float = 21600.0
+    poll_concurrency: int = 4
+    max_in_flight: int = 10
+    submits_per_minute: int = 20
+    worker_interval: float = 1.0
+    lease_seconds: float = 120.0
+    # the web side
+    api_token: str = field(default="", repr=False)
+    secret_key: str = field(default="", repr=False)
+    max_callback_bytes: int = 1_000_000
+    max_body_bytes: int = 20_000_000
+    # archival
+    media_dir: str = ""
+    media_max_bytes: int = 500_000_000
+    media_allow_private: bool = False
+
+    def with_overrides(self, **changes: object) -> Settings:
+        """Tests and tools take the environment's settings and change a few."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def callback_url(self, token: str) -> str | None:
+        if not self.public_base_url:
+            return None
+        return f"{self.public_base_url}/callbacks/luma/{token}"
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, integer: bool, minimum: float):
+    raw = env.get(name, "").strip()
+    if raw == "":
+        return default
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        kind = "an integer" if integer else "a number"
+        raise SettingsError(f"{name} must be {kind}, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum:g}, got {raw!r}")
+    return value
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise SettingsError(f"{name} must be 1 or 0, got {raw!r}")
+
+
+def _http_url(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name, default).strip().rstrip("/")
+    if raw == "":
+        return ""
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SettingsError(f"{name} must be an http:// or https:// URL, got {raw!r}")
+    return raw
+
+
+def _database_url(env: Mapping[str, str], instance: Path) -> str:
+    raw = env.get("DATABASE_URL", "").strip()
+    if raw == "":
+        return f"sqlite:///{instance / 'tracker.db'}"
+    # Heroku-style URLs name the scheme "postgres"; SQLAlchemy wants a driver.
+    if raw.startswith("postgres://"):
+        raw = "postgresql://" + raw[len("postgres://") :]
+    if raw.startswith("postgresql://"):
+        raw = "postgresql+psycopg://" + raw[len("postgresql://") :]
+    if not (raw.startswith("sqlite") or raw.startswith("postgresql")):
+        raise SettingsError(f"DATABASE_URL must be a sqlite:// or postgresql:// URL, got {raw[:20]!r}")
+    return raw
+
+
+def load(env: Mapping[str, str] | None = None, *, instance: Path | None = None) -> Settings:
+    """Read and check every setting; raise SettingsError naming the first bad one."""
+    env = os.environ if env is None else env
+    instance = instance or Path.cwd() / "instance"
+    media_raw = env.get("TRACKER_MEDIA_DIR")
+    media_dir = str(instance / "media") if media_raw is None else media_raw.strip()
+    settings = Settings(
+        database_url=_database_url(env, instance),
+        luma_api_base=_http_url(env, "LUMA_API_BASE", "https://www.kkiai.com"),
+        luma_api_key=env.get("LUMA_API_KEY", "").strip(),
+        public_base_url=_http_url(env, "PUBLIC_BASE_URL", ""),
+        port=_number(env, "PORT", 8000, integer=True, minimum=1),
+        connect_timeout=_number(env, "LUMA_CONNECT_TIMEOUT", 5.0, integer=False, minimum=0.1),
+        read_timeout=_number(env, "LUMA_READ_TIMEOUT", 30.0, integer=False, minimum=0.1),
+        poll_after=_number(env, "TRACKER_POLL_AFTER", 60.0, integer=False, minimum=0),
+        poll_max_interval=_number(env, "TRACKER_POLL_MAX_INTERVAL", 600.0, integer=False, minimum=1),
+        task_timeout=_number(env, "TRACKER_TASK_TIMEOUT", 21600.0, integer=False, minimum=1),
+        poll_concurrency=_number(env, "TRACKER_POLL_CONCURRENCY", 4, integer=True, minimum=1),
+        max_in_flight=_number(env, "TRACKER_MAX_IN_FLIGHT", 10, integer=True, minimum=1),
+        submits_per_minute=_number(env, "TRACKER_SUBMITS_PER_MINUTE", 20, integer=True, minimum=1),
+        worker_interval=_number(env, "TRACKER_WORKER_INTERVAL", 1.0, integer=False, minimum=0.01),
+        lease_seconds=_number(env, "TRACKER_LEASE_SECONDS", 120.0, integer=False, minimum=1),
+        api_token=env.get("TRACKER_API_TOKEN", "").strip(),
+        secret_key=env.get("TRACKER_SECRET_KEY", "").strip(),
+        max_callback_bytes=_number(
+            env, "TRACKER_MAX_CALLBACK_BYTES", 1_000_000, integer=True, minimum=1
+        ),
+        max_body_bytes=_number(env, "TRACKER_MAX_BODY_BYTES", 20_000_000, integer=True, minimum=1),
+        media_dir=media_dir,
+        media_max_bytes=_number(
+            env, "TRACKER_MEDIA_MAX_BYTES", 500_000_000, integer=True, minimum=1
+        ),
+        media_allow_private=_flag(env, "TRACKER_MEDIA_ALLOW_PRIVATE"),
+    )
+    return settings
+

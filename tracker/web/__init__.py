@@ -1,0 +1,1 @@
+"""The web side: the JSON API, the callback route and the dashboard."""

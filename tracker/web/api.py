@@ -1,0 +1,134 @@
+"""The JSON API: submit, list, show, and the manual actions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, request
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from .. import lifecycle, services, validate
+from ..models import STATES, Task
+from ..serialize import task_json
+from ..upstream import UpstreamError
+from .auth import request_has_token
+from .errors import error
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+
+
+@bp.before_request
+def require_token():  # type: ignore[no-untyped-def]
+    if not request_has_token():
+        response, status = error(401, "missing or wrong token (Authorization: Bearer <token>)")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="tracker"'
+        return response, status
+    return None
+
+
+def _json_body() -> Any:
+    if not request.is_json and request.data[:1] not in (b"{", b"["):
+        return validate.ValidationError(None, "send a JSON object (Content-Type: application/json)")
+    data = request.get_json(silent=True)
+    if data is None:
+        return validate.ValidationError(None, "the body is not valid JSON")
+    return data
+
+
+@bp.post("/tasks")
+def submit():  # type: ignore[no-untyped-def]
+    body = _json_body()
+    try:
+        if isinstance(body, validate.ValidationError):
+            raise body
+        new = validate.new_task(body)
+    except validate.ValidationError as exc:
+        return error(400, exc.message, exc.field)
+    svc = services()
+    task = lifecycle.create(svc.db, new)
+    lifecycle.dispatch(svc.db, svc.settings, svc.client, task.id)
+    return _task_answer(task.id, 201)
+
+
+def _task_answer(task_id: int, status: int = 200):  # type: ignore[no-untyped-def]
+    with services().db.read() as session:
+        task = session.scalar(
+            select(Task).where(Task.id == task_id).options(selectinload(Task.events))
+        )
+        if task is None:
+            return error(404, f"no task {task_id}")
+        return task_json(task, events=True), status
+
+
+def _int_arg(name: str, default: int | None, *, minimum: int, maximum: int) -> int | None:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise validate.ValidationError(name, f"{name} must be an integer") from None
+    if not minimum <= value <= maximum:
+        raise validate.ValidationError(name, f"{name} must be between {minimum} and {maximum}")
+    return value
+
+
+@bp.get("/tasks")
+def list_tasks():  # type: ignore[no-untyped-def]
+    try:
+        limit = _int_arg("limit", DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT) or DEFAULT_LIMIT
+        cursor = _int_arg("cursor", None, minimum=0, maximum=2**62)
+    except validate.ValidationError as exc:
+        return error(400, exc.message, exc.field)
+    state = request.args.get("state") or None
+    if state is not None and state not in STATES:
+        return error(400, f"state must be one of {', '.join(STATES)}", "state")
+    query = select(Task).order_by(Task.id.desc()).limit(limit + 1)
+    if state:
+        query = query.where(Task.state == state)
+    if cursor is not None:
+        query = query.where(Task.id < cursor)
+    with services().db.read() as session:
+        tasks = list(session.scalars(query))
+    more = len(tasks) > limit
+    tasks = tasks[:limit]
+    return {
+        "tasks": [task_json(t) for t in tasks],
+        "next_cursor": str(tasks[-1].id) if more and tasks else None,
+    }
+
+
+@bp.get("/tasks/<int:task_id>")
+def show(task_id: int):  # type: ignore[no-untyped-def]
+    return _task_answer(task_id)
+
+
+@bp.post("/tasks/<int:task_id>/poll")
+def poll(task_id: int):  # type: ignore[no-untyped-def]
+    svc = services()
+    try:
+        lifecycle.poll_one(svc.db, svc.settings, svc.client, task_id)
+    except LookupError:
+        return error(404, f"no task {task_id}")
+    except lifecycle.InvalidAction as exc:
+        return error(409, str(exc))
+    except UpstreamError as exc:
+        return error(502, f"the upstream query failed: {exc.message}")
+    return _task_answer(task_id)
+
+
+@bp.post("/tasks/<int:task_id>/resend")
+def resend(task_id: int):  # type: ignore[no-untyped-def]
+    svc = services()
+    try:
+        lifecycle.resend(svc.db, task_id)
+    except LookupError:
+        return error(404, f"no task {task_id}")
+    except lifecycle.InvalidAction as exc:
+        return error(409, str(exc))
+    lifecycle.dispatch(svc.db, svc.settings, svc.client, task_id)
+    return _task_answer(task_id)

@@ -1,0 +1,48 @@
+"""The callback route the upstream calls (notify_hook).
+
+It finds the task by the secret token in its own URL, never by an id in the
+body; stores what it got as an event; applies it forward only; and answers at
+once. Nobody documents what resellers send, so any JSON is taken, and what
+cannot be understood is kept and makes the task due for a query.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+
+from flask import Blueprint, request
+from sqlalchemy import select
+
+from .. import lifecycle, services
+from ..models import Task
+from ..parse import NOT_UNDERSTOOD, parse
+from .errors import error
+
+bp = Blueprint("hooks", __name__)
+
+
+@bp.before_request
+def limit_size() -> None:
+    request.max_content_length = services().settings.max_callback_bytes
+
+
+@bp.post("/callbacks/luma/<token>")
+def luma_callback(token: str):  # type: ignore[no-untyped-def]
+    svc = services()
+    token_hash = lifecycle.hash_token(token)
+    raw = request.get_data(cache=False)  # bounded by max_content_length: 413 past it
+    try:
+        body = json.loads(raw) if raw else None
+    except (ValueError, RecursionError):
+        body = None
+    update = parse(body) if body is not None else NOT_UNDERSTOOD
+    payload = body if body is not None else raw.decode("utf-8", "replace")
+    with svc.db.write() as session:
+        task = session.scalar(
+            select(Task).where(Task.callback_token_hash == token_hash).with_for_update()
+        )
+        if task is None or not hmac.compare_digest(task.callback_token_hash or "", token_hash):
+            return error(404, "unknown callback")
+        lifecycle.apply(session, svc.settings, task, update, "callback", payload=payload)
+    return {"received": True, "understood": update.understood}, 200
