@@ -254,10 +254,8 @@ def send(db: Database, settings: Settings, client: LumaClient, task_id: int, tok
         kind, source = task.kind, task.source_task_id
     answer = error = None
     try:
-        if kind == "extend" and source:
-            answer = client.extend(source, body)
-        else:
-            answer = client.create(body)
+        extend = kind == "extend" and source
+        answer = client.extend(source, body) if extend else client.create(body)
     except UpstreamError as exc:
         error = exc
 
@@ -522,3 +520,47 @@ def note_poll_failure(db: Database, settings: Settings, task_id: int, exc: Upstr
             before=task.state,
             note=f"query failed: {exc.message}; next try in {wait:.0f} s",
         )
+
+
+# -- the worker's sweeps --------------------------------------------------------------------
+
+
+def time_out_overdue(db: Database, settings: Settings, limit: int = 500) -> int:
+    """Tasks with no final state TRACKER_TASK_TIMEOUT seconds after creation become timed_out.
+
+    A later callback or a manual poll can still complete them (see `_may_move`).
+    """
+    now = utcnow()
+    cutoff = now - timedelta(seconds=settings.task_timeout)
+    with db.write() as session:
+        tasks = session.scalars(
+            select(Task)
+            .where(Task.state.in_(("queued", "pending", "processing")), Task.created_at < cutoff)
+            .order_by(Task.id)
+            .limit(limit)
+        ).all()
+        for task in tasks:
+            before = task.state
+            set_state(session, task, "timed_out")
+            task.next_check_at = None
+            task.claimed_until = None
+            task.failure_reason = f"no final state after {settings.task_timeout:g} s" + (
+                " (never sent: no free slot)" if before == "queued" else ""
+            )
+            record(session, task, "system", before=before, note=task.failure_reason)
+    return len(tasks)
+
+
+def recover_interrupted_submissions(db: Database, limit: int = 500) -> int:
+    """A task left in `submitting` past its lease (a crash mid-send): its outcome is unknown."""
+    now = utcnow()
+    with db.write() as session:
+        tasks = session.scalars(
+            select(Task)
+            .where(Task.state == "submitting", Task.claimed_until < now)
+            .order_by(Task.id)
+            .limit(limit)
+        ).all()
+        for task in tasks:
+            mark_outcome_unknown(session, task, "the process sending it stopped mid-request")
+    return len(tasks)

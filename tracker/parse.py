@@ -80,7 +80,9 @@ def _url(value: Any) -> str | None:
 
 def _failure(value: Any) -> str | None:
     if isinstance(value, dict):
-        return _text(value.get("reason")) or _text(value.get("message")) or _text(value.get("detail"))
+        return (
+            _text(value.get("reason")) or _text(value.get("message")) or _text(value.get("detail"))
+        )
     return _text(value)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import suppress
 from datetime import datetime
 from typing import Any
 
@@ -25,10 +26,8 @@ def short_image(value: str | None) -> str | None:
 def event_json(event: TaskEvent) -> dict[str, Any]:
     payload: Any = event.payload
     if payload is not None:
-        try:
+        with suppress(ValueError):  # stored as text when it was not JSON
             payload = json.loads(payload)
-        except ValueError:
-            pass  # stored as text because it was not JSON
     return {
         "id": event.id,
         "source": event.source,

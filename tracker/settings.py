@@ -102,7 +102,9 @@ def _database_url(env: Mapping[str, str], instance: Path) -> str:
     if raw.startswith("postgresql://"):
         raw = "postgresql+psycopg://" + raw[len("postgresql://") :]
     if not (raw.startswith("sqlite") or raw.startswith("postgresql")):
-        raise SettingsError(f"DATABASE_URL must be a sqlite:// or postgresql:// URL, got {raw[:20]!r}")
+        raise SettingsError(
+            f"DATABASE_URL must be a sqlite:// or postgresql:// URL, got {raw[:20]!r}"
+        )
     return raw
 
 
@@ -121,7 +123,9 @@ def load(env: Mapping[str, str] | None = None, *, instance: Path | None = None) 
         connect_timeout=_number(env, "LUMA_CONNECT_TIMEOUT", 5.0, integer=False, minimum=0.1),
         read_timeout=_number(env, "LUMA_READ_TIMEOUT", 30.0, integer=False, minimum=0.1),
         poll_after=_number(env, "TRACKER_POLL_AFTER", 60.0, integer=False, minimum=0),
-        poll_max_interval=_number(env, "TRACKER_POLL_MAX_INTERVAL", 600.0, integer=False, minimum=1),
+        poll_max_interval=_number(
+            env, "TRACKER_POLL_MAX_INTERVAL", 600.0, integer=False, minimum=1
+        ),
         task_timeout=_number(env, "TRACKER_TASK_TIMEOUT", 21600.0, integer=False, minimum=1),
         poll_concurrency=_number(env, "TRACKER_POLL_CONCURRENCY", 4, integer=True, minimum=1),
         max_in_flight=_number(env, "TRACKER_MAX_IN_FLIGHT", 10, integer=True, minimum=1),
@@ -141,4 +145,3 @@ def load(env: Mapping[str, str] | None = None, *, instance: Path | None = None) 
         media_allow_private=_flag(env, "TRACKER_MEDIA_ALLOW_PRIVATE"),
     )
     return settings
-

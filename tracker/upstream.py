@@ -33,7 +33,10 @@ USER_AGENT = "luma-tracker/0.1"
 
 
 class UpstreamError(Exception):
-    """Base of every upstream failure. `sent` is False only when the request surely did not arrive."""
+    """Base of every upstream failure.
+
+    `sent` is False only when the request surely did not arrive (safe to send again).
+    """
 
     sent: bool = True
 
@@ -162,7 +165,9 @@ class LumaClient:
         return parse.parse_batch(answer.body)
 
     def download_url(self, upstream_id: str) -> str | None:
-        answer = self._request("GET", f"/luma/generations/{_segment(upstream_id)}/download_video_url")
+        answer = self._request(
+            "GET", f"/luma/generations/{_segment(upstream_id)}/download_video_url"
+        )
         url = answer.body.get("url") if isinstance(answer.body, dict) else None
         return url if isinstance(url, str) and url.startswith(("http://", "https://")) else None
 
@@ -174,10 +179,14 @@ class LumaClient:
             response = self.session.request(method, url, json=body, timeout=self.timeout)
         except requests.ConnectionError as exc:
             if _never_arrived(exc):
-                raise APIConnectionError(f"could not connect to the upstream ({method} {path})") from exc
+                raise APIConnectionError(
+                    f"could not connect to the upstream ({method} {path})"
+                ) from exc
             raise APITimeoutError(f"the connection broke during {method} {path}") from exc
         except requests.Timeout as exc:
-            raise APITimeoutError(f"no answer within {self.timeout[1]:g} s ({method} {path})") from exc
+            raise APITimeoutError(
+                f"no answer within {self.timeout[1]:g} s ({method} {path})"
+            ) from exc
         except requests.RequestException as exc:
             raise APIConnectionError(f"request failed: {type(exc).__name__}") from exc
 

@@ -1,0 +1,231 @@
+"""The `tracker` command: database, web helpers, worker, simulator and everyday actions.
+
+Every subcommand reads the same settings as the web app; a bad setting stops it
+with one line naming the variable.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from . import lifecycle, make_client, validate
+from . import settings as settings_module
+from .db import Database
+from .serialize import task_json
+from .settings import Settings, SettingsError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _settings() -> Settings:
+    try:
+        return settings_module.load()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    from .redact import install_logging_filter
+
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    install_logging_filter()
+
+
+@click.group()
+def main() -> None:
+    """Luma task tracker."""
+    setup_logging()
+
+
+# -- database -------------------------------------------------------------------------------
+
+
+def alembic_config(url: str | None = None):  # type: ignore[no-untyped-def]
+    from alembic.config import Config
+
+    config = Config(str(ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    if url:
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    config.attributes["configure_logger"] = False
+    return config
+
+
+def upgrade(url: str) -> None:
+    from alembic import command
+
+    command.upgrade(alembic_config(url), "head")
+
+
+@main.group()
+def db() -> None:
+    """Database migrations."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every migration (the Procfile's release step)."""
+    settings = _settings()
+    upgrade(settings.database_url)
+    click.echo("database is at the newest migration")
+
+
+@db.command("check")
+def db_check() -> None:
+    """Fail when the models and the migrations disagree."""
+    from alembic import command
+
+    command.check(alembic_config(_settings().database_url))
+
+
+# -- processes ------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=9100, show_default=True, type=int)
+@click.option("--key", default="", help="require this Bearer key")
+@click.option("--no-callbacks", is_flag=True, help="never call notify_hook (test the poller)")
+@click.option("--processing-after", default=1.0, show_default=True, type=float)
+@click.option("--complete-after", default=3.0, show_default=True, type=float)
+def simulate(
+    host: str,
+    port: int,
+    key: str,
+    no_callbacks: bool,
+    processing_after: float,
+    complete_after: float,
+) -> None:
+    """Run the simulated upstream in the foreground."""
+    from . import simulator
+
+    argv = ["--host", host, "--port", str(port)]
+    argv += ["--processing-after", str(processing_after), "--complete-after", str(complete_after)]
+    if key:
+        argv += ["--key", key]
+    if no_callbacks:
+        argv.append("--no-callbacks")
+    sys.exit(simulator.main(argv))
+
+
+@main.command()
+def worker() -> None:
+    """The poller and dispatcher loop (the Procfile's `poller`)."""
+    from . import worker as worker_module
+
+    sys.exit(worker_module.run_forever(_settings()))
+
+
+@main.command()
+@click.option("--once", is_flag=True, required=True, help="run a single pass and exit")
+def poll(once: bool) -> None:
+    """One pass of the worker: dispatch queued tasks, poll quiet ones, time out old ones."""
+    from . import worker as worker_module
+
+    summary = worker_module.run_once(_settings())
+    click.echo(json.dumps(summary))
+
+
+@main.command()
+def dev() -> None:
+    """What `make run` starts: simulator (without LUMA_API_KEY), migrations, web and worker."""
+    from . import devrun
+
+    sys.exit(devrun.main())
+
+
+# -- everyday actions -----------------------------------------------------------------------
+
+
+def _db(settings: Settings) -> Database:
+    return Database(settings.database_url)
+
+
+@main.command()
+@click.option("--source", "source_task_id", default=None, help="upstream id of the video to extend")
+@click.option("--prompt", "user_prompt", required=True)
+@click.option("--expand-prompt/--no-expand-prompt", default=None)
+@click.option("--image-url", default=None)
+@click.option("--image-end-url", default=None)
+def submit(
+    source_task_id: str | None,
+    user_prompt: str,
+    expand_prompt: bool | None,
+    image_url: str | None,
+    image_end_url: str | None,
+) -> None:
+    """Submit an extend (with --source) or a new generation."""
+    settings = _settings()
+    body = {
+        "source_task_id": source_task_id,
+        "user_prompt": user_prompt,
+        "expand_prompt": expand_prompt,
+        "image_url": image_url,
+        "image_end_url": image_end_url,
+    }
+    try:
+        new = validate.new_task({k: v for k, v in body.items() if v is not None})
+    except validate.ValidationError as exc:
+        raise click.BadParameter(exc.message, param_hint=exc.field) from None
+    database = _db(settings)
+    task = lifecycle.create(database, new)
+    lifecycle.dispatch(database, settings, make_client(settings), task.id)
+    _show(database, task.id)
+
+
+def _show(database: Database, task_id: int, events: bool = False) -> None:
+    from .models import Task
+
+    with database.read() as session:
+        task = session.get(Task, task_id)
+        if task is None:
+            raise click.ClickException(f"no task {task_id}")
+        click.echo(json.dumps(task_json(task, events=events), indent=2))
+
+
+@main.command()
+@click.argument("task_id", type=int)
+def show(task_id: int) -> None:
+    """Print one task with its events as JSON."""
+    _show(_db(_settings()), task_id, events=True)
+
+
+@main.command("list")
+@click.option("--state", default=None)
+@click.option("--limit", default=20, show_default=True, type=int)
+def list_tasks(state: str | None, limit: int) -> None:
+    """The newest tasks, one line each."""
+    from sqlalchemy import select
+
+    from .models import Task
+
+    query = select(Task).order_by(Task.id.desc()).limit(limit)
+    if state:
+        query = query.where(Task.state == state)
+    with _db(_settings()).read() as session:
+        for task in session.scalars(query):
+            click.echo(
+                f"{task.id:>6}  {task.state:<10}  {task.kind:<8}  "
+                f"{task.upstream_id or '-':<36}  {task.user_prompt[:50]}"
+            )
+
+
+@main.command()
+@click.argument("task_id", type=int)
+def resend(task_id: int) -> None:
+    """Send a rejected task again, as a new attempt."""
+    settings = _settings()
+    database = _db(settings)
+    try:
+        lifecycle.resend(database, task_id)
+    except (LookupError, lifecycle.InvalidAction) as exc:
+        raise click.ClickException(str(exc)) from None
+    lifecycle.dispatch(database, settings, make_client(settings), task_id)
+    _show(database, task_id)
