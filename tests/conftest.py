@@ -108,7 +108,7 @@ def serve(app_factory: Callable[[str], Any]) -> LiveServer:
     server = make_server("127.0.0.1", 0, dispatch, threaded=True, request_handler=_QuietHandler)
     url = f"http://127.0.0.1:{server.port}"
     dispatch.app = app_factory(url)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     return LiveServer(url=url, server=server, thread=thread, app=dispatch.app)
 

@@ -82,7 +82,8 @@ def _payload_text(payload: Any) -> str | None:
     if isinstance(payload, bytes):
         payload = payload.decode("utf-8", "replace")
     text_value = payload if isinstance(payload, str) else json.dumps(payload, sort_keys=True)
-    text_value = redact(text_value)
+    # PostgreSQL text cannot hold NUL; keep it visible rather than fail the write
+    text_value = redact(text_value).replace("\x00", "\\u0000")
     if len(text_value) > MAX_PAYLOAD_CHARS:
         text_value = text_value[:MAX_PAYLOAD_CHARS] + "…[truncated]"
     return text_value

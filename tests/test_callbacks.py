@@ -1,0 +1,189 @@
+"""The callback route, called over real HTTP the way an upstream would call it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import requests
+
+from tests.conftest import api_task
+from tests.scripted import Reply, ScriptedUpstream, raw_task
+
+VIDEO = "https://cdn.example/video.mp4?X-Amz-Signature=abc"
+THUMB = "https://cdn.example/thumb.jpg"
+
+
+@dataclass
+class Submitted:
+    app: str
+    id: int
+    upstream_id: str
+    hook: str
+
+    def call(self, body: Any = None, *, data: bytes | None = None, **kw: Any) -> requests.Response:
+        if data is not None:
+            return requests.post(self.hook, data=data, timeout=5, **kw)
+        return requests.post(self.hook, json=body, timeout=5, **kw)
+
+    def task(self) -> dict[str, Any]:
+        return api_task(self.app, self.id)
+
+
+@pytest.fixture
+def upstream() -> Iterator[ScriptedUpstream]:
+    server = ScriptedUpstream()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def new_task(live, upstream: ScriptedUpstream):  # type: ignore[no-untyped-def]
+    app = live(luma_api_base=upstream.url).url
+    made = 0
+
+    def make(prompt: str = "a slow river") -> Submitted:
+        nonlocal made
+        made += 1
+        upstream_id = f"up-{made}"
+        upstream.then(Reply(201, raw_task(upstream_id)))
+        task = requests.post(f"{app}/api/tasks", json={"user_prompt": prompt}, timeout=5).json()
+        hook = upstream.posts()[-1].body["notify_hook"]
+        return Submitted(app, task["id"], upstream_id, hook)
+
+    return make
+
+
+def done(task_id: str) -> dict[str, Any]:
+    return raw_task(
+        task_id,
+        "completed",
+        video={"url": VIDEO, "width": 1280, "height": 720, "download_url": VIDEO},
+        thumbnail={"url": THUMB, "width": 1280, "height": 720},
+    )
+
+
+def test_processing_then_completed(new_task) -> None:  # type: ignore[no-untyped-def]
+    t = new_task()
+    assert t.call(raw_task(t.upstream_id, "processing")).status_code == 200
+    assert t.task()["state"] == "processing"
+    assert t.call(done(t.upstream_id)).status_code == 200
+    task = t.task()
+    assert task["state"] == "completed"
+    assert task["video_url"] == VIDEO
+    assert task["thumbnail_url"] == THUMB
+    assert task["completed_at"] is not None
+    sources = [e["source"] for e in task["events"]]
+    assert sources.count("callback") == 2
+    last = task["events"][-1]
+    assert (last["state_before"], last["state_after"]) == ("processing", "completed")
+    assert last["payload"]["state"] == "completed"
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        lambda uid: {"timestamp": 1735000000, "data": done(uid)},
+        lambda uid: {"task_id": uid, "status": "SUCCESS", "fail_reason": "", "data": done(uid)},
+        lambda uid: {"code": 200, "message": "ok", "data": done(uid)},
+    ],
+    ids=["envelope", "task-platform", "code-wrapper"],
+)
+def test_every_wrapper_shape_completes(new_task, shape) -> None:  # type: ignore[no-untyped-def]
+    t = new_task()
+    assert t.call(shape(t.upstream_id)).status_code == 200
+    assert t.task()["state"] == "completed"
+
+
+def test_seed_wrapper_status_only(new_task) -> None:  # type: ignore[no-untyped-def]
+    t = new_task()
+    body = {"code": 200, "data": {"task_id": t.upstream_id, "task_status": "processing"}}
+    assert t.call(body).status_code == 200
+    assert t.task()["state"] == "processing"
+
+
+def test_pending_straight_to_failed(new_task) -> None:  # type: ignore[no-untyped-def]
+    t = new_task()
+    body = raw_task(t.upstream_id, "failed", failure_reason="Frame moderation failed")
+    assert t.call(body).status_code == 200
+    task = t.task()
+    assert task["state"] == "failed"
+    assert task["failure_reason"] == "Frame moderation failed"
+
+
+def test_late_processing_never_overwrites_completed(new_task) -> None:  # type: ignore[no-untyped-def]
+    t = new_task()
+    t.call(done(t.upstream_id))
+    answer = t.call(raw_task(t.upstream_id, "processing"))
+    assert answer.status_code == 200
+    task = t.task()
+    assert task["state"] == "completed"
+    assert task["video_url"] == VIDEO
+    assert "ignored" in task["events"][-1]["note"]
+
+
+def test_duplicates_are_harmless_and_recorded_once(new_task) -> None:  # type: ignore[no-untyped-def]
+    t = new_task()
+    for _ in range(3):
+        assert t.call(done(t.upstream_id)).status_code == 200
+    task = t.task()
+    assert task["state"] == "completed"
+    assert [e["source"] for e in task["events"]].count("callback") == 1
+
+
+def test_completed_without_video_is_not_done(new_task) -> None:  # type: ignore[no-untyped-def]
+    t = new_task()
+    assert t.call(raw_task(t.upstream_id, "completed")).status_code == 200
+    task = t.task()
+    assert task["state"] == "processing"
+    assert task["upstream_state"] == "completed"
+    assert "queried" in task["events"][-1]["note"]
+
+
+def test_wrong_token_is_404_and_changes_nothing(new_task) -> None:  # type: ignore[no-untyped-def]
+    t = new_task()
+    forged = t.hook[:-4] + ("AAAA" if not t.hook.endswith("AAAA") else "BBBB")
+    response = requests.post(forged, json=done(t.upstream_id), timeout=5)
+    assert response.status_code == 404
+    base = t.hook.rsplit("/", 1)[0]
+    assert requests.post(f"{base}/", json={}, timeout=5).status_code in (404, 405)
+    assert t.task()["state"] == "pending"
+
+
+def test_body_naming_another_task_changes_nothing(new_task) -> None:  # type: ignore[no-untyped-def]
+    first, second = new_task(), new_task()
+    # first's token, second's id in the body
+    assert first.call(done(second.upstream_id)).status_code == 200
+    assert first.task()["state"] == "pending"
+    assert second.task()["state"] == "pending"
+    assert "another task" in first.task()["events"][-1]["note"]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"not json at all", b"<html>oops</html>", b"[1,2,3]", b'{"hello": "world"}', b"\xff\x00"],
+)
+def test_garbage_is_stored_as_not_understood(new_task, data: bytes) -> None:  # type: ignore[no-untyped-def]
+    t = new_task()
+    response = t.call(data=data, headers={"Content-Type": "application/json"})
+    assert response.status_code == 200
+    assert response.json()["understood"] is False
+    task = t.task()
+    assert task["state"] == "pending"
+    assert "not understood" in task["events"][-1]["note"]
+
+
+def test_echoed_callback_url_is_not_stored(new_task) -> None:  # type: ignore[no-untyped-def]
+    t = new_task()
+    token = t.hook.rsplit("/", 1)[1]
+    t.call(raw_task(t.upstream_id, "processing", notify_hook=t.hook))
+    assert token not in requests.get(f"{t.app}/api/tasks/{t.id}", timeout=5).text
+
+
+def test_unknown_task_and_methods(new_task) -> None:  # type: ignore[no-untyped-def]
+    t = new_task()
+    assert requests.get(f"{t.app}/api/tasks/999999", timeout=5).status_code == 404
+    assert requests.get(t.hook, timeout=5).status_code == 405
+    assert requests.get(f"{t.app}/healthz", timeout=5).status_code == 200

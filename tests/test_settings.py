@@ -1,0 +1,61 @@
+"""Settings are read in one place; a bad value names its variable."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tracker.settings import SettingsError, load
+
+
+def test_defaults(tmp_path: Path) -> None:
+    settings = load({}, instance=tmp_path)
+    assert settings.database_url == f"sqlite:///{tmp_path / 'tracker.db'}"
+    assert settings.luma_api_base == "https://www.kkiai.com"
+    assert settings.public_base_url == ""
+    assert settings.port == 8000
+    assert settings.poll_after == 60
+    assert settings.max_in_flight == 10
+    assert settings.media_dir == str(tmp_path / "media")
+
+
+def test_postgres_urls_get_a_driver(tmp_path: Path) -> None:
+    for given in ("postgres://u@h/d", "postgresql://u@h/d"):
+        url = load({"DATABASE_URL": given}, instance=tmp_path).database_url
+        assert url == "postgresql+psycopg://u@h/d"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("PORT", "eighty"),
+        ("PORT", "0"),
+        ("DATABASE_URL", "mysql://x"),
+        ("LUMA_API_BASE", "ftp://x"),
+        ("PUBLIC_BASE_URL", "localhost:8000"),
+        ("TRACKER_POLL_AFTER", "soon"),
+        ("TRACKER_MAX_IN_FLIGHT", "0"),
+        ("TRACKER_MEDIA_ALLOW_PRIVATE", "maybe"),
+    ],
+)
+def test_bad_values_name_the_variable(tmp_path: Path, name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        load({name: value}, instance=tmp_path)
+
+
+def test_a_bad_setting_stops_the_cli_with_one_line(tmp_path: Path) -> None:
+    tracker = Path(sys.executable).parent / "tracker"
+    result = subprocess.run(
+        [str(tracker), "db", "upgrade"],
+        env={"PORT": "eighty", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "PORT must be an integer" in result.stderr
+    assert "Traceback" not in result.stderr

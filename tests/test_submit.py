@@ -1,0 +1,202 @@
+"""POST /api/tasks: validation, what is sent upstream, and every kind of upstream answer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from tests.scripted import Reply, ScriptedUpstream, raw_task
+
+KEY = "sk-test-upstream-key-0123456789"
+
+
+@pytest.fixture
+def upstream() -> Iterator[ScriptedUpstream]:
+    server = ScriptedUpstream()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def app_url(live, upstream: ScriptedUpstream) -> str:
+    return live(luma_api_base=upstream.url, read_timeout=1.0).url
+
+
+def submit(app_url: str, body: object, **kwargs: object) -> requests.Response:
+    return requests.post(f"{app_url}/api/tasks", json=body, timeout=10, **kwargs)
+
+
+def count_tasks(app_url: str) -> int:
+    return len(requests.get(f"{app_url}/api/tasks", timeout=5).json()["tasks"])
+
+
+def test_extend_is_sent_with_auth_and_callback(app_url: str, upstream: ScriptedUpstream) -> None:
+    upstream.then(Reply(201, raw_task("up-1")))
+    response = submit(app_url, {"source_task_id": "src-1", "user_prompt": "add cat"})
+    assert response.status_code == 201
+    task = response.json()
+    assert task["state"] == "pending"
+    assert task["upstream_id"] == "up-1"
+    assert task["kind"] == "extend"
+    assert task["source_task_id"] == "src-1"
+
+    [sent] = upstream.posts()
+    assert sent.path == "/luma/generations/src-1/extend"
+    assert sent.headers["Authorization"] == f"Bearer {KEY}"
+    assert sent.headers["Accept"] == "application/json"
+    # optional fields the user did not give are left out, not sent empty
+    assert set(sent.body) == {"user_prompt", "notify_hook"}
+    assert sent.body["notify_hook"].startswith(f"{app_url}/callbacks/luma/")
+    token = sent.body["notify_hook"].rsplit("/", 1)[1]
+    assert len(token) >= 22  # at least 128 bits, url-safe base64
+    # the token is not in the answer, nor in the stored events
+    assert token not in response.text
+    assert token not in requests.get(f"{app_url}/api/tasks/{task['id']}", timeout=5).text
+
+
+def test_generate_sends_its_options(app_url: str, upstream: ScriptedUpstream) -> None:
+    body = {
+        "user_prompt": "a red fox at dawn",
+        "expand_prompt": True,
+        "aspect_ratio": "16:9",
+        "loop": False,
+        "resolution": "720p",
+        "duration": "5s",
+        "model_name": "ray-v2",
+        "image_url": "https://img.example/a.png",
+    }
+    response = submit(app_url, body)
+    assert response.status_code == 201
+    assert response.json()["kind"] == "generate"
+    [sent] = upstream.posts()
+    assert sent.path == "/luma/generations"
+    assert {k: sent.body[k] for k in body} == body
+
+
+def test_without_public_base_url_no_notify_hook(live, upstream: ScriptedUpstream) -> None:
+    url = live(callbacks=False, luma_api_base=upstream.url).url
+    assert submit(url, {"user_prompt": "a calm sea"}).status_code == 201
+    [sent] = upstream.posts()
+    assert "notify_hook" not in sent.body
+
+
+BAD_BODIES = [
+    ([1, 2], None),
+    ({}, "user_prompt"),
+    ({"user_prompt": None}, "user_prompt"),
+    ({"user_prompt": 42}, "user_prompt"),
+    ({"user_prompt": "   "}, "user_prompt"),
+    ({"user_prompt": "x" * 5001}, "user_prompt"),
+    ({"user_prompt": "ok prompt", "expand_prompt": "yes"}, "expand_prompt"),
+    ({"user_prompt": "ok prompt", "image_url": 5}, "image_url"),
+    ({"user_prompt": "ok prompt", "image_end_url": "not an image"}, "image_end_url"),
+    ({"user_prompt": "ok prompt", "source_task_id": ["a"]}, "source_task_id"),
+    ({"user_prompt": "ok prompt", "source_task_id": "a/../b"}, "source_task_id"),
+    ({"user_prompt": "ok prompt", "aspect_ratio": "2:1"}, "aspect_ratio"),
+    ({"user_prompt": "ok prompt", "loop": "no"}, "loop"),
+    ({"user_prompt": "ok prompt", "source_task_id": "s1", "loop": True}, "loop"),
+    ({"user_prompt": "ok prompt", "duration": "five"}, "duration"),
+    ({"user_prompt": "ok prompt", "notify_hook": "http://evil"}, "notify_hook"),
+]
+
+
+@pytest.mark.parametrize(("body", "field"), BAD_BODIES)
+def test_bad_input_is_400_naming_the_field(
+    app_url: str, upstream: ScriptedUpstream, body: object, field: str | None
+) -> None:
+    response = submit(app_url, body)
+    assert response.status_code == 400
+    answer = response.json()
+    assert answer.get("field") == field
+    if field:
+        assert field in answer["error"]
+    assert upstream.posts() == []
+    assert count_tasks(app_url) == 0
+
+
+@pytest.mark.parametrize("raw", [b"", b"{not json", b"\xff\xfe", b"null", b'"a string"'])
+def test_non_json_bodies_are_400(app_url: str, upstream: ScriptedUpstream, raw: bytes) -> None:
+    response = requests.post(
+        f"{app_url}/api/tasks",
+        data=raw,
+        headers={"Content-Type": "application/json"},
+        timeout=5,
+    )
+    assert response.status_code == 400
+    assert "error" in response.json()
+    assert upstream.posts() == []
+
+
+def test_upstream_refusal_is_rejected_with_reason(app_url: str, upstream: ScriptedUpstream) -> None:
+    detail = "Prompt is too short, minimum length is 3 characters"
+    upstream.then(Reply(400, {"detail": detail}))
+    task = submit(app_url, {"user_prompt": "ab"}).json()
+    assert task["state"] == "rejected"
+    assert detail in task["failure_reason"]
+
+
+def test_upstream_refusal_with_nested_detail(app_url: str, upstream: ScriptedUpstream) -> None:
+    upstream.then(Reply(422, {"detail": {"reason": "Loop is not supported", "code": 1}}))
+    task = submit(app_url, {"user_prompt": "a long prompt"}).json()
+    assert task["state"] == "rejected"
+    assert "Loop is not supported" in task["failure_reason"]
+
+
+def test_429_leaves_the_task_queued(app_url: str, upstream: ScriptedUpstream) -> None:
+    upstream.then(Reply(429, {"detail": "Too many requests"}, {"Retry-After": "30"}))
+    response = submit(app_url, {"user_prompt": "a quiet forest"})
+    assert response.status_code == 201
+    task = response.json()
+    assert task["state"] == "queued"
+    assert task["upstream_id"] is None
+    assert "30 s" in task["events"][-1]["note"]
+
+
+def test_connection_refused_leaves_the_task_queued(live) -> None:
+    url = live(luma_api_base="http://127.0.0.1:9").url  # nothing listens on port 9
+    task = submit(url, {"user_prompt": "a quiet forest"}).json()
+    assert task["state"] == "queued"
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Reply(500, {"detail": "internal"}),
+        Reply(502, "<html><body>502 Bad Gateway</body></html>"),
+        Reply(200, "<html><body>maintenance</body></html>"),
+        Reply(200, raw_task("late"), delay=2.5),  # past the 1 s read timeout
+    ],
+    ids=["500", "502-html", "200-html", "timeout"],
+)
+def test_ambiguous_outcome_is_rejected_and_not_resent(
+    app_url: str, upstream: ScriptedUpstream, reply: Reply
+) -> None:
+    upstream.then(reply)
+    task = submit(app_url, {"user_prompt": "a quiet forest"}).json()
+    assert task["state"] == "rejected"
+    assert task["failure_reason"].startswith("outcome unknown")
+    assert len(upstream.posts()) == 1
+
+
+def test_resend_sends_a_new_attempt(app_url: str, upstream: ScriptedUpstream) -> None:
+    upstream.then(Reply(500, {"detail": "internal"}), Reply(201, raw_task("up-2")))
+    task = submit(app_url, {"user_prompt": "a quiet forest"}).json()
+    assert task["state"] == "rejected"
+    response = requests.post(f"{app_url}/api/tasks/{task['id']}/resend", timeout=5)
+    assert response.status_code == 200
+    again = response.json()
+    assert again["state"] == "pending"
+    assert again["upstream_id"] == "up-2"
+    assert again["attempts"] == 2
+    assert any(e["source"] == "user" and "attempt 2" in e["note"] for e in again["events"])
+    hooks = [s.body["notify_hook"] for s in upstream.posts()]
+    assert len(hooks) == 2 and hooks[0] != hooks[1]  # each attempt has its own token
+
+
+def test_resend_of_a_pending_task_is_refused(app_url: str, upstream: ScriptedUpstream) -> None:
+    task = submit(app_url, {"user_prompt": "a quiet forest"}).json()
+    response = requests.post(f"{app_url}/api/tasks/{task['id']}/resend", timeout=5)
+    assert response.status_code == 409
+    assert len(upstream.posts()) == 1
