@@ -1,0 +1,113 @@
+"""Stream one link into a file, whole or not at all.
+
+Used by `media` for archival. The body streams (never held in memory) through
+`netguard.checked_get` (public addresses only, every redirect checked), with connect
+and read timeouts, an overall deadline and a byte cap counted as it arrives (a missing
+or lying Content-Length changes nothing). It lands in a temporary file in the target
+directory that is fsync'd and `os.replace`d into place only when complete, so a reader
+sees the old file or the whole new one, never a half file; on any error the temporary
+file is removed.
+
+Links are credentials (presigned): error messages name a status or a host, never a URL.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from contextlib import suppress
+from pathlib import Path
+from typing import BinaryIO
+
+import requests
+
+from . import netguard
+from .settings import Settings
+
+CHUNK = 64 * 1024
+DOWNLOAD_DEADLINE = 1800.0
+EXPIRED_STATUSES = frozenset({403, 404, 410})
+HEADERS = {"User-Agent": "luma-tracker/0.1", "Accept": "*/*", "Accept-Encoding": "identity"}
+
+
+class DownloadError(Exception):
+    """A download that did not produce a file; `permanent` ones are not retried on a timer."""
+
+    permanent = False
+
+    def __init__(self, reason: str, *, permanent: bool | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        if permanent is not None:
+            self.permanent = permanent
+
+
+class TooLarge(DownloadError):
+    """Past TRACKER_MEDIA_MAX_BYTES: the same file will not get smaller."""
+
+    permanent = True
+
+
+def download(url: str, dest: Path, settings: Settings, guard: netguard.Guard) -> int:
+    """Stream `url` into `dest` atomically and return its size; leaves nothing behind on error."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            size = _stream(url, out, settings, guard)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(dest.parent)
+    return size
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make the rename itself durable (a crash right after must not lose the new name)."""
+    with suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _stream(url: str, out: BinaryIO, settings: Settings, guard: netguard.Guard) -> int:
+    cap = settings.media_max_bytes
+    timeout = (settings.connect_timeout, settings.read_timeout)
+    # requests' exceptions carry the URL in their text; only their type is kept (`from None`)
+    try:
+        with netguard.checked_get(url, guard, timeout=timeout, headers=HEADERS) as response:
+            status = response.status_code
+            if status in EXPIRED_STATUSES:
+                raise DownloadError(f"the link answered HTTP {status} (expired?)")
+            if status != 200:
+                raise DownloadError(f"the link answered HTTP {status}")
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > cap:
+                raise TooLarge(f"larger than the {cap}-byte limit ({declared} bytes announced)")
+            total = 0
+            deadline = time.monotonic() + DOWNLOAD_DEADLINE
+            for chunk in response.iter_content(CHUNK):
+                total += len(chunk)
+                if total > cap:  # counted, whatever Content-Length said
+                    raise TooLarge(f"larger than the {cap}-byte limit")
+                out.write(chunk)
+                if time.monotonic() > deadline:
+                    raise DownloadError(f"took longer than {DOWNLOAD_DEADLINE:g} s")
+    except netguard.FetchRefused as exc:
+        raise DownloadError(str(exc), permanent=True) from None
+    except netguard.FetchError as exc:
+        raise DownloadError(str(exc)) from None
+    except requests.Timeout:
+        raise DownloadError("the link timed out") from None
+    except requests.RequestException as exc:
+        raise DownloadError(f"the download broke off ({type(exc).__name__})") from None
+    if total == 0:
+        raise DownloadError("the link gave an empty file")
+    return total
