@@ -67,10 +67,12 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     )
 
     from .web import api, errors, hooks
+    from .web import media as media_routes
 
     errors.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(hooks.bp)
+    app.register_blueprint(media_routes.bp)
 
     @app.get("/healthz")
     def healthz() -> tuple[dict[str, str], int]:
