@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 
 from flask import Flask, current_app
+from werkzeug.routing import IntegerConverter
 
 from . import redact
 from . import settings as settings_module
@@ -23,6 +24,14 @@ class Services:
     settings: Settings
     db: Database
     client: LumaClient
+
+
+class BoundedInt(IntegerConverter):
+    """Route integers fit a 64-bit column (ids), so a huge one never reaches the database."""
+
+    def __init__(self, map, *args, **kwargs):  # type: ignore[no-untyped-def]
+        kwargs.setdefault("max", 2**63 - 1)
+        super().__init__(map, *args, **kwargs)
 
 
 def services() -> Services:
@@ -62,17 +71,21 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         SECRET_KEY=settings.secret_key or None,
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    # every <int:...> in every route: a number past what the database holds is a 404, not a 500
+    app.url_map.converters["int"] = BoundedInt
     app.extensions["tracker"] = Services(
         settings=settings, db=db or Database(settings.database_url), client=make_client(settings)
     )
 
-    from .web import api, errors, hooks
+    from .web import api, errors, hooks, openapi, security
     from .web import media as media_routes
 
     errors.init_app(app)
+    security.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(hooks.bp)
     app.register_blueprint(media_routes.bp)
+    app.register_blueprint(openapi.bp)
 
     @app.get("/healthz")
     def healthz() -> tuple[dict[str, str], int]:

@@ -14,11 +14,17 @@ MAX_PROMPT = 5000
 MAX_ID = 128
 ASPECT_RATIOS = ("1:1", "4:3", "3:4", "16:9", "9:16", "21:9", "9:21")
 RESOLUTIONS = ("540p", "720p", "1080p", "4k")
-_DURATION = re.compile(r"^\d{1,3}s$")
-_BASE64 = re.compile(r"^[A-Za-z0-9+/_\-]+={0,2}$")
-_SPACE = re.compile(r"\s+")
-_DATA_URI = re.compile(r"^data:[\w/+.\-]+;base64,", re.IGNORECASE)
-_ID = re.compile(r"^[A-Za-z0-9._:\-]+$")
+# These patterns are also the OpenAPI document's (web/openapi.py): one rule, two readers.
+DURATION_PATTERN = r"^[0-9]{1,3}s$"
+ID_PATTERN = r"^[A-Za-z0-9._:-]+$"
+# empty (not given), an http(s) URL, a data: URI, or bare base64 (32+ characters, may wrap)
+IMAGE_PATTERN = (
+    r"^(|https?://[!-~]{1,4000}|data:[A-Za-z0-9/+.-]+;base64,[A-Za-z0-9+/= \t\r\n]*"
+    r"|[A-Za-z0-9+/_-][A-Za-z0-9+/_ \t\r\n-]{31,}={0,2})$"
+)
+_DURATION = re.compile(DURATION_PATTERN)
+_ID = re.compile(ID_PATTERN)
+IMAGE = re.compile(IMAGE_PATTERN)
 
 COMMON_FIELDS = ("source_task_id", "user_prompt", "expand_prompt", "image_url", "image_end_url")
 GENERATE_FIELDS = ("aspect_ratio", "loop", "resolution", "duration", "model_name")
@@ -32,14 +38,15 @@ class ValidationError(ValueError):
 
 
 def _string(body: dict[str, Any], field: str, *, limit: int) -> str | None:
+    """An optional string: missing, null and "" mean not given; blank is an error."""
     value = body.get(field)
-    if value is None:
+    if value is None or value == "":
         return None
     if not isinstance(value, str):
         raise ValidationError(field, f"{field} must be a string")
     value = value.strip()
     if not value:
-        return None
+        raise ValidationError(field, f"{field} must not be blank")
     if len(value) > limit:
         raise ValidationError(field, f"{field} is longer than {limit} characters")
     return value
@@ -56,19 +63,9 @@ def _boolean(body: dict[str, Any], field: str) -> bool | None:
 
 def _image(body: dict[str, Any], field: str) -> str | None:
     value = _string(body, field, limit=15_000_000)
-    if value is None:
-        return None
-    lowered = value[:16].lower()
-    if lowered.startswith(("http://", "https://")):
-        if len(value) > 4000 or any(c.isspace() for c in value):
-            raise ValidationError(field, f"{field} is not a valid URL")
-        return value
-    if _DATA_URI.match(value):
-        return value
-    compact = _SPACE.sub("", value)
-    if len(compact) >= 32 and len(compact) % 4 == 0 and _BASE64.match(compact):
-        return value
-    raise ValidationError(field, f"{field} must be an http(s) URL or base64 image data")
+    if value is not None and not IMAGE.fullmatch(value):
+        raise ValidationError(field, f"{field} must be an http(s) URL or base64 image data")
+    return value
 
 
 def _choice(body: dict[str, Any], field: str, choices: tuple[str, ...]) -> str | None:
@@ -107,7 +104,7 @@ def new_task(body: Any) -> NewTask:
     options: dict[str, Any] = {}
     if source is not None:
         for field in GENERATE_FIELDS:
-            if body.get(field) is not None:
+            if body.get(field) not in (None, ""):
                 raise ValidationError(field, f"{field} is not supported when extending a video")
     else:
         options = {

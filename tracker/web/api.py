@@ -68,10 +68,9 @@ def _int_arg(name: str, default: int | None, *, minimum: int, maximum: int) -> i
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise validate.ValidationError(name, f"{name} must be an integer") from None
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        raise validate.ValidationError(name, f"{name} must be a whole number")
+    value = int(raw)
     if not minimum <= value <= maximum:
         raise validate.ValidationError(name, f"{name} must be between {minimum} and {maximum}")
     return value

@@ -34,7 +34,13 @@ def init_app(app: Flask) -> None:
             404: "not found",
             405: "method not allowed",
         }
-        return error(exc.code or 500, messages.get(exc.code or 0, exc.description or exc.name))
+        response, status = error(
+            exc.code or 500, messages.get(exc.code or 0, exc.description or exc.name)
+        )
+        for name, value in exc.get_headers():  # Allow on 405, for one
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response, status
 
     @app.errorhandler(OperationalError)
     def database_down(exc: OperationalError):  # type: ignore[no-untyped-def]

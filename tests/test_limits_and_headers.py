@@ -1,0 +1,106 @@
+"""Size limits, hardening headers and cookie flags, over real HTTP."""
+
+from __future__ import annotations
+
+import socket
+from urllib.parse import urlsplit
+
+import requests
+
+from tests.conftest import api_task
+from tests.scripted import Reply, ScriptedUpstream, raw_task
+from tracker import create_app
+
+
+def _submit_one(live, upstream: ScriptedUpstream, **overrides):  # type: ignore[no-untyped-def]
+    app = live(luma_api_base=upstream.url, **overrides).url
+    upstream.then(Reply(201, raw_task("up-big")))
+    task = requests.post(f"{app}/api/tasks", json={"user_prompt": "a tall tree"}, timeout=5).json()
+    return app, task, upstream.posts()[-1].body["notify_hook"]
+
+
+def test_oversized_callback_is_413_and_changes_nothing(live) -> None:  # type: ignore[no-untyped-def]
+    upstream = ScriptedUpstream()
+    try:
+        app, task, hook = _submit_one(live, upstream, max_callback_bytes=2000)
+        body = raw_task("up-big", "failed", failure_reason="x" * 5000)
+        response = requests.post(hook, json=body, timeout=5)
+        assert response.status_code == 413
+        after = api_task(app, task["id"])
+        assert after["state"] == "pending"
+        assert [e["source"] for e in after["events"]] == ["submit", "submit"]
+        # a small one still works
+        assert requests.post(hook, json=raw_task("up-big", "processing"), timeout=5).ok
+    finally:
+        upstream.stop()
+
+
+def test_oversized_chunked_callback_is_refused(live) -> None:  # type: ignore[no-untyped-def]
+    upstream = ScriptedUpstream()
+    try:
+        app, task, hook = _submit_one(live, upstream, max_callback_bytes=2000)
+
+        def chunks():  # type: ignore[no-untyped-def]
+            yield b'{"id": "up-big", "state": "failed", "failure_reason": "'
+            for _ in range(50):
+                yield b"y" * 1000
+            yield b'"}'
+
+        try:
+            response = requests.post(hook, data=chunks(), timeout=5)
+            assert response.status_code == 413
+        except requests.ConnectionError:
+            pass  # the server may close the connection instead of reading the rest
+        assert api_task(app, task["id"])["state"] == "pending"
+    finally:
+        upstream.stop()
+
+
+def test_oversized_api_body_is_413_without_being_read(live) -> None:  # type: ignore[no-untyped-def]
+    app = live(max_body_bytes=10_000).url
+    host, port = urlsplit(app).hostname, urlsplit(app).port
+    # announce a huge body and send none of it: the answer must come anyway
+    with socket.create_connection((host, port), timeout=5) as conn:
+        conn.sendall(
+            b"POST /api/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 500000000\r\n\r\n"
+        )
+        head = conn.recv(4096).decode()
+    assert head.startswith("HTTP/1.1 413")
+    assert requests.get(f"{app}/api/tasks", timeout=5).json()["tasks"] == []
+
+
+def test_big_base64_image_under_the_limit_is_accepted(live) -> None:  # type: ignore[no-untyped-def]
+    upstream = ScriptedUpstream()
+    try:
+        app = live(luma_api_base=upstream.url).url
+        image = "data:image/png;base64," + "QUJD" * 500_000  # 2 MB
+        response = requests.post(
+            f"{app}/api/tasks", json={"user_prompt": "a tall tree", "image_url": image}, timeout=10
+        )
+        assert response.status_code == 201
+        assert upstream.posts()[-1].body["image_url"] == image
+    finally:
+        upstream.stop()
+
+
+def test_hardening_headers(live) -> None:  # type: ignore[no-untyped-def]
+    app = live().url
+    page = requests.get(f"{app}/no-such-page", headers={"Accept": "text/html"}, timeout=5)
+    assert page.status_code == 404
+    csp = page.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in csp
+    assert "script-src 'self'" in csp
+    assert "unsafe-inline" not in csp
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    api = requests.get(f"{app}/api/tasks", timeout=5)
+    assert api.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_session_cookie_flags(make_settings, db) -> None:  # type: ignore[no-untyped-def]
+    secure = create_app(make_settings(public_base_url="https://tracker.example"), db=db)
+    assert secure.config["SESSION_COOKIE_SECURE"] is True
+    assert secure.config["SESSION_COOKIE_HTTPONLY"] is True
+    assert secure.config["SESSION_COOKIE_SAMESITE"] == "Lax"
+    plain = create_app(make_settings(public_base_url="http://127.0.0.1:8000"), db=db)
+    assert plain.config["SESSION_COOKIE_SECURE"] is False

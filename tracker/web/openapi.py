@@ -1,0 +1,288 @@
+"""The OpenAPI document of the JSON API, served at /api/openapi.json.
+
+Written by hand next to the code it describes (the API is small), and checked
+against the live app by schemathesis in the test suite, so it cannot drift.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint
+
+from ..models import EVENT_SOURCES, KINDS, STATES
+from ..validate import (
+    ASPECT_RATIOS,
+    DURATION_PATTERN,
+    GENERATE_FIELDS,
+    ID_PATTERN,
+    IMAGE_PATTERN,
+    MAX_PROMPT,
+    RESOLUTIONS,
+)
+
+bp = Blueprint("openapi", __name__)
+
+_nullable_string = {"type": ["string", "null"]}
+_time = {"type": ["string", "null"], "format": "date-time"}
+
+ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string"}, "field": {"type": ["string", "null"]}},
+}
+
+TASK = {
+    "type": "object",
+    "required": ["id", "kind", "state", "user_prompt", "created_at", "updated_at"],
+    "properties": {
+        "id": {"type": "integer"},
+        "upstream_id": _nullable_string,
+        "source_task_id": _nullable_string,
+        "kind": {"type": "string", "enum": list(KINDS)},
+        "state": {"type": "string", "enum": list(STATES)},
+        "upstream_state": _nullable_string,
+        "user_prompt": {"type": "string"},
+        "expand_prompt": {"type": ["boolean", "null"]},
+        "image_url": _nullable_string,
+        "image_end_url": _nullable_string,
+        "options": {"type": "object"},
+        "video_url": _nullable_string,
+        "thumbnail_url": _nullable_string,
+        "media_url": _nullable_string,
+        "failure_reason": _nullable_string,
+        "attempts": {"type": "integer"},
+        "created_at": {"type": "string", "format": "date-time"},
+        "updated_at": {"type": "string", "format": "date-time"},
+        "completed_at": _time,
+    },
+}
+
+EVENT = {
+    "type": "object",
+    "required": ["id", "source", "at", "state_before", "state_after"],
+    "properties": {
+        "id": {"type": "integer"},
+        "source": {"type": "string", "enum": list(EVENT_SOURCES)},
+        "at": {"type": "string", "format": "date-time"},
+        "state_before": _nullable_string,
+        "state_after": _nullable_string,
+        "note": _nullable_string,
+        "payload": {},
+    },
+}
+
+TASK_DETAIL = {
+    "allOf": [
+        {"$ref": "#/components/schemas/Task"},
+        {
+            "type": "object",
+            "required": ["events"],
+            "properties": {
+                "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}
+            },
+        },
+    ]
+}
+
+_optional_text = {"type": ["string", "null"]}
+_image = {
+    "type": ["string", "null"],
+    "pattern": IMAGE_PATTERN,
+    "description": "an http(s) URL or base64 image data",
+}
+_COMMON = {
+    "user_prompt": {"type": "string", "minLength": 1, "maxLength": MAX_PROMPT, "pattern": "\\S"},
+    "expand_prompt": {"type": ["boolean", "null"]},
+    "image_url": _image,
+    "image_end_url": _image,
+}
+# null and "" mean "not given" for every optional field
+EXTEND = {
+    "type": "object",
+    "description": "extend the video with this upstream id",
+    "required": ["source_task_id", "user_prompt"],
+    "additionalProperties": False,
+    "properties": {
+        "source_task_id": {"type": "string", "maxLength": 128, "pattern": ID_PATTERN},
+        **_COMMON,
+        **{name: {"enum": ["", None]} for name in GENERATE_FIELDS},
+    },
+}
+GENERATE = {
+    "type": "object",
+    "description": "a new generation",
+    "required": ["user_prompt"],
+    "additionalProperties": False,
+    "properties": {
+        "source_task_id": {"enum": ["", None]},
+        **_COMMON,
+        "aspect_ratio": {"enum": [*ASPECT_RATIOS, "", None]},
+        "loop": {"type": ["boolean", "null"]},
+        "resolution": {"enum": [*RESOLUTIONS, "", None]},
+        "duration": {"type": ["string", "null"], "pattern": f"({DURATION_PATTERN})|(^$)"},
+        "model_name": {"type": ["string", "null"], "maxLength": 64, "pattern": "^$|\\S"},
+    },
+}
+# inline rather than $ref: schemathesis does not follow a $ref to a oneOf of $refs
+NEW_TASK = {"oneOf": [EXTEND, GENERATE]}
+
+
+def _json(schema_name: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_name}"}}}
+
+
+def _answers(ok: dict[str, Any], *errors: int) -> dict[str, Any]:
+    described = {
+        400: "bad input; `field` names what to fix",
+        401: "missing or wrong token (when TRACKER_API_TOKEN is set)",
+        404: "no such task",
+        409: "the action does not fit the task's state",
+        413: "the body is too large",
+        502: "the upstream query failed",
+        503: "the database is unavailable; try again",
+    }
+    answers = dict(ok)
+    for code in (*errors, 401, 503):
+        answers[str(code)] = {"description": described[code], "content": _json("Error")}
+    return answers
+
+
+TASK_ID = {
+    "name": "task_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 0, "maximum": 2**62},
+}
+
+SPEC: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "Luma task tracker",
+        "version": "1",
+        "description": "Submit Luma extends and generations, follow them, read their history.",
+    },
+    "paths": {
+        "/api/tasks": {
+            "post": {
+                "summary": "Submit an extend (with source_task_id) or a new generation",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": NEW_TASK}},
+                },
+                "responses": _answers(
+                    {
+                        "201": {
+                            "description": "stored (and sent when a slot is free)",
+                            "content": _json("TaskDetail"),
+                        }
+                    },
+                    400,
+                    413,
+                ),
+            },
+            "get": {
+                "summary": "Tasks, newest first, with cursor pagination",
+                "parameters": [
+                    {
+                        "name": "state",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": list(STATES)},
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 200},
+                    },
+                    {
+                        "name": "cursor",
+                        "in": "query",
+                        "description": "next_cursor of the previous page",
+                        "schema": {"type": "string", "pattern": "^([0-9]{1,18})?$"},
+                    },
+                ],
+                "responses": _answers(
+                    {
+                        "200": {
+                            "description": "a page of tasks",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["tasks", "next_cursor"],
+                                        "properties": {
+                                            "tasks": {
+                                                "type": "array",
+                                                "items": {"$ref": "#/components/schemas/Task"},
+                                            },
+                                            "next_cursor": _nullable_string,
+                                        },
+                                    }
+                                }
+                            },
+                        }
+                    },
+                    400,
+                ),
+            },
+        },
+        "/api/tasks/{task_id}": {
+            "get": {
+                "summary": "One task with its events",
+                "parameters": [TASK_ID],
+                "responses": _answers(
+                    {"200": {"description": "the task", "content": _json("TaskDetail")}}, 404
+                ),
+            }
+        },
+        "/api/tasks/{task_id}/poll": {
+            "post": {
+                "summary": "Query the upstream for this task now",
+                "parameters": [TASK_ID],
+                "responses": _answers(
+                    {
+                        "200": {
+                            "description": "the task after the query",
+                            "content": _json("TaskDetail"),
+                        }
+                    },
+                    404,
+                    409,
+                    502,
+                ),
+            }
+        },
+        "/api/tasks/{task_id}/resend": {
+            "post": {
+                "summary": "Send a rejected task again, as a new attempt",
+                "parameters": [TASK_ID],
+                "responses": _answers(
+                    {
+                        "200": {
+                            "description": "the task, queued or sent",
+                            "content": _json("TaskDetail"),
+                        }
+                    },
+                    404,
+                    409,
+                ),
+            }
+        },
+    },
+    "components": {
+        "schemas": {
+            "Task": TASK,
+            "TaskDetail": TASK_DETAIL,
+            "Event": EVENT,
+            "NewTask": NEW_TASK,
+            "Error": ERROR,
+        },
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+    },
+    "security": [{"bearer": []}, {}],
+}
+
+
+@bp.get("/api/openapi.json")
+def openapi() -> dict[str, Any]:
+    return SPEC

@@ -1,0 +1,58 @@
+"""HTTP hardening: headers on every answer, cookie flags, and body-size limits.
+
+Pages carry a Content-Security-Policy without inline script, so markup that a
+user or the upstream slipped into a prompt cannot run even if escaping failed.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, Response, request
+
+from .. import services
+
+
+def content_security_policy(*, allow_http_media: bool) -> str:
+    # thumbnails and videos come from the upstream's CDN until archived; the simulator
+    # that `make run` starts serves them over plain http on 127.0.0.1
+    remote = "https: http:" if allow_http_media else "https:"
+    return "; ".join(
+        [
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+            f"img-src 'self' data: {remote}",
+            f"media-src 'self' {remote}",
+            "connect-src 'self'",
+            "object-src 'none'",
+            "base-uri 'none'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        ]
+    )
+
+
+def init_app(app: Flask) -> None:
+    settings = app.extensions["tracker"].settings
+    app.config.update(
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.public_base_url.startswith("https://"),
+    )
+    csp = content_security_policy(allow_http_media=settings.media_allow_private)
+
+    @app.before_request
+    def limit_body() -> None:
+        # callbacks are small; the API takes base64 images (TRACKER_MAX_BODY_BYTES)
+        # (one byte more than allowed, so that the route can tell "too long" from "exactly
+        # at the limit" on a chunked body, which werkzeug cuts silently at the maximum)
+        if request.path.startswith("/callbacks/"):
+            request.max_content_length = services().settings.max_callback_bytes + 1
+
+    @app.after_request
+    def harden(response: Response) -> Response:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        if response.mimetype == "text/html":
+            response.headers.setdefault("Content-Security-Policy", csp)
+            response.headers.setdefault("X-Frame-Options", "DENY")
+        return response
