@@ -21,7 +21,7 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import or_, select, update
@@ -78,11 +78,9 @@ class _FreshLinks:
         self.client = client
         self.upstream_id = upstream_id
         self._answer: Answer | None = None
-        self._asked = False
 
     def _query(self) -> Answer:
         if self._answer is None:
-            self._asked = True
             self._answer = self.client.query(self.upstream_id or "")
         return self._answer
 
@@ -128,10 +126,10 @@ def _fetch(
     try:
         url = fresh()
         if not url:
-            raise DownloadError("the upstream gave no fresh link")
+            raise first or DownloadError("the upstream gave no link")
         return download(url, dest, settings, guard)
     except DownloadError as exc:
-        if first is None:
+        if first is None or exc is first:
             raise
         raise DownloadError(f"{first.reason}; then {exc.reason}", permanent=exc.permanent) from None
 
@@ -139,7 +137,7 @@ def _fetch(
 def _archive_one(
     db: Database, settings: Settings, client: LumaClient, guard: netguard.Guard, job: _Job
 ) -> bool:
-    """Fetch what the task lacks and record the outcome; True when its video is archived."""
+    """Fetch what the task lacks and record the outcome; True when a file was archived."""
     root = Path(settings.media_dir)
     links = _FreshLinks(client, job.upstream_id)
     video_name = thumb_name = None
@@ -161,7 +159,7 @@ def _archive_one(
         except DownloadError as exc:  # the video is what matters; no retry for a thumbnail
             log.warning("task %d: thumbnail not archived: %s", job.task_id, redact(exc.reason))
     _note_success(db, job.task_id, video_name, thumb_name)
-    return True
+    return bool(video_name or thumb_name)
 
 
 def _note_success(db: Database, task_id: int, video: str | None, thumbnail: str | None) -> None:
@@ -286,7 +284,6 @@ def archive_due(
     *,
     limit: int = 2,
     guard: netguard.Guard | None = None,
-    now: datetime | None = None,
 ) -> int:
     """The worker's pass: archive up to `limit` completed tasks whose turn has come.
 
@@ -294,7 +291,7 @@ def archive_due(
     """
     if not settings.media_dir:
         return 0
-    now = now or utcnow()
+    now = utcnow()
     with db.read() as session:
         ids = list(
             session.scalars(
