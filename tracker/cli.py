@@ -36,6 +36,8 @@ def setup_logging(level: int = logging.INFO) -> None:
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     install_logging_filter()
+    # alembic announces each of its plugins at INFO on every start; the migrations themselves stay
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 @click.group()
