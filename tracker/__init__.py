@@ -77,13 +77,14 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         settings=settings, db=db or Database(settings.database_url), client=make_client(settings)
     )
 
-    from .web import api, errors, hooks, openapi, security
+    from .web import api, dashboard, errors, hooks, openapi, security
     from .web import media as media_routes
 
     errors.init_app(app)
     security.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(hooks.bp)
+    app.register_blueprint(dashboard.bp)  # also sets the session key and cookie (web/csrf.py)
     app.register_blueprint(media_routes.bp)
     app.register_blueprint(openapi.bp)
 

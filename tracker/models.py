@@ -154,3 +154,13 @@ class StateCount(Base):
 
     state: Mapped[str] = mapped_column(String(16), primary_key=True)
     count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+# Search structures made by hand in migration 0002, different on each database (SQLite's FTS5
+# table, its shadow tables and triggers; PostgreSQL's GIN and pattern-ops indexes). The models
+# cannot describe them, so migrations/env.py leaves objects with these names out of `alembic check`.
+SEARCH_OBJECT_PREFIXES = ("tasks_fts", "ix_tasks_search_")
+
+
+def is_search_object(name: str | None) -> bool:
+    return bool(name) and str(name).startswith(SEARCH_OBJECT_PREFIXES)

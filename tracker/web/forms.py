@@ -1,0 +1,124 @@
+"""The new-task form: form fields and uploads -> the API's JSON body -> validate.new_task.
+
+The form is checked by the same code as the API (`validate.new_task`), so the rules and
+their messages are the same. That function stops at the first problem; to show every
+problem beside its field at once, a field found wrong is set aside and the rest checked
+again. An uploaded image is sent as a base64 data URI.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from werkzeug.datastructures import FileStorage, ImmutableMultiDict
+
+from .. import validate
+from ..lifecycle import NewTask
+
+MAX_IMAGE_BYTES = 10 * 1024 * 1024
+IMAGE_FIELDS = ("image_url", "image_end_url")
+TEXT_FIELDS = (
+    "source_task_id",
+    "user_prompt",
+    "image_url",
+    "image_end_url",
+    "duration",
+    "model_name",
+)
+CHOICE_FIELDS = ("expand_prompt", "loop", "aspect_ratio", "resolution")
+GENERATE_FIELDS = ("aspect_ratio", "loop", "resolution", "duration", "model_name")
+_PLACEHOLDER = {"user_prompt": "x", "source_task_id": None}
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+)
+
+
+def _image_type(head: bytes) -> str | None:
+    for signature, mime in _SIGNATURES:
+        if head.startswith(signature):
+            return mime
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+def read_upload(upload: FileStorage | None) -> tuple[str | None, str | None]:
+    """(data URI, None), (None, error) or (None, None) when no file was chosen."""
+    if upload is None or not upload.filename:
+        return None, None
+    data = upload.stream.read(MAX_IMAGE_BYTES + 1)
+    if not data:
+        return None, "the file is empty"
+    if len(data) > MAX_IMAGE_BYTES:
+        return None, f"the file is larger than {MAX_IMAGE_BYTES // (1024 * 1024)} MB"
+    mime = _image_type(data[:16])
+    if mime is None:
+        return None, "choose a PNG, JPEG, GIF or WebP image"
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}", None
+
+
+def _tristate(raw: str) -> bool | None:
+    return {"true": True, "false": False}.get(raw)
+
+
+def read_new_task(
+    form: ImmutableMultiDict[str, str], files: ImmutableMultiDict[str, FileStorage]
+) -> tuple[dict[str, str], dict[str, str], NewTask | None]:
+    """(the values to show again, errors by field, the task when there are no errors)."""
+    values = {name: form.get(name, "").strip() for name in TEXT_FIELDS + CHOICE_FIELDS}
+    values["user_prompt"] = form.get("user_prompt", "")  # kept as typed
+    errors: dict[str, str] = {}
+    body: dict[str, Any] = {}
+    for name in ("source_task_id", "user_prompt", "duration", "model_name"):
+        if values[name].strip():
+            body[name] = values[name]
+    if "user_prompt" not in body:
+        body["user_prompt"] = values["user_prompt"]  # empty: validate names the field
+    for name in ("aspect_ratio", "resolution"):
+        if values[name]:
+            body[name] = values[name]
+    for name in ("expand_prompt", "loop"):
+        choice = _tristate(values[name])
+        if choice is not None:
+            body[name] = choice
+    for name in IMAGE_FIELDS:
+        data, problem = read_upload(files.get(name + "_file"))
+        if problem:
+            errors[name] = problem
+        elif data and values[name]:
+            errors[name] = "give a URL or a file, not both"
+        elif data:
+            body[name] = data
+            values[name + "_file"] = "chosen"
+        elif values[name]:
+            body[name] = values[name]
+    if body.get("source_task_id"):
+        for name in GENERATE_FIELDS:
+            if name in body:
+                errors.setdefault(name, "only for a new generation (leave the source empty)")
+    for name in errors:
+        body.pop(name, None)
+    new = _check(body, errors)
+    return values, errors, (new if not errors else None)
+
+
+def _check(body: dict[str, Any], errors: dict[str, str]) -> NewTask | None:
+    """validate.new_task, repeated to collect a message for every wrong field."""
+    for _ in range(len(body) + 1):
+        try:
+            return validate.new_task(body)
+        except validate.ValidationError as exc:
+            field = exc.field or "form"
+            errors.setdefault(field, exc.message)
+            if field not in body:
+                return None
+            placeholder = _PLACEHOLDER.get(field)
+            if placeholder is None:
+                body.pop(field)
+            else:
+                body[field] = placeholder
+    return None

@@ -1,0 +1,253 @@
+"""The dashboard's reads: a page of tasks, the per-state counts, search, one task's chain.
+
+Every query here is shaped to stay fast at millions of rows:
+
+- pages are keyset (`id < cursor ORDER BY id DESC LIMIT n`) on the primary key or on
+  (state, id), so page 20,000 costs what page 1 costs;
+- the tab counts come from `state_counts` (kept by lifecycle.set_state), never a GROUP BY;
+- a search runs one indexed query per kind of match, each newest first and limited to
+  a page, and merges them: a local id (exact), an upstream or source id (exact, or prefix
+  from 3 characters, on the B-tree indexes), the prompt's words (SQLite FTS5, or a GIN
+  index on to_tsvector('simple', ...) in PostgreSQL), the last word as a prefix.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import ColumnElement, Integer, Row, column, func, literal_column, select, table
+from sqlalchemy.orm import Session, selectinload
+
+from ..db import Database
+from ..models import STATES, StateCount, Task
+
+PAGE_SIZE = 50
+PROMPT_CHARS = 240
+MIN_PREFIX = 3
+MAX_WORDS = 8
+MAX_CURSOR = 2**62
+
+_LOCAL_ID = re.compile(r"#?(\d{1,18})")
+_UPSTREAM_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+_WORD = re.compile(r"[^\W_]+")
+
+LIST_COLUMNS = (
+    Task.id,
+    Task.state,
+    Task.kind,
+    func.substr(Task.user_prompt, 1, PROMPT_CHARS).label("prompt"),
+    Task.upstream_id,
+    Task.source_task_id,
+    Task.thumbnail_url,
+    Task.thumbnail_path.is_not(None).label("thumbnail_archived"),
+    func.substr(Task.failure_reason, 1, PROMPT_CHARS).label("failure_reason"),
+    Task.created_at,
+    Task.updated_at,
+)
+
+_fts = table("tasks_fts", column("rowid", Integer))
+_SIMPLE = literal_column("'simple'::regconfig")
+
+
+@dataclass
+class Page:
+    rows: list[Row[Any]]
+    next_cursor: int | None
+    counts: dict[str, int]
+    state: str | None = None
+    query: str = ""
+    cursor: int | None = None
+    kinds: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def state_counts(session: Session) -> dict[str, int]:
+    counts = dict.fromkeys(STATES, 0)
+    for state, count in session.execute(select(StateCount.state, StateCount.count)):
+        counts[state] = max(0, int(count or 0))
+    return counts
+
+
+def words(query: str) -> list[str]:
+    return [w.lower() for w in _WORD.findall(query)][:MAX_WORDS]
+
+
+def fts5_query(tokens: list[str]) -> str:
+    """`"red" "sun"*`: every word, the last also as a prefix (tokens hold no quotes)."""
+    parts = [f'"{t}"' for t in tokens]
+    if len(tokens[-1]) >= 2:
+        parts[-1] += "*"
+    return " ".join(parts)
+
+
+def tsquery(tokens: list[str]) -> str:
+    """`'red' & 'sun':*` for to_tsquery (tokens hold no quotes or operators)."""
+    parts = [f"'{t}'" for t in tokens]
+    if len(tokens[-1]) >= 2:
+        parts[-1] += ":*"
+    return " & ".join(parts)
+
+
+def _prefix(col: Any, text: str, db: Database) -> ColumnElement[bool]:
+    if db.is_postgres:
+        # served by the varchar_pattern_ops index of migration 0002, whatever the collation
+        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return col.like(escaped + "%", escape="\\")
+    # SQLite compares text bytewise (BINARY): a range on the plain index is a prefix
+    return (col >= text) & (col < text + "\U0010ffff")
+
+
+class _Search:
+    """Run each kind of match as its own indexed query and keep the newest `limit` rows."""
+
+    def __init__(self, session: Session, filters: list[ColumnElement[bool]], limit: int) -> None:
+        self.session = session
+        self.filters = filters
+        self.limit = limit
+        self.found: dict[int, Row[Any]] = {}
+        self.kinds: list[str] = []
+
+    def run(self, kind: str, statement: Any) -> None:
+        rows = self.session.execute(statement.limit(self.limit)).all()
+        if rows:
+            self.kinds.append(kind)
+        for row in rows:
+            self.found[row.id] = row
+
+    def where(self, kind: str, condition: ColumnElement[bool]) -> None:
+        statement = select(*LIST_COLUMNS).where(condition, *self.filters)
+        self.run(kind, statement.order_by(Task.id.desc()))
+
+    def rows(self) -> list[Row[Any]]:
+        return sorted(self.found.values(), key=lambda row: row.id, reverse=True)[: self.limit]
+
+
+def _prompt_search(
+    search: _Search, db: Database, tokens: list[str], state: str | None, cursor: int | None
+) -> None:
+    if db.is_sqlite:
+        statement = (
+            select(*LIST_COLUMNS)
+            .select_from(_fts.join(Task, Task.id == _fts.c.rowid))
+            .where(literal_column("tasks_fts").op("MATCH")(fts5_query(tokens)))
+        )
+        if cursor is not None:
+            statement = statement.where(_fts.c.rowid < cursor)
+        if state:
+            statement = statement.where(Task.state == state)
+        search.run("prompt", statement.order_by(_fts.c.rowid.desc()))
+    elif db.is_postgres:
+        vector = func.to_tsvector(_SIMPLE, Task.user_prompt)
+        search.where("prompt", vector.op("@@")(func.to_tsquery(_SIMPLE, tsquery(tokens))))
+
+
+def search_rows(
+    session: Session,
+    db: Database,
+    query: str,
+    *,
+    state: str | None,
+    cursor: int | None,
+    limit: int,
+) -> tuple[list[Row[Any]], list[str]]:
+    filters: list[ColumnElement[bool]] = []
+    if state:
+        filters.append(Task.state == state)
+    if cursor is not None:
+        filters.append(Task.id < cursor)
+    search = _Search(session, filters, limit)
+    text = query.strip()
+    local = _LOCAL_ID.fullmatch(text)
+    if local:
+        search.where("id", Task.id == int(local.group(1)))
+    if _UPSTREAM_ID.fullmatch(text):
+        for kind, col in (("upstream id", Task.upstream_id), ("source id", Task.source_task_id)):
+            condition = _prefix(col, text, db) if len(text) >= MIN_PREFIX else col == text
+            search.where(kind, condition)
+    tokens = words(text)
+    if tokens:
+        _prompt_search(search, db, tokens, state, cursor)
+    return search.rows(), search.kinds
+
+
+def page(
+    session: Session,
+    db: Database,
+    *,
+    state: str | None = None,
+    query: str = "",
+    cursor: int | None = None,
+    limit: int = PAGE_SIZE,
+) -> Page:
+    """One page, newest first, and the counts for the tabs."""
+    kinds: list[str] = []
+    if query.strip():
+        rows, kinds = search_rows(session, db, query, state=state, cursor=cursor, limit=limit + 1)
+    else:
+        statement = select(*LIST_COLUMNS).order_by(Task.id.desc()).limit(limit + 1)
+        if state:
+            statement = statement.where(Task.state == state)
+        if cursor is not None:
+            statement = statement.where(Task.id < cursor)
+        rows = list(session.execute(statement).all())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(
+        rows=rows,
+        next_cursor=rows[-1].id if more and rows else None,
+        counts=state_counts(session),
+        state=state,
+        query=query,
+        cursor=cursor,
+        kinds=kinds,
+    )
+
+
+@dataclass
+class Detail:
+    task: Task
+    extends: list[Row[Any]]
+    extensions: list[Row[Any]]
+
+
+CHAIN_COLUMNS = (
+    Task.id,
+    Task.state,
+    Task.upstream_id,
+    func.substr(Task.user_prompt, 1, 120).label("prompt"),
+    Task.created_at,
+)
+MAX_EXTENSIONS = 100
+
+
+def detail(session: Session, task_id: int) -> Detail | None:
+    """A task with its events, the task it extends and the extensions made from it."""
+    task = session.scalar(select(Task).where(Task.id == task_id).options(selectinload(Task.events)))
+    if task is None:
+        return None
+    extends: list[Row[Any]] = []
+    if task.source_task_id:
+        extends = list(
+            session.execute(
+                select(*CHAIN_COLUMNS)
+                .where(Task.upstream_id == task.source_task_id)
+                .order_by(Task.id.desc())
+                .limit(5)
+            ).all()
+        )
+    extensions: list[Row[Any]] = []
+    if task.upstream_id:
+        extensions = list(
+            session.execute(
+                select(*CHAIN_COLUMNS)
+                .where(Task.source_task_id == task.upstream_id)
+                .order_by(Task.id)
+                .limit(MAX_EXTENSIONS)
+            ).all()
+        )
+    return Detail(task=task, extends=extends, extensions=extensions)

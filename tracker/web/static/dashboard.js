@@ -1,0 +1,181 @@
+/* Luma tracker dashboard: live regions and busy forms. No inline script anywhere (CSP). */
+(function () {
+  "use strict";
+
+  var MAX_BACKOFF = 30000;
+
+  function statusLine(text, kind) {
+    var nodes = document.querySelectorAll("[data-live-status]");
+    for (var i = 0; i < nodes.length; i++) {
+      nodes[i].textContent = text;
+      nodes[i].className = "live-status" + (kind ? " is-" + kind : "");
+    }
+  }
+
+  function clock() {
+    return new Date().toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  }
+
+  /* A region with data-live-url is fetched again every data-live-interval ms with the
+     header X-Live: 1; the server answers with the region's new HTML (same id). Only its
+     children are swapped, so the page keeps its scroll position, the search box keeps its
+     text, open <details> stay open and the focused link keeps the focus. */
+  function LiveRegion(element) {
+    this.element = element;
+    this.timer = null;
+    this.failures = 0;
+    this.busy = false;
+    this.last = element.innerHTML;
+  }
+
+  LiveRegion.prototype.url = function () {
+    return this.element.getAttribute("data-live-url");
+  };
+
+  LiveRegion.prototype.interval = function () {
+    var value = parseInt(this.element.getAttribute("data-live-interval"), 10);
+    return value > 0 ? value : 3000;
+  };
+
+  LiveRegion.prototype.schedule = function (delay) {
+    var self = this;
+    clearTimeout(this.timer);
+    this.timer = null;
+    if (!this.url()) {
+      statusLine("", "");
+      return;
+    }
+    if (document.visibilityState === "hidden") {
+      statusLine("Paused while this tab is hidden", "paused");
+      return;
+    }
+    this.timer = setTimeout(function () { self.refresh(); }, delay);
+  };
+
+  LiveRegion.prototype.refresh = function () {
+    var self = this;
+    var url = this.url();
+    if (!url || this.busy) return;
+    this.busy = true;
+    this.element.classList.add("is-loading");
+    fetch(url, { headers: { "X-Live": "1" }, credentials: "same-origin", cache: "no-store" })
+      .then(function (response) {
+        return response.text().then(function (text) {
+          if (!response.ok) {
+            var error = new Error(text.trim() || "HTTP " + response.status);
+            error.status = response.status;
+            throw error;
+          }
+          return text;
+        });
+      })
+      .then(function (html) {
+        self.apply(html);
+        self.failures = 0;
+        statusLine(self.url() ? "Live · updated " + clock() : "", "live");
+        self.schedule(self.interval());
+      })
+      .catch(function (error) {
+        self.failures += 1;
+        if (error.status === 401) {
+          statusLine("Signed out: reload the page to sign in again", "error");
+          return;
+        }
+        var wait = Math.min(MAX_BACKOFF, self.interval() * Math.pow(2, self.failures));
+        var reason = error.status ? error.message : "the server cannot be reached";
+        statusLine("Not updating (" + reason + "); trying again in " + Math.round(wait / 1000) + " s", "error");
+        self.schedule(wait);
+      })
+      .then(function () {
+        self.busy = false;
+        self.element.classList.remove("is-loading");
+      });
+  };
+
+  LiveRegion.prototype.apply = function (html) {
+    var template = document.createElement("template");
+    template.innerHTML = html.trim();
+    var fresh = template.content.firstElementChild;
+    if (!fresh || fresh.id !== this.element.id) throw new Error("unexpected answer");
+    var element = this.element;
+    ["data-live-url", "data-live-interval", "data-state"].forEach(function (name) {
+      if (fresh.hasAttribute(name)) element.setAttribute(name, fresh.getAttribute(name));
+      else element.removeAttribute(name);
+    });
+    if (fresh.innerHTML === this.last) return;
+    this.last = fresh.innerHTML;
+
+    var open = {};
+    element.querySelectorAll("details[open][data-key]").forEach(function (d) {
+      open[d.getAttribute("data-key")] = true;
+    });
+    var focused = document.activeElement;
+    var focusHref = focused && element.contains(focused) ? focused.getAttribute("href") : null;
+
+    element.replaceChildren.apply(element, Array.prototype.slice.call(fresh.childNodes));
+
+    element.querySelectorAll("details[data-key]").forEach(function (d) {
+      if (open[d.getAttribute("data-key")]) d.open = true;
+    });
+    if (focusHref) {
+      var again = element.querySelector('a[href="' + CSS.escape(focusHref) + '"]');
+      if (again) again.focus({ preventScroll: true });
+    }
+    document.dispatchEvent(new CustomEvent("tracker:updated", { detail: { id: element.id } }));
+  };
+
+  function startLive() {
+    var regions = [];
+    document.querySelectorAll("[data-live-url]").forEach(function (element) {
+      var region = new LiveRegion(element);
+      regions.push(region);
+      region.schedule(region.interval());
+    });
+    if (!regions.length) return;
+    statusLine("Live", "live");
+    document.addEventListener("visibilitychange", function () {
+      regions.forEach(function (region) {
+        if (document.visibilityState === "hidden") region.schedule(0);
+        else if (region.url()) region.refresh();
+      });
+    });
+  }
+
+  /* Forms: ask before a risky action, and show that a submit is under way. */
+  function busyForms() {
+    document.addEventListener("submit", function (event) {
+      var form = event.target;
+      var question = form.getAttribute("data-confirm");
+      if (question && !window.confirm(question)) {
+        event.preventDefault();
+        return;
+      }
+      if (form.method.toLowerCase() !== "post") return;
+      form.classList.add("is-busy");
+      var buttons = form.querySelectorAll("button[type=submit]");
+      setTimeout(function () {
+        buttons.forEach(function (button) {
+          button.disabled = true;
+          if (form.getAttribute("data-busy-text")) button.textContent = form.getAttribute("data-busy-text");
+        });
+      }, 0);
+    });
+    /* a page restored from the back/forward cache gets its buttons back */
+    window.addEventListener("pageshow", function () {
+      document.querySelectorAll("form.is-busy").forEach(function (form) {
+        form.classList.remove("is-busy");
+        form.querySelectorAll("button[type=submit]").forEach(function (b) { b.disabled = false; });
+      });
+    });
+  }
+
+  function ready(fn) {
+    if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", fn);
+    else fn();
+  }
+
+  ready(function () {
+    startLive();
+    busyForms();
+  });
+})();
