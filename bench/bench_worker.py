@@ -1,0 +1,546 @@
+"""Worker benchmarks (issue 3): `python -m bench worker` (never run by pytest).
+
+(a) Sweep: 10,000 tasks in flight, an upstream answering each query after 50 ms, the
+    worker at concurrency 16: queries a second against the 320 that concurrency and latency
+    allow, and the worker process's peak RSS. The upstream is a tiny dedicated server in its
+    own process (it knows every id and never has a batch endpoint, so every query is single);
+    the worker is a real `tracker poll --once` process; SQLite, and PostgreSQL when
+    TEST_DATABASE_URL is set. The floor is a bare client (no database) at the same concurrency.
+(b) Cost and speed against the common practice, a client that queries every task every 5 s
+    until done: upstream queries per completed task and the time from the upstream finishing
+    to the tracker knowing it, with and without callbacks, against the simulator. Durations
+    are scaled down by SCALE (a 100 s generation runs in 5 s, TRACKER_POLL_AFTER 60 s runs as
+    3 s, the naive 5 s as 0.25 s); delays that come from the schedule are shown scaled back up.
+
+Results are printed and written to docs/benchmarks.md under "## Worker".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import requests
+from sqlalchemy import create_engine, insert, select, text, update
+from sqlalchemy.engine import make_url
+from werkzeug.serving import make_server
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "benchmarks.md"
+TRACKER = str(Path(sys.executable).parent / "tracker")
+
+LATENCY = 0.05
+CONCURRENCY = 16
+SWEEP_TASKS = 10_000
+FLOOR_QUERIES = 3_000
+SCALE = 20.0
+GENERATION = (10.0, 100.0)  # real seconds to "processing" and to "completed"
+NAIVE_EVERY = 5.0
+TASKS = 100
+BENCH_DB = "luma_bench_worker"  # created and dropped beside TEST_DATABASE_URL's database
+
+# -- (a) the dedicated upstream, in its own process ----------------------------------------
+
+
+def serve_upstream(latency: float) -> None:
+    """Answers GET /luma/generations/<id> with a raw "processing" object after `latency`."""
+    lock = threading.Lock()
+    stats: dict[str, float] = {"count": 0, "first": 0.0, "last": 0.0, "now": 0, "peak": 0}
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _send(self, status: int, body: Any) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            if self.path == "/stats":
+                with lock:
+                    self._send(200, dict(stats))
+                return
+            if self.path == "/reset":
+                with lock:
+                    stats.update(count=0, first=0.0, last=0.0, now=0, peak=0)
+                self._send(200, {})
+                return
+            started = time.monotonic()
+            with lock:
+                stats["first"] = stats["first"] or started
+                stats["now"] += 1
+                stats["peak"] = max(stats["peak"], stats["now"])
+            time.sleep(latency)
+            task_id = self.path.rsplit("/", 1)[-1]
+            self._send(200, {"id": task_id, "state": "processing", "video": None})
+            with lock:
+                stats["count"] += 1
+                stats["now"] -= 1
+                stats["last"] = time.monotonic()
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self._send(404, {"detail": "Not Found"})
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    print(server.server_address[1], flush=True)
+    server.serve_forever()
+
+
+class Upstream:
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.bench_worker", "--serve-upstream", str(LATENCY)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        self.url = f"http://127.0.0.1:{self.proc.stdout.readline().strip()}"
+
+    def get(self, path: str) -> dict[str, float]:
+        return requests.get(self.url + path, timeout=5).json()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def floor_qps(upstream: Upstream) -> float:
+    """The bare client at the same concurrency, no database: what the harness itself allows."""
+    from tracker.upstream import LumaClient
+
+    client = LumaClient(upstream.url, "", pool_size=CONCURRENCY + 2)
+    upstream.get("/reset")
+    with ThreadPoolExecutor(CONCURRENCY) as pool:
+        list(pool.map(lambda i: client.query(f"floor-{i}"), range(FLOOR_QUERIES)))
+    stats = upstream.get("/stats")
+    client.close()
+    return stats["count"] / (stats["last"] - stats["first"])
+
+
+def fill(url: str, count: int) -> None:
+    """`count` tasks already sent (pending, with upstream ids), all due for a query now."""
+    from tracker.cli import upgrade
+    from tracker.models import StateCount, Task, TaskEvent
+
+    upgrade(url)
+    engine = create_engine(url)
+    now = datetime.now(UTC)
+    stamp = now.replace(tzinfo=None) if url.startswith("sqlite") else now
+    with engine.begin() as conn:
+        conn.execute(TaskEvent.__table__.delete())
+        conn.execute(Task.__table__.delete())
+        conn.execute(update(StateCount).values(count=0))
+        conn.execute(update(StateCount).where(StateCount.state == "pending").values(count=count))
+        rows = [
+            {
+                "kind": "generate",
+                "state": "pending",
+                "user_prompt": f"bench task {i}",
+                "options": {},
+                "upstream_id": f"bench-{i:05d}",
+                "created_at": stamp,
+                "updated_at": stamp,
+                "submitted_at": stamp - timedelta(minutes=5),
+                "last_news_at": stamp - timedelta(minutes=2),
+                "next_check_at": stamp - timedelta(seconds=1),
+                "attempts": 1,
+                "quiet_polls": 0,
+                "archive_attempts": 0,
+            }
+            for i in range(count)
+        ]
+        for i in range(0, count, 2000):
+            conn.execute(insert(Task), rows[i : i + 2000])
+    engine.dispose()
+
+
+def sweep(url: str, upstream: Upstream) -> dict[str, Any]:
+    fill(url, SWEEP_TASKS)
+    upstream.get("/reset")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRACKER_", "LUMA_"))}
+    env.update(
+        DATABASE_URL=url,
+        LUMA_API_BASE=upstream.url,
+        TRACKER_POLL_CONCURRENCY=str(CONCURRENCY),
+        TRACKER_MEDIA_DIR="",
+        PUBLIC_BASE_URL="",
+    )
+    started = time.monotonic()
+    proc = subprocess.Popen([TRACKER, "poll", "--once"], env=env, stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    wall = time.monotonic() - started
+    assert status == 0, f"tracker poll --once failed ({status})"
+    summary = json.loads(out)
+    stats = upstream.get("/stats")
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        events = conn.execute(text("SELECT count(*) FROM task_events")).scalar_one()
+    engine.dispose()
+    assert summary["polled"] == SWEEP_TASKS == events == stats["count"], (summary, events, stats)
+    return {
+        "qps": stats["count"] / (stats["last"] - stats["first"]),
+        "peak": int(stats["peak"]),
+        "rss_mb": usage.ru_maxrss / 1024,
+        "wall": wall,
+    }
+
+
+def baseline_rss_mb() -> float:
+    """A process that only imports what the worker imports: the memory floor."""
+    proc = subprocess.Popen([sys.executable, "-c", "import tracker.worker, tracker.cli"])
+    _pid, _status, usage = os.wait4(proc.pid, 0)
+    return usage.ru_maxrss / 1024
+
+
+# -- (b) cost and speed ----------------------------------------------------------------------
+
+
+def _scaled(seconds: float) -> float:
+    return seconds / SCALE
+
+
+def _serve(factory: Callable[[str], Any]) -> tuple[str, Any]:
+    holder: dict[str, Any] = {}
+    server = make_server("127.0.0.1", 0, lambda e, s: holder["app"](e, s), threaded=True)
+    url = f"http://127.0.0.1:{server.port}"
+    holder["app"] = factory(url)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return url, server
+
+
+def _simulator(callbacks: bool) -> Any:
+    from tracker.simulator import Simulator
+
+    processing, complete = GENERATION
+    return Simulator(
+        callbacks=callbacks,
+        processing_after=_scaled(processing),
+        complete_after=_scaled(complete),
+    ).start()
+
+
+def _lags(done: dict[str, float], known: dict[str, float]) -> list[float]:
+    return [known[task_id] - done[task_id] for task_id in done]
+
+
+def tracker_run(callbacks: bool, workdir: Path) -> dict[str, Any]:
+    """The tracker (web app + worker thread) on SQLite; the simulator calls back or not."""
+    from tracker import create_app, worker
+    from tracker.cli import upgrade
+    from tracker.db import Database
+    from tracker.models import Task
+    from tracker.settings import Settings
+
+    sim = _simulator(callbacks)
+    url = f"sqlite:///{workdir / f'speed-{callbacks}.db'}"
+    upgrade(url)
+    db = Database(url)
+    holder: dict[str, Settings] = {}
+
+    def factory(app_url: str) -> Any:
+        holder["settings"] = Settings(
+            database_url=url,
+            luma_api_base=sim.url,
+            public_base_url=app_url if callbacks else "",
+            poll_after=_scaled(60.0),
+            poll_max_interval=_scaled(600.0),
+            task_timeout=_scaled(21600.0),
+            max_in_flight=TASKS,
+            submits_per_minute=TASKS * 10,
+            worker_interval=_scaled(1.0),
+            media_dir="",
+        )
+        return create_app(holder["settings"], db=db)
+
+    app_url, server = _serve(factory)
+    settings = holder["settings"]
+    loop = worker.Worker(settings, db, worker.make_client(settings))
+
+    def run() -> None:
+        while not loop.stopping.is_set():
+            loop.run_once()
+            loop.stopping.wait(loop.next_delay())
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    offset = time.time() - time.monotonic()
+    for n in range(TASKS):
+        answer = requests.post(
+            f"{app_url}/api/tasks", json={"user_prompt": f"bench {n}"}, timeout=10
+        )
+        assert answer.status_code == 201, answer.text
+    deadline = time.monotonic() + _scaled(3 * 600.0) + 30
+    known: dict[str, float] = {}
+    while time.monotonic() < deadline:
+        with db.read() as session:
+            rows = session.execute(select(Task.upstream_id, Task.state, Task.completed_at)).all()
+        if all(row.state == "completed" for row in rows):
+            known = {row.upstream_id: row.completed_at.timestamp() for row in rows}
+            break
+        time.sleep(0.1)
+    loop.stopping.set()
+    thread.join(timeout=30)
+    loop.close()
+    server.shutdown()
+    queries = [r for r in sim.requests if r.route in ("query", "batch")]
+    done = {task.id: task.done_at + offset for task in sim.tasks.values()}
+    sim.stop()
+    db.dispose()
+    assert len(known) == TASKS, "not every task completed in time"
+    return {"queries": len(queries), "lags": _lags(done, known)}
+
+
+def naive_run() -> dict[str, Any]:
+    """The common practice: create, then query every unfinished task every 5 s until done."""
+    from tracker.upstream import LumaClient
+
+    sim = _simulator(callbacks=False)
+    client = LumaClient(sim.url or "", "")
+    offset = time.time() - time.monotonic()
+    waiting = {
+        str(client.create({"user_prompt": f"bench {n}"}).update.upstream_id) for n in range(TASKS)
+    }
+    known: dict[str, float] = {}
+    while waiting:
+        tick = time.monotonic()
+        for upstream_id in sorted(waiting):
+            if client.query(upstream_id).update.state == "completed":
+                known[upstream_id] = time.time()
+                waiting.discard(upstream_id)
+        time.sleep(max(0.0, _scaled(NAIVE_EVERY) - (time.monotonic() - tick)))
+    queries = [r for r in sim.requests if r.route == "query"]
+    done = {task.id: task.done_at + offset for task in sim.tasks.values()}
+    sim.stop()
+    return {"queries": len(queries), "lags": _lags(done, known)}
+
+
+def callback_floor() -> float:
+    """The simulator calling a receiver that does nothing: the delivery delay itself (p50 s)."""
+    from tracker.simulator import Simulator
+    from tracker.upstream import LumaClient
+
+    arrived: dict[str, float] = {}
+
+    def receiver(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        body = json.loads(environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0)))
+        if body.get("state") == "completed":
+            arrived.setdefault(body["id"], time.time())
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [b"{}"]
+
+    hook_url, server = _serve(lambda _url: receiver)
+    sim = Simulator(processing_after=0.05, complete_after=0.2).start()
+    client = LumaClient(sim.url or "", "")
+    offset = time.time() - time.monotonic()
+    for n in range(TASKS):
+        client.create({"user_prompt": f"floor {n}", "notify_hook": f"{hook_url}/hook"})
+    deadline = time.monotonic() + 30
+    while len(arrived) < TASKS and time.monotonic() < deadline:
+        time.sleep(0.05)
+    done = {task.id: task.done_at + offset for task in sim.tasks.values()}
+    sim.stop()
+    server.shutdown()
+    return statistics.median(_lags(done, arrived))
+
+
+# -- reporting -------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (
+        f"{model}, {os.cpu_count()} CPUs, {memory:.0f} GiB RAM; {platform.system()} "
+        f"{platform.release()}; Python {platform.python_version()}; SQLite {sqlite3.sqlite_version}"
+    )
+
+
+def pct(values: list[float], q: float) -> float:
+    return (
+        statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+        if len(values) > 1
+        else values[0]
+    )
+
+
+def write_section(body: str) -> None:
+    """Replace this benchmark's section of docs/benchmarks.md, leaving the others alone."""
+    heading = "## Worker"
+    text_now = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n"
+    start = text_now.find(f"\n{heading}\n")
+    if start < 0:
+        text_now = text_now.rstrip("\n") + "\n\n" + body.rstrip("\n") + "\n"
+    else:
+        end = text_now.find("\n## ", start + len(heading) + 2)
+        tail = "" if end < 0 else text_now[end:]
+        text_now = text_now[: start + 1] + body.rstrip("\n") + "\n" + tail
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    DOC.write_text(text_now)
+
+
+def main() -> int:
+    started = datetime.now(UTC)
+    with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp:
+        workdir = Path(tmp)
+        upstream = Upstream()
+        try:
+            floor = floor_qps(upstream)
+            print(f"floor: bare client {floor:.0f} queries/s (allowed {CONCURRENCY / LATENCY:.0f})")
+            results = {"SQLite": sweep(f"sqlite:///{workdir / 'sweep.db'}", upstream)}
+            print(f"sweep SQLite: {results['SQLite']}", flush=True)
+            pg = os.environ.get("TEST_DATABASE_URL", "").strip()
+            if pg:
+                with _bench_database(pg) as pg_url:
+                    pg_url, _, version = pg_url.partition("#")
+                    results["PostgreSQL"] = sweep(pg_url, upstream) | {"version": version}
+                print(f"sweep PostgreSQL: {results['PostgreSQL']}", flush=True)
+        finally:
+            upstream.stop()
+        rss_floor = baseline_rss_mb()
+        speed = {
+            "with callbacks": tracker_run(True, workdir),
+            "without callbacks": tracker_run(False, workdir),
+        }
+        naive = naive_run()
+        cb_floor = callback_floor()
+    body = report(started, floor, rss_floor, results, speed, naive, cb_floor)
+    print(body)
+    write_section(body)
+    return 0
+
+
+@contextmanager
+def _bench_database(test_url: str) -> Iterator[str]:
+    """A database of its own beside TEST_DATABASE_URL's, so a test run there is not disturbed."""
+    url = make_url(test_url.replace("postgres://", "postgresql://", 1)).set(
+        drivername="postgresql+psycopg"
+    )
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)"))
+        conn.execute(text(f"CREATE DATABASE {BENCH_DB}"))
+        version = conn.execute(text("SHOW server_version")).scalar_one()
+    try:
+        yield url.set(database=BENCH_DB).render_as_string(hide_password=False) + f"#{version}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)"))
+        admin.dispose()
+
+
+def report(
+    started: datetime,
+    floor: float,
+    rss_floor: float,
+    sweeps: dict[str, dict[str, Any]],
+    speed: dict[str, dict[str, Any]],
+    naive: dict[str, Any],
+    cb_floor: float,
+) -> str:
+    allowed = CONCURRENCY / LATENCY
+    lines = [
+        "## Worker",
+        "",
+        f"`python -m bench worker`, run {started:%Y-%m-%d %H:%M} UTC on {machine()}"
+        + (f"; PostgreSQL {sweeps['PostgreSQL']['version']}" if "PostgreSQL" in sweeps else "")
+        + ".",
+        "",
+        f"### Sweep: {SWEEP_TASKS:,} tasks in flight, {LATENCY * 1000:.0f} ms upstream, "
+        f"concurrency {CONCURRENCY}",
+        "",
+        f"One `tracker poll --once` process queries every task once (single queries: the test "
+        f"upstream has no batch endpoint). {allowed:.0f} queries/s is what concurrency and "
+        "latency allow; the floor is a bare client at the same concurrency with no database. "
+        "Peak RSS is the worker process's own (`wait4`). Goals: at least 80 % of "
+        f"{allowed:.0f}/s, under 150 MB.",
+        "",
+        "| run | queries/s | of the allowed | peak RSS | wall time |",
+        "|---|---:|---:|---:|---:|",
+        f"| floor: bare client, no database | {floor:.0f} | {floor / allowed:.0%} | "
+        f"{rss_floor:.0f} MB (imports only) | |",
+    ]
+    for name, r in sweeps.items():
+        lines.append(
+            f"| worker on {name} | {r['qps']:.0f} | {r['qps'] / allowed:.0%} | "
+            f"{r['rss_mb']:.0f} MB | {r['wall']:.1f} s |"
+        )
+    processing, complete = GENERATION
+    lines += [
+        "",
+        "### Cost and speed against the common practice",
+        "",
+        f"{TASKS} tasks, each {complete:.0f} s upstream ({processing:.0f} s to processing), all "
+        f"at once; simulated durations and every setting scaled down {SCALE:.0f} times "
+        f"(TRACKER_POLL_AFTER {60:.0f} s → {_scaled(60):g} s; the naive client's {NAIVE_EVERY:g} s "
+        f"→ {_scaled(NAIVE_EVERY):g} s). Delays that come from a polling schedule are shown "
+        f"scaled back up (times {SCALE:.0f}); the callback delay does not depend on the "
+        "schedule and "
+        "is shown as measured. Queries are GET and batch requests (creates not counted: one "
+        "per task everywhere). The naive client polls every unfinished task every 5 s.",
+        "",
+        "| | tracker, callbacks | tracker, no callbacks | naive, 5 s polling | goal |",
+        "|---|---:|---:|---:|---|",
+    ]
+    cb, nocb = speed["with callbacks"], speed["without callbacks"]
+    per = [cb["queries"] / TASKS, nocb["queries"] / TASKS, naive["queries"] / TASKS]
+    lines.append(
+        "| queries per completed task | "
+        + " | ".join(f"{v:.2f}" for v in per)
+        + " | < 0.05 with callbacks, < 3 without |"
+    )
+    for label, q in (("p50", 50), ("p90", 90)):
+        cells = [
+            f"{pct(cb['lags'], q) * 1000:.0f} ms",
+            f"{pct(nocb['lags'], q) * SCALE:.1f} s",
+            f"{pct(naive['lags'], q) * SCALE:.1f} s",
+        ]
+        goal = "< 100 ms with callbacks" if q == 50 else ""
+        lines.append(
+            f"| upstream done → tracker knows, {label} | " + " | ".join(cells) + f" | {goal} |"
+        )
+    lines += [
+        "",
+        f"Floor for the callback delay: the simulator calling a receiver that does nothing, p50 "
+        f"{cb_floor * 1000:.0f} ms.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--serve-upstream":
+        serve_upstream(float(sys.argv[2]))
+    else:
+        sys.exit(main())

@@ -1,0 +1,280 @@
+"""The worker in-process: passes of `run_once` against the simulated upstream over real HTTP.
+
+Every test runs on SQLite and on PostgreSQL (the `db` fixture). Waiting uses deadlines,
+never timed assertions: what is asserted is the order of events and the counts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import requests
+from sqlalchemy import select, update
+
+from tracker import lifecycle, worker
+from tracker.db import Database
+from tracker.lifecycle import NewTask
+from tracker.models import Task, utcnow
+from tracker.settings import Settings
+from tracker.simulator import Simulator
+
+SimFactory = Callable[..., Simulator]
+
+
+@pytest.fixture(autouse=True)
+def _forget_upstreams() -> None:
+    """Ports are reused between tests: what one upstream taught a process must not leak."""
+    worker._manners.clear()
+
+
+def simulators() -> Iterator[SimFactory]:
+    """A factory of started simulators, all stopped when the test ends."""
+    started: list[Simulator] = []
+
+    def build(**options: Any) -> Simulator:
+        options = {"processing_after": 0.2, "complete_after": 0.6} | options
+        simulator = Simulator(**options).start()
+        started.append(simulator)
+        return simulator
+
+    yield build
+    for simulator in started:
+        simulator.stop()
+
+
+@pytest.fixture
+def make_sim() -> Iterator[SimFactory]:
+    yield from simulators()
+
+
+def new_tasks(db: Database, count: int, prompt: str = "a slow pan over the sea") -> list[int]:
+    return [
+        lifecycle.create(db, NewTask(kind="generate", user_prompt=prompt)).id for _ in range(count)
+    ]
+
+
+def states(db: Database, ids: list[int] | None = None) -> dict[int, str]:
+    query = select(Task.id, Task.state)
+    if ids is not None:
+        query = query.where(Task.id.in_(ids))
+    with db.read() as session:
+        return {row.id: row.state for row in session.execute(query)}
+
+
+def all_in(db: Database, wanted: set[str]) -> bool:
+    found = states(db)
+    return bool(found) and set(found.values()) <= wanted
+
+
+def drive(
+    settings: Settings, db: Database, done: Callable[[], bool], timeout: float = 15.0
+) -> Counter[str]:
+    """Run passes until `done()`; the summed summaries come back."""
+    totals: Counter[str] = Counter()
+    deadline = time.monotonic() + timeout
+    while True:
+        totals.update(worker.run_once(settings, db=db))
+        if done():
+            return totals
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not done within {timeout} s: {states(db)}")
+        time.sleep(0.05)
+
+
+def records(sim: Simulator, *routes: str) -> list[Any]:
+    return [r for r in list(sim.requests) if r.route in routes]
+
+
+def events(db: Database, task_id: int) -> list[tuple[str, str | None]]:
+    with db.read() as session:
+        task = session.get(Task, task_id)
+        assert task is not None
+        return [(e.source, e.note) for e in task.events]
+
+
+@pytest.mark.parametrize("batch_shape", ["list", "wrapped", "none"])
+def test_tasks_whose_callbacks_never_come_complete_by_polling(
+    db: Database, live: Any, make_settings: Any, make_sim: SimFactory, batch_shape: str
+) -> None:
+    sim = make_sim(batch_shape=batch_shape)
+    app = live(callbacks=False, luma_api_base=sim.url, poll_after=0.2)
+    ids = []
+    for n in range(4):
+        answer = requests.post(
+            f"{app.url}/api/tasks", json={"user_prompt": f"a lighthouse, take {n}"}, timeout=10
+        )
+        assert answer.status_code == 201, answer.text
+        assert answer.json()["state"] == "pending"
+        ids.append(answer.json()["id"])
+
+    settings = make_settings(luma_api_base=sim.url, poll_after=0.2)
+    totals = drive(settings, db, lambda: all_in(db, {"completed"}))
+
+    assert totals["errors"] == 0
+    assert totals["polled"] >= 4
+    for task_id in ids:
+        shown = requests.get(f"{app.url}/api/tasks/{task_id}", timeout=5).json()
+        assert shown["state"] == "completed"
+        assert shown["video_url"].startswith(sim.url)
+        assert any(e["source"] == "poll" for e in shown["events"])
+    assert not [r for r in sim.requests if r.route == "create" and r.status != 201]
+    if batch_shape == "none":
+        # the batch endpoint was tried once, then this process remembered and asked one by one
+        assert len(records(sim, "batch")) == 1
+        assert len(records(sim, "query")) >= 4
+    else:
+        assert records(sim, "query") == []
+    with db.read() as session:
+        assert session.scalar(select(Task.id).where(Task.claimed_until.is_not(None))) is None
+
+
+@pytest.mark.parametrize("route", ["query", "batch"])
+def test_a_flaky_upstream_does_not_break_the_loop_and_retry_after_is_honoured(
+    db: Database, make_settings: Any, make_sim: SimFactory, route: str
+) -> None:
+    sim = make_sim(batch_shape="none" if route == "query" else "list")
+    # one query at a time: the order of requests is then the worker's order of decisions
+    settings = make_settings(
+        luma_api_base=sim.url, poll_after=0.2, poll_max_interval=1.0, poll_concurrency=1
+    )
+    ids = new_tasks(db, 3)
+    sim.fail_next(route, status=503, times=2)
+    sim.fail_next(route, status=200, body="<html><body>Gateway says hello</body></html>")
+    sim.fail_next(route, status=429, headers={"Retry-After": "1.5"}, body={"detail": "slow down"})
+    sim.fail_next(route, status=500, body="<html><h1>500 Internal Server Error</h1></html>")
+
+    totals = drive(settings, db, lambda: all_in(db, {"completed"}), timeout=25)
+
+    assert set(states(db, ids).values()) == {"completed"}
+    assert sim.creates == 3
+    assert totals["errors"] >= 5
+    asked = sorted(records(sim, "query", "batch"), key=lambda r: r.started)
+    [limited] = [r for r in asked if r.status == 429]
+    later = [r for r in asked if r.started > limited.started]
+    assert later, "the worker went on after the 429"
+    assert all(r.started >= limited.ended + 1.5 for r in later), "a query came before Retry-After"
+    notes = [note or "" for task_id in ids for _source, note in events(db, task_id)]
+    assert any("query failed" in note for note in notes)
+
+
+def test_never_more_than_max_in_flight_tasks_upstream(
+    db: Database, make_settings: Any, make_sim: SimFactory
+) -> None:
+    sim = make_sim(callbacks=False)
+    settings = make_settings(luma_api_base=sim.url, poll_after=0.2, max_in_flight=3)
+    ids = new_tasks(db, 8)
+
+    totals = drive(settings, db, lambda: all_in(db, {"completed"}), timeout=30)
+
+    assert totals["dispatched"] == 8
+    assert sim.creates == 8
+    assert sim.max_in_flight() == 3
+    with db.read() as session:
+        sent = [t.submitted_at for t in session.scalars(select(Task).order_by(Task.id))]
+    assert len(sent) == len(ids)
+    assert sent == sorted(sent), "queued tasks are sent oldest first"
+
+
+def test_a_429_on_create_is_retried_and_creates_exactly_one_task(
+    db: Database, make_settings: Any, make_sim: SimFactory
+) -> None:
+    sim = make_sim()
+    settings = make_settings(luma_api_base=sim.url, poll_after=0.2)
+    sim.fail_next("create", status=429, headers={"Retry-After": "0.5"})
+    [task_id] = new_tasks(db, 1)
+
+    first = worker.run_once(settings, db=db)
+    assert first["dispatched"] == 0
+    assert states(db) == {task_id: "queued"}
+
+    drive(settings, db, lambda: all_in(db, {"completed"}))
+    assert sim.creates == 1
+    assert [r.status for r in records(sim, "create")] == [429, 201]
+    assert any("not accepted now" in (note or "") for _s, note in events(db, task_id))
+
+
+@pytest.mark.parametrize("failure", ["HTTP 500 after creating", "timeout after creating"])
+def test_an_ambiguous_create_is_not_resent_until_the_user_resends_it(
+    db: Database, live: Any, make_settings: Any, make_sim: SimFactory, failure: str
+) -> None:
+    sim = make_sim()
+    overrides: dict[str, Any] = {"luma_api_base": sim.url, "poll_after": 0.2, "read_timeout": 0.5}
+    app = live(callbacks=False, **overrides)
+    if failure.startswith("HTTP"):
+        sim.fail_next("create", status=500, after=True)
+    else:
+        sim.fail_next("create", status=201, delay=1.5, after=True)
+
+    answer = requests.post(f"{app.url}/api/tasks", json={"user_prompt": "a red kite"}, timeout=10)
+    task = answer.json()
+    assert task["state"] == "rejected"
+    assert "outcome unknown" in task["failure_reason"]
+    assert sim.creates == 1
+
+    settings = make_settings(**overrides)
+    for _ in range(3):
+        worker.run_once(settings, db=db)
+        time.sleep(0.1)
+    assert sim.creates == 1, "an ambiguous create was sent again without the user"
+    assert states(db) == {task["id"]: "rejected"}
+
+    resent = requests.post(f"{app.url}/api/tasks/{task['id']}/resend", timeout=10).json()
+    assert resent["state"] == "pending"
+    assert any("resent as attempt 2" in (e["note"] or "") for e in resent["events"])
+    drive(settings, db, lambda: all_in(db, {"completed"}))
+    assert sim.creates == 2
+
+
+def test_a_task_whose_callbacks_arrive_is_never_queried(
+    db: Database, live: Any, make_settings: Any, make_sim: SimFactory
+) -> None:
+    sim = make_sim(callbacks=True)
+    # poll_after is longer than any gap between this task's callbacks, and short enough to
+    # poll a task whose callbacks stopped: the worker queries only when news stops
+    app = live(callbacks=True, luma_api_base=sim.url, poll_after=1.0)
+    settings = make_settings(luma_api_base=sim.url, poll_after=1.0)
+    answer = requests.post(f"{app.url}/api/tasks", json={"user_prompt": "tide pools"}, timeout=10)
+    task_id = answer.json()["id"]
+
+    drive(settings, db, lambda: all_in(db, {"completed"}))
+    deadline = time.monotonic() + 1.2  # past poll_after: a quiet task would be due by now
+    while time.monotonic() < deadline:
+        worker.run_once(settings, db=db)
+        time.sleep(0.1)
+
+    assert records(sim, "query", "batch") == []
+    sources = [source for source, _ in events(db, task_id)]
+    assert "callback" in sources
+    assert "poll" not in sources
+
+
+def test_a_pass_recovers_interrupted_sends_and_times_out_old_tasks(
+    db: Database, make_settings: Any
+) -> None:
+    settings = make_settings(task_timeout=60.0)
+    stuck, old = new_tasks(db, 2)
+    past = utcnow() - timedelta(seconds=120)
+    with db.write() as session:
+        lifecycle.set_state(session, session.get(Task, stuck), "submitting")  # type: ignore[arg-type]
+        session.execute(update(Task).where(Task.id == stuck).values(claimed_until=past))
+        session.execute(update(Task).where(Task.id == old).values(created_at=past))
+
+    summary = worker.run_once(settings, db=db)
+
+    assert summary == {
+        "dispatched": 0,
+        "polled": 0,
+        "timed_out": 1,
+        "recovered": 1,
+        "archived": 0,
+        "errors": 0,
+    }
+    assert states(db) == {stuck: "rejected", old: "timed_out"}
+    with db.read() as session:
+        task = session.get(Task, stuck)
+        assert task is not None and "outcome unknown" in (task.failure_reason or "")

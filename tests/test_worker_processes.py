@@ -1,0 +1,176 @@
+"""`tracker worker` as a real process: SIGKILL mid-pass, SIGTERM, two workers at once.
+
+The worker runs as `.venv/bin/tracker worker` with its settings in the environment, against
+the simulated upstream over real HTTP, on the database of the `db` fixture.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from tests.conftest import TEST_DATABASE_URL, wait_for
+from tests.test_worker import SimFactory, all_in, new_tasks, simulators, states
+from tracker.db import Database
+from tracker.models import Task, utcnow
+from tracker.simulator import Simulator
+
+TRACKER = str(Path(sys.executable).parent / "tracker")
+KEY = "sk-test-worker-process-key-42"
+
+pytestmark = pytest.mark.slow
+
+
+class Proc:
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.log, self.out = log, log.with_suffix(".out")
+        with log.open("wb") as err, self.out.open("wb") as out:
+            self.popen = subprocess.Popen(args, env=env, stdout=out, stderr=err)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def signal(self, signum: int) -> int:
+        self.popen.send_signal(signum)
+        return self.popen.wait(timeout=20)
+
+
+@pytest.fixture
+def make_sim() -> Iterator[SimFactory]:
+    yield from simulators()
+
+
+@pytest.fixture
+def spawn(db: Database, tmp_path: Path) -> Iterator[Any]:
+    """Start `tracker <args>` with the test's database and settings in its environment."""
+    started: list[Proc] = []
+
+    def start(sim: Simulator, *args: str, **settings: Any) -> Proc:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TRACKER_", "LUMA_"))}
+        env.pop("PUBLIC_BASE_URL", None)
+        env.update(
+            DATABASE_URL=db.url,
+            LUMA_API_BASE=sim.url or "",
+            LUMA_API_KEY=KEY,
+            LUMA_READ_TIMEOUT="10",
+            TRACKER_MEDIA_DIR="",
+            TRACKER_POLL_AFTER="0.2",
+            TRACKER_WORKER_INTERVAL="0.05",
+        )
+        env.update({f"TRACKER_{k.upper()}": str(v) for k, v in settings.items()})
+        proc = Proc([TRACKER, *(args or ("worker",))], env, tmp_path / f"proc{len(started)}.log")
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.popen.poll() is None:
+            proc.popen.kill()
+            proc.popen.wait(timeout=10)
+
+
+def in_flight(sim: Simulator) -> list[Any]:
+    return [r for r in list(sim.requests) if r.route in ("query", "batch") and r.ended is None]
+
+
+def leased(db: Database) -> list[int]:
+    now = utcnow()
+    with db.read() as session:
+        return list(session.scalars(select(Task.id).where(Task.claimed_until > now)))
+
+
+def test_a_worker_killed_mid_pass_leaves_nothing_behind(
+    db: Database, make_sim: SimFactory, spawn: Any
+) -> None:
+    sim = make_sim(callbacks=False, batch_shape="none")
+    ids = new_tasks(db, 6)
+    first = spawn(sim, poll_concurrency=2, lease_seconds=3)
+    wait_for(lambda: all_in(db, {"pending", "processing"}), timeout=15)
+    sim.latency = 5.0  # every query now hangs: the kill lands mid-request
+    wait_for(lambda: in_flight(sim), timeout=10)
+    first.popen.kill()
+    first.popen.wait(timeout=10)
+    held = leased(db)
+    assert held, "the killed worker held leases"
+    sim.latency = 0.0
+
+    second = spawn(sim, poll_concurrency=2, lease_seconds=3)
+    wait_for(lambda: all_in(db, {"completed"}), timeout=25)
+    assert second.signal(signal.SIGTERM) == 0
+    assert set(states(db, ids).values()) == {"completed"}
+    assert sim.creates == 6
+
+
+def test_sigterm_finishes_the_request_in_hand_and_releases_leases(
+    db: Database, make_sim: SimFactory, spawn: Any
+) -> None:
+    sim = make_sim(callbacks=False, batch_shape="none", complete_after=30.0)
+    ids = new_tasks(db, 6)
+    proc = spawn(sim, poll_concurrency=2, lease_seconds=60)
+    wait_for(lambda: all_in(db, {"pending", "processing"}), timeout=15)
+    sim.latency = 1.0
+    hanging = wait_for(lambda: in_flight(sim), timeout=10)
+    assert leased(db)
+
+    assert proc.signal(signal.SIGTERM) == 0
+    assert leased(db) == [], "every lease was given back"
+    for record in hanging:
+        assert record.status == 200, "the query in hand was finished, not dropped"
+    with db.read() as session:
+        answered = {t.upstream_id: t for t in session.scalars(select(Task))}
+    for record in hanging:
+        task = answered[record.task_id]
+        assert any(e.source == "poll" for e in task.events), "its answer was applied"
+    log = proc.text()
+    assert "SIGTERM" in log and "stopped" in log
+    assert "PUBLIC_BASE_URL is not set" in log
+    assert KEY not in log
+    assert set(states(db, ids).values()) <= {"pending", "processing"}
+
+
+@pytest.mark.skipif(
+    not TEST_DATABASE_URL,
+    reason="two workers at once are a PostgreSQL setup: set TEST_DATABASE_URL (CI does)",
+)
+def test_two_workers_never_query_the_same_task_at_once(
+    db: Database, make_sim: SimFactory, spawn: Any
+) -> None:
+    sim = make_sim(callbacks=False, batch_shape="none", complete_after=2.0, latency=0.15)
+    ids = new_tasks(db, 16)
+    workers = [
+        spawn(sim, poll_concurrency=4, max_in_flight=16, lease_seconds=10, poll_after=0.1)
+        for _ in range(2)
+    ]
+    wait_for(lambda: all_in(db, {"completed"}), timeout=30)
+    assert [w.signal(signal.SIGTERM) for w in workers] == [0, 0]
+
+    assert set(states(db, ids).values()) == {"completed"}
+    assert sim.creates == 16, "no task was created twice"
+    queries = [r for r in sim.requests if r.route == "query"]
+    assert len(queries) >= 32
+    assert sim.max_overlap("query") == 0
+
+
+def test_poll_once_prints_its_summary(db: Database, make_sim: SimFactory, spawn: Any) -> None:
+    sim = make_sim()
+    [task_id] = new_tasks(db, 1)
+    proc = spawn(sim, "poll", "--once")
+    assert proc.popen.wait(timeout=30) == 0
+    summary = json.loads(proc.out.read_text())
+    assert summary["dispatched"] == 1
+    assert {"polled", "timed_out", "recovered", "errors"} <= set(summary)
+    assert states(db) == {task_id: "pending"}
+    with db.read() as session:
+        task = session.get(Task, task_id)
+        assert task is not None and task.next_check_at is not None
+        assert task.next_check_at > utcnow() - timedelta(seconds=1)

@@ -1,0 +1,343 @@
+"""The worker: sends queued tasks and polls the ones that went quiet.
+
+Callbacks get lost (a reseller never sends one, a deploy drops one, PUBLIC_BASE_URL is
+unset), and the upstream limits how many tasks may run at once. So each pass:
+
+1. a task left in `submitting` by a crash gets "outcome unknown" (never resent on our own);
+2. tasks with no final state after TRACKER_TASK_TIMEOUT become `timed_out`;
+3. queued tasks are sent oldest first while lifecycle says a slot is free;
+4. due pending/processing tasks are claimed with a lease and queried, at most
+   TRACKER_POLL_CONCURRENCY requests at once, in batches where the upstream answers them;
+5. a few finished videos are archived (`media.archive_due`) while their links are fresh.
+
+The lease (claimed_until, claimed_by) is written in the transaction that picks the rows:
+PostgreSQL's FOR UPDATE SKIP LOCKED lets claimers pass each other, SQLite's BEGIN IMMEDIATE
+serializes them. A worker killed mid-pass leaves leases that simply expire. Every state
+change goes through `lifecycle`; this module only schedules and claims.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import socket
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+
+from . import lifecycle, media, redact, warn_about
+from .db import Database
+from .models import Task, utcnow
+from .parse import Update
+from .settings import Settings
+from .upstream import APIStatusError, LumaClient, RateLimitError, UpstreamError
+
+log = logging.getLogger(__name__)
+
+POLLED = ("pending", "processing")
+COUNTS = ("dispatched", "polled", "timed_out", "recovered", "archived", "errors")
+BATCH_SIZE = 50
+RATE_LIMIT_PAUSE = 5.0  # a 429 that names no Retry-After still means "not now"
+BATCH_REPROBE = 600.0  # a batch endpoint that failed us is tried again after this
+BATCH_STRIKES = 3  # transient batch failures in a row before single queries take over
+Job = list[tuple[int, str]]  # (task id, upstream id) pairs asked about together
+
+
+@dataclass
+class Manners:
+    """What this process learned about one upstream, shared by every pass and thread."""
+
+    batch_ok: bool | None = None  # None: not tried yet
+    batch_retry_at: float = 0.0
+    strikes: int = 0
+    paused_until: float = 0.0  # time.monotonic(); a Retry-After holds back every query
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def pause(self, seconds: float) -> None:
+        with self.lock:
+            self.paused_until = max(self.paused_until, time.monotonic() + seconds)
+
+    def pause_left(self) -> float:
+        return max(0.0, self.paused_until - time.monotonic())
+
+    def use_batch(self) -> bool:
+        return self.batch_ok is not False or time.monotonic() >= self.batch_retry_at
+
+    def batch_result(self, ok: bool, *, permanent: bool = False) -> None:
+        with self.lock:
+            self.strikes = 0 if ok else self.strikes + 1
+            if ok or permanent or self.strikes >= BATCH_STRIKES:
+                if self.batch_ok is not ok:
+                    log.info("batch queries %s", "answer" if ok else "fail: asking one by one")
+                self.batch_ok, self.batch_retry_at = ok, time.monotonic() + BATCH_REPROBE
+
+
+_manners: dict[str, Manners] = {}
+_manners_lock = threading.Lock()
+
+
+def manners_for(base_url: str) -> Manners:
+    with _manners_lock:
+        return _manners.setdefault(base_url, Manners())
+
+
+def make_client(settings: Settings) -> LumaClient:
+    """A connection pool at least as large as the concurrency: no connection thrown away."""
+    return LumaClient(
+        settings.luma_api_base,
+        settings.luma_api_key,
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        pool_size=max(10, settings.poll_concurrency + 2),
+    )
+
+
+def _pollable(now: datetime) -> tuple[Any, ...]:
+    return (
+        Task.state.in_(POLLED),
+        Task.upstream_id.is_not(None),
+        or_(Task.claimed_until.is_(None), Task.claimed_until < now),
+    )
+
+
+class Worker:
+    """One process's worker: its name on leases, its thread pool, its stop flag."""
+
+    def __init__(self, settings: Settings, db: Database, client: LumaClient) -> None:
+        self.settings, self.db, self.client = settings, db, client
+        self.name = f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.stopping = threading.Event()
+        self.manners = manners_for(client.base_url)
+        self.pool = ThreadPoolExecutor(settings.poll_concurrency, thread_name_prefix="poll")
+        self._lock = threading.Lock()
+        self._counts = dict.fromkeys(COUNTS, 0)
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[key] += n
+
+    def run_once(self) -> dict[str, int]:
+        """One pass; the counts say what it did. Upstream trouble never raises from here."""
+        self._counts = dict.fromkeys(COUNTS, 0)
+        self._count("recovered", lifecycle.recover_interrupted_submissions(self.db))
+        self._count("timed_out", lifecycle.time_out_overdue(self.db, self.settings))
+        self._dispatch()
+        self._poll(cutoff=utcnow())
+        if not self.stopping.is_set():
+            self._count("archived", media.archive_due(self.db, self.settings, self.client))
+        return dict(self._counts)
+
+    def _dispatch(self) -> None:
+        """One claim, then its send: a claim's lease never has to outlive other sends."""
+        while not self.stopping.is_set():
+            claimed = lifecycle.claim_for_dispatch(self.db, self.settings, limit=1)
+            if not claimed:
+                return
+            task = lifecycle.send(self.db, self.settings, self.client, *claimed[0])
+            if task.state == "queued":  # 429 or refused: the upstream said "not now"
+                self._count("errors")
+                return
+            self._count("errors" if task.state == "rejected" else "dispatched")
+
+    def _poll(self, cutoff: datetime) -> None:
+        """Query what was due when the pass began; keep the pool busy, hoard no claims."""
+        width = self.settings.poll_concurrency
+        futures: set[Future[None]] = set()
+        more = True
+        while True:
+            if more and len(futures) <= width and not self._held_back():
+                step = BATCH_SIZE if self.manners.use_batch() else 1
+                claimed = self._claim(cutoff, (2 * width - len(futures)) * step)
+                more = bool(claimed)
+                for i in range(0, len(claimed), step):
+                    futures.add(self.pool.submit(self._run_job, claimed[i : i + step], step > 1))
+            if not futures:
+                return
+            _done, futures = wait(futures, return_when=FIRST_COMPLETED)
+
+    def _held_back(self) -> bool:
+        return self.stopping.is_set() or self.manners.pause_left() > 0
+
+    def _claim(self, cutoff: datetime, limit: int) -> Job:
+        now = utcnow()
+        query = select(Task.id, Task.upstream_id).where(
+            *_pollable(now), Task.next_check_at <= cutoff
+        )
+        with self.db.write() as session:
+            rows = session.execute(
+                query.order_by(Task.next_check_at, Task.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            ).all()
+            if rows:
+                until = now + timedelta(seconds=self.settings.lease_seconds)
+                session.execute(
+                    update(Task)
+                    .where(Task.id.in_([row.id for row in rows]))
+                    .values(claimed_until=until, claimed_by=self.name)
+                    .execution_options(synchronize_session=False)
+                )
+        return [(row.id, row.upstream_id) for row in rows]
+
+    def release(self, job: Job | None = None) -> None:
+        """Give back the leases this worker holds on tasks it will not query (all when None)."""
+        query = update(Task).where(
+            Task.claimed_by == self.name, Task.claimed_until.is_not(None), Task.state.in_(POLLED)
+        )
+        if job is not None:
+            query = query.where(Task.id.in_([task_id for task_id, _ in job]))
+        with self.db.write() as session:
+            session.execute(
+                query.values(claimed_until=None).execution_options(synchronize_session=False)
+            )
+
+    def _run_job(self, job: Job, batch: bool) -> None:
+        """Runs in the pool and never raises: one bad answer never stops the pass."""
+        try:
+            rest = self._query_batch(job) if batch and not self._held_back() else job
+            for n, (task_id, _) in enumerate(rest):
+                if self._held_back():
+                    self.release(rest[n:])
+                    return
+                self._query_one(task_id)
+        except Exception:
+            log.exception("querying tasks %s failed unexpectedly", [t for t, _ in job])
+            self._count("errors")
+            try:
+                self.release(job)
+            except Exception:  # the database is gone too; the leases expire on their own
+                log.warning("could not release leases of tasks %s", [t for t, _ in job])
+
+    def _query_one(self, task_id: int) -> None:
+        try:
+            lifecycle.poll_one(self.db, self.settings, self.client, task_id)
+        except RateLimitError as exc:
+            self._rate_limited(exc)
+        except UpstreamError as exc:  # lifecycle.note_poll_failure has backed it off
+            self._count("errors")
+            log.info("query of task %s failed: %s", task_id, exc.message)
+        except (LookupError, lifecycle.InvalidAction):
+            pass  # deleted, or lost its upstream id since the claim
+        else:
+            self._count("polled")
+
+    def _rate_limited(self, exc: RateLimitError) -> None:
+        pause = exc.retry_after if exc.retry_after is not None else RATE_LIMIT_PAUSE
+        self.manners.pause(pause)
+        self._count("errors")
+        log.warning("upstream says slow down (HTTP %s): no queries for %.1f s", exc.status, pause)
+
+    def _query_batch(self, job: Job) -> Job:
+        """Ask about the whole job at once; return what still needs a single query."""
+        try:
+            updates = self.client.query_many([upstream_id for _, upstream_id in job])
+        except RateLimitError as exc:
+            self._rate_limited(exc)
+            for task_id, _ in job:
+                lifecycle.note_poll_failure(self.db, self.settings, task_id, exc)
+            return []
+        except UpstreamError as exc:
+            permanent = isinstance(exc, APIStatusError) and exc.status < 500
+            self.manners.batch_result(False, permanent=permanent)
+            return job
+        # an answer that is no batch at all: this upstream has no usable batch endpoint
+        self.manners.batch_result(bool(updates), permanent=not updates)
+        found = {upd.upstream_id: upd for upd in updates}
+        rest: Job = []
+        for task_id, upstream_id in job:
+            upd = found.get(upstream_id)
+            if upd is None:
+                rest.append((task_id, upstream_id))
+            else:
+                self._apply(task_id, upd)
+        return rest
+
+    def _apply(self, task_id: int, upd: Update) -> None:
+        """A batch entry goes through lifecycle.apply exactly as a single query's answer does."""
+        shown = {k: v for k, v in asdict(upd).items() if v is not None}
+        with self.db.write() as session:
+            task = session.get(Task, task_id, with_for_update=True)
+            if task is None:
+                return
+            task.claimed_until = None
+            lifecycle.apply(session, self.settings, task, upd, "poll", payload={"batch": shown})
+        self._count("polled")
+
+    def next_delay(self) -> float:
+        """The interval, or less when a poll falls due sooner (but not before a Retry-After)."""
+        now = utcnow()
+        with self.db.read() as session:
+            due = session.scalar(select(func.min(Task.next_check_at)).where(*_pollable(now)))
+        interval = self.settings.worker_interval
+        soon = interval if due is None else (due - now).total_seconds()
+        return min(interval, max(0.01, soon, self.manners.pause_left()))
+
+    def close(self) -> None:
+        """Let the requests in hand finish, then give back every lease still held."""
+        self.stopping.set()
+        self.pool.shutdown(wait=True)
+        self.release()
+
+
+def run_once(
+    settings: Settings, *, db: Database | None = None, client: LumaClient | None = None
+) -> dict[str, int]:
+    """One pass (`tracker poll --once`, cron, tests); returns what it did."""
+    database = db or Database(settings.database_url)
+    upstream = client or make_client(settings)
+    worker = Worker(settings, database, upstream)
+    try:
+        return worker.run_once()
+    finally:
+        worker.close()
+        if client is None:
+            upstream.close()
+        if db is None:
+            database.dispose()
+
+
+def run_forever(settings: Settings) -> int:
+    """The Procfile's `poller`: passes until SIGTERM or SIGINT, then a clean exit (0)."""
+    redact.register(settings.luma_api_key)
+    database, client = Database(settings.database_url), make_client(settings)
+    worker = Worker(settings, database, client)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("%s: finishing the requests in hand, then stopping", signal.Signals(signum).name)
+        worker.stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info(
+        "worker %s: sends queued tasks (at most %d in flight, %d a minute) and queries tasks "
+        "quiet for %g s (%d at once) at %s, every %g s",
+        *(worker.name, settings.max_in_flight, settings.submits_per_minute),
+        *(settings.poll_after, settings.poll_concurrency, client.base_url),
+        settings.worker_interval,
+    )
+    warn_about(settings, web=False)
+    while not worker.stopping.is_set():
+        delay = settings.worker_interval
+        try:
+            summary = worker.run_once()
+            if any(summary.values()):
+                log.info("pass: %s", " ".join(f"{k}={v}" for k, v in summary.items() if v))
+            delay = worker.next_delay()
+        except Exception:  # the database restarting, say: keep trying rather than exit
+            log.exception("the pass failed; trying again in %g s", delay)
+        worker.stopping.wait(delay)
+    try:
+        worker.close()
+    except Exception:
+        log.exception("could not release leases; they expire after %g s", settings.lease_seconds)
+    client.close()
+    database.dispose()
+    log.info("worker %s stopped", worker.name)
+    return 0
