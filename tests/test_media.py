@@ -593,3 +593,18 @@ def test_archival_is_off_with_an_empty_media_dir(
     assert media.archive_due(db, settings, LumaClient(NOWHERE, "")) == 0
     assert media.archive_missing(db, settings, LumaClient(NOWHERE, "")) == 0
     assert origin.hits == [] and load(db, task_id).archive_attempts == 0
+
+
+def test_an_unwritable_media_dir_is_an_archive_error_not_a_crash(
+    db: Database, origin: Origin, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the media directory should be")
+    settings = make_settings(media_dir=str(blocker / "media"))
+    task_id = add_completed(db, origin.file("/v.mp4", SAMPLE))
+
+    assert media.archive_due(db, settings, LumaClient(NOWHERE, "")) == 0
+
+    task = load(db, task_id)
+    assert task.archive_error.startswith("cannot write to the media directory")
+    assert task.archive_attempts == 1 and task.next_archive_at is not None

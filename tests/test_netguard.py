@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 import ipaddress
+import shutil
+import ssl
+import subprocess
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
+import requests
 
-from tracker.netguard import FetchError, FetchRefused, Guard, checked_get, why_not_public
+from tracker.netguard import (
+    FetchError,
+    FetchRefused,
+    Guard,
+    _pinned_session,
+    checked_get,
+    why_not_public,
+)
 
 REFUSED = {
     # IPv4
@@ -134,3 +149,56 @@ def test_bad_links_are_refused_before_any_connection(url: str, message: str) -> 
         pass
     assert message in str(refused.value)
     assert "sig=" not in str(refused.value)
+
+
+# -- the pinned connection keeps TLS checking the URL's name ------------------------------------
+
+
+@pytest.fixture
+def tls_origin(tmp_path: Path) -> Iterator[tuple[int, str]]:
+    """An HTTPS server on 127.0.0.1 whose self-signed certificate names cdn.test only."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=cdn.test",
+         "-addext", "subjectAltName=DNS:cdn.test"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = self.headers.get("Host", "").encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=lambda: server.serve_forever(poll_interval=0.05), daemon=True)
+    thread.start()
+    yield server.server_address[1], str(cert)
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_pinned_https_connection_still_verifies_the_host_name(
+    tls_origin: tuple[int, str],
+) -> None:
+    port, ca = tls_origin
+    session = _pinned_session("127.0.0.1")  # as if cdn.test had resolved to 127.0.0.1
+    session.verify = ca
+    with session:
+        answer = session.get(f"https://cdn.test:{port}/v.mp4", timeout=(2, 2))
+        assert answer.status_code == 200
+        assert answer.text == f"cdn.test:{port}"  # Host header: the name, not the address
+        with pytest.raises(requests.exceptions.SSLError):  # the certificate does not name it
+            session.get(f"https://other.test:{port}/v.mp4", timeout=(2, 2))

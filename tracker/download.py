@@ -51,20 +51,29 @@ class TooLarge(DownloadError):
 
 def download(url: str, dest: Path, settings: Settings, guard: netguard.Guard) -> int:
     """Stream `url` into `dest` atomically and return its size; leaves nothing behind on error."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    except OSError as exc:
+        raise DownloadError(f"cannot write to the media directory ({_why(exc)})") from None
     try:
         with os.fdopen(fd, "wb") as out:
             size = _stream(url, out, settings, guard)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, dest)
-    except BaseException:
+    except BaseException as exc:
         with suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):  # a full disk, say (network errors were converted already)
+            raise DownloadError(f"cannot write the file ({_why(exc)})") from None
         raise
     _fsync_dir(dest.parent)
     return size
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
 
 
 def _fsync_dir(path: Path) -> None:

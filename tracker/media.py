@@ -25,6 +25,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from . import netguard
 from .db import Database
@@ -272,8 +273,16 @@ def _run(
     archived = 0
     for task_id in ids:
         job = _claim(db, settings, task_id, due_only=due_only)
-        if job is not None and _archive_one(db, settings, client, guard, job):
-            archived += 1
+        if job is None:
+            continue
+        try:
+            archived += _archive_one(db, settings, client, guard, job)
+        except SQLAlchemyError:
+            raise  # the database is the caller's business (the worker survives restarts)
+        except Exception as exc:  # one bad task must not stop the pass
+            # the type only: exception texts from HTTP libraries may hold the link
+            log.error("task %d: archival failed: %s", task_id, type(exc).__name__)
+            _note_failure(db, task_id, DownloadError(f"unexpected error ({type(exc).__name__})"))
     return archived
 
 
