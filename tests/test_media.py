@@ -295,6 +295,29 @@ def test_a_failing_link_backs_off_then_gives_up(
     assert media_files(settings) == []
 
 
+def test_a_task_completed_by_callback_is_archived_and_plays(
+    db: Database, sim: Any, live: Any, make_settings: Callable[..., Settings]
+) -> None:
+    """The whole path: submit, the simulator's callback completes it, one pass archives it."""
+    app = live(luma_api_base=sim.url)
+    created = requests.post(
+        f"{app.url}/api/tasks", json={"user_prompt": "waves on a pebble beach"}, timeout=5
+    )
+    assert created.status_code == 201
+    task_id = created.json()["id"]
+    wait_for(lambda: load(db, task_id).state == "completed")
+    assert load(db, task_id).next_archive_at is not None  # lifecycle scheduled the copy
+
+    settings = make_settings(luma_api_base=sim.url)
+    client = LumaClient(sim.url, settings.luma_api_key)
+    assert media.archive_due(db, settings, client) == 1
+
+    shown = requests.get(f"{app.url}/api/tasks/{task_id}", timeout=5).json()
+    assert shown["media_url"] == f"/media/{task_id}/video"
+    played = requests.get(app.url + shown["media_url"], headers={"Range": "bytes=0-"}, timeout=5)
+    assert played.status_code == 206 and sha(played.content) == sha(SAMPLE)
+
+
 # -- serving with Range, behind the dashboard's door --------------------------------------------
 
 
