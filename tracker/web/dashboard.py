@@ -29,7 +29,7 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from .. import lifecycle, services, validate
-from ..models import FINAL_STATES, STATES
+from ..models import FINAL_STATES, STATES, Task
 from ..serialize import short_image, task_json
 from ..upstream import UpstreamError
 from . import csrf, forms, listing
@@ -42,7 +42,7 @@ bp = Blueprint(
     __name__,
     template_folder="templates",
     static_folder="static",
-    static_url_path="/static",
+    static_url_path="/assets",  # the app itself claims /static (Flask registers it always)
 )
 LIVE_HEADER = "X-Live"
 PUBLIC_ENDPOINTS = ("dashboard.static", "dashboard.login")
@@ -257,8 +257,15 @@ def resend(task_id: int):  # type: ignore[no-untyped-def]
     except lifecycle.InvalidAction as exc:
         flash(str(exc), "error")
     else:
-        sent = lifecycle.dispatch(svc.db, svc.settings, svc.client, task_id)
-        flash("Resent." if sent else "Queued again; the worker sends it when a slot is free.", "ok")
+        lifecycle.dispatch(svc.db, svc.settings, svc.client, task_id)
+        with svc.db.read() as session:
+            task = session.get(Task, task_id)
+        if task is not None and task.state == "queued":
+            flash("Queued again; the worker sends it when the upstream takes it.", "ok")
+        elif task is not None and task.state == "rejected":
+            flash(f"Sent again, and refused again: {task.failure_reason}", "error")
+        else:
+            flash("Sent again.", "ok")
     return redirect(url_for("dashboard.detail", task_id=task_id), code=303)
 
 
