@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import ipaddress
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -373,11 +374,27 @@ def test_media_routes_need_the_token_or_a_logged_in_session(
     basic = requests.get(url, auth=("admin", "admin-token-for-media"), timeout=5)
     assert basic.status_code == 200 and basic.content == SAMPLE
 
-    # the dashboard's login marks the signed session `authenticated`
+    # signed in through the dashboard's login form, the browser's session cookie opens it
+    browser = requests.Session()
+    page = browser.get(f"{app.url}/login", timeout=5).text
+    csrf_token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert csrf_token is not None
+    signed_in = browser.post(
+        f"{app.url}/login",
+        data={"csrf_token": csrf_token.group(1), "token": "admin-token-for-media", "next": "/"},
+        allow_redirects=False,
+        timeout=5,
+    )
+    assert signed_in.status_code == 303
+    answer = browser.get(url, headers={"Range": "bytes=10-19"}, timeout=5)
+    assert answer.status_code == 206 and answer.content == SAMPLE[10:20]
+
+    # a session that only claims `authenticated` (no login mark bound to the token) does not
+    cookie_name = app.app.config["SESSION_COOKIE_NAME"]
     signer = app.app.session_interface.get_signing_serializer(app.app)
-    cookie = {app.app.config["SESSION_COOKIE_NAME"]: signer.dumps({"authenticated": True})}
-    assert requests.get(url, cookies=cookie, timeout=5).status_code == 200
-    forged = {app.app.config["SESSION_COOKIE_NAME"]: '{"authenticated": true}'}
+    claimed = {cookie_name: signer.dumps({"authenticated": True})}
+    assert requests.get(url, cookies=claimed, timeout=5).status_code == 401
+    forged = {cookie_name: '{"authenticated": true}'}
     assert requests.get(url, cookies=forged, timeout=5).status_code == 401
 
     for path in (f"/media/{not_archived}/video", "/media/999999/video", "/media/999999/thumbnail"):

@@ -1,19 +1,22 @@
 """Archived videos and thumbnails, served with HTTP Range so that browsers can seek.
 
-The same door as the dashboard: the admin token (Bearer or Basic), or a session the
-dashboard's login marked `authenticated`. werkzeug's `send_file(conditional=True)`
-answers Range (206), bad ranges (416), If-None-Match and If-Modified-Since.
+The same door as the dashboard: the admin token (Bearer or Basic), or a session signed
+in through the dashboard's login. The login's mark is bound to the token (`csrf.signed_in`),
+so changing TRACKER_API_TOKEN shuts the videos to old sessions as it shuts the dashboard;
+the bare `authenticated` flag alone would outlive the change. werkzeug's
+`send_file(conditional=True)` answers Range (206), bad ranges (416) and conditional GETs.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Blueprint, Response, send_file, session
+from flask import Blueprint, Response, current_app, send_file, session
 
 from .. import services
 from ..media import stored_file
 from ..models import Task
+from . import csrf
 from .auth import request_has_token
 from .errors import error
 
@@ -28,7 +31,8 @@ _IMAGE_TYPES = (
 
 @bp.before_request
 def require_login():  # type: ignore[no-untyped-def]
-    if request_has_token() or session.get("authenticated"):
+    token = services().settings.api_token
+    if request_has_token() or (session.get("authenticated") and csrf.signed_in(current_app, token)):
         return None
     response, status = error(401, "log in, or send the token (Authorization: Bearer <token>)")
     response.headers["WWW-Authenticate"] = 'Bearer realm="tracker"'
