@@ -26,7 +26,8 @@ from . import netguard
 from .settings import Settings
 
 CHUNK = 64 * 1024
-DOWNLOAD_DEADLINE = 1800.0
+# one file, start to end: 500 MB at ~0.6 MB/s; a server dripping bytes cannot hold a worker
+DOWNLOAD_DEADLINE = 900.0
 EXPIRED_STATUSES = frozenset({403, 404, 410})
 HEADERS = {"User-Agent": "luma-tracker/0.1", "Accept": "*/*", "Accept-Encoding": "identity"}
 

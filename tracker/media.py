@@ -29,7 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import netguard
 from .db import Database
-from .download import DownloadError, TooLarge, download
+from .download import DOWNLOAD_DEADLINE, DownloadError, TooLarge, download
 from .models import Task, utcnow
 from .redact import redact
 from .settings import Settings
@@ -40,8 +40,8 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 8
 RETRY_BASE = 30.0
 RETRY_MAX = 3600.0
-# a claimed task is left alone this long; it must outlast a large download
-MIN_LEASE = 900.0
+# a claimed task is left alone this long: past the longest video + thumbnail downloads
+MIN_LEASE = 2 * DOWNLOAD_DEADLINE + 60.0
 
 
 def guard_for(settings: Settings) -> netguard.Guard:
