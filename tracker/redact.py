@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import Any
 
 CALLBACK_PATH = re.compile(r"(/callbacks/luma/)[^/\s\"'?#&<>\\]+")
 _known: set[str] = set()
+_formatter = logging.Formatter()
 
 
 def register(*secrets: str) -> None:
@@ -29,24 +31,26 @@ def redact(text: str) -> str:
     return text
 
 
-class RedactingFilter(logging.Filter):
-    """A logging filter that masks secrets in the formatted message of every record."""
+def install_logging_filter() -> None:
+    """Mask secrets in every log record, whatever handler (gunicorn's, pytest's) writes it.
 
-    def filter(self, record: logging.LogRecord) -> bool:
+    A record factory, not a handler filter: handlers added later (by gunicorn, by a test's
+    log capture) are covered too, and a record is cleaned once, where it is made.
+    """
+    current = logging.getLogRecordFactory()
+    if getattr(current, "redacting", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = current(*args, **kwargs)
         message = record.getMessage()
         cleaned = redact(message)
         if cleaned != message:
-            record.msg = cleaned
-            record.args = None
-        return True
+            record.msg, record.args = cleaned, None
+        if record.exc_info and record.exc_info[0] is not None:
+            # formatters reuse exc_text when set: a traceback naming a URL is masked too
+            record.exc_text = redact(_formatter.formatException(record.exc_info))
+        return record
 
-
-def install_logging_filter(logger: logging.Logger | None = None) -> None:
-    """Attach the filter to every handler of the root logger (and the given one)."""
-    targets = [logging.getLogger()]
-    if logger is not None:
-        targets.append(logger)
-    for target in targets:
-        for handler in target.handlers:
-            if not any(isinstance(f, RedactingFilter) for f in handler.filters):
-                handler.addFilter(RedactingFilter())
+    factory.redacting = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
