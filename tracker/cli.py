@@ -136,6 +136,19 @@ def poll(once: bool) -> None:
 
 
 @main.command()
+@click.option("--missing", is_flag=True, required=True, help="all finished, not yet archived")
+def archive(missing: bool) -> None:
+    """Copy finished videos into TRACKER_MEDIA_DIR (the worker does it as tasks complete)."""
+    from . import media
+
+    settings = _settings()
+    if not settings.media_dir:
+        raise click.ClickException("TRACKER_MEDIA_DIR is empty: archival is off")
+    count = media.archive_missing(_db(settings), settings, make_client(settings))
+    click.echo(f"archived {count} task(s)")
+
+
+@main.command()
 def dev() -> None:
     """What `make run` starts: simulator (without LUMA_API_KEY), migrations, web and worker."""
     from . import devrun

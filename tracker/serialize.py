@@ -55,6 +55,7 @@ def task_json(task: Task, *, events: bool = False) -> dict[str, Any]:
         "video_url": task.video_url,
         "thumbnail_url": task.thumbnail_url,
         "media_url": f"/media/{task.id}/video" if task.media_path else None,
+        "thumbnail_media_url": f"/media/{task.id}/thumbnail" if task.thumbnail_path else None,
         "failure_reason": task.failure_reason,
         "attempts": task.attempts,
         "created_at": iso(task.created_at),

@@ -50,6 +50,7 @@ TASK = {
         "video_url": _nullable_string,
         "thumbnail_url": _nullable_string,
         "media_url": _nullable_string,
+        "thumbnail_media_url": _nullable_string,
         "failure_reason": _nullable_string,
         "attempts": {"type": "integer"},
         "created_at": {"type": "string", "format": "date-time"},
