@@ -143,16 +143,18 @@ def test_a_flaky_upstream_does_not_break_the_loop_and_retry_after_is_honoured(
         luma_api_base=sim.url, poll_after=0.2, poll_max_interval=1.0, poll_concurrency=1
     )
     ids = new_tasks(db, 3)
-    sim.fail_next(route, status=503, times=2)
-    sim.fail_next(route, status=200, body="<html><body>Gateway says hello</body></html>")
+    sim.fail_next(route, status=503)
     sim.fail_next(route, status=429, headers={"Retry-After": "1.5"}, body={"detail": "slow down"})
-    sim.fail_next(route, status=500, body="<html><h1>500 Internal Server Error</h1></html>")
+    sim.fail_next(route, status=200, body="<html><body>Gateway says hello</body></html>")
+    if route == "query":  # (three failed batches in a row would retire the batch endpoint)
+        sim.fail_next(route, status=500, body="<html><h1>500 Internal Server Error</h1></html>")
+        sim.fail_next(route, status=503, times=2)
 
     totals = drive(settings, db, lambda: all_in(db, {"completed"}), timeout=25)
 
     assert set(states(db, ids).values()) == {"completed"}
     assert sim.creates == 3
-    assert totals["errors"] >= 5
+    assert totals["errors"] >= 3
     asked = sorted(records(sim, "query", "batch"), key=lambda r: r.started)
     [limited] = [r for r in asked if r.status == 429]
     later = [r for r in asked if r.started > limited.started]

@@ -80,7 +80,12 @@ def spawn(db: Database, tmp_path: Path) -> Iterator[Any]:
 
 
 def in_flight(sim: Simulator) -> list[Any]:
-    return [r for r in list(sim.requests) if r.route in ("query", "batch") and r.ended is None]
+    """Single queries the simulator is holding right now (the batch probe is not one)."""
+    return [r for r in list(sim.requests) if r.route == "query" and r.ended is None]
+
+
+def answered(sim: Simulator) -> list[Any]:
+    return [r for r in list(sim.requests) if r.route == "query" and r.status == 200]
 
 
 def leased(db: Database) -> list[int]:
@@ -95,7 +100,7 @@ def test_a_worker_killed_mid_pass_leaves_nothing_behind(
     sim = make_sim(callbacks=False, batch_shape="none")
     ids = new_tasks(db, 6)
     first = spawn(sim, poll_concurrency=2, lease_seconds=3)
-    wait_for(lambda: all_in(db, {"pending", "processing"}), timeout=15)
+    wait_for(lambda: answered(sim), timeout=15)  # past the batch probe: single queries now
     sim.latency = 5.0  # every query now hangs: the kill lands mid-request
     wait_for(lambda: in_flight(sim), timeout=10)
     first.popen.kill()
@@ -117,7 +122,7 @@ def test_sigterm_finishes_the_request_in_hand_and_releases_leases(
     sim = make_sim(callbacks=False, batch_shape="none", complete_after=30.0)
     ids = new_tasks(db, 6)
     proc = spawn(sim, poll_concurrency=2, lease_seconds=60)
-    wait_for(lambda: all_in(db, {"pending", "processing"}), timeout=15)
+    wait_for(lambda: answered(sim), timeout=15)  # past the batch probe: single queries now
     sim.latency = 1.0
     hanging = wait_for(lambda: in_flight(sim), timeout=10)
     assert leased(db)
@@ -127,10 +132,12 @@ def test_sigterm_finishes_the_request_in_hand_and_releases_leases(
     for record in hanging:
         assert record.status == 200, "the query in hand was finished, not dropped"
     with db.read() as session:
-        answered = {t.upstream_id: t for t in session.scalars(select(Task))}
-    for record in hanging:
-        task = answered[record.task_id]
-        assert any(e.source == "poll" for e in task.events), "its answer was applied"
+        polled = {
+            t.upstream_id
+            for t in session.scalars(select(Task))
+            if any(e.source == "poll" for e in t.events)
+        }
+    assert {record.task_id for record in hanging} <= polled, "their answers were applied"
     log = proc.text()
     assert "SIGTERM" in log and "stopped" in log
     assert "PUBLIC_BASE_URL is not set" in log
@@ -157,8 +164,9 @@ def test_two_workers_never_query_the_same_task_at_once(
     assert set(states(db, ids).values()) == {"completed"}
     assert sim.creates == 16, "no task was created twice"
     queries = [r for r in sim.requests if r.route == "query"]
-    assert len(queries) >= 32
-    assert sim.max_overlap("query") == 0
+    assert len(queries) >= 16
+    # the simulator counts the most queries of one task in progress at once: 1 is no overlap
+    assert sim.max_overlap("query") == 1
 
 
 def test_poll_once_prints_its_summary(db: Database, make_sim: SimFactory, spawn: Any) -> None:

@@ -243,8 +243,9 @@ class Worker:
             for task_id, _ in job:
                 lifecycle.note_poll_failure(self.db, self.settings, task_id, exc)
             return []
-        except UpstreamError as exc:
+        except UpstreamError as exc:  # a 4xx: no such endpoint here; else a transient failure
             permanent = isinstance(exc, APIStatusError) and exc.status < 500
+            self._count("errors", 0 if permanent else 1)
             self.manners.batch_result(False, permanent=permanent)
             return job
         # an answer that is no batch at all: this upstream has no usable batch endpoint
