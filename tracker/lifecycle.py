@@ -268,8 +268,13 @@ def send(db: Database, settings: Settings, client: LumaClient, task_id: int, tok
         before = task.state
         task.claimed_until = None
         if task.state != "submitting":
-            # a callback beat the answer here; the callback's news stands
-            record(session, task, "submit", before=before, payload={"request": request_shown})
+            # a callback beat the answer here; the callback's news stands, the answer adds the id
+            if answer is not None and not task.upstream_id:
+                task.upstream_id = answer.update.upstream_id
+            shown: dict[str, Any] = {"request": request_shown}
+            if answer is not None:
+                shown["answer"] = answer.body
+            record(session, task, "submit", before=before, payload=shown, note="sent")
             return task
         if answer is not None:
             upd = answer.update
