@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import api_task
+from tests.conftest import api_task, wait_for
 from tests.scripted import Reply, ScriptedUpstream, raw_task
 
 VIDEO = "https://cdn.example/video.mp4?X-Amz-Signature=abc"
@@ -187,3 +188,25 @@ def test_unknown_task_and_methods(new_task) -> None:  # type: ignore[no-untyped-
     assert requests.get(f"{t.app}/api/tasks/999999", timeout=5).status_code == 404
     assert requests.get(t.hook, timeout=5).status_code == 405
     assert requests.get(f"{t.app}/healthz", timeout=5).status_code == 200
+
+
+def test_callback_before_the_create_answer(live, upstream: ScriptedUpstream) -> None:  # type: ignore[no-untyped-def]
+    """The upstream may call back while our create request still waits for its answer."""
+    app = live(luma_api_base=upstream.url).url
+    upstream.then(Reply(201, raw_task("up-race"), delay=1.0))
+    answer: dict[str, Any] = {}
+
+    def submit() -> None:
+        answer.update(
+            requests.post(f"{app}/api/tasks", json={"user_prompt": "a fast one"}, timeout=10).json()
+        )
+
+    thread = threading.Thread(target=submit)
+    thread.start()
+    wait_for(lambda: upstream.posts())
+    hook = upstream.posts()[0].body["notify_hook"]
+    assert requests.post(hook, json=raw_task("up-race", "processing"), timeout=5).status_code == 200
+    thread.join(timeout=10)
+    task = api_task(app, answer["id"])
+    assert task["state"] == "processing"  # the answer's "pending" did not move it back
+    assert task["upstream_id"] == "up-race"
