@@ -9,7 +9,7 @@ from sqlalchemy import Connection
 
 from tracker import settings as settings_module
 from tracker.db import make_engine
-from tracker.models import Base
+from tracker.models import Base, is_search_object
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
@@ -28,6 +28,8 @@ def _run(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        # the search objects (FTS5 tables, expression indexes) are made by hand in 0002
+        include_name=lambda name, _type, _parents: not is_search_object(name),
     )
     with context.begin_transaction():
         context.run_migrations()

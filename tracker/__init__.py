@@ -26,11 +26,14 @@ class Services:
     client: LumaClient
 
 
+MAX_ID = 2**31 - 1  # tasks.id is a 32-bit integer on PostgreSQL
+
+
 class BoundedInt(IntegerConverter):
-    """Route integers fit a 64-bit column (ids), so a huge one never reaches the database."""
+    """Route integers fit the id column, so a huge one is a 404 and never reaches the database."""
 
     def __init__(self, map, *args, **kwargs):  # type: ignore[no-untyped-def]
-        kwargs.setdefault("max", 2**63 - 1)
+        kwargs.setdefault("max", MAX_ID)
         super().__init__(map, *args, **kwargs)
 
 

@@ -8,7 +8,7 @@ from flask import Blueprint, request
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from .. import lifecycle, services, validate
+from .. import MAX_ID, lifecycle, services, validate
 from ..models import STATES, Task
 from ..serialize import task_json
 from ..upstream import UpstreamError
@@ -66,7 +66,7 @@ def _task_answer(task_id: int, status: int = 200):  # type: ignore[no-untyped-de
 
 def _int_arg(name: str, default: int | None, *, minimum: int, maximum: int) -> int | None:
     raw = request.args.get(name)
-    if raw is None or raw == "":
+    if raw is None or (raw == "" and name == "cursor"):  # "?cursor=" is the first page
         return default
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise validate.ValidationError(name, f"{name} must be a whole number")
@@ -80,7 +80,7 @@ def _int_arg(name: str, default: int | None, *, minimum: int, maximum: int) -> i
 def list_tasks():  # type: ignore[no-untyped-def]
     try:
         limit = _int_arg("limit", DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT) or DEFAULT_LIMIT
-        cursor = _int_arg("cursor", None, minimum=0, maximum=2**62)
+        cursor = _int_arg("cursor", None, minimum=0, maximum=10**18)
     except validate.ValidationError as exc:
         return error(400, exc.message, exc.field)
     state = request.args.get("state") or None
@@ -90,7 +90,7 @@ def list_tasks():  # type: ignore[no-untyped-def]
     if state:
         query = query.where(Task.state == state)
     if cursor is not None:
-        query = query.where(Task.id < cursor)
+        query = query.where(Task.id < min(cursor, MAX_ID + 1))
     with services().db.read() as session:
         tasks = list(session.scalars(query))
     more = len(tasks) > limit

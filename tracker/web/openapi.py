@@ -154,6 +154,7 @@ TASK_ID = {
     "in": "path",
     "required": True,
     "schema": {"type": "integer", "minimum": 0, "maximum": 2**62},
+    "description": "a task's id; ids past the largest stored are simply not found",
 }
 
 SPEC: dict[str, Any] = {
@@ -188,7 +189,7 @@ SPEC: dict[str, Any] = {
                     {
                         "name": "state",
                         "in": "query",
-                        "schema": {"type": "string", "enum": list(STATES)},
+                        "schema": {"type": "string", "enum": ["", *STATES]},
                     },
                     {
                         "name": "limit",
