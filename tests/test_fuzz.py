@@ -19,10 +19,15 @@ schema = schemathesis.openapi.from_dict(SPEC)
 
 
 @pytest.fixture
-def app_url(live) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    upstream = ScriptedUpstream()  # accepts every create, so fuzzed submits can go through
-    yield live(luma_api_base=upstream.url).url
-    upstream.stop()
+def upstream() -> Iterator[ScriptedUpstream]:
+    server = ScriptedUpstream()  # accepts every create, so fuzzed submits can go through
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def app_url(live, upstream: ScriptedUpstream) -> str:  # type: ignore[no-untyped-def]
+    return live(luma_api_base=upstream.url).url
 
 
 @schema.parametrize()
@@ -62,13 +67,21 @@ json_values = st.recursive(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-def test_callback_route_never_500s(app_url: str, body: object) -> None:
+def test_callback_route_never_500s(app_url: str, upstream: ScriptedUpstream, body: object) -> None:
+    if not upstream.posts():  # one real task, whose own callback URL is fuzzed too
+        requests.post(f"{app_url}/api/tasks", json={"user_prompt": "fuzz me"}, timeout=5)
+    real_hook = upstream.posts()[0].body["notify_hook"]
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    for token in ("unknown-token", "x" * 300, "%00", "..%2F..%2Fapi"):
+    targets = [real_hook] + [
+        f"{app_url}/callbacks/luma/{token}"
+        for token in ("unknown-token", "x" * 300, "%00", "..%2F..%2Fapi")
+    ]
+    for url in targets:
         response = requests.post(
-            f"{app_url}/callbacks/luma/{token}",
-            data=data,
-            headers={"Content-Type": "application/json"},
-            timeout=5,
+            url, data=data, headers={"Content-Type": "application/json"}, timeout=5
         )
         assert response.status_code < 500
+        assert response.status_code == (200 if url == real_hook else 404)
+    task = requests.get(f"{app_url}/api/tasks", timeout=5).json()["tasks"][0]
+    # random bodies may finish the task, never move it back or make it something else
+    assert task["state"] in ("pending", "processing", "completed", "failed")
