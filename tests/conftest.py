@@ -135,6 +135,16 @@ def sim() -> Iterator[Any]:
 
 
 @pytest.fixture
+def upstream() -> Iterator[Any]:
+    """A test's own upstream that answers from a script (tests/scripted.py)."""
+    from tests.scripted import ScriptedUpstream
+
+    server = ScriptedUpstream()  # by default it accepts every create
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def make_settings(db: Database, tmp_path: Any) -> Callable[..., Settings]:
     def build(**overrides: Any) -> Settings:
         base = Settings(

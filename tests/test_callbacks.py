@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,13 +30,6 @@ class Submitted:
 
     def task(self) -> dict[str, Any]:
         return api_task(self.app, self.id)
-
-
-@pytest.fixture
-def upstream() -> Iterator[ScriptedUpstream]:
-    server = ScriptedUpstream()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

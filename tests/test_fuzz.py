@@ -4,7 +4,6 @@ and hypothesis throws arbitrary bodies at the callback route."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 import requests
@@ -16,13 +15,6 @@ from tests.scripted import ScriptedUpstream
 from tracker.web.openapi import SPEC
 
 schema = schemathesis.openapi.from_dict(SPEC)
-
-
-@pytest.fixture
-def upstream() -> Iterator[ScriptedUpstream]:
-    server = ScriptedUpstream()  # accepts every create, so fuzzed submits can go through
-    yield server
-    server.stop()
 
 
 @pytest.fixture

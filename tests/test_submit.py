@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import requests
 
 from tests.scripted import Reply, ScriptedUpstream, raw_task
 
 KEY = "sk-test-upstream-key-0123456789"
-
-
-@pytest.fixture
-def upstream() -> Iterator[ScriptedUpstream]:
-    server = ScriptedUpstream()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
