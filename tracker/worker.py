@@ -51,6 +51,16 @@ Job = list[tuple[int, str]]  # (task id, upstream id) pairs asked about together
 
 
 @dataclass
+class Result:
+    """What the upstream said about one task: an answer, or the error that took its place."""
+
+    task_id: int
+    update: Update | None = None
+    body: Any = None
+    error: UpstreamError | None = None
+
+
+@dataclass
 class Manners:
     """What this process learned about one upstream, shared by every pass and thread."""
 
@@ -147,9 +157,13 @@ class Worker:
             self._count("errors" if task.state == "rejected" else "dispatched")
 
     def _poll(self, cutoff: datetime) -> None:
-        """Query what was due when the pass began; keep the pool busy, hoard no claims."""
+        """Query what was due when the pass began; keep the pool busy, hoard no claims.
+
+        Pool threads only talk HTTP; this thread does every write, so the process is a single
+        writer: its threads never wait on each other in SQLite's busy handler.
+        """
         width = self.settings.poll_concurrency
-        futures: set[Future[None]] = set()
+        futures: dict[Future[list[Result]], Job] = {}
         more = True
         while True:
             if more and len(futures) <= width and not self._held_back():
@@ -157,10 +171,27 @@ class Worker:
                 claimed = self._claim(cutoff, (2 * width - len(futures)) * step)
                 more = bool(claimed)
                 for i in range(0, len(claimed), step):
-                    futures.add(self.pool.submit(self._run_job, claimed[i : i + step], step > 1))
+                    job = claimed[i : i + step]
+                    futures[self.pool.submit(self._fetch, job, step > 1)] = job
             if not futures:
                 return
-            _done, futures = wait(futures, return_when=FIRST_COMPLETED)
+            done, _ = wait(futures, return_when=FIRST_COMPLETED)
+            results: list[Result] = []
+            unanswered: Job = []
+            for future in done:
+                job = futures.pop(future)
+                try:
+                    got = future.result()
+                except Exception:
+                    log.exception("querying tasks %s failed unexpectedly", [t for t, _ in job])
+                    self._count("errors")
+                    got = []
+                results += got
+                seen = {result.task_id for result in got}
+                unanswered += [pair for pair in job if pair[0] not in seen]
+            self._record(results)
+            if unanswered:  # held back (stopping, Retry-After) before they were asked
+                self.release(unanswered)
 
     def _held_back(self) -> bool:
         return self.stopping.is_set() or self.manners.pause_left() > 0
@@ -198,50 +229,53 @@ class Worker:
                 query.values(claimed_until=None).execution_options(synchronize_session=False)
             )
 
-    def _run_job(self, job: Job, batch: bool) -> None:
-        """Runs in the pool and never raises: one bad answer never stops the pass."""
-        try:
-            rest = self._query_batch(job) if batch and not self._held_back() else job
-            for n, (task_id, _) in enumerate(rest):
-                if self._held_back():
-                    self.release(rest[n:])
-                    return
-                self._query_one(task_id)
-        except Exception:
-            log.exception("querying tasks %s failed unexpectedly", [t for t, _ in job])
-            self._count("errors")
-            try:
-                self.release(job)
-            except Exception:  # the database is gone too; the leases expire on their own
-                log.warning("could not release leases of tasks %s", [t for t, _ in job])
-
-    def _query_one(self, task_id: int) -> None:
-        try:
-            lifecycle.poll_one(self.db, self.settings, self.client, task_id)
-        except RateLimitError as exc:
-            self._rate_limited(exc)
-        except UpstreamError as exc:  # lifecycle.note_poll_failure has backed it off
-            self._count("errors")
-            log.info("query of task %s failed: %s", task_id, exc.message)
-        except (LookupError, lifecycle.InvalidAction):
-            pass  # deleted, or lost its upstream id since the claim
-        else:
+    def _record(self, results: list[Result]) -> None:
+        """Each answer through lifecycle.apply in a transaction of its own, as poll_one does."""
+        for result in results:
+            if result.error is not None:
+                self._count("errors")
+                log.info("query of task %s failed: %s", result.task_id, result.error.message)
+                lifecycle.note_poll_failure(self.db, self.settings, result.task_id, result.error)
+                continue
+            with self.db.write() as session:
+                task = session.get(Task, result.task_id, with_for_update=True)
+                if task is None or result.update is None:
+                    continue
+                task.claimed_until = None
+                lifecycle.apply(
+                    session, self.settings, task, result.update, "poll", payload=result.body
+                )
             self._count("polled")
+
+    def _fetch(self, job: Job, batch: bool) -> list[Result]:
+        """In a pool thread: ask the upstream about a job; no database here."""
+        results: list[Result] = []
+        rest = self._fetch_batch(job, results) if batch and not self._held_back() else job
+        for task_id, upstream_id in rest:
+            if self._held_back():
+                break
+            try:
+                answer = self.client.query(upstream_id)
+            except UpstreamError as exc:
+                if isinstance(exc, RateLimitError):
+                    self._rate_limited(exc)
+                results.append(Result(task_id, error=exc))
+            else:
+                results.append(Result(task_id, answer.update, answer.body))
+        return results
 
     def _rate_limited(self, exc: RateLimitError) -> None:
         pause = exc.retry_after if exc.retry_after is not None else RATE_LIMIT_PAUSE
         self.manners.pause(pause)
-        self._count("errors")
         log.warning("upstream says slow down (HTTP %s): no queries for %.1f s", exc.status, pause)
 
-    def _query_batch(self, job: Job) -> Job:
+    def _fetch_batch(self, job: Job, results: list[Result]) -> Job:
         """Ask about the whole job at once; return what still needs a single query."""
         try:
             updates = self.client.query_many([upstream_id for _, upstream_id in job])
         except RateLimitError as exc:
             self._rate_limited(exc)
-            for task_id, _ in job:
-                lifecycle.note_poll_failure(self.db, self.settings, task_id, exc)
+            results += [Result(task_id, error=exc) for task_id, _ in job]
             return []
         except UpstreamError as exc:  # a 4xx: no such endpoint here; else a transient failure
             permanent = isinstance(exc, APIStatusError) and exc.status < 500
@@ -257,19 +291,9 @@ class Worker:
             if upd is None:
                 rest.append((task_id, upstream_id))
             else:
-                self._apply(task_id, upd)
+                shown = {k: v for k, v in asdict(upd).items() if v is not None}
+                results.append(Result(task_id, upd, {"batch": shown}))
         return rest
-
-    def _apply(self, task_id: int, upd: Update) -> None:
-        """A batch entry goes through lifecycle.apply exactly as a single query's answer does."""
-        shown = {k: v for k, v in asdict(upd).items() if v is not None}
-        with self.db.write() as session:
-            task = session.get(Task, task_id, with_for_update=True)
-            if task is None:
-                return
-            task.claimed_until = None
-            lifecycle.apply(session, self.settings, task, upd, "poll", payload={"batch": shown})
-        self._count("polled")
 
     def next_delay(self) -> float:
         """The interval, or less when a poll falls due sooner (but not before a Retry-After)."""
