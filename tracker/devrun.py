@@ -15,6 +15,8 @@ import subprocess
 import sys
 import time
 
+import requests
+
 from . import settings as settings_module
 from .cli import upgrade
 from .settings import SettingsError
@@ -27,12 +29,44 @@ def _bin(name: str) -> str:
     return os.path.join(os.path.dirname(sys.executable), name)
 
 
+DEMO_PROMPTS = (
+    "A lighthouse at dusk, waves breaking, slow push in",
+    "Paper boat drifting down a rainy street, macro lens",
+    "Neon-lit alley in the rain, camera tracking a cyclist",
+)
+
+
+def _submit_demo_tasks(base: str, token: str) -> None:
+    """On an empty database, give a newcomer something to watch: a few simulated tasks."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            listing = requests.get(f"{base}/api/tasks?limit=1", headers=headers, timeout=2)
+            break
+        except requests.ConnectionError:
+            if time.monotonic() > deadline:
+                log.warning("the web process did not answer; no demo tasks submitted")
+                return
+            time.sleep(0.3)
+    if listing.status_code != 200 or listing.json().get("tasks"):
+        return
+    for prompt in DEMO_PROMPTS:
+        requests.post(
+            f"{base}/api/tasks", json={"user_prompt": prompt}, headers=headers, timeout=10
+        )
+    log.warning(
+        "Submitted %d demo tasks to the simulator (SIMULATOR_DEMO=0 skips this)", len(DEMO_PROMPTS)
+    )
+
+
 def main() -> int:
     env = dict(os.environ)
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
     port = env.setdefault("PORT", "8000")
     env.setdefault("PUBLIC_BASE_URL", f"http://127.0.0.1:{port}")
-    if not env.get("LUMA_API_KEY"):
+    simulated = not env.get("LUMA_API_KEY")
+    if simulated:
         env["LUMA_API_BASE"] = f"http://127.0.0.1:{SIMULATOR_PORT}"
         env.setdefault("TRACKER_MEDIA_ALLOW_PRIVATE", "1")
         simulate = [_bin("tracker"), "simulate", "--port", str(SIMULATOR_PORT)]
@@ -54,6 +88,8 @@ def main() -> int:
         ("web", subprocess.Popen([_bin("gunicorn"), "wsgi:app", "-c", "gunicorn.conf.py"], env=env))
     )
     children.append(("worker", subprocess.Popen([_bin("tracker"), "worker"], env=env)))
+    if simulated and env.get("SIMULATOR_DEMO", "1") != "0":
+        _submit_demo_tasks(f"http://127.0.0.1:{port}", env.get("TRACKER_API_TOKEN", ""))
     log.warning("Dashboard: http://127.0.0.1:%s/  (Ctrl-C stops everything)", port)
 
     stopping = False

@@ -1,0 +1,60 @@
+"""`make run`'s command, as a newcomer starts it: simulator, migrations, web and worker together."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import requests
+
+from tests.conftest import wait_for
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_tracker_dev_runs_the_whole_loop(tmp_path: Path) -> None:
+    port, sim_port = _free_port(), _free_port()
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "PORT": str(port),
+        "SIMULATOR_PORT": str(sim_port),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'tracker.db'}",
+        "TRACKER_MEDIA_DIR": str(tmp_path / "media"),
+        "WEB_CONCURRENCY": "1",
+    }
+    root = Path(__file__).resolve().parent.parent
+    tracker = Path(sys.executable).parent / "tracker"
+    log = tmp_path / "dev.log"
+    with log.open("wb") as out:
+        dev = subprocess.Popen([str(tracker), "dev"], cwd=root, env=env, stdout=out, stderr=out)
+    base = f"http://127.0.0.1:{port}"
+    try:
+
+        def demo_tasks_done() -> list[dict]:  # type: ignore[type-arg]
+            try:
+                tasks = requests.get(f"{base}/api/tasks", timeout=2).json()["tasks"]
+            except requests.ConnectionError:
+                return []
+            archived = [t for t in tasks if t["state"] == "completed" and t["media_url"]]
+            return tasks if len(tasks) == 3 and len(archived) == 3 else []
+
+        tasks = wait_for(demo_tasks_done, timeout=60, interval=0.5)
+        video = requests.get(base + tasks[0]["media_url"], timeout=5)
+        assert video.status_code == 200 and video.content[4:8] == b"ftyp"
+        page = requests.get(base + "/", timeout=5)
+        assert page.status_code == 200 and "lighthouse" in page.text.lower()
+    finally:
+        dev.send_signal(signal.SIGINT)
+        dev.wait(timeout=30)
+    text = log.read_text()
+    assert "No LUMA_API_KEY: using the simulated upstream" in text
+    assert dev.returncode == 0, text[-3000:]
