@@ -142,8 +142,8 @@ def floor_qps(upstream: Upstream) -> float:
     return stats["count"] / (stats["last"] - stats["first"])
 
 
-def fill(url: str, count: int) -> None:
-    """`count` tasks already sent (pending, with upstream ids), all due for a query now."""
+def fill(url: str, count: int, state: str = "pending") -> None:
+    """`count` tasks already sent (with upstream ids) in `state`, all due for a query now."""
     from tracker.cli import upgrade
     from tracker.models import StateCount, Task, TaskEvent
 
@@ -154,11 +154,11 @@ def fill(url: str, count: int) -> None:
         conn.execute(TaskEvent.__table__.delete())
         conn.execute(Task.__table__.delete())
         conn.execute(update(StateCount).values(count=0))
-        conn.execute(update(StateCount).where(StateCount.state == "pending").values(count=count))
+        conn.execute(update(StateCount).where(StateCount.state == state).values(count=count))
         rows = [
             {
                 "kind": "generate",
-                "state": "pending",
+                "state": state,
                 "user_prompt": f"bench task {i}",
                 "options": {},
                 "upstream_id": f"bench-{i:05d}",
@@ -178,8 +178,8 @@ def fill(url: str, count: int) -> None:
     engine.dispose()
 
 
-def sweep(url: str, upstream: Upstream) -> dict[str, Any]:
-    fill(url, SWEEP_TASKS)
+def sweep(url: str, upstream: Upstream, state: str = "pending") -> dict[str, Any]:
+    fill(url, SWEEP_TASKS, state)
     upstream.get("/reset")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRACKER_", "LUMA_"))}
     env.update(
@@ -327,19 +327,23 @@ def naive_run() -> dict[str, Any]:
     from tracker.upstream import LumaClient
 
     sim = _simulator(callbacks=False)
-    client = LumaClient(sim.url or "", "")
+    client = LumaClient(sim.url or "", "", pool_size=CONCURRENCY)
     offset = time.time() - time.monotonic()
     waiting = {
         str(client.create({"user_prompt": f"bench {n}"}).update.upstream_id) for n in range(TASKS)
     }
     known: dict[str, float] = {}
-    while waiting:
-        tick = time.monotonic()
-        for upstream_id in sorted(waiting):
-            if client.query(upstream_id).update.state == "completed":
-                known[upstream_id] = time.time()
-                waiting.discard(upstream_id)
-        time.sleep(max(0.0, _scaled(NAIVE_EVERY) - (time.monotonic() - tick)))
+
+    def ask(upstream_id: str) -> None:
+        if client.query(upstream_id).update.state == "completed":
+            known[upstream_id] = time.time()
+
+    with ThreadPoolExecutor(CONCURRENCY) as pool:  # a tick's round takes ms, not seconds
+        while waiting:
+            tick = time.monotonic()
+            list(pool.map(ask, sorted(waiting)))
+            waiting -= set(known)
+            time.sleep(max(0.0, _scaled(NAIVE_EVERY) - (time.monotonic() - tick)))
     queries = [r for r in sim.requests if r.route == "query"]
     done = {task.id: task.done_at + offset for task in sim.tasks.values()}
     sim.stop()

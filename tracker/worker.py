@@ -30,11 +30,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import case, func, or_, select, update
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import selectinload
 
 from . import lifecycle, media, redact, warn_about
 from .db import Database
-from .models import Task, utcnow
+from .models import StateCount, Task, utcnow
 from .parse import Update
 from .settings import Settings
 from .upstream import APIStatusError, LumaClient, RateLimitError, UpstreamError
@@ -48,6 +50,7 @@ RATE_LIMIT_PAUSE = 5.0  # a 429 that names no Retry-After still means "not now"
 BATCH_REPROBE = 600.0  # a batch endpoint that failed us is tried again after this
 BATCH_STRIKES = 3  # transient batch failures in a row before single queries take over
 Job = list[tuple[int, str]]  # (task id, upstream id) pairs asked about together
+COUNTER_ORDER = (case(lifecycle.RANK, value=StateCount.state), StateCount.state)
 
 
 @dataclass
@@ -230,22 +233,45 @@ class Worker:
             )
 
     def _record(self, results: list[Result]) -> None:
-        """Each answer through lifecycle.apply in a transaction of its own, as poll_one does."""
+        """Answers through lifecycle.apply, failures through lifecycle.note_poll_failure.
+
+        Answers that arrive together share a transaction: a query's cost to the worker is
+        mostly the database's. If that fails (a deadlock PostgreSQL broke), one by one.
+        """
+        answers = [r for r in results if r.update is not None]
+        try:
+            self._apply(answers)
+        except DBAPIError:
+            log.warning("%d answers failed together; applying them one by one", len(answers))
+            for answer in answers:
+                self._apply([answer])
         for result in results:
             if result.error is not None:
                 self._count("errors")
                 log.info("query of task %s failed: %s", result.task_id, result.error.message)
                 lifecycle.note_poll_failure(self.db, self.settings, result.task_id, result.error)
-                continue
-            with self.db.write() as session:
-                task = session.get(Task, result.task_id, with_for_update=True)
+
+    def _apply(self, answers: list[Result]) -> None:
+        if not answers:
+            return
+        query = select(Task).where(Task.id.in_([r.task_id for r in answers])).order_by(Task.id)
+        # each task once here, so nothing needs flushing before the commit
+        with self.db.write() as session, session.no_autoflush:
+            tasks = session.scalars(query.options(selectinload(Task.events)).with_for_update())
+            by_id = {task.id: task for task in tasks}
+            if self.db.is_postgres:
+                # the counters in the order every single transition takes them (forward):
+                # a batch of mixed transitions then never deadlocks with a callback
+                session.execute(select(StateCount.state).order_by(*COUNTER_ORDER).with_for_update())
+            for result in answers:
+                task = by_id.get(result.task_id)
                 if task is None or result.update is None:
                     continue
                 task.claimed_until = None
                 lifecycle.apply(
                     session, self.settings, task, result.update, "poll", payload=result.body
                 )
-            self._count("polled")
+        self._count("polled", len(answers))
 
     def _fetch(self, job: Job, batch: bool) -> list[Result]:
         """In a pool thread: ask the upstream about a job; no database here."""
