@@ -216,6 +216,11 @@ def searchable(db: Database) -> dict[str, int]:
         ("SUNSET", ["sunset"]),
         ("harbour sunset", ["sunset"]),  # every word, in any order
         ("sun", ["extend", "sunset"]),  # the last word may be the start of one
+        ("red suns", ["sunset"]),
+        ("harbou", ["sunset"]),  # a half-typed word longer than the prefix indexes
+        ("harbour", ["sunset"]),
+        ("dolly shot", ["forest"]),
+        ("Continue", ["extend"]),
         ("forest dolly", ["forest"]),
         ("cafe", ["café"]),  # accents folded on SQLite; PostgreSQL's 'simple' keeps them
         ("café", ["café"]),
@@ -253,6 +258,18 @@ def test_search_by_local_id_and_with_a_state(
     assert row_ids(page) == [searchable["sunset"]]
     # the tabs keep the search
     assert 'href="/?state=failed&amp;q=sun"' in page
+
+
+def test_search_by_id_with_a_state_uses_both(
+    client: FlaskClient, db: Database, searchable: dict[str, int]
+) -> None:
+    source = "7f3c9a10-aaaa-4bbb-8ccc-000000000001"
+    _, page = get(client, "/", query_string={"q": source, "state": "processing"})
+    assert row_ids(page) == [searchable["extend"]]
+    _, page = get(client, "/", query_string={"q": source[:8], "state": "completed"})
+    assert row_ids(page) == [searchable["sunset"]]
+    _, page = get(client, "/", query_string={"q": source, "state": "failed"})
+    assert row_ids(page) == []
 
 
 def test_search_results_are_paged_by_cursor(client: FlaskClient, db: Database) -> None:

@@ -157,9 +157,10 @@ class StateCount(Base):
 
 
 # Search structures made by hand in migration 0002, different on each database (SQLite's FTS5
-# table, its shadow tables and triggers; PostgreSQL's GIN and pattern-ops indexes). The models
-# cannot describe them, so migrations/env.py leaves objects with these names out of `alembic check`.
-SEARCH_OBJECT_PREFIXES = ("tasks_fts", "ix_tasks_search_")
+# table, its shadow tables and triggers; PostgreSQL's generated tsvector column, its GIN index
+# and pattern-ops indexes). The models cannot describe them, so migrations/env.py leaves objects
+# with these names out of `alembic check`.
+SEARCH_OBJECT_PREFIXES = ("tasks_fts", "ix_tasks_search_", "search_vector")
 
 
 def is_search_object(name: str | None) -> bool:

@@ -8,7 +8,8 @@ Every query here is shaped to stay fast at millions of rows:
 - a search runs one indexed query per kind of match, each newest first and limited to
   a page, and merges them: a local id (exact), an upstream or source id (exact, or prefix
   from 3 characters, on the B-tree indexes), the prompt's words (SQLite FTS5, or a GIN
-  index on to_tsvector('simple', ...) in PostgreSQL), the last word as a prefix.
+  index on a stored to_tsvector('simple', ...) column in PostgreSQL), the last word also
+  as a prefix.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ..models import STATES, StateCount, Task
 PAGE_SIZE = 50
 PROMPT_CHARS = 240
 MIN_PREFIX = 3
+MAX_INDEXED_PREFIX = 5  # FTS5 prefix indexes of migration 0002: 2 to 5 characters
 MAX_WORDS = 8
 MAX_CURSOR = 2**62
 
@@ -48,7 +50,9 @@ LIST_COLUMNS = (
 )
 
 _fts = table("tasks_fts", column("rowid", Integer))
+_MATCH = literal_column("tasks_fts").op("MATCH")
 _SIMPLE = literal_column("'simple'::regconfig")
+_VECTOR = literal_column("tasks.search_vector")
 
 
 @dataclass
@@ -77,18 +81,18 @@ def words(query: str) -> list[str]:
     return [w.lower() for w in _WORD.findall(query)][:MAX_WORDS]
 
 
-def fts5_query(tokens: list[str]) -> str:
-    """`"red" "sun"*`: every word, the last also as a prefix (tokens hold no quotes)."""
+def fts5_query(tokens: list[str], prefix: bool) -> str:
+    """`"red" "sun"*`: every word; the last one also as a prefix when asked (no quotes inside)."""
     parts = [f'"{t}"' for t in tokens]
-    if len(tokens[-1]) >= 2:
+    if prefix:
         parts[-1] += "*"
     return " ".join(parts)
 
 
-def tsquery(tokens: list[str]) -> str:
+def tsquery(tokens: list[str], prefix: bool) -> str:
     """`'red' & 'sun':*` for to_tsquery (tokens hold no quotes or operators)."""
     parts = [f"'{t}'" for t in tokens]
-    if len(tokens[-1]) >= 2:
+    if prefix:
         parts[-1] += ":*"
     return " & ".join(parts)
 
@@ -102,12 +106,33 @@ def _prefix(col: Any, text: str, db: Database) -> ColumnElement[bool]:
     return (col >= text) & (col < text + "\U0010ffff")
 
 
+def _last_word_as_prefix(session: Session, db: Database, word: str) -> bool:
+    """Is the last word also matched as the start of longer words?
+
+    From 2 to 5 characters, yes: SQLite's FTS5 prefix indexes (migration 0002) answer that
+    at once. A longer word that occurs in some prompt is taken whole, and one that does not
+    (a half-typed "lighthou") as a prefix: a prefix query longer than the prefix indexes
+    merges the lists of every matching word, which for a word in most prompts reads them
+    all. PostgreSQL's GIN index answers prefixes of any length cheaply.
+    """
+    if len(word) < 2:
+        return False
+    if len(word) <= MAX_INDEXED_PREFIX or not db.is_sqlite:
+        return True
+    probe = select(_fts.c.rowid).where(_MATCH(f'"{word}"')).limit(1)
+    return session.execute(probe).first() is None
+
+
 class _Search:
     """Run each kind of match as its own indexed query and keep the newest `limit` rows."""
 
-    def __init__(self, session: Session, filters: list[ColumnElement[bool]], limit: int) -> None:
+    def __init__(
+        self, session: Session, db: Database, state: str | None, cursor: int | None, limit: int
+    ) -> None:
         self.session = session
-        self.filters = filters
+        self.db = db
+        self.state = state
+        self.cursor = cursor
         self.limit = limit
         self.found: dict[int, Row[Any]] = {}
         self.kinds: list[str] = []
@@ -120,30 +145,38 @@ class _Search:
             self.found[row.id] = row
 
     def where(self, kind: str, condition: ColumnElement[bool]) -> None:
-        statement = select(*LIST_COLUMNS).where(condition, *self.filters)
+        """Rows matching `condition`, newest first, in the page's state and before its cursor."""
+        statement = select(*LIST_COLUMNS).where(condition)
+        if self.state:
+            # SQLite without statistics would walk (state, id) and test every row of that
+            # state; the unary + keeps it on the index of the condition (SQLite's own advice)
+            state_column = literal_column("+tasks.state") if self.db.is_sqlite else Task.state
+            statement = statement.where(state_column == self.state)
+        if self.cursor is not None:
+            statement = statement.where(Task.id < self.cursor)
         self.run(kind, statement.order_by(Task.id.desc()))
+
+    def prompt(self, tokens: list[str]) -> None:
+        prefix = _last_word_as_prefix(self.session, self.db, tokens[-1])
+        if self.db.is_sqlite:
+            # the FTS5 table drives, newest first; each hit is joined to its task
+            statement = (
+                select(*LIST_COLUMNS)
+                .select_from(_fts.join(Task, Task.id == _fts.c.rowid))
+                .where(_MATCH(fts5_query(tokens, prefix)))
+            )
+            if self.cursor is not None:
+                statement = statement.where(_fts.c.rowid < self.cursor)
+            if self.state:
+                statement = statement.where(Task.state == self.state)
+            self.run("prompt", statement.order_by(_fts.c.rowid.desc()))
+        elif self.db.is_postgres:
+            # tasks.search_vector is to_tsvector('simple', user_prompt), stored (migration 0002)
+            query = func.to_tsquery(_SIMPLE, tsquery(tokens, prefix))
+            self.where("prompt", _VECTOR.op("@@")(query))
 
     def rows(self) -> list[Row[Any]]:
         return sorted(self.found.values(), key=lambda row: row.id, reverse=True)[: self.limit]
-
-
-def _prompt_search(
-    search: _Search, db: Database, tokens: list[str], state: str | None, cursor: int | None
-) -> None:
-    if db.is_sqlite:
-        statement = (
-            select(*LIST_COLUMNS)
-            .select_from(_fts.join(Task, Task.id == _fts.c.rowid))
-            .where(literal_column("tasks_fts").op("MATCH")(fts5_query(tokens)))
-        )
-        if cursor is not None:
-            statement = statement.where(_fts.c.rowid < cursor)
-        if state:
-            statement = statement.where(Task.state == state)
-        search.run("prompt", statement.order_by(_fts.c.rowid.desc()))
-    elif db.is_postgres:
-        vector = func.to_tsvector(_SIMPLE, Task.user_prompt)
-        search.where("prompt", vector.op("@@")(func.to_tsquery(_SIMPLE, tsquery(tokens))))
 
 
 def search_rows(
@@ -155,12 +188,7 @@ def search_rows(
     cursor: int | None,
     limit: int,
 ) -> tuple[list[Row[Any]], list[str]]:
-    filters: list[ColumnElement[bool]] = []
-    if state:
-        filters.append(Task.state == state)
-    if cursor is not None:
-        filters.append(Task.id < cursor)
-    search = _Search(session, filters, limit)
+    search = _Search(session, db, state, cursor, limit)
     text = query.strip()
     local = _LOCAL_ID.fullmatch(text)
     if local:
@@ -171,7 +199,7 @@ def search_rows(
             search.where(kind, condition)
     tokens = words(text)
     if tokens:
-        _prompt_search(search, db, tokens, state, cursor)
+        search.prompt(tokens)
     return search.rows(), search.kinds
 
 
