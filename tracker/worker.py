@@ -47,8 +47,7 @@ POLLED = ("pending", "processing")
 COUNTS = ("dispatched", "polled", "timed_out", "recovered", "archived", "errors")
 BATCH_SIZE = 50
 RATE_LIMIT_PAUSE = 5.0  # a 429 that names no Retry-After still means "not now"
-BATCH_REPROBE = 600.0  # a batch endpoint that failed us is tried again after this
-BATCH_STRIKES = 3  # transient batch failures in a row before single queries take over
+BATCH_REPROBE = 600.0  # an upstream without a usable batch endpoint is asked again after this
 Job = list[tuple[int, str]]  # (task id, upstream id) pairs asked about together
 COUNTER_ORDER = (case(lifecycle.RANK, value=StateCount.state), StateCount.state)
 
@@ -67,29 +66,25 @@ class Result:
 class Manners:
     """What this process learned about one upstream, shared by every pass and thread."""
 
-    batch_ok: bool | None = None  # None: not tried yet
-    batch_retry_at: float = 0.0
-    strikes: int = 0
-    paused_until: float = 0.0  # time.monotonic(); a Retry-After holds back every query
+    paused_until: dict[str, float] = field(default_factory=dict)  # "query"/"create": monotonic
+    batch_off_until: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def pause(self, seconds: float) -> None:
+    def pause(self, what: str, seconds: float) -> None:
         with self.lock:
-            self.paused_until = max(self.paused_until, time.monotonic() + seconds)
+            until = max(self.paused_until.get(what, 0.0), time.monotonic() + seconds)
+            self.paused_until[what] = until
 
-    def pause_left(self) -> float:
-        return max(0.0, self.paused_until - time.monotonic())
+    def pause_left(self, what: str = "query") -> float:
+        return max(0.0, self.paused_until.get(what, 0.0) - time.monotonic())
 
     def use_batch(self) -> bool:
-        return self.batch_ok is not False or time.monotonic() >= self.batch_retry_at
+        return time.monotonic() >= self.batch_off_until
 
-    def batch_result(self, ok: bool, *, permanent: bool = False) -> None:
-        with self.lock:
-            self.strikes = 0 if ok else self.strikes + 1
-            if ok or permanent or self.strikes >= BATCH_STRIKES:
-                if self.batch_ok is not ok:
-                    log.info("batch queries %s", "answer" if ok else "fail: asking one by one")
-                self.batch_ok, self.batch_retry_at = ok, time.monotonic() + BATCH_REPROBE
+    def no_batch(self) -> None:
+        if self.use_batch():
+            log.info("the upstream has no usable batch endpoint: asking one task at a time")
+        self.batch_off_until = time.monotonic() + BATCH_REPROBE
 
 
 _manners: dict[str, Manners] = {}
@@ -129,35 +124,31 @@ class Worker:
         self.stopping = threading.Event()
         self.manners = manners_for(client.base_url)
         self.pool = ThreadPoolExecutor(settings.poll_concurrency, thread_name_prefix="poll")
-        self._lock = threading.Lock()
-        self._counts = dict.fromkeys(COUNTS, 0)
-
-    def _count(self, key: str, n: int = 1) -> None:
-        with self._lock:
-            self._counts[key] += n
+        self.counts = dict.fromkeys(COUNTS, 0)  # this pass's; only the pass's thread counts
 
     def run_once(self) -> dict[str, int]:
         """One pass; the counts say what it did. Upstream trouble never raises from here."""
-        self._counts = dict.fromkeys(COUNTS, 0)
-        self._count("recovered", lifecycle.recover_interrupted_submissions(self.db))
-        self._count("timed_out", lifecycle.time_out_overdue(self.db, self.settings))
+        self.counts = dict.fromkeys(COUNTS, 0)
+        self.counts["recovered"] = lifecycle.recover_interrupted_submissions(self.db)
+        self.counts["timed_out"] = lifecycle.time_out_overdue(self.db, self.settings)
         self._dispatch()
         self._poll(cutoff=utcnow())
         if not self.stopping.is_set():
-            self._count("archived", media.archive_due(self.db, self.settings, self.client))
-        return dict(self._counts)
+            self.counts["archived"] = media.archive_due(self.db, self.settings, self.client)
+        return dict(self.counts)
 
     def _dispatch(self) -> None:
         """One claim, then its send: a claim's lease never has to outlive other sends."""
-        while not self.stopping.is_set():
+        while not self.stopping.is_set() and not self.manners.pause_left("create"):
             claimed = lifecycle.claim_for_dispatch(self.db, self.settings, limit=1)
             if not claimed:
                 return
             task = lifecycle.send(self.db, self.settings, self.client, *claimed[0])
-            if task.state == "queued":  # 429 or refused: the upstream said "not now"
-                self._count("errors")
-                return
-            self._count("errors" if task.state == "rejected" else "dispatched")
+            if task.state == "queued" and task.next_check_at:  # 429 or refused: "not now"
+                # no other create before this one's turn: Retry-After kept, oldest still first
+                wait_s = (task.next_check_at - utcnow()).total_seconds()
+                self.manners.pause("create", wait_s)
+            self.counts["dispatched" if task.state not in ("queued", "rejected") else "errors"] += 1
 
     def _poll(self, cutoff: datetime) -> None:
         """Query what was due when the pass began; keep the pool busy, hoard no claims.
@@ -179,25 +170,17 @@ class Worker:
             if not futures:
                 return
             done, _ = wait(futures, return_when=FIRST_COMPLETED)
-            results: list[Result] = []
-            unanswered: Job = []
-            for future in done:
-                job = futures.pop(future)
-                try:
-                    got = future.result()
-                except Exception:
-                    log.exception("querying tasks %s failed unexpectedly", [t for t, _ in job])
-                    self._count("errors")
-                    got = []
-                results += got
-                seen = {result.task_id for result in got}
-                unanswered += [pair for pair in job if pair[0] not in seen]
+            results = [result for future in done for result in future.result()]
             self._record(results)
-            if unanswered:  # held back (stopping, Retry-After) before they were asked
-                self.release(unanswered)
+            asked = {result.task_id for result in results}
+            unasked = [
+                pair for future in done for pair in futures.pop(future) if pair[0] not in asked
+            ]
+            if unasked:  # held back (stopping, Retry-After) before they were asked
+                self.release(unasked)
 
     def _held_back(self) -> bool:
-        return self.stopping.is_set() or self.manners.pause_left() > 0
+        return self.stopping.is_set() or self.manners.pause_left("query") > 0
 
     def _claim(self, cutoff: datetime, limit: int) -> Job:
         now = utcnow()
@@ -247,7 +230,7 @@ class Worker:
                 self._apply([answer])
         for result in results:
             if result.error is not None:
-                self._count("errors")
+                self.counts["errors"] += 1
                 log.info("query of task %s failed: %s", result.task_id, result.error.message)
                 lifecycle.note_poll_failure(self.db, self.settings, result.task_id, result.error)
 
@@ -271,28 +254,31 @@ class Worker:
                 lifecycle.apply(
                     session, self.settings, task, result.update, "poll", payload=result.body
                 )
-        self._count("polled", len(answers))
+        self.counts["polled"] += len(answers)
 
     def _fetch(self, job: Job, batch: bool) -> list[Result]:
-        """In a pool thread: ask the upstream about a job; no database here."""
+        """In a pool thread: ask the upstream about a job. No database here, and no raising."""
         results: list[Result] = []
-        rest = self._fetch_batch(job, results) if batch and not self._held_back() else job
-        for task_id, upstream_id in rest:
-            if self._held_back():
-                break
-            try:
-                answer = self.client.query(upstream_id)
-            except UpstreamError as exc:
-                if isinstance(exc, RateLimitError):
-                    self._rate_limited(exc)
-                results.append(Result(task_id, error=exc))
-            else:
-                results.append(Result(task_id, answer.update, answer.body))
+        try:
+            rest = self._fetch_batch(job, results) if batch and not self._held_back() else job
+            for task_id, upstream_id in rest:
+                if self._held_back():
+                    break
+                try:
+                    answer = self.client.query(upstream_id)
+                except UpstreamError as exc:
+                    if isinstance(exc, RateLimitError):
+                        self._rate_limited(exc)
+                    results.append(Result(task_id, error=exc))
+                else:
+                    results.append(Result(task_id, answer.update, answer.body))
+        except Exception:  # a bug must not stop the pass: what was not asked is released
+            log.exception("querying tasks %s failed", [task_id for task_id, _ in job])
         return results
 
     def _rate_limited(self, exc: RateLimitError) -> None:
         pause = exc.retry_after if exc.retry_after is not None else RATE_LIMIT_PAUSE
-        self.manners.pause(pause)
+        self.manners.pause("query", pause)
         log.warning("upstream says slow down (HTTP %s): no queries for %.1f s", exc.status, pause)
 
     def _fetch_batch(self, job: Job, results: list[Result]) -> Job:
@@ -303,13 +289,12 @@ class Worker:
             self._rate_limited(exc)
             results += [Result(task_id, error=exc) for task_id, _ in job]
             return []
-        except UpstreamError as exc:  # a 4xx: no such endpoint here; else a transient failure
-            permanent = isinstance(exc, APIStatusError) and exc.status < 500
-            self._count("errors", 0 if permanent else 1)
-            self.manners.batch_result(False, permanent=permanent)
+        except UpstreamError as exc:  # 4xx: no such endpoint here (else passing: single queries)
+            if isinstance(exc, APIStatusError) and exc.status < 500:
+                self.manners.no_batch()
             return job
-        # an answer that is no batch at all: this upstream has no usable batch endpoint
-        self.manners.batch_result(bool(updates), permanent=not updates)
+        if not updates:  # an answer that is no batch at all
+            self.manners.no_batch()
         found = {upd.upstream_id: upd for upd in updates}
         rest: Job = []
         for task_id, upstream_id in job:
@@ -328,7 +313,7 @@ class Worker:
             due = session.scalar(select(func.min(Task.next_check_at)).where(*_pollable(now)))
         interval = self.settings.worker_interval
         soon = interval if due is None else (due - now).total_seconds()
-        return min(interval, max(0.01, soon, self.manners.pause_left()))
+        return min(interval, max(0.01, soon, self.manners.pause_left("query")))
 
     def close(self) -> None:
         """Let the requests in hand finish, then give back every lease still held."""
@@ -367,11 +352,10 @@ def run_forever(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     log.info(
-        "worker %s: sends queued tasks (at most %d in flight, %d a minute) and queries tasks "
-        "quiet for %g s (%d at once) at %s, every %g s",
+        "worker %s: sends queued tasks (%d in flight, %d a minute at most) and queries tasks "
+        "quiet for %g s (%d at once) at %s",
         *(worker.name, settings.max_in_flight, settings.submits_per_minute),
         *(settings.poll_after, settings.poll_concurrency, client.base_url),
-        settings.worker_interval,
     )
     warn_about(settings, web=False)
     while not worker.stopping.is_set():
