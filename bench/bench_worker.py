@@ -52,6 +52,7 @@ SCALE = 20.0
 GENERATION = (10.0, 100.0)  # real seconds to "processing" and to "completed"
 NAIVE_EVERY = 5.0
 TASKS = 100
+SUBMIT_PACE = 0.01  # seconds between the floor's creates, about the pace of POST /api/tasks
 BENCH_DB = "luma_bench_worker"  # created and dropped beside TEST_DATABASE_URL's database
 
 # -- (a) the dedicated upstream, in its own process ----------------------------------------
@@ -190,10 +191,7 @@ def sweep(url: str, upstream: Upstream, state: str = "pending") -> dict[str, Any
         PUBLIC_BASE_URL="",
     )
     started = time.monotonic()
-    proc = subprocess.Popen([TRACKER, "poll", "--once"], env=env, stdout=subprocess.PIPE)
-    assert proc.stdout is not None
-    out = proc.stdout.read()
-    _pid, status, usage = os.wait4(proc.pid, 0)
+    out, status, rss_mb = run_measured([TRACKER, "poll", "--once"], env)
     wall = time.monotonic() - started
     assert status == 0, f"tracker poll --once failed ({status})"
     summary = json.loads(out)
@@ -206,16 +204,43 @@ def sweep(url: str, upstream: Upstream, state: str = "pending") -> dict[str, Any
     return {
         "qps": stats["count"] / (stats["last"] - stats["first"]),
         "peak": int(stats["peak"]),
-        "rss_mb": usage.ru_maxrss / 1024,
+        "rss_mb": rss_mb,
         "wall": wall,
     }
 
 
+def run_measured(args: list[str], env: dict[str, str] | None = None) -> tuple[bytes, int, float]:
+    """Run a process; its output, exit code and peak RSS in MB.
+
+    The peak is read from /proc/<pid>/status (VmHWM, the process's own memory since exec):
+    rusage's maxrss would count the memory of this, larger, process it was forked from.
+    """
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE)
+    peak_kb = 0
+
+    def watch() -> None:
+        nonlocal peak_kb
+        while proc.returncode is None:
+            try:
+                status = Path(f"/proc/{proc.pid}/status").read_text()
+            except OSError:
+                return
+            for line in status.splitlines():
+                if line.startswith("VmHWM:"):
+                    peak_kb = max(peak_kb, int(line.split()[1]))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    out, _ = proc.communicate()
+    watcher.join()
+    return out, proc.returncode, peak_kb / 1024
+
+
 def baseline_rss_mb() -> float:
-    """A process that only imports what the worker imports: the memory floor."""
-    proc = subprocess.Popen([sys.executable, "-c", "import tracker.worker, tracker.cli"])
-    _pid, _status, usage = os.wait4(proc.pid, 0)
-    return usage.ru_maxrss / 1024
+    """A process that only imports the worker (and waits to be measured): the memory floor."""
+    code = "import time, tracker.cli, tracker.worker; time.sleep(1)"
+    return run_measured([sys.executable, "-c", code])[2]
 
 
 # -- (b) cost and speed ----------------------------------------------------------------------
@@ -252,7 +277,8 @@ def _simulator(callbacks: bool) -> Any:
 
 
 def _lags(done: dict[str, float], known: dict[str, float]) -> list[float]:
-    return [known[task_id] - done[task_id] for task_id in done]
+    """Seconds from the upstream finishing each task to the watcher knowing it."""
+    return [known[task_id] - done[task_id] for task_id in known]
 
 
 def tracker_run(callbacks: bool, workdir: Path) -> dict[str, Any]:
@@ -352,7 +378,6 @@ def naive_run() -> dict[str, Any]:
 
 def callback_floor() -> float:
     """The simulator calling a receiver that does nothing: the delivery delay itself (p50 s)."""
-    from tracker.simulator import Simulator
     from tracker.upstream import LumaClient
 
     arrived: dict[str, float] = {}
@@ -365,12 +390,13 @@ def callback_floor() -> float:
         return [b"{}"]
 
     hook_url, server = _serve(lambda _url: receiver)
-    sim = Simulator(processing_after=0.05, complete_after=0.2).start()
+    sim = _simulator(callbacks=True)
     client = LumaClient(sim.url or "", "")
     offset = time.time() - time.monotonic()
     for n in range(TASKS):
         client.create({"user_prompt": f"floor {n}", "notify_hook": f"{hook_url}/hook"})
-    deadline = time.monotonic() + 30
+        time.sleep(SUBMIT_PACE)
+    deadline = time.monotonic() + 60
     while len(arrived) < TASKS and time.monotonic() < deadline:
         time.sleep(0.05)
     done = {task.id: task.done_at + offset for task in sim.tasks.values()}
@@ -471,6 +497,10 @@ def _bench_database(test_url: str) -> Iterator[str]:
         admin.dispose()
 
 
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
 def report(
     started: datetime,
     floor: float,
@@ -481,71 +511,86 @@ def report(
     cb_floor: float,
 ) -> str:
     allowed = CONCURRENCY / LATENCY
+    pg = f"; PostgreSQL {sweeps['PostgreSQL']['version']}" if "PostgreSQL" in sweeps else ""
     lines = [
         "## Worker",
         "",
-        f"`python -m bench worker`, run {started:%Y-%m-%d %H:%M} UTC on {machine()}"
-        + (f"; PostgreSQL {sweeps['PostgreSQL']['version']}" if "PostgreSQL" in sweeps else "")
-        + ".",
+        f"`python -m bench worker` (issue 3), run {started:%Y-%m-%d %H:%M} UTC on {machine()}"
+        f"{pg}. Other work shared the machine; figures move by several percent between runs.",
         "",
         f"### Sweep: {SWEEP_TASKS:,} tasks in flight, {LATENCY * 1000:.0f} ms upstream, "
         f"concurrency {CONCURRENCY}",
         "",
-        f"One `tracker poll --once` process queries every task once (single queries: the test "
-        f"upstream has no batch endpoint). {allowed:.0f} queries/s is what concurrency and "
-        "latency allow; the floor is a bare client at the same concurrency with no database. "
-        "Peak RSS is the worker process's own (`wait4`). Goals: at least 80 % of "
-        f"{allowed:.0f}/s, under 150 MB.",
+        "One `tracker poll --once` process queries every task once, one query per task (the "
+        "test upstream has no batch endpoint), and every answer moves its task from pending to "
+        f"processing: the dearest case. {allowed:.0f} queries/s is what concurrency and latency "
+        "allow; the floor is a bare client at the same concurrency without a database, measured "
+        "in the same run. Peak RSS is the worker process's own (VmHWM); its floor is a process "
+        f"that only imports the worker. Goals: at least 80 % of {allowed:.0f}/s, under 150 MB.",
         "",
-        "| run | queries/s | of the allowed | peak RSS | wall time |",
-        "|---|---:|---:|---:|---:|",
+        "| run | queries/s | of the allowed | peak RSS | wall time | goals |",
+        "|---|---:|---:|---:|---:|---|",
         f"| floor: bare client, no database | {floor:.0f} | {floor / allowed:.0%} | "
-        f"{rss_floor:.0f} MB (imports only) | |",
+        f"{rss_floor:.0f} MB | | |",
     ]
     for name, r in sweeps.items():
+        ok = r["qps"] >= 0.8 * allowed and r["rss_mb"] < 150
         lines.append(
             f"| worker on {name} | {r['qps']:.0f} | {r['qps'] / allowed:.0%} | "
-            f"{r['rss_mb']:.0f} MB | {r['wall']:.1f} s |"
+            f"{r['rss_mb']:.0f} MB | {r['wall']:.1f} s | {_verdict(ok)} |"
         )
     processing, complete = GENERATION
+    cb, nocb = speed["with callbacks"], speed["without callbacks"]
+    per = [cb["queries"] / TASKS, nocb["queries"] / TASKS, naive["queries"] / TASKS]
+    p50 = pct(cb["lags"], 50)
     lines += [
         "",
         "### Cost and speed against the common practice",
         "",
-        f"{TASKS} tasks, each {complete:.0f} s upstream ({processing:.0f} s to processing), all "
-        f"at once; simulated durations and every setting scaled down {SCALE:.0f} times "
-        f"(TRACKER_POLL_AFTER {60:.0f} s → {_scaled(60):g} s; the naive client's {NAIVE_EVERY:g} s "
-        f"→ {_scaled(NAIVE_EVERY):g} s). Delays that come from a polling schedule are shown "
-        f"scaled back up (times {SCALE:.0f}); the callback delay does not depend on the "
-        "schedule and "
-        "is shown as measured. Queries are GET and batch requests (creates not counted: one "
-        "per task everywhere). The naive client polls every unfinished task every 5 s.",
+        f"{TASKS} tasks submitted together, each {complete:.0f} s upstream ({processing:.0f} s "
+        "to processing), against the simulator (batch endpoint on). Every duration and setting "
+        f"is scaled down {SCALE:.0f} times (TRACKER_POLL_AFTER 60 s runs as {_scaled(60):g} s, "
+        f"the naive client's {NAIVE_EVERY:g} s as {_scaled(NAIVE_EVERY):g} s); delays that come "
+        f"from a polling schedule are shown scaled back up, the callback delay (network and "
+        "database, no schedule) as measured. Queries are GET and batch requests; creates are "
+        "not counted (one per task for everyone). The naive client queries every unfinished "
+        "task every 5 s.",
         "",
         "| | tracker, callbacks | tracker, no callbacks | naive, 5 s polling | goal |",
         "|---|---:|---:|---:|---|",
-    ]
-    cb, nocb = speed["with callbacks"], speed["without callbacks"]
-    per = [cb["queries"] / TASKS, nocb["queries"] / TASKS, naive["queries"] / TASKS]
-    lines.append(
         "| queries per completed task | "
         + " | ".join(f"{v:.2f}" for v in per)
-        + " | < 0.05 with callbacks, < 3 without |"
-    )
+        + f" | < 0.05 with callbacks ({_verdict(per[0] < 0.05)}), "
+        f"< 3 without ({_verdict(per[1] < 3)}) |",
+    ]
     for label, q in (("p50", 50), ("p90", 90)):
         cells = [
             f"{pct(cb['lags'], q) * 1000:.0f} ms",
             f"{pct(nocb['lags'], q) * SCALE:.1f} s",
             f"{pct(naive['lags'], q) * SCALE:.1f} s",
         ]
-        goal = "< 100 ms with callbacks" if q == 50 else ""
+        goal = f"< 100 ms with callbacks ({_verdict(p50 < 0.1)})" if q == 50 else ""
         lines.append(
             f"| upstream done → tracker knows, {label} | " + " | ".join(cells) + f" | {goal} |"
         )
     lines += [
         "",
-        f"Floor for the callback delay: the simulator calling a receiver that does nothing, p50 "
-        f"{cb_floor * 1000:.0f} ms.",
+        "Floor for the callback delay, same run and pacing: the simulator calling a receiver "
+        f"that does nothing, p50 {cb_floor * 1000:.0f} ms.",
     ]
+    if per[0] >= 0.05:
+        lines += [
+            "",
+            "Why the tracker still queries tasks whose callbacks arrive: `lifecycle.apply` makes "
+            "a task due TRACKER_POLL_AFTER (60 s) after its last news, and Luma calls back when a "
+            f"generation starts and when it ends. A {complete:.0f} s generation is silent for "
+            f"about {complete - processing:.0f} s in between, so the worker asks once in that "
+            "silence (in a batch where the upstream has the endpoint). Generations shorter than "
+            "about TRACKER_POLL_AFTER are never queried. Meeting the goal for long generations "
+            "is a policy choice in `lifecycle.apply`, not the worker's: after an understood, "
+            "non-final callback, wait longer (TRACKER_POLL_MAX_INTERVAL, say), at the price of "
+            "noticing a lost final callback later.",
+        ]
     return "\n".join(lines) + "\n"
 
 
