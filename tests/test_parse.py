@@ -185,3 +185,9 @@ def test_parse_never_raises(body: object) -> None:
     assert update.state in (None, "pending", "processing", "completed", "failed")
     parse_batch(body)
     error_reason(body, json.dumps(body, default=str)[:100])
+
+
+def test_nul_characters_are_dropped() -> None:
+    update = parse({"id": "a\x00b", "state": "failed", "failure_reason": "bad\x00 frame"})
+    assert update.upstream_id == "ab"
+    assert update.failure_reason == "bad frame"

@@ -80,6 +80,7 @@ BAD_BODIES = [
     ({"user_prompt": 42}, "user_prompt"),
     ({"user_prompt": "   "}, "user_prompt"),
     ({"user_prompt": "x" * 5001}, "user_prompt"),
+    ({"user_prompt": "nul \x00 inside"}, "user_prompt"),
     ({"user_prompt": "ok prompt", "expand_prompt": "yes"}, "expand_prompt"),
     ({"user_prompt": "ok prompt", "image_url": 5}, "image_url"),
     ({"user_prompt": "ok prompt", "image_end_url": "not an image"}, "image_end_url"),

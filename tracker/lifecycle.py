@@ -442,8 +442,11 @@ def apply(
             task.next_check_at = None
             task.quiet_polls = 0
         elif source == "callback":
+            # callbacks work for this task: the next one (completed) will come on its own, so a
+            # query is only a safety net, after TRACKER_POLL_MAX_INTERVAL of silence. Luma calls
+            # at "dreaming" and at the end, and a generation runs minutes in between.
             task.quiet_polls = 0
-            wait = 0.0 if upd.needs_query else settings.poll_after
+            wait = 0.0 if upd.needs_query else settings.poll_max_interval
             task.next_check_at = now + timedelta(seconds=wait)
         else:
             task.quiet_polls = 0 if changed else (task.quiet_polls or 0) + 1

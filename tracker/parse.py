@@ -57,8 +57,9 @@ NOT_UNDERSTOOD = Update()
 
 
 def _text(value: Any, limit: int = 4000) -> str | None:
-    if isinstance(value, str) and value.strip():
-        return value.strip()[:limit]
+    if isinstance(value, str):
+        value = value.replace("\x00", "").strip()  # PostgreSQL text cannot hold NUL
+        return value[:limit] or None
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
     return None

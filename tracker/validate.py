@@ -16,6 +16,8 @@ ASPECT_RATIOS = ("1:1", "4:3", "3:4", "16:9", "9:16", "21:9", "9:21")
 RESOLUTIONS = ("540p", "720p", "1080p", "4k")
 # These patterns are also the OpenAPI document's (web/openapi.py): one rule, two readers.
 DURATION_PATTERN = r"^[0-9]{1,3}s$"
+# some text, no NUL character (user_prompt, model_name)
+TEXT_PATTERN = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
 ID_PATTERN = r"^[A-Za-z0-9._:-]+$"
 # empty (not given), an http(s) URL, a data: URI, or bare base64 (32+ characters, may wrap)
 IMAGE_PATTERN = (
@@ -37,6 +39,12 @@ class ValidationError(ValueError):
         self.message = message
 
 
+def _no_nul(field: str, value: str) -> None:
+    # no upstream wants a NUL in a prompt, and PostgreSQL text cannot hold one
+    if "\x00" in value:
+        raise ValidationError(field, f"{field} must not contain NUL characters")
+
+
 def _string(body: dict[str, Any], field: str, *, limit: int) -> str | None:
     """An optional string: missing, null and "" mean not given; blank is an error."""
     value = body.get(field)
@@ -44,6 +52,7 @@ def _string(body: dict[str, Any], field: str, *, limit: int) -> str | None:
         return None
     if not isinstance(value, str):
         raise ValidationError(field, f"{field} must be a string")
+    _no_nul(field, value)
     value = value.strip()
     if not value:
         raise ValidationError(field, f"{field} must not be blank")
@@ -91,6 +100,7 @@ def new_task(body: Any) -> NewTask:
         raise ValidationError("user_prompt", "user_prompt must be a string")
     if not prompt.strip():
         raise ValidationError("user_prompt", "user_prompt must not be empty")
+    _no_nul("user_prompt", prompt)
     if len(prompt) > MAX_PROMPT:
         raise ValidationError("user_prompt", f"user_prompt is longer than {MAX_PROMPT} characters")
 

@@ -89,8 +89,8 @@ def list_tasks():  # type: ignore[no-untyped-def]
     query = select(Task).order_by(Task.id.desc()).limit(limit + 1)
     if state:
         query = query.where(Task.state == state)
-    if cursor is not None:
-        query = query.where(Task.id < min(cursor, MAX_ID + 1))
+    if cursor is not None and cursor <= MAX_ID:  # past every possible id: the first page
+        query = query.where(Task.id < cursor)
     with services().db.read() as session:
         tasks = list(session.scalars(query))
     more = len(tasks) > limit

@@ -19,6 +19,7 @@ from ..validate import (
     IMAGE_PATTERN,
     MAX_PROMPT,
     RESOLUTIONS,
+    TEXT_PATTERN,
 )
 
 bp = Blueprint("openapi", __name__)
@@ -93,7 +94,12 @@ _image = {
     "description": "an http(s) URL or base64 image data",
 }
 _COMMON = {
-    "user_prompt": {"type": "string", "minLength": 1, "maxLength": MAX_PROMPT, "pattern": "\\S"},
+    "user_prompt": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_PROMPT,
+        "pattern": TEXT_PATTERN,
+    },
     "expand_prompt": {"type": ["boolean", "null"]},
     "image_url": _image,
     "image_end_url": _image,
@@ -122,7 +128,11 @@ GENERATE = {
         "loop": {"type": ["boolean", "null"]},
         "resolution": {"enum": [*RESOLUTIONS, "", None]},
         "duration": {"type": ["string", "null"], "pattern": f"({DURATION_PATTERN})|(^$)"},
-        "model_name": {"type": ["string", "null"], "maxLength": 64, "pattern": "^$|\\S"},
+        "model_name": {
+            "type": ["string", "null"],
+            "maxLength": 64,
+            "pattern": f"^$|{TEXT_PATTERN}",
+        },
     },
 }
 # inline rather than $ref: schemathesis does not follow a $ref to a oneOf of $refs
