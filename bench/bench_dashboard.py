@@ -46,6 +46,8 @@ BENCH_DB = "tracker_bench_dashboard"
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 SMALL, LARGE = 1_000, 1_000_000
 RUNS, WARMUP = 30, 5
+SSD_PAGE = "search: same, random_page_cost = 1.1"
+PLANT_BELOW = 100_000  # databases smaller than this get the searched words planted
 PAGE_GOAL_MS, SEARCH_GOAL_MS, RATIO_GOAL = 25.0, 100.0, 1.5
 
 # state mix of a service that has run for a while
@@ -97,6 +99,9 @@ SEARCHES = {
     "search: half-typed common word (5 letters)": WORDS[0][:5],
     "search: half-typed word (8 letters)": "lighthou",
 }
+# the small database gets the searched words in ~60 prompts each, and the ~2 % word in every
+# failed task, so that its result pages are as full as the large one's: a fair comparison
+PLANTS = [WORDS[0], WORDS[60], WORDS[4000], f"{WORDS[3]} {WORDS[25]}", "lighthouse"]
 
 
 @dataclass
@@ -112,7 +117,7 @@ class Filled:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def generate(count: int, seed: int = 1) -> Iterator[tuple[Any, ...]]:
+def generate(count: int, seed: int = 1, plant: bool = False) -> Iterator[tuple[Any, ...]]:
     """Rows for the tasks table, oldest first, ids 1..count."""
     rng = random.Random(seed)
     weights = [1 / (rank + 1) ** 1.07 for rank in range(len(WORDS))]
@@ -124,6 +129,10 @@ def generate(count: int, seed: int = 1) -> Iterator[tuple[Any, ...]]:
     for task_id in range(1, count + 1):
         state = rng.choices(states, cum_weights=state_cum)[0]
         words = rng.choices(WORDS, cum_weights=cumulative, k=rng.randint(6, 16))
+        if plant and task_id % 16 < len(PLANTS):
+            words.append(PLANTS[task_id % 16])
+        if plant and state == "failed":
+            words.append(WORDS[60])
         prompt = " ".join(words).capitalize()
         extend = upstream_ids and rng.random() < 0.6
         source = rng.choice(upstream_ids[-5000:]) if extend else None
@@ -209,7 +218,7 @@ def fill_sqlite(path: Path, count: int) -> Filled:
     batch: list[tuple[Any, ...]] = []
     prefix = ""
     failed: list[int] = []
-    for row in generate(count):
+    for row in generate(count, plant=count < PLANT_BELOW):
         _tally(row, counts, hits)
         if row[4] == "failed":
             failed.append(row[0])
@@ -279,7 +288,7 @@ def fill_postgres(url: str, count: int) -> Filled:
         for name, _ in saved:
             con.execute(f'DROP INDEX "{name}"')
         with con.cursor() as cur, cur.copy(f"COPY tasks ({COLUMNS}) FROM STDIN") as copy:
-            for row in generate(count):
+            for row in generate(count, plant=count < PLANT_BELOW):
                 _tally(row, counts, hits)
                 if row[4] == "failed":
                     failed.append(row[0])
@@ -319,7 +328,9 @@ def pages(filled: Filled) -> dict[str, str]:
     return found
 
 
-def measure(url: str, filled: Filled, runs: int) -> dict[str, dict[str, float]]:
+def measure(
+    url: str, filled: Filled, runs: int, only: dict[str, str] | None = None
+) -> dict[str, dict[str, float]]:
     from tracker import create_app
     from tracker.db import Database
     from tracker.settings import Settings
@@ -329,7 +340,7 @@ def measure(url: str, filled: Filled, runs: int) -> dict[str, dict[str, float]]:
     app = create_app(settings, db=database)
     client = app.test_client()
     results: dict[str, dict[str, float]] = {}
-    for name, path in pages(filled).items():
+    for name, path in (only or pages(filled)).items():
         times = []
         rows = 0
         for attempt in range(WARMUP + runs):
@@ -385,6 +396,11 @@ def run_backend(name: str, sizes: list[int], runs: int, workdir: Path) -> dict[i
             with postgres_database(base) as url:
                 filled = fill_postgres(url, size)
                 results = measure(url, filled, runs)
+                # the planner's default random_page_cost (4) is for spinning disks; with the
+                # usual SSD setting it walks (state, id) for a word within a state
+                tuned = f"{url}?options=-c%20random_page_cost%3D1.1"
+                page = f"/?q={WORDS[60]}&state=failed"
+                results |= measure(tuned, filled, runs, {SSD_PAGE: page})
                 filled.extra["version"] = _pg_version(url)
         print(
             f"{name} {size:,} tasks: filled in {filled.seconds:.0f} s, {filled.size_mb:.0f} MB",
@@ -447,20 +463,21 @@ def report(started: datetime, runs: int, small: int, large: int, data: dict[str,
             f"{large:,} tasks written in {big['filled'].seconds:.0f} s "
             f"({big['filled'].size_mb:,.0f} MB on disk with indexes and the search index).",
             "",
-            f"| page | {small:,} tasks | {large:,} tasks | ratio | matches at {large:,} |",
-            "|---|---:|---:|---:|---:|",
+            f"| page | {small:,} tasks | {large:,} tasks | ratio | rows shown | "
+            f"matches at {large:,} |",
+            "|---|---:|---:|---:|---:|---:|",
         ]
         for page, figures in big["results"].items():
             base = little["results"][page]
             ratio = figures["median"] / base["median"] if base["median"] else float("nan")
             goal = SEARCH_GOAL_MS if page.startswith("search") else PAGE_GOAL_MS
-            flag = "" if figures["median"] < goal and ratio <= RATIO_GOAL else " ⚠"
+            flag = "" if figures["median"] < goal and ratio <= RATIO_GOAL else " (!)"
             matches = big["filled"].word_hits.get(page)
             shown = f"{matches:,}" if matches is not None else ""
             lines.append(
                 f"| {page} | {base['median']:.1f} ({base['p95']:.1f}) ms | "
                 f"{figures['median']:.1f} ({figures['p95']:.1f}) ms | {ratio:.2f}x{flag} | "
-                f"{shown} |"
+                f"{base['rows']:.0f} / {figures['rows']:.0f} | {shown} |"
             )
         lines.append("")
     lines += [
@@ -472,7 +489,17 @@ def report(started: datetime, runs: int, small: int, large: int, data: dict[str,
         "(`ORDER BY rowid DESC`); PostgreSQL a GIN index on `to_tsvector('simple', "
         "user_prompt)`. Tasks: a state mix of a service that has run for a while (72 % "
         "completed), prompts of 6 to 16 words drawn from a 6,000-word vocabulary with a "
-        "Zipf-like spread. Figures vary a few percent from run to run.",
+        "Zipf-like spread; in the small database each searched word is planted in about 60 "
+        "prompts (and the ~2 % word in every failed task), so that its result pages are as full "
+        "as the large one's. Figures vary a few percent from run to run.",
+        "",
+        "A word within a state on PostgreSQL: with the default `random_page_cost` (4, a setting "
+        "for spinning disks) the planner walks the primary key newest first and tests both "
+        "conditions on each row (some 35,000 rows here for a word in 2 % of prompts and a "
+        "state of 7 % of tasks): still far under the search goal, but it grows with the table. "
+        "With `random_page_cost = 1.1`, the usual value on SSDs (`ALTER DATABASE ... SET "
+        "random_page_cost = 1.1`), it walks the (state, id) index instead and the page costs "
+        "what the others do. The service does not change planner settings itself.",
         "",
     ]
     return "\n".join(lines)

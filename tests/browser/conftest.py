@@ -61,8 +61,13 @@ def page(browser: Any, dialogs: Dialogs) -> Iterator[Any]:
         dialog.dismiss()
 
     tab.on("dialog", on_dialog)
+    refused: list[str] = []  # the CSP (web/security.py) refusing something the pages use
+    tab.on(
+        "console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None
+    )
     yield tab
     context.close()
+    assert refused == [], "the pages need nothing the Content-Security-Policy forbids"
 
 
 @pytest.fixture

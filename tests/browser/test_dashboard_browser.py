@@ -126,6 +126,27 @@ def test_live_refresh_shows_a_task_complete_without_a_reload(
     expect(page.locator(".tabs a", has_text="processing")).to_contain_text("0")
 
 
+def test_the_detail_of_a_running_task_shows_the_video_when_it_arrives(
+    live: Callable[..., Any], slow_sim: Any, page: Any
+) -> None:
+    server = live(luma_api_base=slow_sim.url)
+    task = submit(server, "A kite over the dunes")
+    wait_for(lambda: state_of(server, task["id"]) == "processing")
+    page.goto(f"{server.url}/tasks/{task['id']}")
+    expect(page.locator(".placeholder")).to_contain_text("when it is ready")
+    page.evaluate("window.__sameDocument = true")
+    page.locator(".timeline summary").first.click()  # an open payload stays open
+
+    slow_sim.set_state(task["upstream_id"], "completed")
+    assert slow_sim.send_callback(task["upstream_id"]) == 200
+
+    expect(page.locator("video")).to_have_count(1)
+    expect(page.locator(".detail-head .badge")).to_have_text("completed")
+    assert page.evaluate("window.__sameDocument") is True
+    assert page.locator(".timeline details").first.get_attribute("open") is not None
+    assert page.locator("#task-detail").get_attribute("data-live-url") is None  # final: stops
+
+
 def test_the_refresh_pauses_while_the_tab_is_hidden(
     live: Callable[..., Any], db: Database, page: Any
 ) -> None:
