@@ -283,7 +283,7 @@ def _lags(done: dict[str, float], known: dict[str, float]) -> list[float]:
 
 def tracker_run(callbacks: bool, workdir: Path) -> dict[str, Any]:
     """The tracker (web app + worker thread) on SQLite; the simulator calls back or not."""
-    from tracker import create_app, worker
+    from tracker import create_app, make_client, worker
     from tracker.cli import upgrade
     from tracker.db import Database
     from tracker.models import Task
@@ -312,7 +312,7 @@ def tracker_run(callbacks: bool, workdir: Path) -> dict[str, Any]:
 
     app_url, server = _serve(factory)
     settings = holder["settings"]
-    loop = worker.Worker(settings, db, worker.make_client(settings))
+    loop = worker.Worker(settings, db, make_client(settings))
 
     def run() -> None:
         while not loop.stopping.is_set():

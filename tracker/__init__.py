@@ -42,11 +42,13 @@ def services() -> Services:
 
 
 def make_client(settings: Settings) -> LumaClient:
+    """A connection pool at least as large as the worker's concurrency: none thrown away."""
     return LumaClient(
         settings.luma_api_base,
         settings.luma_api_key,
         connect_timeout=settings.connect_timeout,
         read_timeout=settings.read_timeout,
+        pool_size=max(10, settings.poll_concurrency + 2),
     )
 
 

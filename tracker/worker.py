@@ -34,7 +34,7 @@ from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import selectinload
 
-from . import lifecycle, media, redact, warn_about
+from . import lifecycle, make_client, media, redact, warn_about
 from .db import Database
 from .models import StateCount, Task, utcnow
 from .parse import Update
@@ -96,17 +96,6 @@ def manners_for(base_url: str) -> Manners:
         return _manners.setdefault(base_url, Manners())
 
 
-def make_client(settings: Settings) -> LumaClient:
-    """A connection pool at least as large as the concurrency: no connection thrown away."""
-    return LumaClient(
-        settings.luma_api_base,
-        settings.luma_api_key,
-        connect_timeout=settings.connect_timeout,
-        read_timeout=settings.read_timeout,
-        pool_size=max(10, settings.poll_concurrency + 2),
-    )
-
-
 def _pollable(now: datetime) -> tuple[Any, ...]:
     return (
         Task.state.in_(POLLED),
@@ -126,14 +115,18 @@ class Worker:
         self.pool = ThreadPoolExecutor(settings.poll_concurrency, thread_name_prefix="poll")
         self.counts = dict.fromkeys(COUNTS, 0)  # this pass's; only the pass's thread counts
 
-    def run_once(self) -> dict[str, int]:
-        """One pass; the counts say what it did. Upstream trouble never raises from here."""
+    def run_once(self, *, archive: bool = True) -> dict[str, int]:
+        """One pass; the counts say what it did. Upstream trouble never raises from here.
+
+        `archive=False` when a thread of its own archives (run_forever): a large download
+        must not hold up the polling of everything else.
+        """
         self.counts = dict.fromkeys(COUNTS, 0)
         self.counts["recovered"] = lifecycle.recover_interrupted_submissions(self.db)
         self.counts["timed_out"] = lifecycle.time_out_overdue(self.db, self.settings)
         self._dispatch()
         self._poll(cutoff=utcnow())
-        if not self.stopping.is_set():
+        if archive and not self.stopping.is_set():
             self.counts["archived"] = media.archive_due(self.db, self.settings, self.client)
         return dict(self.counts)
 
@@ -339,6 +332,18 @@ def run_once(
             database.dispose()
 
 
+def _archive_forever(worker: Worker) -> None:
+    """Copy finished videos while their links are fresh, beside the passes, until stopped."""
+    while not worker.stopping.is_set():
+        try:
+            archived = media.archive_due(worker.db, worker.settings, worker.client)
+        except Exception:  # the database restarting, say
+            log.exception("archiving failed; trying again shortly")
+            archived = 0
+        if not archived:
+            worker.stopping.wait(worker.settings.worker_interval)
+
+
 def run_forever(settings: Settings) -> int:
     """The Procfile's `poller`: passes until SIGTERM or SIGINT, then a clean exit (0)."""
     redact.register(settings.luma_api_key)
@@ -358,16 +363,19 @@ def run_forever(settings: Settings) -> int:
         *(settings.poll_after, settings.poll_concurrency, client.base_url),
     )
     warn_about(settings, web=False)
+    archiver = threading.Thread(target=_archive_forever, args=(worker,), name="archive")
+    archiver.start()
     while not worker.stopping.is_set():
         delay = settings.worker_interval
         try:
-            summary = worker.run_once()
+            summary = worker.run_once(archive=False)
             if any(summary.values()):
                 log.info("pass: %s", " ".join(f"{k}={v}" for k, v in summary.items() if v))
             delay = worker.next_delay()
         except Exception:  # the database restarting, say: keep trying rather than exit
             log.exception("the pass failed; trying again in %g s", delay)
         worker.stopping.wait(delay)
+    archiver.join()
     try:
         worker.close()
     except Exception:
