@@ -109,10 +109,12 @@ def test_live_refresh_shows_a_task_complete_without_a_reload(
     expect(badge).to_have_text("processing")
     expect(page.locator("[data-live-status]")).to_contain_text("Live")
     page.evaluate("window.__sameDocument = true")
+    # an unchanged row keeps its node: nothing is rebuilt, no thumbnail fetched again
+    page.evaluate("document.querySelector('tr[data-task-id]:last-child').__kept = true")
     page.fill("#q", "lighthouse at")  # typed, not submitted: the refresh must not eat it
     page.mouse.move(600, 500)
     page.mouse.wheel(0, 600)
-    page.wait_for_function("window.scrollY > 300")
+    page.wait_for_function("() => window.scrollY > 300")
     scrolled = page.evaluate("window.scrollY")
 
     slow_sim.set_state(task["upstream_id"], "completed")
@@ -120,6 +122,7 @@ def test_live_refresh_shows_a_task_complete_without_a_reload(
 
     expect(badge).to_have_text("completed")
     assert page.evaluate("window.__sameDocument") is True, "no reload"
+    assert page.evaluate("document.querySelector('tr[data-task-id]:last-child').__kept") is True
     assert page.url.endswith("/?q=lighthouse")
     assert abs(page.evaluate("window.scrollY") - scrolled) < 2
     expect(page.locator("#q")).to_have_value("lighthouse at")
@@ -187,7 +190,7 @@ def test_the_detail_plays_the_video_shows_the_timeline_and_extends(
     page.goto(f"{server.url}/tasks/{task['id']}")
     video = page.locator("video")
     expect(video).to_have_attribute("src", video_url)
-    page.wait_for_function("document.querySelector('video').readyState >= 1")  # real MP4
+    page.wait_for_function("() => document.querySelector('video').readyState >= 1")  # real MP4
     assert page.evaluate("document.querySelector('video').videoWidth") == 320
     events = page.locator(".timeline .event")
     assert events.count() >= 3  # submit, accepted; callbacks processing and completed
@@ -352,11 +355,11 @@ def test_screenshots(
     add_task(db, "A fox crossing a frozen river at dawn", state="queued")
 
     page.goto(server.url + "/")
-    page.wait_for_function("Array.from(document.images).every(i => i.complete)")
+    page.wait_for_function("() => Array.from(document.images).every(i => i.complete)")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "list.png"), full_page=True)
 
     page.goto(f"{server.url}/tasks/{extension['id']}")
-    page.wait_for_function("document.querySelector('video').readyState >= 2")
+    page.wait_for_function("() => document.querySelector('video').readyState >= 2")
     page.locator(".timeline summary").last.click()
     page.screenshot(path=str(SCREENSHOTS / "detail.png"), full_page=True)

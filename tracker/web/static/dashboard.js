@@ -16,16 +16,76 @@
     return new Date().toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
   }
 
+  /* Make `current` look like `fresh`, touching only what differs: unchanged rows keep their
+     nodes (no image is fetched again, the focus and the text selection stay), rows are
+     matched by data-task-id or data-key, and an open <details> stays open. */
+  function key(node) {
+    if (node.nodeType !== 1) return null;
+    return node.getAttribute("data-task-id") || node.getAttribute("data-event-id") ||
+      node.getAttribute("data-key") || node.id || null;
+  }
+
+  function syncAttributes(current, fresh) {
+    Array.prototype.slice.call(current.attributes).forEach(function (attribute) {
+      if (attribute.name === "open" && current.nodeName === "DETAILS") return; // the reader's
+      if (!fresh.hasAttribute(attribute.name)) current.removeAttribute(attribute.name);
+    });
+    Array.prototype.slice.call(fresh.attributes).forEach(function (attribute) {
+      if (current.getAttribute(attribute.name) !== attribute.value) {
+        current.setAttribute(attribute.name, attribute.value);
+      }
+    });
+  }
+
+  function morph(current, fresh) {
+    if (current.isEqualNode(fresh)) return current;
+    if (current.nodeType !== fresh.nodeType || current.nodeName !== fresh.nodeName ||
+        key(current) !== key(fresh) || current.nodeName === "VIDEO" || current.nodeName === "IMG") {
+      if (current.nodeName === "VIDEO" && current.getAttribute("src") === fresh.getAttribute("src")) {
+        return current; // the same video: let it play on
+      }
+      current.replaceWith(fresh);
+      return fresh;
+    }
+    if (current.nodeType !== 1) {
+      current.nodeValue = fresh.nodeValue;
+      return current;
+    }
+    syncAttributes(current, fresh);
+    morphChildren(current, fresh);
+    return current;
+  }
+
+  function morphChildren(current, fresh) {
+    var old = Array.prototype.slice.call(current.childNodes);
+    var next = Array.prototype.slice.call(fresh.childNodes);
+    var keyed = {};
+    old.forEach(function (node) {
+      var k = key(node);
+      if (k) keyed[k] = node;
+    });
+    var positional = old.length === next.length;
+    var result = next.map(function (node, index) {
+      var k = key(node);
+      if (k && keyed[k]) return morph(keyed[k], node);
+      if (!k && positional && old[index] && !key(old[index])) return morph(old[index], node);
+      return node;
+    });
+    var same = result.length === old.length && result.every(function (node, index) {
+      return node === old[index];
+    });
+    if (!same) current.replaceChildren.apply(current, result);
+  }
+
   /* A region with data-live-url is fetched again every data-live-interval ms with the
-     header X-Live: 1; the server answers with the region's new HTML (same id). Only its
-     children are swapped, so the page keeps its scroll position, the search box keeps its
-     text, open <details> stay open and the focused link keeps the focus. */
+     header X-Live: 1; the server answers with the region's new HTML (same id), and the
+     region is brought in line with it (see morph). The page keeps its scroll position, the
+     search box keeps what is being typed, and nothing is reloaded. */
   function LiveRegion(element) {
     this.element = element;
     this.timer = null;
     this.failures = 0;
     this.busy = false;
-    this.last = element.innerHTML;
   }
 
   LiveRegion.prototype.url = function () {
@@ -97,31 +157,10 @@
     template.innerHTML = html.trim();
     var fresh = template.content.firstElementChild;
     if (!fresh || fresh.id !== this.element.id) throw new Error("unexpected answer");
-    var element = this.element;
-    ["data-live-url", "data-live-interval", "data-state"].forEach(function (name) {
-      if (fresh.hasAttribute(name)) element.setAttribute(name, fresh.getAttribute(name));
-      else element.removeAttribute(name);
-    });
-    if (fresh.innerHTML === this.last) return;
-    this.last = fresh.innerHTML;
-
-    var open = {};
-    element.querySelectorAll("details[open][data-key]").forEach(function (d) {
-      open[d.getAttribute("data-key")] = true;
-    });
-    var focused = document.activeElement;
-    var focusHref = focused && element.contains(focused) ? focused.getAttribute("href") : null;
-
-    element.replaceChildren.apply(element, Array.prototype.slice.call(fresh.childNodes));
-
-    element.querySelectorAll("details[data-key]").forEach(function (d) {
-      if (open[d.getAttribute("data-key")]) d.open = true;
-    });
-    if (focusHref) {
-      var again = element.querySelector('a[href="' + CSS.escape(focusHref) + '"]');
-      if (again) again.focus({ preventScroll: true });
-    }
-    document.dispatchEvent(new CustomEvent("tracker:updated", { detail: { id: element.id } }));
+    if (this.element.isEqualNode(fresh)) return;
+    syncAttributes(this.element, fresh);
+    morphChildren(this.element, fresh);
+    document.dispatchEvent(new CustomEvent("tracker:updated", { detail: { id: this.element.id } }));
   };
 
   function startLive() {
