@@ -90,17 +90,21 @@ def _payload_text(payload: Any) -> str | None:
 
 
 def set_state(session: Session, task: Task, new_state: str) -> None:
-    """Change state and keep the per-state counters in the same transaction."""
+    """Change state and keep the per-state counters in the same transaction.
+
+    The two counter rows are always updated in one order (by RANK, then name), whatever the
+    direction of the move, so that two transactions never wait on each other's counters.
+    """
     old = task.state
     if old == new_state:
         return
-    if old is not None:
+    deltas = {new_state: 1} if old is None else {old: -1, new_state: 1}
+    for state in sorted(deltas, key=lambda name: (RANK[name], name)):
         session.execute(
-            update(StateCount).where(StateCount.state == old).values(count=StateCount.count - 1)
+            update(StateCount)
+            .where(StateCount.state == state)
+            .values(count=StateCount.count + deltas[state])
         )
-    session.execute(
-        update(StateCount).where(StateCount.state == new_state).values(count=StateCount.count + 1)
-    )
     task.state = new_state
     task.updated_at = utcnow()
 
@@ -296,6 +300,7 @@ def send(db: Database, settings: Settings, client: LumaClient, task_id: int, tok
             # surely not acted on: back to the queue, to be tried again later
             wait = getattr(error, "retry_after", None) or REQUEUE_DELAY
             set_state(session, task, "queued")
+            task.attempts -= 1  # it never reached the upstream: not an attempt
             task.submitted_at = None
             task.callback_token_hash = None
             task.next_check_at = now + timedelta(seconds=wait)
@@ -547,6 +552,8 @@ def time_out_overdue(db: Database, settings: Settings, limit: int = 500) -> int:
             .where(Task.state.in_(("queued", "pending", "processing")), Task.created_at < cutoff)
             .order_by(Task.id)
             .limit(limit)
+            # rows another transaction holds wait for the next pass: never a lock cycle
+            .with_for_update(skip_locked=True)
         ).all()
         for task in tasks:
             before = task.state
@@ -569,6 +576,7 @@ def recover_interrupted_submissions(db: Database, limit: int = 500) -> int:
             .where(Task.state == "submitting", Task.claimed_until < now)
             .order_by(Task.id)
             .limit(limit)
+            .with_for_update(skip_locked=True)
         ).all()
         for task in tasks:
             mark_outcome_unknown(session, task, "the process sending it stopped mid-request")
