@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     security.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(hooks.bp)
-    app.register_blueprint(dashboard.bp)  # also sets the session key and cookie (web/csrf.py)
+    app.register_blueprint(dashboard.bp)  # also sets the session key (web/csrf.py)
     app.register_blueprint(media_routes.bp)
     app.register_blueprint(openapi.bp)
 
