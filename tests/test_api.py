@@ -97,3 +97,29 @@ def test_unknown_routes_are_json_404(db, live) -> None:  # type: ignore[no-untyp
     assert response.status_code == 404
     assert response.json()["error"]
     assert requests.get(f"{url}/api/nothing", timeout=5).status_code == 404
+
+
+def test_api_token_is_bearer_only(db, live) -> None:  # type: ignore[no-untyped-def]
+    url = live(api_token="t0ken-for-the-api-123").url
+    assert requests.get(f"{url}/api/tasks", timeout=5).status_code == 401
+    wrong = {"Authorization": "Bearer nope"}
+    assert requests.get(f"{url}/api/tasks", headers=wrong, timeout=5).status_code == 401
+    # a browser replays Basic credentials cross-site by itself; the API does not take them
+    basic = requests.get(f"{url}/api/tasks", auth=("x", "t0ken-for-the-api-123"), timeout=5)
+    assert basic.status_code == 401
+    right = {"Authorization": "Bearer t0ken-for-the-api-123"}
+    assert requests.get(f"{url}/api/tasks", headers=right, timeout=5).status_code == 200
+    assert requests.get(f"{url}/healthz", timeout=5).status_code == 200
+
+
+def test_json_that_is_not_sent_as_json_is_refused(db, live) -> None:  # type: ignore[no-untyped-def]
+    url = live().url
+    # what a cross-site form can send: text/plain that happens to be JSON
+    response = requests.post(
+        f"{url}/api/tasks",
+        data='{"user_prompt": "a forged submit"}',
+        headers={"Content-Type": "text/plain"},
+        timeout=5,
+    )
+    assert response.status_code == 400
+    assert requests.get(f"{url}/api/tasks", timeout=5).json()["tasks"] == []

@@ -14,8 +14,12 @@ def _matches(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
-def request_has_token() -> bool:
-    """Bearer token, or HTTP Basic with the token as the password."""
+def request_has_token(*, basic: bool = True) -> bool:
+    """Bearer token, or (for pages) HTTP Basic with the token as the password.
+
+    The API takes Bearer only: a browser replays cached Basic credentials on cross-site
+    requests, a Bearer header it never adds by itself.
+    """
     expected = services().settings.api_token
     if not expected:
         return True
@@ -23,7 +27,7 @@ def request_has_token() -> bool:
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer":
         return _matches(value.strip(), expected)
-    if scheme.lower() == "basic":
+    if scheme.lower() == "basic" and basic:
         try:
             decoded = base64.b64decode(value.strip(), validate=True).decode()
         except (ValueError, UnicodeDecodeError):
