@@ -31,7 +31,7 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "img"
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (`make test` installs Debian's chromium)")
+        pytest.fail(f"no Chromium at {CHROMIUM}: `make test` installs Debian's chromium")
     from playwright.sync_api import expect, sync_playwright
 
     expect.set_options(timeout=10_000)

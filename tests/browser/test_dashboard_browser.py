@@ -310,11 +310,8 @@ def test_the_pages_fit_a_phone(live: Callable[..., Any], db: Database, browser: 
 # -- screenshots for the README -------------------------------------------------------------
 
 
-def test_screenshots(
-    live: Callable[..., Any], sim: Any, db: Database, page: Any, database_url: str
-) -> None:
-    if not database_url.startswith("sqlite"):
-        pytest.skip("taken once, on SQLite")
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # taken once
+def test_screenshots(live: Callable[..., Any], sim: Any, db: Database, page: Any) -> None:
     server = live(luma_api_base=sim.url)
     prompts = [
         "A lighthouse at dusk, waves breaking, slow push in",
