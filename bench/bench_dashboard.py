@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import random
 import sqlite3
 import statistics
@@ -38,6 +37,8 @@ from typing import Any
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+
+from bench import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -422,22 +423,6 @@ def _pg_version(url: str) -> str:
         version = str(conn.execute(text("SHOW server_version")).scalar_one())
     engine.dispose()
     return version
-
-
-def machine() -> str:
-    model = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (
-        f"{model}, {os.cpu_count()} CPUs, {memory:.0f} GiB RAM; Python "
-        f"{platform.python_version()}; SQLite {sqlite3.sqlite_version}"
-    )
 
 
 def report(started: datetime, runs: int, small: int, large: int, data: dict[str, Any]) -> str:

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -39,6 +37,8 @@ import requests
 from sqlalchemy import create_engine, insert, select, text, update
 from sqlalchemy.engine import make_url
 from werkzeug.serving import WSGIRequestHandler, make_server
+
+from bench import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -406,22 +406,6 @@ def callback_floor() -> float:
 
 
 # -- reporting -------------------------------------------------------------------------------
-
-
-def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (
-        f"{model}, {os.cpu_count()} CPUs, {memory:.0f} GiB RAM; {platform.system()} "
-        f"{platform.release()}; Python {platform.python_version()}; SQLite {sqlite3.sqlite_version}"
-    )
 
 
 def pct(values: list[float], q: float) -> float:

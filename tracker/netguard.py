@@ -204,30 +204,25 @@ class _PinnedHTTPSConnection(_PinnedMixin, HTTPSConnection):
     pass
 
 
-class _PinnedHTTPPool(HTTPConnectionPool):
+class _PinnedPoolMixin:
+    """Hands every new connection the address that was checked."""
+
+    def __init__(self, *args: Any, pinned_ip: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pinned_ip = pinned_ip
+
+    def _new_conn(self) -> Any:
+        conn = super()._new_conn()  # type: ignore[misc]
+        conn.pinned_ip = self.pinned_ip
+        return conn
+
+
+class _PinnedHTTPPool(_PinnedPoolMixin, HTTPConnectionPool):
     ConnectionCls = _PinnedHTTPConnection
 
-    def __init__(self, *args: Any, pinned_ip: str, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.pinned_ip = pinned_ip
 
-    def _new_conn(self) -> Any:
-        conn = super()._new_conn()
-        conn.pinned_ip = self.pinned_ip
-        return conn
-
-
-class _PinnedHTTPSPool(HTTPSConnectionPool):
+class _PinnedHTTPSPool(_PinnedPoolMixin, HTTPSConnectionPool):
     ConnectionCls = _PinnedHTTPSConnection
-
-    def __init__(self, *args: Any, pinned_ip: str, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.pinned_ip = pinned_ip
-
-    def _new_conn(self) -> Any:
-        conn = super()._new_conn()
-        conn.pinned_ip = self.pinned_ip
-        return conn
 
 
 class _PinnedAdapter(HTTPAdapter):
