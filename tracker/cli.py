@@ -190,8 +190,7 @@ def submit(
     except validate.ValidationError as exc:
         raise click.BadParameter(exc.message, param_hint=exc.field) from None
     database = _db(settings)
-    task = lifecycle.create(database, new)
-    lifecycle.dispatch(database, settings, make_client(settings), task.id)
+    task = lifecycle.submit(database, settings, make_client(settings), new)
     _show(database, task.id)
 
 
@@ -239,8 +238,7 @@ def resend(task_id: int) -> None:
     settings = _settings()
     database = _db(settings)
     try:
-        lifecycle.resend(database, task_id)
+        lifecycle.resend(database, settings, make_client(settings), task_id)
     except (LookupError, lifecycle.InvalidAction) as exc:
         raise click.ClickException(str(exc)) from None
-    lifecycle.dispatch(database, settings, make_client(settings), task_id)
     _show(database, task_id)

@@ -346,6 +346,13 @@ def mark_outcome_unknown(
     record(session, task, "submit", before=before, payload=payload, note=task.failure_reason)
 
 
+def submit(db: Database, settings: Settings, client: LumaClient, new: NewTask) -> Task:
+    """Store the task (committed first), then send it now if a slot is free."""
+    task = create(db, new)
+    dispatch(db, settings, client, task.id)
+    return task
+
+
 def dispatch(db: Database, settings: Settings, client: LumaClient, task_id: int) -> bool:
     """Send this queued task now if a slot is free; False leaves it queued for the worker."""
     claimed = claim_for_dispatch(db, settings, task_id=task_id)
@@ -471,8 +478,8 @@ def apply(
 # -- the manual actions ---------------------------------------------------------------------
 
 
-def resend(db: Database, task_id: int) -> Task:
-    """A rejected task goes back to the queue as a new attempt."""
+def resend(db: Database, settings: Settings, client: LumaClient, task_id: int) -> Task:
+    """A rejected task goes back to the queue as a new attempt, sent at once if a slot is free."""
     with db.write() as session:
         task = session.get(Task, task_id, with_for_update=True)
         if task is None:
@@ -487,6 +494,7 @@ def resend(db: Database, task_id: int) -> Task:
         task.callback_token_hash = None
         task.next_check_at = utcnow()
         record(session, task, "user", before=before, note=f"resent as attempt {task.attempts + 1}")
+    dispatch(db, settings, client, task_id)
     return task
 
 

@@ -50,8 +50,7 @@ def submit():  # type: ignore[no-untyped-def]
     except validate.ValidationError as exc:
         return error(400, exc.message, exc.field)
     svc = services()
-    task = lifecycle.create(svc.db, new)
-    lifecycle.dispatch(svc.db, svc.settings, svc.client, task.id)
+    task = lifecycle.submit(svc.db, svc.settings, svc.client, new)
     return _task_answer(task.id, 201)
 
 
@@ -125,10 +124,9 @@ def poll(task_id: int):  # type: ignore[no-untyped-def]
 def resend(task_id: int):  # type: ignore[no-untyped-def]
     svc = services()
     try:
-        lifecycle.resend(svc.db, task_id)
+        lifecycle.resend(svc.db, svc.settings, svc.client, task_id)
     except LookupError:
         return error(404, f"no task {task_id}")
     except lifecycle.InvalidAction as exc:
         return error(409, str(exc))
-    lifecycle.dispatch(svc.db, svc.settings, svc.client, task_id)
     return _task_answer(task_id)

@@ -226,8 +226,7 @@ def new_task():  # type: ignore[no-untyped-def]
     if new is None:
         return _form(values, errors), 400
     svc = services()
-    task = lifecycle.create(svc.db, new)
-    lifecycle.dispatch(svc.db, svc.settings, svc.client, task.id)
+    task = lifecycle.submit(svc.db, svc.settings, svc.client, new)
     flash(f"Task {task.id} submitted.", "ok")
     return redirect(url_for("dashboard.detail", task_id=task.id), code=303)
 
@@ -251,13 +250,12 @@ def poll(task_id: int):  # type: ignore[no-untyped-def]
 def resend(task_id: int):  # type: ignore[no-untyped-def]
     svc = services()
     try:
-        lifecycle.resend(svc.db, task_id)
+        lifecycle.resend(svc.db, svc.settings, svc.client, task_id)
     except LookupError:
         return _message(404, "No such task", f"There is no task {task_id}.")
     except lifecycle.InvalidAction as exc:
         flash(str(exc), "error")
     else:
-        lifecycle.dispatch(svc.db, svc.settings, svc.client, task_id)
         with svc.db.read() as session:
             task = session.get(Task, task_id)
         if task is not None and task.state == "queued":
