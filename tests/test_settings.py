@@ -39,6 +39,7 @@ def test_postgres_urls_get_a_driver(tmp_path: Path) -> None:
         ("TRACKER_POLL_AFTER", "soon"),
         ("TRACKER_MAX_IN_FLIGHT", "0"),
         ("TRACKER_MEDIA_ALLOW_PRIVATE", "maybe"),
+        ("TRACKER_LEASE_SECONDS", "30"),  # shorter than a send may take
     ],
 )
 def test_bad_values_name_the_variable(tmp_path: Path, name: str, value: str) -> None:

@@ -62,7 +62,8 @@ def spawn(db: Database, tmp_path: Path) -> Iterator[Any]:
             DATABASE_URL=db.url,
             LUMA_API_BASE=sim.url or "",
             LUMA_API_KEY=KEY,
-            LUMA_READ_TIMEOUT="10",
+            LUMA_CONNECT_TIMEOUT="0.5",
+            LUMA_READ_TIMEOUT="2",
             TRACKER_MEDIA_DIR="",
             TRACKER_POLL_AFTER="0.2",
             TRACKER_WORKER_INTERVAL="0.05",
@@ -99,7 +100,7 @@ def test_a_worker_killed_mid_pass_leaves_nothing_behind(
 ) -> None:
     sim = make_sim(callbacks=False, batch_shape="none")
     ids = new_tasks(db, 6)
-    first = spawn(sim, poll_concurrency=2, lease_seconds=3)
+    first = spawn(sim, poll_concurrency=2, lease_seconds=5)
     wait_for(lambda: answered(sim), timeout=15)  # past the batch probe: single queries now
     sim.latency = 5.0  # every query now hangs: the kill lands mid-request
     wait_for(lambda: in_flight(sim), timeout=10)
@@ -109,7 +110,7 @@ def test_a_worker_killed_mid_pass_leaves_nothing_behind(
     assert held, "the killed worker held leases"
     sim.latency = 0.0
 
-    second = spawn(sim, poll_concurrency=2, lease_seconds=3)
+    second = spawn(sim, poll_concurrency=2, lease_seconds=5)
     wait_for(lambda: all_in(db, {"completed"}), timeout=25)
     assert second.signal(signal.SIGTERM) == 0
     assert set(states(db, ids).values()) == {"completed"}

@@ -238,7 +238,8 @@ def claim_for_dispatch(
         query = select(Task).where(Task.state == "queued", Task.next_check_at <= now)
         if task_id is not None:
             query = query.where(Task.id == task_id)
-        query = query.order_by(Task.id).limit(free)
+        # row locks too: a sweep (timeout) that got there first is not overwritten
+        query = query.order_by(Task.id).limit(free).with_for_update(skip_locked=True)
         for task in session.scalars(query):
             token = secrets.token_urlsafe(32)
             set_state(session, task, "submitting")
@@ -272,13 +273,21 @@ def send(db: Database, settings: Settings, client: LumaClient, task_id: int, tok
         before = task.state
         task.claimed_until = None
         if task.state != "submitting":
-            # a callback beat the answer here; the callback's news stands, the answer adds the id
+            # a callback beat the answer, or the send outlived its lease and the task was given
+            # up as "outcome unknown": the callback's news stands, the answer adds the id
             if answer is not None and not task.upstream_id:
                 task.upstream_id = answer.update.upstream_id
+            note = "sent"
+            if answer is not None and outcome_unknown(task):
+                set_state(session, task, "pending")  # accepted after all: follow it again
+                task.failure_reason = None
+                task.last_news_at = now
+                task.next_check_at = now + timedelta(seconds=settings.poll_after)
+                note = "sent; accepted after the task had been given up as unknown"
             shown: dict[str, Any] = {"request": request_shown}
             if answer is not None:
                 shown["answer"] = answer.body
-            record(session, task, "submit", before=before, payload=shown, note="sent")
+            record(session, task, "submit", before=before, payload=shown, note=note)
             return task
         if answer is not None:
             upd = answer.update
@@ -301,7 +310,6 @@ def send(db: Database, settings: Settings, client: LumaClient, task_id: int, tok
             wait = getattr(error, "retry_after", None) or REQUEUE_DELAY
             set_state(session, task, "queued")
             task.attempts -= 1  # it never reached the upstream: not an attempt
-            task.submitted_at = None
             task.callback_token_hash = None
             task.next_check_at = now + timedelta(seconds=wait)
             record(
@@ -314,7 +322,9 @@ def send(db: Database, settings: Settings, client: LumaClient, task_id: int, tok
             )
         elif isinstance(error, APIStatusError) and error.status < 500:
             set_state(session, task, "rejected")
-            task.failure_reason = f"upstream refused: {error.reason}"
+            # the reason may echo our request (a validator's "input"): keep no token in it
+            task.failure_reason = redact(f"upstream refused: {error.reason}")
+            task.callback_token_hash = None  # nothing was created: nothing may call back
             task.next_check_at = None
             record(
                 session,
@@ -330,6 +340,14 @@ def send(db: Database, settings: Settings, client: LumaClient, task_id: int, tok
     return task
 
 
+OUTCOME_UNKNOWN = "outcome unknown"
+
+
+def outcome_unknown(task: Task) -> bool:
+    """Rejected because a create may or may not have happened (not refused outright)."""
+    return task.state == "rejected" and (task.failure_reason or "").startswith(OUTCOME_UNKNOWN)
+
+
 def mark_outcome_unknown(
     session: Session, task: Task, why: str, request_shown: dict[str, Any] | None = None
 ) -> None:
@@ -338,8 +356,8 @@ def mark_outcome_unknown(
     set_state(session, task, "rejected")
     task.claimed_until = None
     task.next_check_at = None
-    task.failure_reason = (
-        f"outcome unknown: {why}. The upstream may have created (and charged for) this task; "
+    task.failure_reason = redact(
+        f"{OUTCOME_UNKNOWN}: {why}. The upstream may have created (and charged for) this task; "
         "resend it only if it does not show up."
     )
     payload = {"request": request_shown} if request_shown else None
@@ -376,16 +394,22 @@ def _target_state(task: Task, upd: Update) -> str | None:
     return upd.state
 
 
-def _may_move(current: str, target: str, source: str) -> bool:
+def _may_move(task: Task, target: str, source: str) -> bool:
+    current = task.state
     if current == "timed_out":
         return target in ("completed", "failed")
     if current == "rejected":
         # only the upstream's word revives a task whose create had an unknown outcome
-        return source in ("callback", "poll") and target in (
-            "pending",
-            "processing",
-            "completed",
-            "failed",
+        return (
+            outcome_unknown(task)
+            and source in ("callback", "poll")
+            and target
+            in (
+                "pending",
+                "processing",
+                "completed",
+                "failed",
+            )
         )
     return RANK[target] > RANK[current]
 
@@ -427,7 +451,7 @@ def apply(
 
     changed = False
     target = _target_state(task, upd) if upd.understood else None
-    if target and target != before and _may_move(before, target, source):
+    if target and target != before and _may_move(task, target, source):
         set_state(session, task, target)
         changed = True
         if target == "failed":
@@ -492,7 +516,7 @@ def resend(db: Database, settings: Settings, client: LumaClient, task_id: int) -
         task.upstream_id = None
         task.upstream_state = None
         task.callback_token_hash = None
-        task.next_check_at = utcnow()
+        task.next_check_at = task.submitted_at = utcnow()  # a new attempt: a new clock
         record(session, task, "user", before=before, note=f"resent as attempt {task.attempts + 1}")
     dispatch(db, settings, client, task_id)
     return task
@@ -557,7 +581,11 @@ def time_out_overdue(db: Database, settings: Settings, limit: int = 500) -> int:
     with db.write() as session:
         tasks = session.scalars(
             select(Task)
-            .where(Task.state.in_(("queued", "pending", "processing")), Task.created_at < cutoff)
+            .where(
+                Task.state.in_(("queued", "pending", "processing")),
+                # the clock starts with the current attempt (a resend starts a new one)
+                func.coalesce(Task.submitted_at, Task.created_at) < cutoff,
+            )
             .order_by(Task.id)
             .limit(limit)
             # rows another transaction holds wait for the next pass: never a lock cycle

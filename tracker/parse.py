@@ -58,7 +58,8 @@ NOT_UNDERSTOOD = Update()
 
 def _text(value: Any, limit: int = 4000) -> str | None:
     if isinstance(value, str):
-        value = value.replace("\x00", "").strip()  # PostgreSQL text cannot hold NUL
+        # PostgreSQL text cannot hold NUL, and no database takes a lone UTF-16 surrogate
+        value = value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8").strip()
         return value[:limit] or None
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
@@ -109,7 +110,7 @@ def parse(body: Any, _depth: int = 0) -> Update:
     if _depth > _MAX_DEPTH:
         return NOT_UNDERSTOOD
     if isinstance(body, list):
-        entries = parse_batch(body)
+        entries = parse_batch(body, _depth + 1)
         return entries[0] if len(entries) == 1 else NOT_UNDERSTOOD
     if not isinstance(body, dict):
         return NOT_UNDERSTOOD
@@ -148,13 +149,15 @@ def parse(body: Any, _depth: int = 0) -> Update:
     return here
 
 
-def parse_batch(body: Any) -> list[Update]:
+def parse_batch(body: Any, _depth: int = 0) -> list[Update]:
     """A batch answer -> one Update per entry that names a task; [] if not a batch."""
+    if _depth > _MAX_DEPTH:
+        return []
     if isinstance(body, dict):
         body = body.get("data")
     if not isinstance(body, list):
         return []
-    updates = [parse(entry, _depth=1) for entry in body[:10_000]]
+    updates = [parse(entry, _depth + 1) for entry in body[:10_000]]
     return [u for u in updates if u.upstream_id]
 
 

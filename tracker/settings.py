@@ -144,4 +144,11 @@ def load(env: Mapping[str, str] | None = None, *, instance: Path | None = None) 
         ),
         media_allow_private=_flag(env, "TRACKER_MEDIA_ALLOW_PRIVATE"),
     )
+    # a send must end before its lease does, or the task is given up while it is still in flight
+    floor = 2 * (settings.connect_timeout + settings.read_timeout)
+    if settings.lease_seconds < floor:
+        raise SettingsError(
+            f"TRACKER_LEASE_SECONDS must be at least twice LUMA_CONNECT_TIMEOUT + "
+            f"LUMA_READ_TIMEOUT ({floor:g}), got {settings.lease_seconds:g}"
+        )
     return settings

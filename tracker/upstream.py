@@ -13,6 +13,7 @@ learns `retry_after` and schedules the task later instead of blocking a thread.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -84,18 +85,23 @@ class Answer:
     update: Update
 
 
+MAX_RETRY_AFTER = 3600.0  # a larger (or infinite) Retry-After is taken as an hour
+
+
 def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
-    except (TypeError, ValueError, IndexError):
+        try:
+            seconds = (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    if math.isnan(seconds):
         return None
+    return min(MAX_RETRY_AFTER, max(0.0, seconds))
 
 
 def _never_arrived(exc: requests.ConnectionError) -> bool:
@@ -187,13 +193,23 @@ class LumaClient:
             raise APITimeoutError(
                 f"no answer within {self.timeout[1]:g} s ({method} {path})"
             ) from exc
+        except (
+            requests.exceptions.InvalidURL,
+            requests.exceptions.MissingSchema,
+            requests.exceptions.InvalidSchema,
+            requests.exceptions.InvalidHeader,
+        ) as exc:  # refused before anything was sent
+            raise APIConnectionError(f"request not sent: {type(exc).__name__}") from exc
         except requests.RequestException as exc:
-            raise APIConnectionError(f"request failed: {type(exc).__name__}") from exc
+            # a cut-off or unreadable answer (ChunkedEncodingError, ...): it arrived
+            raise APITimeoutError(
+                f"the answer to {method} {path} could not be read ({type(exc).__name__})"
+            ) from exc
 
         text = response.text
         try:
             data: Any = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             data = None
         status = response.status_code
         if status == 429 or (status == 503 and "Retry-After" in response.headers):

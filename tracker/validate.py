@@ -39,10 +39,14 @@ class ValidationError(ValueError):
         self.message = message
 
 
-def _no_nul(field: str, value: str) -> None:
+def _storable(field: str, value: str) -> None:
     # no upstream wants a NUL in a prompt, and PostgreSQL text cannot hold one
     if "\x00" in value:
         raise ValidationError(field, f"{field} must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800" in JSON)
+        raise ValidationError(field, f"{field} is not valid Unicode text") from None
 
 
 def _string(body: dict[str, Any], field: str, *, limit: int) -> str | None:
@@ -52,7 +56,7 @@ def _string(body: dict[str, Any], field: str, *, limit: int) -> str | None:
         return None
     if not isinstance(value, str):
         raise ValidationError(field, f"{field} must be a string")
-    _no_nul(field, value)
+    _storable(field, value)
     value = value.strip()
     if not value:
         raise ValidationError(field, f"{field} must not be blank")
@@ -100,7 +104,7 @@ def new_task(body: Any) -> NewTask:
         raise ValidationError("user_prompt", "user_prompt must be a string")
     if not prompt.strip():
         raise ValidationError("user_prompt", "user_prompt must not be empty")
-    _no_nul("user_prompt", prompt)
+    _storable("user_prompt", prompt)
     if len(prompt) > MAX_PROMPT:
         raise ValidationError("user_prompt", f"user_prompt is longer than {MAX_PROMPT} characters")
 
