@@ -53,7 +53,13 @@ def _setup(state: Any) -> None:
     app = state.app
     csrf.init_app(app, app.extensions["tracker"].settings)
     app.jinja_env.filters.update(
-        ago=ago, when=when, safe_url=safe_url, pretty=pretty, short=short, image=short_image
+        ago=ago,
+        when=when,
+        wait=wait,
+        safe_url=safe_url,
+        pretty=pretty,
+        short=short,
+        image=short_image,
     )
     app.jinja_env.globals.update(STATES=STATES, FINAL_STATES=FINAL_STATES)
 
@@ -71,6 +77,17 @@ def ago(value: datetime | None, now: datetime | None = None) -> str:
         if seconds >= size:
             return f"{seconds // size} {unit} ago"
     return f"{seconds} s ago"
+
+
+def wait(seconds: int | None) -> str:
+    """The upstream's wait estimate as a person reads it: "about 3 min"."""
+    if seconds is None:
+        return "—"
+    if seconds < 60:
+        return f"about {seconds} s"
+    if seconds < 3600:
+        return f"about {round(seconds / 60)} min"
+    return f"about {seconds / 3600:.1f} h"
 
 
 def when(value: datetime | None) -> str:
