@@ -36,6 +36,10 @@ def started(live: Any, upstream: ScriptedUpstream) -> Any:
             assert requests.post(hook, json=body, timeout=5).status_code == 200
             return api_task(app, task["id"])
 
+        def call_raw(self, data: bytes) -> requests.Response:
+            headers = {"Content-Type": "application/json"}
+            return requests.post(hook, data=data, headers=headers, timeout=5)
+
         def page(self, path: str) -> str:
             response = requests.get(f"{app}{path}", timeout=5)
             assert response.status_code == 200
@@ -97,3 +101,37 @@ def test_the_openapi_document_describes_both_fields() -> None:
     assert properties["progress"]["type"] == ["integer", "null"]
     assert (properties["progress"]["minimum"], properties["progress"]["maximum"]) == (0, 100)
     assert properties["estimate_wait_seconds"]["type"] == ["integer", "null"]
+
+
+@pytest.mark.parametrize("field", ["progress", "estimate_wait_seconds"])
+def test_a_submission_cannot_set_them(live: Any, upstream: ScriptedUpstream, field: str) -> None:
+    app = live(luma_api_base=upstream.url).url
+    body = {"user_prompt": "a fox", field: 50}
+    response = requests.post(f"{app}/api/tasks", json=body, timeout=5)
+    assert response.status_code == 400
+    assert response.json()["field"] == field
+    assert "the tracker sets it" in response.json()["error"]
+    assert upstream.posts() == []
+
+
+@pytest.mark.parametrize(
+    ("given", "progress", "wait"),
+    [
+        ({"progress": "abc%", "estimate_wait_seconds": "soon"}, None, None),
+        ({"progress": -5, "estimate_wait_seconds": -1}, 0, None),
+        ({"progress": 250, "estimate_wait_seconds": 1e12}, 100, None),
+        ({"progress": True, "estimate_wait_seconds": [30]}, None, None),
+        ({"progress": {"value": 3}, "estimate_wait_seconds": "12.2"}, None, 13),
+    ],
+)
+def test_odd_values_from_the_upstream_are_bounded_never_a_500(
+    started: Any, given: dict[str, Any], progress: int | None, wait: int | None
+) -> None:
+    task = started.call(reseller("running", **given))
+    assert (task["state"], task["progress"], task["estimate_wait_seconds"]) == (
+        "processing",
+        progress,
+        wait,
+    )
+    raw = b'{"id": "up-1", "status": "running", "progress": NaN, "estimate_wait_seconds": Infinity}'
+    assert started.call_raw(raw).status_code == 200
