@@ -166,8 +166,10 @@ def _answers(ok: dict[str, Any], *errors: int, unsafe: bool = False) -> dict[str
 # the actions take no input, but like every unsafe API request they must be sent as JSON
 # (web/sameorigin.py): an empty body or {} with Content-Type: application/json
 ACTION_BODY = {
-    "required": False,
-    "description": "ignored; send nothing or {}, with Content-Type: application/json",
+    # "required": an empty body is accepted too, but only with this type, which OpenAPI
+    # cannot say; without the type the answer is 415
+    "required": True,
+    "description": "ignored: {} (or an empty body), with Content-Type: application/json",
     "content": {"application/json": {"schema": {"type": "object"}}},
 }
 

@@ -98,6 +98,8 @@ def check_host(names: frozenset[str]) -> Response | tuple[Response, int] | None:
 def check_api_request() -> Response | tuple[Response, int] | None:
     if request.method in SAFE_METHODS or not request.path.startswith("/api/"):
         return None
+    if request.routing_exception is not None:
+        return None  # no such route or method: its 404 or 405 says more, and runs nothing
     if foreign_origin():
         return error(403, "requests from other sites are refused", "Origin")
     if not request.is_json:
