@@ -121,5 +121,5 @@ def test_json_that_is_not_sent_as_json_is_refused(db, live) -> None:  # type: ig
         headers={"Content-Type": "text/plain"},
         timeout=5,
     )
-    assert response.status_code == 400
+    assert response.status_code == 415  # issue 9: any unsafe API request must be sent as JSON
     assert requests.get(f"{url}/api/tasks", timeout=5).json()["tasks"] == []

@@ -61,8 +61,8 @@ def test_no_secret_leaks_anywhere(  # type: ignore[no-untyped-def]
     keyed_sim.fail_next("create", status=500)
     refused = keep(api.post(f"{app}/api/tasks", json={"user_prompt": "unlucky one"})).json()
     assert refused["state"] == "rejected"
-    keep(api.post(f"{app}/api/tasks/{refused['id']}/resend"))
-    keep(api.post(f"{app}/api/tasks/{first['id']}/poll"))
+    keep(api.post(f"{app}/api/tasks/{refused['id']}/resend", json={}))
+    keep(api.post(f"{app}/api/tasks/{first['id']}/poll", json={}))
     for task_id in (extend["id"], failing["id"], refused["id"]):
         wait_for(lambda task_id=task_id: task(task_id)["state"] in ("completed", "failed"))
 

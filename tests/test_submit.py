@@ -176,7 +176,7 @@ def test_resend_sends_a_new_attempt(app_url: str, upstream: ScriptedUpstream) ->
     upstream.then(Reply(500, {"detail": "internal"}), Reply(201, raw_task("up-2")))
     task = submit(app_url, {"user_prompt": "a quiet forest"}).json()
     assert task["state"] == "rejected"
-    response = requests.post(f"{app_url}/api/tasks/{task['id']}/resend", timeout=5)
+    response = requests.post(f"{app_url}/api/tasks/{task['id']}/resend", json={}, timeout=5)
     assert response.status_code == 200
     again = response.json()
     assert again["state"] == "pending"
@@ -189,6 +189,6 @@ def test_resend_sends_a_new_attempt(app_url: str, upstream: ScriptedUpstream) ->
 
 def test_resend_of_a_pending_task_is_refused(app_url: str, upstream: ScriptedUpstream) -> None:
     task = submit(app_url, {"user_prompt": "a quiet forest"}).json()
-    response = requests.post(f"{app_url}/api/tasks/{task['id']}/resend", timeout=5)
+    response = requests.post(f"{app_url}/api/tasks/{task['id']}/resend", json={}, timeout=5)
     assert response.status_code == 409
     assert len(upstream.posts()) == 1

@@ -231,7 +231,7 @@ def test_an_ambiguous_create_is_not_resent_until_the_user_resends_it(
     assert sim.creates == 1, "an ambiguous create was sent again without the user"
     assert states(db) == {task["id"]: "rejected"}
 
-    resent = requests.post(f"{app.url}/api/tasks/{task['id']}/resend", timeout=10).json()
+    resent = requests.post(f"{app.url}/api/tasks/{task['id']}/resend", json={}, timeout=10).json()
     assert resent["state"] == "pending"
     assert any("resent as attempt 2" in (e["note"] or "") for e in resent["events"])
     drive(settings, db, lambda: all_in(db, {"completed"}))

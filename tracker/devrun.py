@@ -4,6 +4,10 @@ Without LUMA_API_KEY it starts the simulated upstream beside the service and
 points the service at it, so a newcomer sees tasks go from submitted to
 completed without an account. Children are stopped together: if one dies, the
 others are stopped too, and Ctrl-C stops everything.
+
+The web process listens on 127.0.0.1 only (HOST overrides it): a laptop's service is not
+offered to its network. The Procfile's web line keeps gunicorn.conf.py's 0.0.0.0, which
+platforms need.
 """
 
 from __future__ import annotations
@@ -60,6 +64,26 @@ def _submit_demo_tasks(base: str, token: str) -> None:
     )
 
 
+def web_command(env: dict[str, str]) -> list[str]:
+    """gunicorn with the Procfile's settings, bound to HOST (127.0.0.1 unless set)."""
+    host = env.get("HOST", "").strip() or "127.0.0.1"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address
+    bind = f"{host}:{env.get('PORT', '8000')}"
+    # on the command line, --bind overrides the config file's
+    return [_bin("gunicorn"), "wsgi:app", "-c", "gunicorn.conf.py", "--bind", bind]
+
+
+def _local_url(env: dict[str, str]) -> str:
+    """Where this machine reaches the web process: 127.0.0.1 unless bound to one address."""
+    host = env.get("HOST", "").strip()
+    if host in ("", "0.0.0.0", "::", "[::]"):  # noqa: S104 (a comparison, not a bind)
+        host = "127.0.0.1"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{env.get('PORT', '8000')}"
+
+
 def main() -> int:
     env = dict(os.environ)
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
@@ -84,13 +108,11 @@ def main() -> int:
         log.error("%s", exc)
         return 2
     upgrade(settings.database_url)
-    children.append(
-        ("web", subprocess.Popen([_bin("gunicorn"), "wsgi:app", "-c", "gunicorn.conf.py"], env=env))
-    )
+    children.append(("web", subprocess.Popen(web_command(env), env=env)))
     children.append(("worker", subprocess.Popen([_bin("tracker"), "worker"], env=env)))
     if simulated and env.get("SIMULATOR_DEMO", "1") != "0":
-        _submit_demo_tasks(f"http://127.0.0.1:{port}", env.get("TRACKER_API_TOKEN", ""))
-    log.warning("Dashboard: http://127.0.0.1:%s/  (Ctrl-C stops everything)", port)
+        _submit_demo_tasks(_local_url(env), env.get("TRACKER_API_TOKEN", ""))
+    log.warning("Dashboard: %s/  (Ctrl-C stops everything)", _local_url(env))
 
     stopping = False
 

@@ -159,6 +159,20 @@ class StateCount(Base):
     count: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class SignIn(Base):
+    """A dashboard sign-in, kept server-side so that logging out ends it for good.
+
+    The session cookie names it (its id; only the id's SHA-256 is stored here); a cookie
+    whose row is gone or past `expires_at` is signed out, whatever its own signature says.
+    """
+
+    __tablename__ = "sign_ins"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
 # Search structures made by hand in migration 0002, different on each database (SQLite's FTS5
 # table, its shadow tables and triggers; PostgreSQL's generated tsvector column, its GIN index
 # and pattern-ops indexes). The models cannot describe them, so migrations/env.py leaves objects

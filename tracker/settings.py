@@ -17,6 +17,9 @@ class SettingsError(ValueError):
     """A setting has a value the service cannot run with; the message names it."""
 
 
+MIN_API_TOKEN_LENGTH = 16
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = ""
@@ -40,10 +43,21 @@ class Settings:
     secret_key: str = field(default="", repr=False)
     max_callback_bytes: int = 1_000_000
     max_body_bytes: int = 20_000_000
+    trusted_proxies: int = 0
+    session_lifetime: float = 43200.0
     # archival
     media_dir: str = ""
     media_max_bytes: int = 500_000_000
     media_allow_private: bool = False
+
+    def __post_init__(self) -> None:
+        # here rather than in `load`, so that no way of building settings (tests, tools) can
+        # run with a guessable token, or one too short for the log masking (tracker/redact.py)
+        if 0 < len(self.api_token) < MIN_API_TOKEN_LENGTH:
+            raise SettingsError(
+                f"TRACKER_API_TOKEN must be at least {MIN_API_TOKEN_LENGTH} characters long "
+                "(for example: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
 
     def with_overrides(self, **changes: object) -> Settings:
         """Tests and tools take the environment's settings and change a few."""
@@ -138,6 +152,10 @@ def load(env: Mapping[str, str] | None = None, *, instance: Path | None = None) 
             env, "TRACKER_MAX_CALLBACK_BYTES", 1_000_000, integer=True, minimum=1
         ),
         max_body_bytes=_number(env, "TRACKER_MAX_BODY_BYTES", 20_000_000, integer=True, minimum=1),
+        trusted_proxies=_number(env, "TRACKER_TRUSTED_PROXIES", 0, integer=True, minimum=0),
+        session_lifetime=_number(
+            env, "TRACKER_SESSION_LIFETIME", 43200.0, integer=False, minimum=60
+        ),
         media_dir=media_dir,
         media_max_bytes=_number(
             env, "TRACKER_MEDIA_MAX_BYTES", 500_000_000, integer=True, minimum=1

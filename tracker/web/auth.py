@@ -1,4 +1,8 @@
-"""The admin token: when TRACKER_API_TOKEN is set, the API and the dashboard ask for it."""
+"""The admin token: when TRACKER_API_TOKEN is set, the API and the dashboard ask for it.
+
+A request that carries a token from an address that guessed wrong too often gets 429
+before its token is looked at; a wrong one counts against its address (`throttle`).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import hmac
 from flask import request
 
 from .. import services
+from . import throttle
 
 
 def _matches(given: str, expected: str) -> bool:
@@ -26,11 +31,21 @@ def request_has_token(*, basic: bool = True) -> bool:
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer":
-        return _matches(value.strip(), expected)
-    if scheme.lower() == "basic" and basic:
-        try:
-            decoded = base64.b64decode(value.strip(), validate=True).decode()
-        except (ValueError, UnicodeDecodeError):
-            return False
-        return _matches(decoded.partition(":")[2], expected)
+        given: str | None = value.strip()
+    elif scheme.lower() == "basic" and basic:
+        given = _basic_password(value)
+    else:
+        return False  # no token offered: not an attempt
+    throttle.before_attempt()
+    if given is not None and _matches(given, expected):
+        return True
+    throttle.attempt_failed()
     return False
+
+
+def _basic_password(value: str) -> str | None:
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return decoded.partition(":")[2]

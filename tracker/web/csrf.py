@@ -18,16 +18,19 @@ import secrets
 from datetime import timedelta
 from pathlib import Path
 
-from flask import Flask, abort, request, session
+from flask import Flask, abort, g, request, session
 from sqlalchemy.engine import make_url
 
+from .. import services
 from ..settings import Settings
+from . import logins
 
 log = logging.getLogger(__name__)
 
 FIELD = "csrf_token"
 _SESSION_KEY = "csrf"
 _AUTH_KEY = "auth"
+_SIGN_IN_KEY = "sign_in"
 
 
 # -- the signing key ------------------------------------------------------------------------
@@ -90,7 +93,10 @@ def init_app(app: Flask, settings: Settings) -> None:
         app.secret_key = secret_key(settings)
     # HttpOnly, SameSite=Lax and Secure (behind https) are set by web/security.py
     app.config["SESSION_COOKIE_NAME"] = "tracker_session"
-    app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(days=7)
+    # the cookie lasts as long as a sign-in may (logins.py enforces it server-side); using it
+    # does not extend it
+    app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(seconds=settings.session_lifetime)
+    app.config["SESSION_REFRESH_EACH_REQUEST"] = False
     app.jinja_env.globals["csrf_token"] = token
     app.jinja_env.globals["csrf_field"] = FIELD
 
@@ -123,6 +129,10 @@ def protect() -> None:
 
 
 # -- the login mark -------------------------------------------------------------------------
+#
+# Two things make a session signed in: a mark bound to the token (changing TRACKER_API_TOKEN
+# signs everyone out) and a live server-side sign-in (`logins`: logout and the absolute
+# lifetime end it for good, restarts do not revive it).
 
 
 def _mark(api_token: str, key: str | bytes) -> str:
@@ -132,17 +142,32 @@ def _mark(api_token: str, key: str | bytes) -> str:
 
 def sign_in(app: Flask, api_token: str) -> None:
     session.clear()  # a fresh session (and CSRF token) after signing in
+    g.pop("tracker_signed_in", None)
+    settings = services().settings
+    session[_SIGN_IN_KEY] = logins.start(services().db, settings.session_lifetime)
     session[_AUTH_KEY] = _mark(api_token, app.secret_key or "")
     session["authenticated"] = True  # what web/media.py looks for
     session.permanent = True
 
 
 def signed_in(app: Flask, api_token: str) -> bool:
+    if "tracker_signed_in" in g:  # asked by the guard and again by a view: one lookup
+        return bool(g.tracker_signed_in)
     mark = session.get(_AUTH_KEY)
-    if not isinstance(mark, str):
-        return False
-    return hmac.compare_digest(mark.encode(), _mark(api_token, app.secret_key or "").encode())
+    sign_in_id = session.get(_SIGN_IN_KEY)
+    result = (
+        isinstance(mark, str)
+        and isinstance(sign_in_id, str)
+        and hmac.compare_digest(mark.encode(), _mark(api_token, app.secret_key or "").encode())
+        and logins.alive(services().db, sign_in_id)
+    )
+    g.tracker_signed_in = result
+    return result
 
 
 def sign_out() -> None:
+    sign_in_id = session.get(_SIGN_IN_KEY)
+    if isinstance(sign_in_id, str):
+        logins.end(services().db, sign_in_id)
     session.clear()
+    g.pop("tracker_signed_in", None)

@@ -32,7 +32,7 @@ from .. import lifecycle, services, validate
 from ..models import FINAL_STATES, STATES, Task
 from ..serialize import short_image, task_json
 from ..upstream import UpstreamError
-from . import csrf, forms, listing
+from . import csrf, forms, listing, throttle
 from .auth import request_has_token
 
 log = logging.getLogger(__name__)
@@ -168,10 +168,12 @@ def login():  # type: ignore[no-untyped-def]
         return redirect(target)
     error = None
     if request.method == "POST":
+        throttle.before_attempt()  # 429 once this address guessed wrong too often
         given = request.form.get("token", "")
         if given and hmac.compare_digest(given.encode(), token.encode()):
             csrf.sign_in(current_app, token)
             return redirect(target, code=303)
+        throttle.attempt_failed()
         error = "That is not the token. It is the value of TRACKER_API_TOKEN."
     status = 401 if error else 200
     return render_template("login.html", error=error, next=target), status
@@ -305,7 +307,11 @@ def _http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
             "Nothing was changed. Go back, reload the page and try again.",
         )
     titles = {404: "Not found", 405: "Not allowed", 413: "Too large"}
-    return _message(status, titles.get(status, exc.name), exc.description or exc.name)
+    response = _message(status, titles.get(status, exc.name), exc.description or exc.name)
+    for name, value in exc.get_headers():  # Retry-After on 429, Allow on 405
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response
 
 
 @bp.errorhandler(OperationalError)

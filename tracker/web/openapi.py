@@ -157,21 +157,35 @@ def _json(schema_name: str) -> dict[str, Any]:
     return {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_name}"}}}
 
 
-def _answers(ok: dict[str, Any], *errors: int) -> dict[str, Any]:
+def _answers(ok: dict[str, Any], *errors: int, unsafe: bool = False) -> dict[str, Any]:
     described = {
         400: "bad input; `field` names what to fix",
         401: "missing or wrong token (when TRACKER_API_TOKEN is set)",
+        403: "sent by a browser from another site (its Origin)",
         404: "no such task",
         409: "the action does not fit the task's state",
         413: "the body is too large",
+        415: "not sent as Content-Type: application/json",
+        429: "too many wrong tokens from this address; see Retry-After",
         502: "the upstream query failed",
         503: "the database is unavailable; try again",
     }
     answers = dict(ok)
-    for code in (*errors, 401, 503):
+    always = (401, 429, 503) + ((403, 415) if unsafe else ())
+    for code in (*errors, *always):
         answers[str(code)] = {"description": described[code], "content": _json("Error")}
     return answers
 
+
+# the actions take no input, but like every unsafe API request they must be sent as JSON
+# (web/sameorigin.py): an empty body or {} with Content-Type: application/json
+ACTION_BODY = {
+    # "required": an empty body is accepted too, but only with this type, which OpenAPI
+    # cannot say; without the type the answer is 415
+    "required": True,
+    "description": "ignored: {} (or an empty body), with Content-Type: application/json",
+    "content": {"application/json": {"schema": {"type": "object"}}},
+}
 
 TASK_ID = {
     "name": "task_id",
@@ -205,6 +219,7 @@ SPEC: dict[str, Any] = {
                     },
                     400,
                     413,
+                    unsafe=True,
                 ),
             },
             "get": {
@@ -265,6 +280,7 @@ SPEC: dict[str, Any] = {
             "post": {
                 "summary": "Query the upstream for this task now",
                 "parameters": [TASK_ID],
+                "requestBody": ACTION_BODY,
                 "responses": _answers(
                     {
                         "200": {
@@ -275,6 +291,7 @@ SPEC: dict[str, Any] = {
                     404,
                     409,
                     502,
+                    unsafe=True,
                 ),
             }
         },
@@ -282,6 +299,7 @@ SPEC: dict[str, Any] = {
             "post": {
                 "summary": "Send a rejected task again, as a new attempt",
                 "parameters": [TASK_ID],
+                "requestBody": ACTION_BODY,
                 "responses": _answers(
                     {
                         "200": {
@@ -291,6 +309,7 @@ SPEC: dict[str, Any] = {
                     },
                     404,
                     409,
+                    unsafe=True,
                 ),
             }
         },

@@ -1,14 +1,20 @@
-"""HTTP hardening: headers on every answer, cookie flags, and body-size limits.
+"""HTTP hardening: headers on every answer, cookie flags, body-size limits, proxy headers.
 
 Pages carry a Content-Security-Policy without inline script, so markup that a
 user or the upstream slipped into a prompt cannot run even if escaping failed.
+Behind TRACKER_TRUSTED_PROXIES reverse proxies, the client's address, scheme and host
+are the ones the nearest proxy saw (werkzeug's ProxyFix); with 0 (the default) the
+X-Forwarded-* headers are ignored, since any client can send them.
 """
 
 from __future__ import annotations
 
 from flask import Flask, Response, request
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .. import services
+from . import sameorigin, throttle
 
 
 def content_security_policy(*, allow_http_media: bool) -> str:
@@ -39,6 +45,9 @@ def init_app(app: Flask) -> None:
         SESSION_COOKIE_SECURE=settings.public_base_url.startswith("https://"),
     )
     csp = content_security_policy(allow_http_media=settings.media_allow_private)
+    if settings.trusted_proxies:
+        hops = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
 
     @app.before_request
     def limit_body() -> None:
@@ -47,6 +56,13 @@ def init_app(app: Flask) -> None:
         # at the limit" on a chunked body, which werkzeug cuts silently at the maximum)
         if request.path.startswith("/callbacks/"):
             request.max_content_length = services().settings.max_callback_bytes + 1
+        # a declared length past the limit is refused before any other check (and unread)
+        limit = request.max_content_length
+        if limit is not None and (request.content_length or 0) > limit:
+            raise RequestEntityTooLarge()
+
+    sameorigin.init_app(app)
+    throttle.init_app(app)
 
     @app.after_request
     def harden(response: Response) -> Response:
