@@ -44,6 +44,14 @@ class Settings:
     media_dir: str = ""
     media_max_bytes: int = 500_000_000
     media_allow_private: bool = False
+    # object storage: s3://bucket/prefix wins over media_dir (then the local folder only
+    # holds copies waiting for `tracker archive --missing` to move them into the bucket)
+    media_url: str = ""
+    media_proxy: bool = False
+    aws_endpoint_url: str = ""
+    aws_region: str = ""
+    aws_access_key_id: str = field(default="", repr=False)
+    aws_secret_access_key: str = field(default="", repr=False)
 
     def with_overrides(self, **changes: object) -> Settings:
         """Tests and tools take the environment's settings and change a few."""
@@ -52,6 +60,11 @@ class Settings:
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def archives(self) -> bool:
+        """Archival is on: into a bucket (TRACKER_MEDIA_URL) or a folder (TRACKER_MEDIA_DIR)."""
+        return bool(self.media_url or self.media_dir)
 
     def callback_url(self, token: str) -> str | None:
         if not self.public_base_url:
@@ -89,6 +102,16 @@ def _http_url(env: Mapping[str, str], name: str, default: str) -> str:
     parts = urlsplit(raw)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise SettingsError(f"{name} must be an http:// or https:// URL, got {raw!r}")
+    return raw
+
+
+def _media_url(env: Mapping[str, str]) -> str:
+    raw = env.get("TRACKER_MEDIA_URL", "").strip().rstrip("/")
+    if raw == "":
+        return ""
+    parts = urlsplit(raw)
+    if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment:
+        raise SettingsError(f"TRACKER_MEDIA_URL must be s3://bucket/prefix, got {raw!r}")
     return raw
 
 
@@ -143,6 +166,13 @@ def load(env: Mapping[str, str] | None = None, *, instance: Path | None = None) 
             env, "TRACKER_MEDIA_MAX_BYTES", 500_000_000, integer=True, minimum=1
         ),
         media_allow_private=_flag(env, "TRACKER_MEDIA_ALLOW_PRIVATE"),
+        media_url=_media_url(env),
+        media_proxy=_flag(env, "TRACKER_MEDIA_PROXY"),
+        # boto3's own variables, read here so that they are checked at start with the others
+        aws_endpoint_url=_http_url(env, "AWS_ENDPOINT_URL", ""),
+        aws_region=env.get("AWS_DEFAULT_REGION", "").strip(),
+        aws_access_key_id=env.get("AWS_ACCESS_KEY_ID", "").strip(),
+        aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY", "").strip(),
     )
     # a send must end before its lease does, or the task is given up while it is still in flight
     floor = 2 * (settings.connect_timeout + settings.read_timeout)
