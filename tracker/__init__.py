@@ -54,6 +54,8 @@ def make_client(settings: Settings) -> LumaClient:
 
 def warn_about(settings: Settings, *, web: bool) -> None:
     """The start-up warnings a person running the service should see once."""
+    # every process (web, worker) passes here first: the AWS keys are masked from the start
+    redact.register(settings.aws_access_key_id, settings.aws_secret_access_key)
     if not settings.public_base_url:
         log.warning(
             "PUBLIC_BASE_URL is not set: tasks are sent without notify_hook, "

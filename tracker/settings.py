@@ -115,20 +115,23 @@ def _media_url(env: Mapping[str, str]) -> str:
     return raw
 
 
-def _database_url(env: Mapping[str, str], instance: Path) -> str:
-    raw = env.get("DATABASE_URL", "").strip()
-    if raw == "":
-        return f"sqlite:///{instance / 'tracker.db'}"
+def normalize_database_url(raw: str, *, name: str = "DATABASE_URL") -> str:
+    """SQLAlchemy's spelling of a sqlite:// or postgresql:// URL (`name` is told when bad)."""
     # Heroku-style URLs name the scheme "postgres"; SQLAlchemy wants a driver.
     if raw.startswith("postgres://"):
         raw = "postgresql://" + raw[len("postgres://") :]
     if raw.startswith("postgresql://"):
         raw = "postgresql+psycopg://" + raw[len("postgresql://") :]
     if not (raw.startswith("sqlite") or raw.startswith("postgresql")):
-        raise SettingsError(
-            f"DATABASE_URL must be a sqlite:// or postgresql:// URL, got {raw[:20]!r}"
-        )
+        raise SettingsError(f"{name} must be a sqlite:// or postgresql:// URL, got {raw[:20]!r}")
     return raw
+
+
+def _database_url(env: Mapping[str, str], instance: Path) -> str:
+    raw = env.get("DATABASE_URL", "").strip()
+    if raw == "":
+        return f"sqlite:///{instance / 'tracker.db'}"
+    return normalize_database_url(raw)
 
 
 def load(env: Mapping[str, str] | None = None, *, instance: Path | None = None) -> Settings:

@@ -174,7 +174,7 @@ class S3Store(Store):
         config = Config(
             connect_timeout=settings.connect_timeout,
             read_timeout=settings.read_timeout,
-            retries={"max_attempts": 4, "mode": "standard"},
+            retries={"max_attempts": 3, "mode": "standard"},
             signature_version="s3v4",
             # an S3-compatible server at its own address (MinIO, Ceph, moto) wants path-style
             s3={"addressing_style": "path" if settings.aws_endpoint_url else "auto"},
@@ -285,11 +285,20 @@ def status_of(exc: Exception) -> int | None:
     return status
 
 
-def why(exc: Exception) -> str:
-    """botocore's error code or exception type: never its text, which may carry a signed URL."""
-    response = getattr(exc, "response", None) or {}
-    code = response.get("Error", {}).get("Code")
-    return str(code) if code else type(exc).__name__
+def why(exc: BaseException) -> str:
+    """botocore's error code or exception type: never its text, which may carry a signed URL.
+
+    boto3's managed transfer wraps the ClientError (S3UploadFailedError): its code is inside.
+    """
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            break
+        code = (getattr(seen, "response", None) or {}).get("Error", {}).get("Code")
+        if code:
+            return str(code)
+        seen = seen.__cause__ or seen.__context__
+    return type(exc).__name__
 
 
 # -- the stores a process uses ------------------------------------------------------------------

@@ -62,7 +62,7 @@ def _serve(task_id: int, column: str):  # type: ignore[no-untyped-def]
     try:
         stored = store.stat(name)
     except storage.StorageError as exc:
-        response, status = error(503, f"the media store did not answer ({exc.reason})")
+        response, status = error(503, exc.reason)
         response.headers["Retry-After"] = "5"
         return response, status
     if stored is None:
@@ -118,7 +118,7 @@ def _proxy(store: storage.S3Store, name: str, stored: storage.Stored, mimetype: 
     except Exception as exc:  # gone since the HEAD, or the bucket broke off
         if storage.status_of(exc) == 404:
             return error(404, "not found")
-        response, code = error(503, f"the media store did not answer ({storage.why(exc)})")
+        response, code = error(503, f"the bucket did not answer ({storage.why(exc)})")
         response.headers["Retry-After"] = "5"
         return response, code
     body = answer["Body"]
