@@ -111,20 +111,21 @@ def _prepare(target: Database, url: str, upgrade: Callable[[str], None]) -> bool
 
 
 def _refuse_unless_empty(dst: Connection, tables: list[Table], name: str) -> None:
-    held = []
+    held, counters = [], []
     for table in tables:
         if table.name in SEEDED:
             if "count" in table.c and dst.scalar(
                 select(func.count()).select_from(table).where(table.c["count"] != 0)
             ):
-                held.append(f"non-zero {table.name}")
+                counters.append(f"non-zero {table.name}")
             continue
         rows = dst.scalar(select(func.count()).select_from(table)) or 0
         if rows:
-            held.append(f"{rows} {table.name} rows")
-    if held:
+            held.append(f"{rows} rows in {table.name}")
+    if held or counters:
         raise CopyError(
-            f"{name} is not empty ({', '.join(held)}): copy only into a new, empty database"
+            f"{name} is not empty ({', '.join(held + counters)}): "
+            "copy only into a new, empty database"
         )
 
 
