@@ -65,6 +65,10 @@ def move_local_copies(db: Database, settings: Settings) -> Moved:
             log.warning("%s not moved into the bucket: %s", name, exc.reason)
             result.kept.append(f"{name}: {exc.reason}")
             continue
-        local.delete(name)
+        try:
+            local.delete(name)
+        except OSError as exc:  # in the bucket now; the stray local copy is harmless
+            result.kept.append(f"{name}: in the bucket, but not deleted here ({exc.strerror})")
+            continue
         log.info("moved %s into %s (%d bytes)", name, bucket.describe(), size)
     return result

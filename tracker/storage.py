@@ -22,8 +22,9 @@ import re
 import shutil
 import tempfile
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,31 +80,29 @@ def file_type(name: str, path: Path) -> str:
         return content_type(name, f.read(16))
 
 
-class Store:
+class Store(ABC):
     """What archival and serving need; names are checked with `valid_name` before any use."""
 
-    def describe(self) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def describe(self) -> str: ...
 
-    @contextmanager
-    def receive(self, name: str) -> Iterator[Path]:
+    @abstractmethod
+    def receive(self, name: str) -> AbstractContextManager[Path]:
         """A path to write the whole file to; stored under `name` when the block succeeds."""
-        raise NotImplementedError
-        yield Path()
 
+    @abstractmethod
     def put(self, name: str, source: Path) -> int:
         """Store a copy of a local file (streamed) and return its verified size."""
-        raise NotImplementedError
 
-    def stat(self, name: str | None) -> Stored | None:
-        raise NotImplementedError
+    @abstractmethod
+    def stat(self, name: str | None) -> Stored | None: ...
 
+    @abstractmethod
     def names(self) -> set[str]:
         """Every stored name (one listing instead of one question per task)."""
-        raise NotImplementedError
 
-    def delete(self, name: str) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def delete(self, name: str) -> None: ...
 
 
 class LocalStore(Store):
