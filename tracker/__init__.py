@@ -54,6 +54,8 @@ def make_client(settings: Settings) -> LumaClient:
 
 def warn_about(settings: Settings, *, web: bool) -> None:
     """The start-up warnings a person running the service should see once."""
+    # every process (web, worker) passes here first: the AWS keys are masked from the start
+    redact.register(settings.aws_access_key_id, settings.aws_secret_access_key)
     if not settings.public_base_url:
         log.warning(
             "PUBLIC_BASE_URL is not set: tasks are sent without notify_hook, "
@@ -68,6 +70,7 @@ def warn_about(settings: Settings, *, web: bool) -> None:
 def create_app(settings: Settings | None = None, *, db: Database | None = None) -> Flask:
     settings = settings or settings_module.load()
     redact.register(settings.luma_api_key, settings.api_token)
+    redact.register(settings.aws_access_key_id, settings.aws_secret_access_key)
     redact.install_logging_filter()
     app = Flask(__name__, instance_relative_config=False)
     app.config.update(
@@ -82,7 +85,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         settings=settings, db=db or Database(settings.database_url), client=make_client(settings)
     )
 
-    from .web import api, dashboard, errors, hooks, openapi, security
+    from .web import api, dashboard, errors, hooks, openapi, readiness, security
     from .web import media as media_routes
 
     errors.init_app(app)
@@ -92,6 +95,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     app.register_blueprint(dashboard.bp)  # also sets the session key (web/csrf.py)
     app.register_blueprint(media_routes.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(readiness.bp)  # GET /readyz, no token (like /healthz)
 
     @app.get("/healthz")
     def healthz() -> tuple[dict[str, str], int]:

@@ -23,10 +23,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _settings() -> Settings:
+    from . import redact
+
     try:
-        return settings_module.load()
+        settings = settings_module.load()
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
+    redact.register(settings.luma_api_key, settings.api_token)
+    redact.register(settings.aws_access_key_id, settings.aws_secret_access_key)
+    return settings
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -87,6 +92,28 @@ def db_check() -> None:
     command.check(alembic_config(_settings().database_url))
 
 
+@db.command("copy")
+@click.option("--to", "target", required=True, help="postgresql://user@host/db, new and empty")
+def db_copy(target: str) -> None:
+    """Copy every task, event and counter into a new PostgreSQL database (moving up from SQLite).
+
+    Stop the web and worker processes first: rows written during the copy would be left behind.
+    """
+    from . import dbcopy
+
+    settings = _settings()
+    source = _db(settings)
+    try:
+        copied = dbcopy.copy(source, target, upgrade=upgrade, report=click.echo)
+    except dbcopy.CopyError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        source.dispose()
+    click.echo(f"copied into {copied.target}; the counts match")
+    for line in dbcopy.next_steps(settings, copied.target):
+        click.echo(line)
+
+
 # -- processes ------------------------------------------------------------------------------
 
 
@@ -138,13 +165,30 @@ def poll(once: bool) -> None:
 @main.command()
 @click.option("--missing", is_flag=True, required=True, help="all finished, not yet archived")
 def archive(missing: bool) -> None:
-    """Copy finished videos into TRACKER_MEDIA_DIR (the worker does it as tasks complete)."""
-    from . import media
+    """Copy finished videos into the bucket or folder (the worker does it as tasks complete).
+
+    With TRACKER_MEDIA_URL set, copies still in TRACKER_MEDIA_DIR are moved into the bucket
+    first (each local copy deleted once its upload is verified).
+    """
+    from . import media, media_move, storage
 
     settings = _settings()
-    if not settings.media_dir:
+    if not settings.archives:
         raise click.ClickException("TRACKER_MEDIA_DIR is empty: archival is off")
-    count = media.archive_missing(_db(settings), settings, make_client(settings))
+    database = _db(settings)
+    try:
+        if settings.media_url:
+            moved = media_move.move_local_copies(database, settings)
+            click.echo(
+                f"moved {moved.moved} local cop{'y' if moved.moved == 1 else 'ies'} into "
+                f"{settings.media_url}"
+                + (f" ({moved.already} already there)" if moved.already else "")
+            )
+            for line in moved.kept:
+                click.echo(f"kept in {settings.media_dir}: {line}", err=True)
+        count = media.archive_missing(database, settings, make_client(settings))
+    except storage.StorageError as exc:
+        raise click.ClickException(exc.reason) from None
     click.echo(f"archived {count} task(s)")
 
 

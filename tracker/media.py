@@ -4,10 +4,12 @@ The upstream's links are presigned and expire within the hour, so a task that on
 keeps its link loses its video by the next day. The worker calls `archive_due` each
 pass; `tracker archive --missing` calls `archive_missing`.
 
-- Files are `<media_dir>/<task id>.mp4` and `<task id>.jpg`; the database keeps the
-  name relative to TRACKER_MEDIA_DIR, so the directory can move.
+- Files are `<task id>.mp4` and `<task id>.jpg` in the store (`storage`: the folder
+  TRACKER_MEDIA_DIR, or the bucket TRACKER_MEDIA_URL); the database keeps the name only,
+  so the folder can move and copies can move into a bucket.
 - `download` streams into a temporary file renamed into place only when whole, through
-  `netguard` (public addresses only, every redirect checked).
+  `netguard` (public addresses only, every redirect checked); for a bucket, that file is
+  then uploaded and verified before the task counts as archived.
 - An expired or failing link is retried with a fresh one from the upstream; a failed
   attempt backs off exponentially and gives up after MAX_ATTEMPTS, leaving `archive_error`.
 - Only the media columns are written, never the task's state: archival is not a
@@ -20,14 +22,14 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import netguard
+from . import netguard, storage
 from .db import Database
 from .download import DOWNLOAD_DEADLINE, DownloadError, TooLarge, download
 from .models import Task, utcnow
@@ -48,15 +50,8 @@ def guard_for(settings: Settings) -> netguard.Guard:
     return netguard.Guard(allow_private=settings.media_allow_private)
 
 
-def stored_file(settings: Settings, relative: str | None) -> Path | None:
-    """The archived file for a stored relative name, if it exists inside the media directory."""
-    if not settings.media_dir or not relative:
-        return None
-    root = Path(settings.media_dir).resolve()
-    path = (root / relative).resolve()
-    if not path.is_relative_to(root) or not path.is_file():
-        return None
-    return path
+def _has(store: storage.Store, name: str | None) -> bool:
+    return bool(name) and store.stat(name) is not None
 
 
 # -- one task ---------------------------------------------------------------------------------
@@ -111,6 +106,22 @@ class _FreshLinks:
 def _fetch(
     stored: str | None,
     fresh: Callable[[], str | None],
+    name: str,
+    store: storage.Store,
+    settings: Settings,
+    guard: netguard.Guard,
+) -> int:
+    """Download into the store under `name`; a failure to store is a (retried) DownloadError."""
+    try:
+        with store.receive(name) as dest:
+            return _fetch_to(stored, fresh, dest, settings, guard)
+    except storage.StorageError as exc:
+        raise DownloadError(exc.reason) from None
+
+
+def _fetch_to(
+    stored: str | None,
+    fresh: Callable[[], str | None],
     dest: Path,
     settings: Settings,
     guard: netguard.Guard,
@@ -139,23 +150,24 @@ def _archive_one(
     db: Database, settings: Settings, client: LumaClient, guard: netguard.Guard, job: _Job
 ) -> bool:
     """Fetch what the task lacks and record the outcome; True when a file was archived."""
-    root = Path(settings.media_dir)
+    store = storage.primary(settings)
+    assert store is not None
     links = _FreshLinks(client, job.upstream_id)
     video_name = thumb_name = None
     try:
         if job.need_video:
-            dest = root / f"{job.task_id}.mp4"
-            size = _fetch(job.video_url, links.video, dest, settings, guard)
-            video_name = dest.name
+            name = f"{job.task_id}.mp4"
+            size = _fetch(job.video_url, links.video, name, store, settings, guard)
+            video_name = name
             log.info("archived task %d video: %d bytes", job.task_id, size)
     except DownloadError as exc:
         _note_failure(db, job.task_id, exc)
         return False
     if job.need_thumbnail and (job.thumbnail_url or job.upstream_id):
-        dest = root / f"{job.task_id}.jpg"
+        name = f"{job.task_id}.jpg"
         try:
-            size = _fetch(job.thumbnail_url, links.thumbnail, dest, settings, guard)
-            thumb_name = dest.name
+            size = _fetch(job.thumbnail_url, links.thumbnail, name, store, settings, guard)
+            thumb_name = name
             log.info("archived task %d thumbnail: %d bytes", job.task_id, size)
         except DownloadError as exc:  # the video is what matters; no retry for a thumbnail
             log.warning("task %d: thumbnail not archived: %s", job.task_id, redact(exc.reason))
@@ -244,20 +256,34 @@ def _claim(db: Database, settings: Settings, task_id: int, *, due_only: bool) ->
             return None
         task = session.get(Task, task_id)
         assert task is not None
-        need_video = stored_file(settings, task.media_path) is None
-        need_thumbnail = stored_file(settings, task.thumbnail_path) is None
-        if not need_video and not (need_thumbnail and task.thumbnail_url):
-            # already archived and on disk: nothing to fetch, nothing to schedule
-            task.next_archive_at = None
-            return None
-        return _Job(
+        names = (task.media_path, task.thumbnail_path)
+        job = _Job(
             task_id=task.id,
             upstream_id=task.upstream_id,
             video_url=task.video_url,
             thumbnail_url=task.thumbnail_url,
-            need_video=need_video,
-            need_thumbnail=need_thumbnail,
+            need_video=True,
+            need_thumbnail=True,
         )
+    # asked after the claim's commit: a bucket's HEAD must not hold the database's write lock
+    store = storage.primary(settings)
+    assert store is not None
+    try:
+        need_video, need_thumbnail = (not _has(store, name) for name in names)
+    except storage.StorageError as exc:
+        _note_failure(db, task_id, DownloadError(exc.reason))
+        return None
+    if not need_video and not (need_thumbnail and job.thumbnail_url):
+        # already archived and stored: nothing to fetch, nothing to schedule
+        with db.write() as session:
+            session.execute(
+                update(Task)
+                .where(Task.id == task_id, Task.next_archive_at == lease_until)
+                .values(next_archive_at=None)
+                .execution_options(synchronize_session=False)
+            )
+        return None
+    return replace(job, need_video=need_video, need_thumbnail=need_thumbnail)
 
 
 def _run(
@@ -298,7 +324,7 @@ def archive_due(
 
     Blocks for the downloads; returns how many tasks got their video archived.
     """
-    if not settings.media_dir:
+    if not settings.archives:
         return 0
     now = utcnow()
     with db.read() as session:
@@ -316,17 +342,19 @@ def archive_due(
 def archive_missing(
     db: Database, settings: Settings, client: LumaClient, *, guard: netguard.Guard | None = None
 ) -> int:
-    """Every completed task without an archived video on disk, whatever its schedule says.
+    """Every completed task without an archived video in the store, whatever its schedule says.
 
     Also retries tasks that were given up on (the person running it is the retry policy),
     but leaves alone a task another process is downloading right now.
     """
-    if not settings.media_dir:
+    store = storage.primary(settings)
+    if store is None:
         log.warning("TRACKER_MEDIA_DIR is empty: archival is off")
         return 0
     with db.read() as session:
         rows = session.execute(
             select(Task.id, Task.media_path).where(Task.state == "completed").order_by(Task.id)
         ).all()
-    ids = [task_id for task_id, path in rows if stored_file(settings, path) is None]
+    stored = store.names()  # one listing, not a question per task
+    ids = [task_id for task_id, name in rows if not name or name not in stored]
     return _run(db, settings, client, ids, due_only=False, guard=guard)

@@ -49,6 +49,14 @@ class Settings:
     media_dir: str = ""
     media_max_bytes: int = 500_000_000
     media_allow_private: bool = False
+    # object storage: s3://bucket/prefix wins over media_dir (then the local folder only
+    # holds copies waiting for `tracker archive --missing` to move them into the bucket)
+    media_url: str = ""
+    media_proxy: bool = False
+    aws_endpoint_url: str = ""
+    aws_region: str = ""
+    aws_access_key_id: str = field(default="", repr=False)
+    aws_secret_access_key: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         # here rather than in `load`, so that no way of building settings (tests, tools) can
@@ -66,6 +74,11 @@ class Settings:
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def archives(self) -> bool:
+        """Archival is on: into a bucket (TRACKER_MEDIA_URL) or a folder (TRACKER_MEDIA_DIR)."""
+        return bool(self.media_url or self.media_dir)
 
     def callback_url(self, token: str) -> str | None:
         if not self.public_base_url:
@@ -106,20 +119,33 @@ def _http_url(env: Mapping[str, str], name: str, default: str) -> str:
     return raw
 
 
-def _database_url(env: Mapping[str, str], instance: Path) -> str:
-    raw = env.get("DATABASE_URL", "").strip()
+def _media_url(env: Mapping[str, str]) -> str:
+    raw = env.get("TRACKER_MEDIA_URL", "").strip().rstrip("/")
     if raw == "":
-        return f"sqlite:///{instance / 'tracker.db'}"
+        return ""
+    parts = urlsplit(raw)
+    if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment:
+        raise SettingsError(f"TRACKER_MEDIA_URL must be s3://bucket/prefix, got {raw!r}")
+    return raw
+
+
+def normalize_database_url(raw: str, *, name: str = "DATABASE_URL") -> str:
+    """SQLAlchemy's spelling of a sqlite:// or postgresql:// URL (`name` is told when bad)."""
     # Heroku-style URLs name the scheme "postgres"; SQLAlchemy wants a driver.
     if raw.startswith("postgres://"):
         raw = "postgresql://" + raw[len("postgres://") :]
     if raw.startswith("postgresql://"):
         raw = "postgresql+psycopg://" + raw[len("postgresql://") :]
     if not (raw.startswith("sqlite") or raw.startswith("postgresql")):
-        raise SettingsError(
-            f"DATABASE_URL must be a sqlite:// or postgresql:// URL, got {raw[:20]!r}"
-        )
+        raise SettingsError(f"{name} must be a sqlite:// or postgresql:// URL, got {raw[:20]!r}")
     return raw
+
+
+def _database_url(env: Mapping[str, str], instance: Path) -> str:
+    raw = env.get("DATABASE_URL", "").strip()
+    if raw == "":
+        return f"sqlite:///{instance / 'tracker.db'}"
+    return normalize_database_url(raw)
 
 
 def load(env: Mapping[str, str] | None = None, *, instance: Path | None = None) -> Settings:
@@ -161,6 +187,13 @@ def load(env: Mapping[str, str] | None = None, *, instance: Path | None = None) 
             env, "TRACKER_MEDIA_MAX_BYTES", 500_000_000, integer=True, minimum=1
         ),
         media_allow_private=_flag(env, "TRACKER_MEDIA_ALLOW_PRIVATE"),
+        media_url=_media_url(env),
+        media_proxy=_flag(env, "TRACKER_MEDIA_PROXY"),
+        # boto3's own variables, read here so that they are checked at start with the others
+        aws_endpoint_url=_http_url(env, "AWS_ENDPOINT_URL", ""),
+        aws_region=env.get("AWS_DEFAULT_REGION", "").strip(),
+        aws_access_key_id=env.get("AWS_ACCESS_KEY_ID", "").strip(),
+        aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY", "").strip(),
     )
     # a send must end before its lease does, or the task is given up while it is still in flight
     floor = 2 * (settings.connect_timeout + settings.read_timeout)

@@ -3,18 +3,23 @@
 The same door as the dashboard: the admin token (Bearer or Basic), or a session signed
 in through the dashboard's login. The login's mark is bound to the token (`csrf.signed_in`),
 so changing TRACKER_API_TOKEN shuts the videos to old sessions as it shuts the dashboard;
-the bare `authenticated` flag alone would outlive the change. werkzeug's
-`send_file(conditional=True)` answers Range (206), bad ranges (416) and conditional GETs.
+the bare `authenticated` flag alone would outlive the change.
+
+From a folder, werkzeug's `send_file(conditional=True)` answers Range (206), bad ranges
+(416) and conditional GETs. From a bucket, the answer is a redirect to a presigned URL good
+for a few minutes (the bucket serves the bytes and the ranges), or with TRACKER_MEDIA_PROXY=1
+the bytes stream through this process, one Range at a time, never whole in memory. Copies
+still in the folder after the switch to a bucket are served from the folder until moved.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
-from flask import Blueprint, Response, current_app, send_file, session
+from flask import Blueprint, Response, current_app, redirect, request, send_file, session
+from werkzeug.http import quote_etag, unquote_etag
 
-from .. import services
-from ..media import stored_file
+from .. import services, storage
 from ..models import Task
 from . import csrf
 from .auth import request_has_token
@@ -22,11 +27,7 @@ from .errors import error
 
 bp = Blueprint("media", __name__, url_prefix="/media")
 
-_IMAGE_TYPES = (
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"GIF8", "image/gif"),
-)
+CHUNK = 64 * 1024
 
 
 @bp.before_request
@@ -39,32 +40,7 @@ def require_login():  # type: ignore[no-untyped-def]
     return response, status
 
 
-def _image_type(path: Path) -> str:
-    """Thumbnails are stored as <id>.jpg whatever the upstream sent; the bytes say what it is."""
-    with path.open("rb") as f:
-        head = f.read(16)
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image/webp"
-    for magic, mimetype in _IMAGE_TYPES:
-        if head.startswith(magic):
-            return mimetype
-    return "application/octet-stream"
-
-
-def _serve(task_id: int, column: str, mimetype: str | None):  # type: ignore[no-untyped-def]
-    svc = services()
-    with svc.db.read() as db_session:
-        task = db_session.get(Task, task_id)
-        relative = getattr(task, column) if task is not None else None
-    path = stored_file(svc.settings, relative)
-    if path is None:
-        return error(404, "not found")
-    response: Response = send_file(
-        path,
-        mimetype=mimetype or _image_type(path),
-        conditional=True,
-        max_age=3600,
-    )
+def _harden(response: Response) -> Response:
     # the bytes came from elsewhere: never let a browser read them as a page
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
@@ -72,11 +48,97 @@ def _serve(task_id: int, column: str, mimetype: str | None):  # type: ignore[no-
     return response
 
 
+def _serve(task_id: int, column: str):  # type: ignore[no-untyped-def]
+    svc = services()
+    with svc.db.read() as db_session:
+        task = db_session.get(Task, task_id)
+        name = getattr(task, column) if task is not None else None
+    store = storage.primary(svc.settings)
+    if store is None or not storage.valid_name(name):
+        return error(404, "not found")
+    if isinstance(store, storage.LocalStore):
+        return _send_local(store, name)
+    assert isinstance(store, storage.S3Store)
+    try:
+        stored = store.stat(name)
+    except storage.StorageError as exc:
+        response, status = error(503, exc.reason)
+        response.headers["Retry-After"] = "5"
+        return response, status
+    if stored is None:
+        local = storage.local_copies(svc.settings)
+        if local is not None and local.path(name) is not None:
+            return _send_local(local, name)  # not yet moved into the bucket
+        return error(404, "not found")
+    mimetype = stored.content_type or storage.content_type(name, b"")
+    if svc.settings.media_proxy:
+        return _proxy(store, name, stored, mimetype)
+    response = redirect(store.presigned_url(name, mimetype), 302)
+    response.headers["Cache-Control"] = "no-store"  # the signed URL outlives no redirect
+    return response
+
+
+def _send_local(store: storage.LocalStore, name: str):  # type: ignore[no-untyped-def]
+    path = store.path(name)
+    if path is None:
+        return error(404, "not found")
+    response: Response = send_file(
+        path, mimetype=storage.file_type(name, path), conditional=True, max_age=3600
+    )
+    return _harden(response)
+
+
+def _proxy(store: storage.S3Store, name: str, stored: storage.Stored, mimetype: str):  # type: ignore[no-untyped-def]
+    """Stream the object through, answering Range, If-Range and If-None-Match like send_file."""
+    etag = unquote_etag(stored.etag)[0] if stored.etag else None
+    if etag and request.if_none_match.contains(etag):
+        return _harden(Response(status=304, headers={"ETag": quote_etag(etag)}))
+    wanted = request.range
+    if_range = request.if_range
+    if wanted is not None and (
+        if_range.date is not None or (if_range.etag and if_range.etag != etag)
+    ):
+        wanted = None  # the client's copy is not this one (dates are not kept): send it whole
+    headers: dict[str, Any] = {"Accept-Ranges": "bytes"}
+    if etag:
+        headers["ETag"] = quote_etag(etag)
+    conditions: dict[str, str] = {}
+    status = 200
+    if wanted is not None:
+        span = wanted.range_for_length(stored.size)
+        if span is None:
+            headers["Content-Range"] = f"bytes */{stored.size}"
+            return _harden(Response(status=416, headers=headers))
+        start, stop = span
+        conditions["Range"] = f"bytes={start}-{stop - 1}"
+        headers["Content-Range"] = f"bytes {start}-{stop - 1}/{stored.size}"
+        status = 206
+    try:
+        answer = store.get(name, **conditions)
+    except Exception as exc:  # gone since the HEAD, or the bucket broke off
+        if storage.status_of(exc) == 404:
+            return error(404, "not found")
+        response, code = error(503, f"the bucket did not answer ({storage.why(exc)})")
+        response.headers["Retry-After"] = "5"
+        return response, code
+    body = answer["Body"]
+    headers["Content-Length"] = str(answer["ContentLength"])
+    response = Response(
+        body.iter_chunks(CHUNK),
+        status=status,
+        mimetype=mimetype,
+        headers=headers,
+        direct_passthrough=True,
+    )
+    response.call_on_close(body.close)
+    return _harden(response)
+
+
 @bp.get("/<int:task_id>/video")
 def video(task_id: int):  # type: ignore[no-untyped-def]
-    return _serve(task_id, "media_path", "video/mp4")
+    return _serve(task_id, "media_path")
 
 
 @bp.get("/<int:task_id>/thumbnail")
 def thumbnail(task_id: int):  # type: ignore[no-untyped-def]
-    return _serve(task_id, "thumbnail_path", None)
+    return _serve(task_id, "thumbnail_path")
