@@ -15,7 +15,6 @@ unknown outcome.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import random
 import secrets
@@ -26,10 +25,11 @@ from typing import Any
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
+from . import jsonsafe
 from .db import Database
 from .models import IN_FLIGHT_STATES, StateCount, Task, TaskEvent, utcnow
 from .parse import Update
-from .redact import redact
+from .redact import CALLBACK_TOKEN_BYTES, mask_token, redact
 from .settings import Settings
 from .upstream import (
     APIStatusError,
@@ -76,14 +76,26 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _payload_text(payload: Any) -> str | None:
+def scrub(task: Task, text: str, token: str | None = None) -> str:
+    """`text` with every secret masked, this task's callback token included in any encoding.
+
+    The token is known in memory while a create is sent (`token`); afterwards only its hash
+    is, which `mask_token` uses.
+    """
+    return mask_token(redact(text, (token,) if token else ()), task.callback_token_hash)
+
+
+def _payload_text(task: Task, payload: Any, token: str | None = None) -> str | None:
+    """A payload as JSON text that always loads again (ASCII, no NaN), secrets masked.
+
+    Text that was not JSON (a callback's garbage) is stored as a JSON string.
+    """
     if payload is None:
         return None
     if isinstance(payload, bytes):
         payload = payload.decode("utf-8", "replace")
-    text_value = payload if isinstance(payload, str) else json.dumps(payload, sort_keys=True)
-    # PostgreSQL text cannot hold NUL; keep it visible rather than fail the write
-    text_value = redact(text_value).replace("\x00", "\\u0000")
+    # ASCII JSON holds no NUL (PostgreSQL text cannot) and no lone surrogate (no database can)
+    text_value = scrub(task, jsonsafe.dumps(payload), token)
     if len(text_value) > MAX_PAYLOAD_CHARS:
         text_value = text_value[:MAX_PAYLOAD_CHARS] + "…[truncated]"
     return text_value
@@ -118,9 +130,10 @@ def record(
     payload: Any = None,
     note: str | None = None,
     dedupe: bool = False,
+    token: str | None = None,
 ) -> TaskEvent | None:
     """Add an event; with dedupe, an identical payload from the same source is stored once."""
-    body = _payload_text(payload)
+    body = _payload_text(task, payload, token)
     fingerprint = hashlib.sha256(f"{source}\n{body}".encode()).hexdigest() if body else None
     if dedupe and fingerprint and task.id is not None:
         seen = session.scalar(
@@ -134,7 +147,7 @@ def record(
         source=source,
         state_before=before,
         state_after=task.state,
-        note=redact(note) if note else None,
+        note=scrub(task, note, token) if note else None,
         payload=body,
         fingerprint=fingerprint,
         created_at=utcnow(),
@@ -241,7 +254,7 @@ def claim_for_dispatch(
         # row locks too: a sweep (timeout) that got there first is not overwritten
         query = query.order_by(Task.id).limit(free).with_for_update(skip_locked=True)
         for task in session.scalars(query):
-            token = secrets.token_urlsafe(32)
+            token = secrets.token_urlsafe(CALLBACK_TOKEN_BYTES)
             set_state(session, task, "submitting")
             task.callback_token_hash = hash_token(token)
             task.attempts = (task.attempts or 0) + 1
@@ -287,7 +300,7 @@ def send(db: Database, settings: Settings, client: LumaClient, task_id: int, tok
             shown: dict[str, Any] = {"request": request_shown}
             if answer is not None:
                 shown["answer"] = answer.body
-            record(session, task, "submit", before=before, payload=shown, note=note)
+            record(session, task, "submit", before=before, payload=shown, note=note, token=token)
             return task
         if answer is not None:
             upd = answer.update
@@ -300,6 +313,7 @@ def send(db: Database, settings: Settings, client: LumaClient, task_id: int, tok
                 task,
                 "submit",
                 before=before,
+                token=token,
                 payload={"request": request_shown, "status": answer.status, "answer": answer.body},
                 note="sent" if task.upstream_id else "sent; the answer named no task id",
             )
@@ -317,13 +331,14 @@ def send(db: Database, settings: Settings, client: LumaClient, task_id: int, tok
                 task,
                 "submit",
                 before=before,
+                token=token,
                 payload={"request": request_shown, "error": error.message},
                 note=f"not accepted now ({error.message}); will try again in {wait:g} s",
             )
         elif isinstance(error, APIStatusError) and error.status < 500:
             set_state(session, task, "rejected")
             # the reason may echo our request (a validator's "input"): keep no token in it
-            task.failure_reason = redact(f"upstream refused: {error.reason}")
+            task.failure_reason = scrub(task, f"upstream refused: {error.reason}", token)
             task.callback_token_hash = None  # nothing was created: nothing may call back
             task.next_check_at = None
             record(
@@ -331,12 +346,13 @@ def send(db: Database, settings: Settings, client: LumaClient, task_id: int, tok
                 task,
                 "submit",
                 before=before,
+                token=token,
                 payload={"request": request_shown, "status": error.status, "answer": error.body},
                 note=task.failure_reason,
             )
         else:
             assert error is not None
-            mark_outcome_unknown(session, task, error.message, request_shown)
+            mark_outcome_unknown(session, task, redact(error.message, (token,)), request_shown)
     return task
 
 
@@ -356,9 +372,10 @@ def mark_outcome_unknown(
     set_state(session, task, "rejected")
     task.claimed_until = None
     task.next_check_at = None
-    task.failure_reason = redact(
+    task.failure_reason = scrub(
+        task,
         f"{OUTCOME_UNKNOWN}: {why}. The upstream may have created (and charged for) this task; "
-        "resend it only if it does not show up."
+        "resend it only if it does not show up.",
     )
     payload = {"request": request_shown} if request_shown else None
     record(session, task, "submit", before=before, payload=payload, note=task.failure_reason)
@@ -455,7 +472,8 @@ def apply(
         set_state(session, task, target)
         changed = True
         if target == "failed":
-            task.failure_reason = upd.failure_reason or "the upstream reported a failure"
+            reason = upd.failure_reason or "the upstream reported a failure"
+            task.failure_reason = scrub(task, reason)
         elif target != "rejected" and before == "rejected":
             task.failure_reason = None
         if target == "completed":

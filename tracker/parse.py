@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from . import jsonsafe
+
 # upstream state names -> our normalized upstream progress
 _STATE_MAP = {
     "pending": "pending",
@@ -147,6 +149,18 @@ def parse(body: Any, _depth: int = 0) -> Update:
     if isinstance(inner, list) and len(inner) == 1:
         return _merge(here, parse(inner[0], _depth + 1))
     return here
+
+
+def parse_body(raw: bytes) -> tuple[Update, Any]:
+    """A callback's raw body -> (what it says, what to store as its payload).
+
+    Whatever the body, both come back: JSON nested too deeply or holding NaN/Infinity is
+    not understood (the task is queried instead) and kept as text or with nulls.
+    """
+    read = jsonsafe.read_lenient(raw) if raw else jsonsafe.Lenient(None, jsonsafe.NOT_JSON)
+    if read.value is None:
+        return NOT_UNDERSTOOD, raw.decode("utf-8", "replace") or None
+    return (NOT_UNDERSTOOD if read.problem else parse(read.value)), read.value
 
 
 def parse_batch(body: Any, _depth: int = 0) -> list[Update]:
