@@ -118,10 +118,18 @@ def printable(text: str) -> str:
     return _NOT_PLAIN_ASCII.sub(_escape, text)
 
 
+def _wsgi_text(value: str) -> str:
+    """WSGI carries bytes as latin-1 text (PEP 3333): show a UTF-8 path as what it says."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return value
+
+
 def loggable_environ(environ: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of a WSGI environ for gunicorn's access line: every text masked and escaped."""
     return {
-        key: printable(redact(value)) if isinstance(value, str) else value
+        key: printable(redact(_wsgi_text(value))) if isinstance(value, str) else value
         for key, value in environ.items()
     }
 
