@@ -31,7 +31,7 @@ ENCODED_CALLBACK_PATH = re.compile(
 CALLBACK_TOKEN_BYTES = 32  # secrets.token_urlsafe(32): 43 characters of [A-Za-z0-9_-]
 _TOKEN_CHARS = 43
 _TOKEN_RUN = re.compile(rf"[A-Za-z0-9_-]{{{_TOKEN_CHARS},}}")
-_AROUND = 8  # encodings put a few token-alphabet characters around it: %2F<token>%22
+_AROUND = 6  # encodings glue a few token-alphabet characters on: %2F<token>%22, \u002F<token>
 MASK = "[redacted]"
 _known: set[str] = set()
 _formatter = logging.Formatter()
@@ -83,6 +83,8 @@ def mask_token(text: str, token_hash: str | None) -> str:
     """
     if not token_hash:
         return text
+    wanted = bytes.fromhex(token_hash)
+    sha256 = hashlib.sha256
     found: set[str] = set()
     for match in _TOKEN_RUN.finditer(text):
         word = match.group()
@@ -94,7 +96,7 @@ def mask_token(text: str, token_hash: str | None) -> str:
         )
         for start in starts:
             candidate = word[start : start + _TOKEN_CHARS]
-            if hashlib.sha256(candidate.encode()).hexdigest() == token_hash:
+            if sha256(candidate.encode()).digest() == wanted:
                 found.add(candidate)
     return redact(text, found) if found else text
 
