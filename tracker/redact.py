@@ -30,7 +30,8 @@ ENCODED_CALLBACK_PATH = re.compile(
 )
 CALLBACK_TOKEN_BYTES = 32  # secrets.token_urlsafe(32): 43 characters of [A-Za-z0-9_-]
 _TOKEN_CHARS = 43
-_TOKEN_RUN = re.compile(rf"[A-Za-z0-9_-]{{{_TOKEN_CHARS},}}")
+# whole words only (the look-behind): the scan stays linear, not 43 steps at every position
+_TOKEN_RUN = re.compile(rf"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{{{_TOKEN_CHARS},}}")
 _AROUND = 6  # encodings glue a few token-alphabet characters on: %2F<token>%22, \u002F<token>
 MASK = "[redacted]"
 _known: set[str] = set()
