@@ -3,14 +3,14 @@
 Threads rather than many processes: requests mostly wait on the database or the
 upstream, and each process keeps one upstream session and one connection pool.
 The access log goes through a logger that masks callback tokens, which sit in
-the callback route's path.
+the callback route's path, and escapes control characters (no forged lines).
 """
 
 import os
 
 from gunicorn.glogging import Logger
 
-from tracker.redact import redact
+from tracker.redact import loggable_environ
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -27,10 +27,7 @@ access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
 
 class RedactingLogger(Logger):
     def access(self, resp, req, environ, request_time):  # type: ignore[no-untyped-def]
-        environ = dict(environ)
-        environ["PATH_INFO"] = redact(environ.get("PATH_INFO", ""))
-        environ["RAW_URI"] = redact(environ.get("RAW_URI", ""))
-        super().access(resp, req, environ, request_time)
+        super().access(resp, req, loggable_environ(environ), request_time)
 
 
 logger_class = RedactingLogger

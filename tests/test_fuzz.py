@@ -4,6 +4,7 @@ and hypothesis throws arbitrary bodies at the callback route."""
 from __future__ import annotations
 
 import json
+from urllib.parse import quote, quote_plus
 
 import pytest
 import requests
@@ -77,3 +78,108 @@ def test_callback_route_never_500s(app_url: str, upstream: ScriptedUpstream, bod
     task = requests.get(f"{app_url}/api/tasks", timeout=5).json()["tasks"][0]
     # random bodies may finish the task, never move it back or make it something else
     assert task["state"] in ("pending", "processing", "completed", "failed")
+
+
+# -- issue 9: the input classes an attack review found (deep nesting, lone surrogates,
+# non-finite numbers, echoed tokens). After each, the task must still show, strictly.
+
+
+def _depth(opening: bytes, closing: bytes, inner: bytes = b"") -> st.SearchStrategy[bytes]:
+    return st.integers(60, 6000).map(lambda d: opening * d + inner + closing * d)
+
+
+SURROGATES = ["\\ud800", "\\udbff", "\\udc00", "\\udfff", "\\ud83d\\ude00", "x", "é"]
+NON_FINITE = ["NaN", "Infinity", "-Infinity", "1e999", "-1e999", "1.5", "null"]
+ECHOES = {  # how an upstream might echo our notify_hook back
+    "url": lambda hook: quote(hook, safe=""),
+    "twice": lambda hook: quote(quote(hook, safe=""), safe=""),
+    "form": lambda hook: f"hook={quote_plus(hook)}&a=1",
+    "json": lambda hook: json.dumps({"notify_hook": hook}).replace("/", "\\/"),
+    "bare": lambda hook: hook.rsplit("/", 1)[1],
+    "bare-quoted": lambda hook: f'"{hook.rsplit("/", 1)[1]}"',
+}
+
+hostile_bodies = st.one_of(
+    _depth(b"[", b"]"),
+    _depth(b'{"a":', b"}", b'"completed"'),
+    st.integers(60, 100_000).map(lambda d: b"[" * d),
+    st.lists(st.sampled_from(SURROGATES), min_size=1, max_size=4).flatmap(
+        lambda parts: st.sampled_from(
+            [
+                f'"{"".join(parts)}"',
+                f'{{"id": "x", "state": "processing", "note": "{"".join(parts)}"}}',
+                f'{{"{"".join(parts)}": 1, "status": "dreaming"}}',
+            ]
+        ).map(str.encode)
+    ),
+    st.lists(st.sampled_from(NON_FINITE), min_size=1, max_size=4).map(
+        lambda values: (
+            '{"state": "completed", "video": {"url": "https://cdn.example/v.mp4"}, "n": ['
+            + ", ".join(values)
+            + "]}"
+        ).encode()
+    ),
+)
+
+
+def _strict(text: str) -> object:
+    def refuse(name: str) -> object:
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@given(body=hostile_bodies | st.sampled_from(sorted(ECHOES)))
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+def test_hostile_callbacks_never_break_the_task(
+    app_url: str, upstream: ScriptedUpstream, body: bytes | str
+) -> None:
+    if not upstream.posts():
+        requests.post(f"{app_url}/api/tasks", json={"user_prompt": "fuzz me"}, timeout=5)
+    hook = upstream.posts()[0].body["notify_hook"]
+    token = hook.rsplit("/", 1)[1]
+    if isinstance(body, str):  # an echo of our own hook, in one of its encodings
+        body = json.dumps({"status": "dreaming", "echo": ECHOES[body](hook)}).encode()
+    response = requests.post(
+        hook, data=body, headers={"Content-Type": "application/json"}, timeout=10
+    )
+    assert response.status_code == 200
+    task_id = requests.get(f"{app_url}/api/tasks", timeout=5).json()["tasks"][0]["id"]
+    answer = requests.get(f"{app_url}/api/tasks/{task_id}", timeout=10)
+    assert answer.status_code == 200
+    _strict(answer.content.decode("utf-8"))
+    for headers in ({}, {"X-Live": "1"}):  # the page and its live refresh
+        page = requests.get(f"{app_url}/tasks/{task_id}", headers=headers, timeout=10)
+        assert page.status_code == 200
+        assert token not in page.text
+    assert token not in answer.text
+
+
+api_hostile_bodies = st.one_of(
+    _depth(b"[", b"]"),
+    st.integers(60, 100_000).map(lambda d: b"[" * d),
+    _depth(b'{"user_prompt": [', b"]}"),
+    st.sampled_from(SURROGATES[:4]).map(lambda s: f'{{"user_prompt": "a {s} fox"}}'.encode()),
+    st.tuples(
+        st.sampled_from(["user_prompt", "loop", "duration", "expand_prompt", "x"]),
+        st.sampled_from(NON_FINITE[:5]),
+    ).map(lambda kv: f'{{"user_prompt": "a fox", "{kv[0]}": {kv[1]}}}'.encode()),
+)
+
+
+@given(body=api_hostile_bodies)
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+def test_hostile_api_bodies_get_a_400(app_url: str, body: bytes) -> None:
+    response = requests.post(
+        f"{app_url}/api/tasks", data=body, headers={"Content-Type": "application/json"}, timeout=10
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]

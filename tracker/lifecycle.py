@@ -15,7 +15,6 @@ unknown outcome.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import random
 import secrets
@@ -26,10 +25,11 @@ from typing import Any
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
+from . import jsonsafe
 from .db import Database
 from .models import IN_FLIGHT_STATES, StateCount, Task, TaskEvent, utcnow
 from .parse import CreateAnswer, Update, parse_create
-from .redact import redact
+from .redact import CALLBACK_TOKEN_BYTES, mask_token, redact
 from .settings import Settings
 from .upstream import (
     Answer,
@@ -77,14 +77,26 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _payload_text(payload: Any) -> str | None:
+def scrub(task: Task, text: str, token: str | None = None) -> str:
+    """`text` with every secret masked, this task's callback token included in any encoding.
+
+    The token is known in memory while a create is sent (`token`); afterwards only its hash
+    is, which `mask_token` uses.
+    """
+    return mask_token(redact(text, (token,) if token else ()), task.callback_token_hash)
+
+
+def _payload_text(task: Task, payload: Any, token: str | None = None) -> str | None:
+    """A payload as JSON text that always loads again (ASCII, no NaN), secrets masked.
+
+    Text that was not JSON (a callback's garbage) is stored as a JSON string.
+    """
     if payload is None:
         return None
     if isinstance(payload, bytes):
         payload = payload.decode("utf-8", "replace")
-    text_value = payload if isinstance(payload, str) else json.dumps(payload, sort_keys=True)
-    # PostgreSQL text cannot hold NUL; keep it visible rather than fail the write
-    text_value = redact(text_value).replace("\x00", "\\u0000")
+    # ASCII JSON holds no NUL (PostgreSQL text cannot) and no lone surrogate (no database can)
+    text_value = scrub(task, jsonsafe.dumps(payload), token)
     if len(text_value) > MAX_PAYLOAD_CHARS:
         text_value = text_value[:MAX_PAYLOAD_CHARS] + "…[truncated]"
     return text_value
@@ -119,9 +131,10 @@ def record(
     payload: Any = None,
     note: str | None = None,
     dedupe: bool = False,
+    token: str | None = None,
 ) -> TaskEvent | None:
     """Add an event; with dedupe, an identical payload from the same source is stored once."""
-    body = _payload_text(payload)
+    body = _payload_text(task, payload, token)
     fingerprint = hashlib.sha256(f"{source}\n{body}".encode()).hexdigest() if body else None
     if dedupe and fingerprint and task.id is not None:
         seen = session.scalar(
@@ -135,7 +148,7 @@ def record(
         source=source,
         state_before=before,
         state_after=task.state,
-        note=redact(note) if note else None,
+        note=scrub(task, note, token) if note else None,
         payload=body,
         fingerprint=fingerprint,
         created_at=utcnow(),
@@ -242,7 +255,7 @@ def claim_for_dispatch(
         # row locks too: a sweep (timeout) that got there first is not overwritten
         query = query.order_by(Task.id).limit(free).with_for_update(skip_locked=True)
         for task in session.scalars(query):
-            token = secrets.token_urlsafe(32)
+            token = secrets.token_urlsafe(CALLBACK_TOKEN_BYTES)
             set_state(session, task, "submitting")
             task.callback_token_hash = hash_token(token)
             task.attempts = (task.attempts or 0) + 1
@@ -275,15 +288,17 @@ def send(db: Database, settings: Settings, client: LumaClient, task_id: int, tok
         task.claimed_until = None
         created = parse_create(answer.body) if answer is not None else None
         if task.state != "submitting":
-            _late_answer(session, settings, task, created, request_shown, answer)
+            _late_answer(session, settings, task, created, request_shown, answer, token)
             return task
         if answer is not None and created is not None and created.refused is not None:
             # a 200 whose body says it failed (upstream.md): nothing was created
-            _refuse(session, task, created.refused, request_shown, answer.status, answer.body)
+            _refuse(
+                session, task, created.refused, request_shown, answer.status, answer.body, token
+            )
         elif answer is not None and created is not None and created.unknown:
             # neither a task id nor a failure: a task we cannot name may exist (the money guard)
             mark_outcome_unknown(
-                session, task, "the answer named no task id", request_shown, answer.body
+                session, task, "the answer named no task id", request_shown, answer.body, token
             )
         elif answer is not None and created is not None:
             upd = created.update
@@ -297,6 +312,7 @@ def send(db: Database, settings: Settings, client: LumaClient, task_id: int, tok
                 task,
                 "submit",
                 before=before,
+                token=token,
                 payload={"request": request_shown, "status": answer.status, "answer": answer.body},
                 note="sent",
             )
@@ -314,14 +330,15 @@ def send(db: Database, settings: Settings, client: LumaClient, task_id: int, tok
                 task,
                 "submit",
                 before=before,
+                token=token,
                 payload={"request": request_shown, "error": error.message},
                 note=f"not accepted now ({error.message}); will try again in {wait:g} s",
             )
         elif isinstance(error, APIStatusError) and error.status < 500:
-            _refuse(session, task, error.reason, request_shown, error.status, error.body)
+            _refuse(session, task, error.reason, request_shown, error.status, error.body, token)
         else:
             assert error is not None
-            mark_outcome_unknown(session, task, error.message, request_shown)
+            mark_outcome_unknown(session, task, redact(error.message, (token,)), request_shown)
     return task
 
 
@@ -332,12 +349,13 @@ def _refuse(
     request_shown: dict[str, Any],
     status: int,
     body: Any,
+    token: str,
 ) -> None:
     """The upstream said no (a 4xx, or a 2xx whose body says it failed): nothing was created."""
     before = task.state
     set_state(session, task, "rejected")
     # the reason may echo our request (a validator's "input"): keep no token in it
-    task.failure_reason = redact(f"upstream refused: {reason}")
+    task.failure_reason = scrub(task, f"upstream refused: {reason}", token)
     task.callback_token_hash = None  # nothing was created: nothing may call back
     task.next_check_at = None
     clear_progress(task)
@@ -346,6 +364,7 @@ def _refuse(
         task,
         "submit",
         before=before,
+        token=token,
         payload={"request": request_shown, "status": status, "answer": body},
         note=task.failure_reason,
     )
@@ -358,6 +377,7 @@ def _late_answer(
     created: CreateAnswer | None,
     request_shown: dict[str, Any],
     answer: Answer | None,
+    token: str,
 ) -> None:
     """The create's answer came after the task left `submitting`.
 
@@ -377,7 +397,7 @@ def _late_answer(
         task.next_check_at = now + timedelta(seconds=settings.poll_after)
         note = "sent; accepted after the task had been given up as unknown"
     elif created is not None and created.refused is not None and outcome_unknown(task):
-        task.failure_reason = redact(f"upstream refused: {created.refused}")
+        task.failure_reason = scrub(task, f"upstream refused: {created.refused}", token)
         task.callback_token_hash = None
         note = task.failure_reason
     elif created is not None and created.refused is not None:
@@ -387,7 +407,7 @@ def _late_answer(
     shown: dict[str, Any] = {"request": request_shown}
     if answer is not None:
         shown["answer"] = answer.body
-    record(session, task, "submit", before=before, payload=shown, note=redact(note))
+    record(session, task, "submit", before=before, payload=shown, note=note, token=token)
     if task.state in ("pending", "processing") and not task.upstream_id:
         # never in flight without an id: nothing could query it (a callback moved it, say)
         mark_outcome_unknown(session, task, "the upstream never named the task")
@@ -407,21 +427,32 @@ def mark_outcome_unknown(
     why: str,
     request_shown: dict[str, Any] | None = None,
     answer: Any = None,
+    token: str | None = None,
 ) -> None:
     """A create that may or may not have happened upstream: never resend on our own."""
     before = task.state
     set_state(session, task, "rejected")
     task.claimed_until = None
     task.next_check_at = None
-    task.failure_reason = redact(
+    task.failure_reason = scrub(
+        task,
         f"{OUTCOME_UNKNOWN}: {why}. The upstream may have created (and charged for) this task; "
-        "resend it only if it does not show up."
+        "resend it only if it does not show up.",
+        token,
     )
     clear_progress(task)
     payload: dict[str, Any] | None = {"request": request_shown} if request_shown else None
     if payload is not None and answer is not None:
         payload["answer"] = answer
-    record(session, task, "submit", before=before, payload=payload, note=task.failure_reason)
+    record(
+        session,
+        task,
+        "submit",
+        before=before,
+        payload=payload,
+        note=task.failure_reason,
+        token=token,
+    )
 
 
 def submit(db: Database, settings: Settings, client: LumaClient, new: NewTask) -> Task:
@@ -520,7 +551,8 @@ def apply(
         set_state(session, task, target)
         changed = True
         if target == "failed":
-            task.failure_reason = upd.failure_reason or "the upstream reported a failure"
+            reason = upd.failure_reason or "the upstream reported a failure"
+            task.failure_reason = scrub(task, reason)
         elif target != "rejected" and before == "rejected":
             task.failure_reason = None
         if target == "completed":

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-from contextlib import suppress
 from datetime import datetime
 from typing import Any
 
+from . import jsonsafe
 from .models import Task, TaskEvent
 
 
@@ -24,10 +23,8 @@ def short_image(value: str | None) -> str | None:
 
 
 def event_json(event: TaskEvent) -> dict[str, Any]:
-    payload: Any = event.payload
-    if payload is not None:
-        with suppress(ValueError):  # stored as text when it was not JSON
-            payload = json.loads(payload)
+    # whatever a row holds (older rows: plain text, Infinity, deep nesting), never a 500
+    payload = jsonsafe.loads_stored(event.payload) if event.payload is not None else None
     return {
         "id": event.id,
         "source": event.source,

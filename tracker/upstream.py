@@ -25,7 +25,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import NewConnectionError
 from urllib3.util.retry import Retry
 
-from . import parse
+from . import jsonsafe, parse
 from .parse import Update
 
 log = logging.getLogger(__name__)
@@ -207,10 +207,8 @@ class LumaClient:
             ) from exc
 
         text = response.text
-        try:
-            data: Any = response.json()
-        except (ValueError, RecursionError):
-            data = None
+        # the one safe reader: too deep or not JSON -> None, NaN/Infinity -> null
+        data: Any = jsonsafe.read_lenient(response.content).value
         status = response.status_code
         if status == 429 or (status == 503 and "Retry-After" in response.headers):
             raise RateLimitError(

@@ -8,6 +8,9 @@ tells whether a create's 2xx answer was accepted, refused, or left the outcome u
 
 from __future__ import annotations
 
+from typing import Any
+
+from .. import jsonsafe
 from .create import CreateAnswer, error_reason, parse_create
 from .task import NOT_UNDERSTOOD, Update, parse, parse_batch
 
@@ -18,5 +21,18 @@ __all__ = [
     "error_reason",
     "parse",
     "parse_batch",
+    "parse_body",
     "parse_create",
 ]
+
+
+def parse_body(raw: bytes) -> tuple[Update, Any]:
+    """A callback's raw body -> (what it says, what to store as its payload).
+
+    Whatever the body, both come back: JSON nested too deeply or holding NaN/Infinity is
+    not understood (the task is queried instead) and kept as text or with nulls.
+    """
+    read = jsonsafe.read_lenient(raw) if raw else jsonsafe.Lenient(None, jsonsafe.NOT_JSON)
+    if read.value is None:
+        return NOT_UNDERSTOOD, raw.decode("utf-8", "replace") or None
+    return (NOT_UNDERSTOOD if read.problem else parse(read.value)), read.value

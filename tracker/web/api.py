@@ -8,7 +8,7 @@ from flask import Blueprint, request
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from .. import MAX_ID, lifecycle, services, validate
+from .. import MAX_ID, jsonsafe, lifecycle, services, validate
 from ..models import STATES, Task
 from ..serialize import task_json
 from ..upstream import UpstreamError
@@ -34,10 +34,10 @@ def _json_body() -> Any:
     # JSON only: a cross-site form can post text/plain that looks like JSON, never this type
     if not request.is_json:
         return validate.ValidationError(None, "send a JSON object (Content-Type: application/json)")
-    data = request.get_json(silent=True)
-    if data is None:
-        return validate.ValidationError(None, "the body is not valid JSON")
-    return data
+    try:  # the one safe reader: depth, NaN/Infinity and lone surrogates get a 400 naming them
+        return jsonsafe.read(request.get_data(cache=True))
+    except jsonsafe.BodyError as exc:
+        return validate.ValidationError(exc.field, exc.message)
 
 
 @bp.post("/tasks")

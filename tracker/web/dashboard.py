@@ -28,7 +28,7 @@ from flask import (
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from .. import lifecycle, services, validate
+from .. import jsonsafe, lifecycle, services, validate
 from ..models import FINAL_STATES, STATES, Task
 from ..serialize import short_image, task_json
 from ..upstream import UpstreamError
@@ -105,12 +105,13 @@ def safe_url(value: str | None) -> str | None:
 
 
 def pretty(payload: str | None) -> str:
+    """A stored payload, indented; text as it is. Never fails, whatever the row holds."""
     if payload is None:
         return ""
-    try:
-        return json.dumps(json.loads(payload), indent=2, ensure_ascii=False)
-    except ValueError:
-        return payload
+    value = jsonsafe.loads_stored(payload)
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, indent=2, ensure_ascii=False)
 
 
 def short(value: str | None, limit: int = 120) -> str:

@@ -9,7 +9,6 @@ cannot be understood is kept and makes the task due for a query.
 from __future__ import annotations
 
 import hmac
-import json
 
 from flask import Blueprint, request
 from sqlalchemy import select
@@ -17,7 +16,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from .. import lifecycle, services
 from ..models import Task
-from ..parse import NOT_UNDERSTOOD, parse
+from ..parse import parse_body
 from .errors import error
 
 bp = Blueprint("hooks", __name__)
@@ -33,12 +32,7 @@ def luma_callback(token: str):  # type: ignore[no-untyped-def]
     raw = request.stream.read(limit + 1)
     if len(raw) > limit:
         raise RequestEntityTooLarge()
-    try:
-        body = json.loads(raw) if raw else None
-    except (ValueError, RecursionError):
-        body = None
-    update = parse(body) if body is not None else NOT_UNDERSTOOD
-    payload = body if body is not None else raw.decode("utf-8", "replace")
+    update, payload = parse_body(raw)  # never raises: see parse_body and jsonsafe
     with svc.db.write() as session:
         task = session.scalar(
             select(Task).where(Task.callback_token_hash == token_hash).with_for_update()
