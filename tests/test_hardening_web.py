@@ -192,6 +192,21 @@ def test_upstream_urls_that_leave_the_site_by_a_path_are_neither_links_nor_sourc
     assert f"<code>/ /{EVIL}/v.mp4</code>" in page  # shown as text, its spaces evened
 
 
+def test_a_url_that_cannot_be_parsed_is_shown_as_text_not_a_broken_page(
+    make_app: Callable[..., Flask], upstream: ScriptedUpstream, db: Database
+) -> None:
+    """`http://[` passes the API's image pattern; urlsplit() raises on it (found by fuzzing)."""
+    client = make_app(luma_api_base=upstream.url).test_client()
+    response = client.post("/api/tasks", json={"user_prompt": "x", "image_url": "http://[oops"})
+    assert response.status_code == 201, response.get_data(as_text=True)
+    task_id = response.get_json()["id"]
+    status, page = get(client, f"/tasks/{task_id}")
+    assert status == 200 and "<code>http://[oops</code>" in page
+    add_task(db, state="processing", thumbnail_url="https://[::1/t.jpg", video_url="http://[v")
+    status, page = get(client, "/")
+    assert status == 200 and len(row_ids(page)) == 2
+
+
 def test_absolute_web_urls_are_still_links(client: FlaskClient, db: Database) -> None:
     task_id = add_task(
         db,
