@@ -9,7 +9,7 @@ from urllib.parse import quote, quote_plus
 import pytest
 import requests
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.scripted import ScriptedUpstream
@@ -183,3 +183,121 @@ def test_hostile_api_bodies_get_a_400(app_url: str, body: bytes) -> None:
     )
     assert response.status_code == 400
     assert response.json()["error"]
+
+
+# -- the dashboard: query strings, paths and the login's `next` -----------------------------
+
+QUERY_KEYS = ["cursor", "state", "q", "limit", "next", "source"]
+# digits that are not ASCII: "²" passes str.isdigit() and fails int(), "٣" passes both
+odd_digits = st.text(
+    st.sampled_from("0123456789")
+    | st.characters(categories=["No"]).filter(str.isdigit)
+    | st.characters(categories=["Nd", "Nl"]),
+    min_size=1,
+    max_size=6,
+).filter(lambda text: not text.isascii())
+numbers = st.integers(-(2**70), 2**70).map(str) | st.integers(0, 2**70).map(lambda n: f"#{n}")
+tricky = st.sampled_from(
+    [
+        *("/\t/evil.example", "/\n/x", "/\r\n/x", "\\\\evil.example", "//evil.example", "/\\evil"),
+        *("http:/\t/evil.example", "\x00", '"', "*", "_%", "NEAR(a b)", "a:*", "1" * 5000),
+    ]
+)
+query_values = (st.text(max_size=40) | odd_digits | numbers | tricky | st.binary(max_size=20)).map(
+    lambda v: v if isinstance(v, bytes) else v.encode("utf-8", "surrogatepass")
+)
+query_params = st.fixed_dictionaries({}, optional=dict.fromkeys(QUERY_KEYS, query_values))
+task_ids = odd_digits | numbers.map(lambda s: s.lstrip("#")) | st.just("2147483648")
+dashboard_paths = st.sampled_from(
+    ["/", "/", "/login", "/login", "/tasks/new", "/tasks/{}", "/media/{}/video"]
+)
+
+
+@pytest.fixture
+def dashboards(live, db) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """Three views of the dashboard: open (no token), signed in, and a stranger to it."""
+    from tests.test_dashboard import add_task, csrf_of
+
+    for n in range(3):
+        add_task(db, f"fuzzed harbour {n}", state="completed", upstream_id=f"up-fuzz-{n}")
+    token = "fuzz-admin-token-0123456789abcdef"
+    guarded = live(api_token=token).url
+    signed_in = requests.Session()
+    page = signed_in.get(f"{guarded}/login", timeout=5).text
+    signed_in.post(
+        f"{guarded}/login", data={"csrf_token": csrf_of(page), "token": token}, timeout=5
+    )
+    return {
+        "open": (live().url, requests.Session()),
+        "signed in": (guarded, signed_in),
+        "stranger": (guarded, requests.Session()),
+    }
+
+
+@example(path="/login", task_id="1", params={"next": b"/\t/evil.example"}, live_refresh=False)
+@example(path="/login", task_id="1", params={"next": b"/\n/x"}, live_refresh=False)
+@example(path="/", task_id="1", params={"cursor": "²".encode()}, live_refresh=False)
+@example(path="/", task_id="1", params={"q": b"#3000000000"}, live_refresh=True)
+@given(
+    path=dashboard_paths,
+    task_id=task_ids,
+    params=query_params,
+    live_refresh=st.booleans(),
+)
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+def test_dashboard_query_strings_never_500_nor_lead_off_site(
+    dashboards: dict[str, tuple[str, requests.Session]],
+    path: str,
+    task_id: str,
+    params: dict[str, bytes],
+    live_refresh: bool,
+) -> None:
+    from urllib.parse import quote, urlencode
+
+    from tests.test_hardening_web import browser_reads
+
+    target = path.format(quote(task_id.encode("utf-8", "surrogatepass"), safe=""))
+    query = urlencode(params)
+    headers = {"X-Live": "1"} if live_refresh else {}
+    for view, (base, session) in dashboards.items():
+        response = session.get(
+            f"{base}{target}?{query}", headers=headers, allow_redirects=False, timeout=10
+        )
+        assert response.status_code < 500, (view, target, query)
+        location = response.headers.get("Location")
+        if location is not None:
+            parts = browser_reads(location)
+            assert not parts.netloc or f"{parts.scheme}://{parts.netloc}" == base, location
+
+
+url_pieces = st.sampled_from(
+    [
+        *("/", "\\", "\t", "\n", "\r", " ", "\x00", "\u3000", "\u2028", "http:", "https:"),
+        *("HTTP:", "javascript:", "//", "evil.example", "a", ":", "@", "%09", "#", "?", "[", "]"),
+    ]
+)
+url_like = st.lists(url_pieces, max_size=8).map("".join) | st.text(max_size=20)
+
+
+@given(url_like)
+@settings(max_examples=500)
+def test_a_url_becomes_a_link_or_redirect_only_as_a_browser_would_read_it(url: str) -> None:
+    """What `links` lets through is, read as a browser reads it, on this site or http(s)."""
+    from tests.test_hardening_web import browser_reads, stays_on_site
+    from tracker.web import links
+    from tracker.web.dashboard import safe_url
+
+    if links.local_path(url) is not None:
+        assert stays_on_site(url) and browser_reads(url).path.startswith("/")
+        assert links.safe_next(url, "/") == url
+    else:
+        assert links.safe_next(url, "/") == "/"
+    if links.web_link(url) is not None:
+        parts = browser_reads(url)
+        assert parts.scheme.lower() in ("http", "https") and parts.hostname
+    shown = safe_url(url)
+    assert shown is None or stays_on_site(shown) or browser_reads(shown).scheme in ("http", "https")

@@ -99,7 +99,13 @@ def _stream(url: str, out: BinaryIO, settings: Settings, guard: netguard.Guard) 
             if status != 200:
                 raise DownloadError(f"the link answered HTTP {status}")
             declared = response.headers.get("Content-Length", "")
-            if declared.isdigit() and int(declared) > cap:
+            # ASCII digits only: isdigit() also takes "²" (a latin-1 byte), which int() refuses,
+            # as it refuses more than 4,300 digits (a length that long is too large anyway)
+            if (
+                declared.isascii()
+                and declared.isdigit()
+                and (len(declared) > 18 or int(declared) > cap)
+            ):
                 raise TooLarge(f"larger than the {cap}-byte limit ({declared} bytes announced)")
             total = 0
             deadline = time.monotonic() + DOWNLOAD_DEADLINE

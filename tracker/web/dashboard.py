@@ -12,7 +12,7 @@ import json
 import logging
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 from flask import (
     Blueprint,
@@ -32,7 +32,7 @@ from .. import jsonsafe, lifecycle, services, validate
 from ..models import FINAL_STATES, STATES, Task
 from ..serialize import short_image, task_json
 from ..upstream import UpstreamError
-from . import csrf, forms, listing, throttle
+from . import csrf, forms, links, listing, throttle
 from .auth import request_has_token
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ def _setup(state: Any) -> None:
         when=when,
         wait=wait,
         safe_url=safe_url,
+        web_link=links.web_link,
         pretty=pretty,
         short=short,
         image=short_image,
@@ -95,13 +96,12 @@ def when(value: datetime | None) -> str:
 
 
 def safe_url(value: str | None) -> str | None:
-    """Only http(s) and this site's own paths go into href/src: never `javascript:`."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.startswith("/") and not value.startswith("//"):
-        return value
-    return value if urlsplit(value).scheme.lower() in ("http", "https") else None
+    """Only http(s) and this site's own paths go into href/src: never `javascript:`.
+
+    URLs that users or the upstream gave go through `links.web_link` instead (absolute
+    http(s) only): a path there could still be read by a browser as another site.
+    """
+    return links.local_path(value) or links.web_link(value)
 
 
 def pretty(payload: str | None) -> str:
@@ -156,9 +156,7 @@ def _no_store(response: Response) -> Response:
 
 
 def _safe_next(target: str | None) -> str:
-    if target and target.startswith("/") and not target.startswith(("//", "/\\")):
-        return target
-    return url_for("dashboard.index")
+    return links.safe_next(target, url_for("dashboard.index"))
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -190,10 +188,7 @@ def logout():  # type: ignore[no-untyped-def]
 
 
 def _cursor_arg() -> int | None:
-    raw = request.args.get("cursor", "")
-    if raw.isdigit() and 0 < int(raw) <= listing.MAX_CURSOR:
-        return int(raw)
-    return None
+    return listing.cursor_from(request.args.get("cursor", ""))
 
 
 def list_url(state: str | None, query: str, cursor: int | None = None) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Integer, Row, column, func, literal_column, select, table
 from sqlalchemy.orm import Session, selectinload
 
+from .. import MAX_ID
 from ..db import Database
 from ..models import STATES, StateCount, Task
 
@@ -29,9 +30,11 @@ PROMPT_CHARS = 240
 MIN_PREFIX = 3
 MAX_INDEXED_PREFIX = 5  # FTS5 prefix indexes of migration 0002: 2 to 5 characters
 MAX_WORDS = 8
-MAX_CURSOR = 2**62
+MAX_CURSOR = MAX_ID  # tasks.id is a 32-bit integer on PostgreSQL: a larger one is refused there
+# ASCII digits only: str.isdigit() also takes "²", which int() refuses
+_CURSOR = re.compile(r"[0-9]{1,19}")
 
-_LOCAL_ID = re.compile(r"#?(\d{1,18})")
+_LOCAL_ID = re.compile(r"#?([0-9]{1,18})")
 _UPSTREAM_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 _WORD = re.compile(r"[^\W_]+")
 
@@ -55,6 +58,18 @@ _fts = table("tasks_fts", column("rowid", Integer))
 _MATCH = literal_column("tasks_fts").op("MATCH")
 _SIMPLE = literal_column("'simple'::regconfig")
 _VECTOR = literal_column("tasks.search_vector")
+
+
+def cursor_from(raw: str) -> int | None:
+    """A page cursor from the query string; anything else (or past every id) is the first page.
+
+    Never an error: the cursor comes from our own "Older" link, and a mangled one is best
+    answered with the newest tasks.
+    """
+    if not _CURSOR.fullmatch(raw):
+        return None
+    value = int(raw)
+    return value if 0 < value <= MAX_CURSOR else None
 
 
 @dataclass
@@ -193,7 +208,7 @@ def search_rows(
     search = _Search(session, db, state, cursor, limit)
     text = query.strip()
     local = _LOCAL_ID.fullmatch(text)
-    if local:
+    if local and int(local.group(1)) <= MAX_ID:  # a larger one is no task (and PostgreSQL errs)
         search.where("id", Task.id == int(local.group(1)))
     if _UPSTREAM_ID.fullmatch(text):
         for kind, col in (("upstream id", Task.upstream_id), ("source id", Task.source_task_id)):
