@@ -70,6 +70,7 @@ class _Job:
     thumbnail_url: str | None
     need_video: bool
     need_thumbnail: bool
+    upstream: str = "proxy"
 
 
 class _FreshLinks:
@@ -140,7 +141,9 @@ def _archive_one(
 ) -> bool:
     """Fetch what the task lacks and record the outcome; True when a file was archived."""
     root = Path(settings.media_dir)
-    links = _FreshLinks(client, job.upstream_id)
+    # only the API that made the task can hand out a fresh link for it
+    same_api = job.upstream == client.dialect.name
+    links = _FreshLinks(client, job.upstream_id if same_api else None)
     video_name = thumb_name = None
     try:
         if job.need_video:
@@ -257,6 +260,7 @@ def _claim(db: Database, settings: Settings, task_id: int, *, due_only: bool) ->
             thumbnail_url=task.thumbnail_url,
             need_video=need_video,
             need_thumbnail=need_thumbnail,
+            upstream=task.upstream,
         )
 
 
