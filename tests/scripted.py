@@ -25,6 +25,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     content_type: str | None = None
+    hold: threading.Event | None = None  # answer only once the test sets it
 
 
 @dataclass
@@ -56,6 +57,7 @@ def raw_task(task_id: str, state: str = "pending", **extra: Any) -> dict[str, An
 class ScriptedUpstream:
     def __init__(self) -> None:
         self.replies: list[Reply] = []
+        self.routes: dict[tuple[str, str], list[Reply]] = {}
         self.seen: list[Seen] = []
         self._lock = threading.Lock()
         self.server: LiveServer = serve(lambda _url: self)
@@ -65,6 +67,16 @@ class ScriptedUpstream:
         with self._lock:
             self.replies.extend(replies)
         return self
+
+    def route(self, method: str, path: str, *replies: Reply) -> ScriptedUpstream:
+        """Answer `method path` from its own script, before the shared one; the last repeats."""
+        with self._lock:
+            self.routes.setdefault((method.upper(), path), []).extend(replies)
+        return self
+
+    def creates(self) -> list[Seen]:
+        """The creates and extends received (batch queries are POSTs too, but not these)."""
+        return [s for s in self.posts() if s.path.startswith("/luma/generations")]
 
     def posts(self) -> list[Seen]:
         return [s for s in self.seen if s.method == "POST"]
@@ -78,11 +90,17 @@ class ScriptedUpstream:
             body = raw.decode("utf-8", "replace")
         with self._lock:
             self.seen.append(Seen(request.method, request.path, dict(request.headers), body))
-            reply = self.replies.pop(0) if self.replies else None
+            routed = self.routes.get((request.method, request.path))
+            if routed:
+                reply = routed.pop(0) if len(routed) > 1 else routed[0]
+            else:
+                reply = self.replies.pop(0) if self.replies else None
         if reply is None:  # the default: accept and answer the raw object
             reply = Reply(body=raw_task(str(uuid.uuid4())))
         if reply.delay:
             time.sleep(reply.delay)
+        if reply.hold is not None:
+            reply.hold.wait(10)
         if isinstance(reply.body, dict | list):
             response = Response(json.dumps(reply.body), reply.status, reply.headers)
             response.content_type = reply.content_type or "application/json"

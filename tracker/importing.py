@@ -95,7 +95,7 @@ def import_task(
             upstream=client.dialect.name,
             upstream_id=upstream_id,
             source_task_id=asked.source_id,
-            user_prompt=asked.prompt or f"(imported: {upstream_id})",
+            user_prompt=upd.prompt or asked.prompt or f"(imported: {upstream_id})",
             options={},
             created_at=now,
             updated_at=now,

@@ -29,10 +29,11 @@ from sqlalchemy.orm import Session
 from . import dialects
 from .db import Database
 from .models import IN_FLIGHT_STATES, StateCount, Task, TaskEvent, utcnow
-from .parse import Update
+from .parse import CreateAnswer, Update, parse_create
 from .redact import redact
 from .settings import Settings
 from .upstream import (
+    Answer,
     APIStatusError,
     LumaClient,
     RateLimitError,
@@ -277,27 +278,23 @@ def send(db: Database, settings: Settings, client: LumaClient, task_id: int, tok
         assert task is not None
         before = task.state
         task.claimed_until = None
+        created = parse_create(answer.body) if answer is not None else None
         if task.state != "submitting":
-            # a callback beat the answer, or the send outlived its lease and the task was given
-            # up as "outcome unknown": the callback's news stands, the answer adds the id
-            if answer is not None and not task.upstream_id:
-                task.upstream_id = answer.update.upstream_id
-            note = "sent"
-            if answer is not None and outcome_unknown(task):
-                set_state(session, task, "pending")  # accepted after all: follow it again
-                task.failure_reason = None
-                task.last_news_at = now
-                task.next_check_at = now + timedelta(seconds=settings.poll_after)
-                note = "sent; accepted after the task had been given up as unknown"
-            shown: dict[str, Any] = {"request": request_shown}
-            if answer is not None:
-                shown["answer"] = answer.body
-            record(session, task, "submit", before=before, payload=shown, note=note)
+            _late_answer(session, settings, task, created, request_shown, answer)
             return task
-        if answer is not None:
-            upd = answer.update
-            task.upstream_id = upd.upstream_id or task.upstream_id
+        if answer is not None and created is not None and created.refused is not None:
+            # a 200 whose body says it failed (upstream.md): nothing was created
+            _refuse(session, task, created.refused, request_shown, answer.status, answer.body)
+        elif answer is not None and created is not None and created.unknown:
+            # neither a task id nor a failure: a task we cannot name may exist (the money guard)
+            mark_outcome_unknown(
+                session, task, "the answer named no task id", request_shown, answer.body
+            )
+        elif answer is not None and created is not None:
+            upd = created.update
+            task.upstream_id = upd.upstream_id
             set_state(session, task, "pending")
+            take_progress(task, upd)
             task.last_news_at = now
             task.next_check_at = now + timedelta(seconds=settings.poll_after)
             record(
@@ -306,7 +303,7 @@ def send(db: Database, settings: Settings, client: LumaClient, task_id: int, tok
                 "submit",
                 before=before,
                 payload={"request": request_shown, "status": answer.status, "answer": answer.body},
-                note="sent" if task.upstream_id else "sent; the answer named no task id",
+                note="sent",
             )
             if upd.understood and upd.state not in (None, "pending"):
                 apply(session, settings, task, upd, "submit", payload=None)
@@ -326,19 +323,7 @@ def send(db: Database, settings: Settings, client: LumaClient, task_id: int, tok
                 note=f"not accepted now ({error.message}); will try again in {wait:g} s",
             )
         elif isinstance(error, APIStatusError) and error.status < 500:
-            set_state(session, task, "rejected")
-            # the reason may echo our request (a validator's "input"): keep no token in it
-            task.failure_reason = redact(f"upstream refused: {error.reason}")
-            task.callback_token_hash = None  # nothing was created: nothing may call back
-            task.next_check_at = None
-            record(
-                session,
-                task,
-                "submit",
-                before=before,
-                payload={"request": request_shown, "status": error.status, "answer": error.body},
-                note=task.failure_reason,
-            )
+            _refuse(session, task, error.reason, request_shown, error.status, error.body)
         else:
             assert error is not None
             mark_outcome_unknown(session, task, error.message, request_shown)
@@ -347,6 +332,74 @@ def send(db: Database, settings: Settings, client: LumaClient, task_id: int, tok
 
 def _others(settings: Settings) -> tuple[str, ...]:
     return tuple(f for f in dialects.FLAVORS if f != settings.luma_api_flavor)
+
+
+def _refuse(
+    session: Session,
+    task: Task,
+    reason: str,
+    request_shown: dict[str, Any],
+    status: int,
+    body: Any,
+) -> None:
+    """The upstream said no (a 4xx, or a 2xx whose body says it failed): nothing was created."""
+    before = task.state
+    set_state(session, task, "rejected")
+    # the reason may echo our request (a validator's "input"): keep no token in it
+    task.failure_reason = redact(f"upstream refused: {reason}")
+    task.callback_token_hash = None  # nothing was created: nothing may call back
+    task.next_check_at = None
+    clear_progress(task)
+    record(
+        session,
+        task,
+        "submit",
+        before=before,
+        payload={"request": request_shown, "status": status, "answer": body},
+        note=task.failure_reason,
+    )
+
+
+def _late_answer(
+    session: Session,
+    settings: Settings,
+    task: Task,
+    created: CreateAnswer | None,
+    request_shown: dict[str, Any],
+    answer: Answer | None,
+) -> None:
+    """The create's answer came after the task left `submitting`.
+
+    A callback beat the answer (its news stands, the answer adds the id), or the send
+    outlived its lease and the task was given up as "outcome unknown": an answer naming the
+    task revives it; one saying it was refused settles it; one naming nothing changes nothing.
+    """
+    now = utcnow()
+    before = task.state
+    note = "sent"
+    if created is not None and created.accepted and not task.upstream_id:
+        task.upstream_id = created.update.upstream_id
+    if created is not None and created.accepted and outcome_unknown(task):
+        set_state(session, task, "pending")  # accepted after all: follow it again
+        task.failure_reason = None
+        task.last_news_at = now
+        task.next_check_at = now + timedelta(seconds=settings.poll_after)
+        note = "sent; accepted after the task had been given up as unknown"
+    elif created is not None and created.refused is not None and outcome_unknown(task):
+        task.failure_reason = redact(f"upstream refused: {created.refused}")
+        task.callback_token_hash = None
+        note = task.failure_reason
+    elif created is not None and created.refused is not None:
+        note = f"sent; the answer says refused ({created.refused}) but the task had news already"
+    elif created is not None and created.unknown:
+        note = "sent; the answer named no task id"
+    shown: dict[str, Any] = {"request": request_shown}
+    if answer is not None:
+        shown["answer"] = answer.body
+    record(session, task, "submit", before=before, payload=shown, note=redact(note))
+    if task.state in ("pending", "processing") and not task.upstream_id:
+        # never in flight without an id: nothing could query it (a callback moved it, say)
+        mark_outcome_unknown(session, task, "the upstream never named the task")
 
 
 OUTCOME_UNKNOWN = "outcome unknown"
@@ -358,7 +411,11 @@ def outcome_unknown(task: Task) -> bool:
 
 
 def mark_outcome_unknown(
-    session: Session, task: Task, why: str, request_shown: dict[str, Any] | None = None
+    session: Session,
+    task: Task,
+    why: str,
+    request_shown: dict[str, Any] | None = None,
+    answer: Any = None,
 ) -> None:
     """A create that may or may not have happened upstream: never resend on our own."""
     before = task.state
@@ -369,7 +426,10 @@ def mark_outcome_unknown(
         f"{OUTCOME_UNKNOWN}: {why}. The upstream may have created (and charged for) this task; "
         "resend it only if it does not show up."
     )
-    payload = {"request": request_shown} if request_shown else None
+    clear_progress(task)
+    payload: dict[str, Any] | None = {"request": request_shown} if request_shown else None
+    if payload is not None and answer is not None:
+        payload["answer"] = answer
     record(session, task, "submit", before=before, payload=payload, note=task.failure_reason)
 
 
@@ -462,6 +522,11 @@ def apply(
 
     changed = False
     target = _target_state(task, upd) if upd.understood else None
+    unnamed = target in ("pending", "processing") and not task.upstream_id
+    if unnamed:
+        # in flight with no id, nothing could ever query it: wait for an answer that names it
+        note = note or f"{target} ignored: no upstream id names this task yet"
+        target = None
     if target and target != before and _may_move(task, target, source):
         set_state(session, task, target)
         changed = True
@@ -474,6 +539,10 @@ def apply(
             task.next_archive_at = now
     if upd.upstream_state and (changed or target == task.state):
         task.upstream_state = upd.upstream_state
+    if changed and task.is_final:
+        settle_progress(task)
+    elif target is not None and target == task.state:
+        take_progress(task, upd)
     # a fresh link is worth keeping even when the state did not move (links expire)
     if upd.video_url and task.state == "completed" and upd.video_url != task.video_url:
         task.video_url = upd.video_url
@@ -510,6 +579,32 @@ def apply(
     return changed
 
 
+def take_progress(task: Task, upd: Update) -> None:
+    """Keep how far along the upstream says the task is; it never goes back while it runs.
+
+    The caller passes only an update that speaks for the task's current state. A late or
+    reordered answer with a smaller figure is ignored; the wait estimate is the upstream's
+    latest word on the current state (gone when the upstream no longer gives one).
+    """
+    if task.is_final:
+        return
+    if upd.progress is not None:
+        task.progress = max(task.progress or 0, upd.progress)
+    task.estimate_wait_seconds = upd.estimate_wait_seconds
+
+
+def settle_progress(task: Task) -> None:
+    """A final state: a completed task is at 100 %; any other has no progress to show."""
+    task.progress = 100 if task.state == "completed" else None
+    task.estimate_wait_seconds = None
+
+
+def clear_progress(task: Task) -> None:
+    """Refused, unknown, resent: nothing runs upstream that we can follow."""
+    task.progress = None
+    task.estimate_wait_seconds = None
+
+
 # -- the manual actions ---------------------------------------------------------------------
 
 
@@ -535,6 +630,7 @@ def resend(db: Database, settings: Settings, client: LumaClient, task_id: int) -
         task.upstream_id = None
         task.upstream_state = None
         task.callback_token_hash = None
+        clear_progress(task)
         task.next_check_at = task.submitted_at = utcnow()  # a new attempt: a new clock
         record(session, task, "user", before=before, note=f"resent as attempt {task.attempts + 1}")
     dispatch(db, settings, client, task_id)
@@ -620,6 +716,7 @@ def time_out_overdue(db: Database, settings: Settings, limit: int = 500) -> int:
         for task in tasks:
             before = task.state
             set_state(session, task, "timed_out")
+            settle_progress(task)
             task.next_check_at = None
             task.claimed_until = None
             task.failure_reason = f"no final state after {settings.task_timeout:g} s" + (

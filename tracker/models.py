@@ -89,6 +89,9 @@ class Task(Base):
     video_url: Mapped[str | None] = mapped_column(Text)
     thumbnail_url: Mapped[str | None] = mapped_column(Text)
     failure_reason: Mapped[str | None] = mapped_column(Text)
+    # how far along the upstream says it is (0-100) and its own wait guess, where it gives them
+    progress: Mapped[int | None] = mapped_column(Integer)
+    estimate_wait_seconds: Mapped[int | None] = mapped_column(Integer)
 
     # sha256 of the per-task callback token; the token itself is never stored
     callback_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)

@@ -67,6 +67,8 @@ def task_json(task: Task, *, events: bool = False) -> dict[str, Any]:
         "media_url": f"/media/{task.id}/video" if task.media_path else None,
         "thumbnail_media_url": f"/media/{task.id}/thumbnail" if task.thumbnail_path else None,
         "failure_reason": task.failure_reason,
+        "progress": task.progress,
+        "estimate_wait_seconds": task.estimate_wait_seconds,
         "attempts": task.attempts,
         "created_at": iso(task.created_at),
         "updated_at": iso(task.updated_at),

@@ -55,6 +55,7 @@ def _setup(state: Any) -> None:
     app.jinja_env.filters.update(
         ago=ago,
         when=when,
+        wait=wait,
         safe_url=safe_url,
         pretty=pretty,
         short=short,
@@ -85,6 +86,17 @@ def dollars(cents: int | None) -> str:
         return "—"
     sign = "-" if cents < 0 else ""
     return f"{sign}${abs(cents) // 100:,}.{abs(cents) % 100:02d}"
+
+
+def wait(seconds: int | None) -> str:
+    """The upstream's wait estimate as a person reads it: "about 3 min"."""
+    if seconds is None:
+        return "—"
+    if seconds < 60:
+        return f"about {seconds} s"
+    if seconds < 3600:
+        return f"about {round(seconds / 60)} min"
+    return f"about {seconds / 3600:.1f} h"
 
 
 def when(value: datetime | None) -> str:

@@ -48,6 +48,8 @@ LIST_COLUMNS = (
     Task.thumbnail_url,
     Task.thumbnail_path.is_not(None).label("thumbnail_archived"),
     func.substr(Task.failure_reason, 1, PROMPT_CHARS).label("failure_reason"),
+    Task.progress,
+    Task.estimate_wait_seconds,
     Task.created_at,
     Task.updated_at,
 )

@@ -53,6 +53,20 @@ TASK = {
         "media_url": _nullable_string,
         "thumbnail_media_url": _nullable_string,
         "failure_reason": _nullable_string,
+        "progress": {
+            "type": ["integer", "null"],
+            "minimum": 0,
+            "maximum": 100,
+            "description": "how far along the upstream says the task is, in percent; null "
+            "where it does not say. Never goes back while the task runs; 100 once completed, "
+            "null after any other final state.",
+        },
+        "estimate_wait_seconds": {
+            "type": ["integer", "null"],
+            "minimum": 0,
+            "description": "the upstream's own guess of the wait, in seconds, as of its "
+            "latest answer; null where it gives none and once the task is final",
+        },
         "attempts": {"type": "integer"},
         "created_at": {"type": "string", "format": "date-time"},
         "updated_at": {"type": "string", "format": "date-time"},

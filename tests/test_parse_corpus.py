@@ -1,0 +1,80 @@
+"""Every payload in tests/fixtures/upstream/ parses to what its file expects.
+
+A new upstream shape is a new file there (see its README.md); nothing to add here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tracker.parse import Update, parse, parse_batch, parse_create
+
+CORPUS = Path(__file__).parent / "fixtures" / "upstream"
+FILES = sorted(CORPUS.glob("*.json"))
+KINDS = ("task", "batch", "create")
+FAMILIES = (
+    "luma-generation",
+    "raw-",
+    "seed-wrapper",
+    "task-platform",
+    "callback-",
+    "reseller-task",
+    "batch-",
+    "create-refused",
+    "create-unknown",
+)
+
+
+def load(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def check(update: Update, expected: dict[str, Any], where: str) -> None:
+    for key, value in expected.items():
+        assert getattr(update, key) == value, f"{where}: {key}"
+
+
+def test_the_corpus_covers_every_family() -> None:
+    names = [path.stem for path in FILES]
+    for family in FAMILIES:
+        assert any(name.startswith(family) for name in names), family
+    assert {load(path)["kind"] for path in FILES} == set(KINDS)
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
+def test_payload(path: Path) -> None:
+    case = load(path)
+    assert set(case) == {"source", "kind", "body", "expected"}, "the file's keys (see README.md)"
+    assert case["source"].strip(), "every payload says where it came from"
+    body, expected = case["body"], case["expected"]
+    if case["kind"] == "task":
+        check(parse(body), expected, path.name)
+    elif case["kind"] == "batch":
+        updates = parse_batch(body)
+        assert len(updates) == len(expected["updates"])
+        for update, want in zip(updates, expected["updates"], strict=True):
+            check(update, want, path.name)
+    else:
+        assert case["kind"] == "create"
+        answer = parse_create(body)
+        outcome = "refused" if answer.refused else "accepted" if answer.accepted else "unknown"
+        assert outcome == expected["outcome"]
+        assert answer.refused == expected.get("reason")
+        check(answer.update, expected.get("update", {}), path.name)
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in FILES if load(p)["kind"] == "task"], ids=lambda p: p.stem
+)
+def test_a_task_payload_reads_the_same_wherever_it_arrives(path: Path) -> None:
+    """As a query's answer, a callback in an envelope, a batch entry, or a create answer."""
+    body = load(path)["body"]
+    direct = parse(body)
+    assert parse({"timestamp": 1735000000, "data": body}) == direct
+    if direct.upstream_id:
+        assert parse_batch([body]) == [direct]
+        assert parse_create(body).update == direct
