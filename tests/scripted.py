@@ -76,7 +76,7 @@ class ScriptedUpstream:
 
     def creates(self) -> list[Seen]:
         """The creates and extends received (batch queries are POSTs too, but not these)."""
-        return [s for s in self.posts() if s.path.startswith("/luma/generations")]
+        return [s for s in self.posts() if s.path.startswith(("/luma/generations", "/generations"))]
 
     def posts(self) -> list[Seen]:
         return [s for s in self.seen if s.method == "POST"]
