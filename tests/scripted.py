@@ -95,6 +95,8 @@ class ScriptedUpstream:
                 reply = routed.pop(0) if len(routed) > 1 else routed[0]
             else:
                 reply = self.replies.pop(0) if self.replies else None
+        if reply is None and request.method == "GET":  # the default: the task asked about
+            reply = Reply(body=raw_task(request.path.rsplit("/", 1)[-1]))
         if reply is None:  # the default: accept and answer the raw object
             reply = Reply(body=raw_task(str(uuid.uuid4())))
         if reply.delay:
