@@ -260,7 +260,7 @@ def test_after_a_switch_the_worker_leaves_the_other_dialects_tasks_alone(
                 task.submitted_at = task.created_at = long_ago
                 task.next_check_at = long_ago
         settings = make_settings(
-            luma_api_base=sim.url, luma_api_flavor="luma", poll_after=0.0, max_in_flight=3
+            luma_api_base=sim.url, luma_api_flavor="luma", poll_after=0.0, max_in_flight=2
         )
         client = make_client(settings)
         mine = lifecycle.submit(
