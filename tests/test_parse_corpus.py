@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tracker.parse import Update, parse, parse_batch, parse_create
 
@@ -78,3 +80,48 @@ def test_a_task_payload_reads_the_same_wherever_it_arrives(path: Path) -> None:
     if direct.upstream_id:
         assert parse_batch([body]) == [direct]
         assert parse_create(body).update == direct
+
+
+_KEYS = st.sampled_from(
+    [
+        "id",
+        "task_id",
+        "state",
+        "status",
+        "data",
+        "output",
+        "assets",
+        "video",
+        "video_url",
+        "url",
+        "progress",
+        "estimate_wait_seconds",
+        "code",
+        "success",
+        "error",
+        "message",
+        "detail",
+    ]
+)
+_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.sampled_from(["succeed", "45%", "dreaming", "https://x.example/v.mp4", "200", ""])
+    | st.text(max_size=12),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(_KEYS, children, max_size=6),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=300)
+@given(_VALUES)
+def test_any_body_gives_bounded_values(body: object) -> None:
+    """Whatever an upstream sends, the fields fit their columns and a create has one outcome."""
+    for update in [parse(body), *parse_batch(body), parse_create(body).update]:
+        assert update.progress is None or 0 <= update.progress <= 100
+        assert update.estimate_wait_seconds is None or update.estimate_wait_seconds >= 0
+        assert update.failure_reason is None or update.state == "failed"
+    answer = parse_create(body)
+    assert [answer.accepted, answer.unknown, answer.refused is not None].count(True) == 1

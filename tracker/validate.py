@@ -31,6 +31,19 @@ IMAGE = re.compile(IMAGE_PATTERN)
 
 COMMON_FIELDS = ("source_task_id", "user_prompt", "expand_prompt", "image_url", "image_end_url")
 GENERATE_FIELDS = ("aspect_ratio", "loop", "resolution", "duration", "model_name")
+# fields a submission may not carry because the tracker fills them (from the upstream's answers)
+TRACKER_SETS = frozenset(
+    {
+        "notify_hook",
+        "callback_url",
+        "upstream",
+        "state",
+        "upstream_id",
+        "progress",
+        "estimate_wait_seconds",
+        "video_url",
+    }
+)
 
 
 class ValidationError(ValueError):
@@ -99,11 +112,7 @@ def new_task(body: Any, flavor: str = "proxy") -> NewTask:
         raise ValidationError(None, "the body must be a JSON object")
     for key in body:
         if key not in COMMON_FIELDS and key not in GENERATE_FIELDS:
-            hint = (
-                " (the tracker sets it)"
-                if key in ("notify_hook", "callback_url", "upstream")
-                else ""
-            )
+            hint = " (the tracker sets it)" if key in TRACKER_SETS else ""
             raise ValidationError(str(key)[:64], f"{str(key)[:64]} is not a known field{hint}")
 
     if "user_prompt" not in body or body["user_prompt"] is None:
