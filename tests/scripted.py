@@ -76,7 +76,7 @@ class ScriptedUpstream:
 
     def creates(self) -> list[Seen]:
         """The creates and extends received (batch queries are POSTs too, but not these)."""
-        return [s for s in self.posts() if s.path.startswith("/luma/generations")]
+        return [s for s in self.posts() if s.path.startswith(("/luma/generations", "/generations"))]
 
     def posts(self) -> list[Seen]:
         return [s for s in self.seen if s.method == "POST"]
@@ -95,6 +95,8 @@ class ScriptedUpstream:
                 reply = routed.pop(0) if len(routed) > 1 else routed[0]
             else:
                 reply = self.replies.pop(0) if self.replies else None
+        if reply is None and request.method == "GET":  # the default: the task asked about
+            reply = Reply(body=raw_task(request.path.rsplit("/", 1)[-1]))
         if reply is None:  # the default: accept and answer the raw object
             reply = Reply(body=raw_task(str(uuid.uuid4())))
         if reply.delay:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import requests
 
 from tests.conftest import wait_for
@@ -20,7 +21,8 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_tracker_dev_runs_the_whole_loop(tmp_path: Path) -> None:
+@pytest.mark.parametrize("flavor", ["proxy", "luma"])
+def test_tracker_dev_runs_the_whole_loop(tmp_path: Path, flavor: str) -> None:
     port, sim_port = _free_port(), _free_port()
     env = {
         "PATH": os.environ["PATH"],
@@ -30,6 +32,7 @@ def test_tracker_dev_runs_the_whole_loop(tmp_path: Path) -> None:
         "DATABASE_URL": f"sqlite:///{tmp_path / 'tracker.db'}",
         "TRACKER_MEDIA_DIR": str(tmp_path / "media"),
         "WEB_CONCURRENCY": "1",
+        "LUMA_API_FLAVOR": flavor,  # without a key, the simulator speaks this dialect
     }
     root = Path(__file__).resolve().parent.parent
     tracker = Path(sys.executable).parent / "tracker"
@@ -52,9 +55,11 @@ def test_tracker_dev_runs_the_whole_loop(tmp_path: Path) -> None:
         assert video.status_code == 200 and video.content[4:8] == b"ftyp"
         page = requests.get(base + "/", timeout=5)
         assert page.status_code == 200 and "lighthouse" in page.text.lower()
+        assert {t["upstream"] for t in tasks} == {flavor}
     finally:
         dev.send_signal(signal.SIGINT)
         dev.wait(timeout=30)
     text = log.read_text()
     assert "No LUMA_API_KEY: using the simulated upstream" in text
+    assert ("Luma's own API" in text) == (flavor == "luma")
     assert dev.returncode == 0, text[-3000:]

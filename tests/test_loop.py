@@ -1,20 +1,46 @@
-"""The whole loop against the simulated upstream: submit, callbacks, completed; extend it."""
+"""The whole loop against the simulated upstream: submit, callbacks, completed; extend it.
+
+Every test runs on both dialects (LUMA_API_FLAVOR=proxy and luma): the same API, states
+and callback route, whichever API the simulator speaks.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
 import requests
 
 from tests.conftest import api_task, wait_for
+from tracker import worker
+from tracker.simulator import Simulator
+
+FLAVORS = ["proxy", "luma"]
 
 
-def test_submit_to_completed_by_callbacks_then_extend(live, sim) -> None:  # type: ignore[no-untyped-def]
-    app = live(luma_api_base=sim.url).url
+@pytest.fixture(params=FLAVORS)
+def flavor(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def sim(flavor: str) -> Iterator[Simulator]:
+    """The simulated upstream speaking this test's dialect."""
+    simulator = Simulator(processing_after=0.2, complete_after=0.6, flavor=flavor).start()
+    yield simulator
+    simulator.stop()
+
+
+def test_submit_to_completed_by_callbacks_then_extend(live, sim, flavor) -> None:  # type: ignore[no-untyped-def]
+    app = live(luma_api_base=sim.url, luma_api_flavor=flavor).url
     created = requests.post(
         f"{app}/api/tasks", json={"user_prompt": "a paper boat on a lake"}, timeout=5
     )
     assert created.status_code == 201
     task = created.json()
     assert task["state"] == "pending"
+    assert task["upstream"] == flavor
 
     done = wait_for(lambda: (t := api_task(app, task["id"]))["state"] == "completed" and t)
     assert done["video_url"].startswith(sim.url)
@@ -33,10 +59,39 @@ def test_submit_to_completed_by_callbacks_then_extend(live, sim) -> None:  # typ
     finished = wait_for(lambda: (t := api_task(app, extend["id"]))["state"] == "completed" and t)
     assert finished["source_task_id"] == done["upstream_id"]
     assert sim.creates == 2
+    source = sim.tasks[finished["upstream_id"]].source_id
+    assert source == done["upstream_id"]  # the upstream extended that very video
 
 
-def test_failure_reported_by_callback(live, sim) -> None:  # type: ignore[no-untyped-def]
-    app = live(luma_api_base=sim.url).url
+def test_submit_to_completed_by_polling_only(  # type: ignore[no-untyped-def]
+    live, sim, flavor, db, make_settings
+) -> None:
+    worker._manners.clear()
+    app = live(callbacks=False, luma_api_base=sim.url, luma_api_flavor=flavor, poll_after=0.1).url
+    task = requests.post(f"{app}/api/tasks", json={"user_prompt": "a red kite"}, timeout=5).json()
+    assert task["state"] == "pending"
+    settings = make_settings(luma_api_base=sim.url, luma_api_flavor=flavor, poll_after=0.1)
+
+    def finished() -> dict[str, Any] | None:
+        worker.run_once(settings, db=db)
+        shown = api_task(app, task["id"])
+        return shown if shown["state"] == "completed" and shown["media_url"] else None
+
+    done = wait_for(finished, timeout=20, interval=0.1)
+    assert done["video_url"].startswith(sim.url)
+    assert done["thumbnail_url"].startswith(sim.url)
+    assert {e["source"] for e in done["events"]} >= {"submit", "poll"}
+    assert not [e for e in done["events"] if e["source"] == "callback"]
+    archived = requests.get(app + done["media_url"], timeout=5)
+    assert archived.status_code == 200 and archived.content[4:8] == b"ftyp"
+    routes = {r.route for r in sim.requests}
+    if flavor == "luma":
+        assert "batch" not in routes  # Luma's API has none: the worker never tried one
+    assert sim.creates == 1
+
+
+def test_failure_reported_by_callback(live, sim, flavor) -> None:  # type: ignore[no-untyped-def]
+    app = live(luma_api_base=sim.url, luma_api_flavor=flavor).url
     task = requests.post(
         f"{app}/api/tasks", json={"user_prompt": "please fail this one"}, timeout=5
     ).json()
@@ -44,8 +99,8 @@ def test_failure_reported_by_callback(live, sim) -> None:  # type: ignore[no-unt
     assert failed["failure_reason"] == "Frame moderation failed"
 
 
-def test_extending_an_unfinished_video_is_rejected(live, sim) -> None:  # type: ignore[no-untyped-def]
-    app = live(luma_api_base=sim.url).url
+def test_extending_an_unfinished_video_is_rejected(live, sim, flavor) -> None:  # type: ignore[no-untyped-def]
+    app = live(luma_api_base=sim.url, luma_api_flavor=flavor).url
     first = requests.post(f"{app}/api/tasks", json={"user_prompt": "a red kite"}, timeout=5).json()
     second = requests.post(
         f"{app}/api/tasks",

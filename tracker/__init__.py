@@ -49,6 +49,7 @@ def make_client(settings: Settings) -> LumaClient:
         connect_timeout=settings.connect_timeout,
         read_timeout=settings.read_timeout,
         pool_size=max(10, settings.poll_concurrency + 2),
+        flavor=settings.luma_api_flavor,
     )
 
 

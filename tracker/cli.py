@@ -124,6 +124,13 @@ def db_copy(target: str) -> None:
 @click.option("--no-callbacks", is_flag=True, help="never call notify_hook (test the poller)")
 @click.option("--processing-after", default=1.0, show_default=True, type=float)
 @click.option("--complete-after", default=3.0, show_default=True, type=float)
+@click.option(
+    "--flavor",
+    type=click.Choice(["proxy", "luma"]),
+    default="proxy",
+    show_default=True,
+    help="which API to speak: the reseller proxy's or Luma's own",
+)
 def simulate(
     host: str,
     port: int,
@@ -131,11 +138,12 @@ def simulate(
     no_callbacks: bool,
     processing_after: float,
     complete_after: float,
+    flavor: str,
 ) -> None:
     """Run the simulated upstream in the foreground."""
     from . import simulator
 
-    argv = ["--host", host, "--port", str(port)]
+    argv = ["--host", host, "--port", str(port), "--flavor", flavor]
     argv += ["--processing-after", str(processing_after), "--complete-after", str(complete_after)]
     if key:
         argv += ["--key", key]
@@ -230,11 +238,39 @@ def submit(
         "image_end_url": image_end_url,
     }
     try:
-        new = validate.new_task({k: v for k, v in body.items() if v is not None})
+        new = validate.new_task(
+            {k: v for k, v in body.items() if v is not None}, settings.luma_api_flavor
+        )
     except validate.ValidationError as exc:
         raise click.BadParameter(exc.message, param_hint=exc.field) from None
     database = _db(settings)
     task = lifecycle.submit(database, settings, make_client(settings), new)
+    _show(database, task.id)
+
+
+@main.command("import")
+@click.argument("upstream_id")
+def import_(upstream_id: str) -> None:
+    """Track a task made elsewhere (Luma's web app, another tool) by its upstream id."""
+    from . import importing
+
+    settings = _settings()
+    try:
+        upstream_id = validate.check_upstream_id(upstream_id)
+    except validate.ValidationError as exc:
+        raise click.BadParameter(exc.message, param_hint="UPSTREAM_ID") from None
+    database = _db(settings)
+    try:
+        task, created = importing.import_task(
+            database, settings, make_client(settings), upstream_id
+        )
+    except importing.UnknownUpstreamTask as exc:
+        message = f"the upstream does not know {upstream_id}: {exc.reason}"
+        raise click.ClickException(message) from None
+    except importing.ImportFailed as exc:
+        raise click.ClickException(exc.message) from None
+    if not created:
+        click.echo(f"already tracked as task {task.id}", err=True)
     _show(database, task.id)
 
 

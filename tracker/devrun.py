@@ -93,20 +93,24 @@ def main() -> int:
     if simulated:
         env["LUMA_API_BASE"] = f"http://127.0.0.1:{SIMULATOR_PORT}"
         env.setdefault("TRACKER_MEDIA_ALLOW_PRIVATE", "1")
-        simulate = [_bin("tracker"), "simulate", "--port", str(SIMULATOR_PORT)]
-        if env.get("SIMULATOR_CALLBACKS", "1") == "0":
-            simulate.append("--no-callbacks")
-        log.warning(
-            "No LUMA_API_KEY: using the simulated upstream at %s%s",
-            env["LUMA_API_BASE"],
-            " (callbacks off)" if "--no-callbacks" in simulate else "",
-        )
-        children.append(("simulator", subprocess.Popen(simulate, env=env)))
-    try:
+    try:  # checked before anything starts: a bad setting leaves no child behind
         settings = settings_module.load(env)
     except SettingsError as exc:
         log.error("%s", exc)
         return 2
+    if simulated:
+        # the simulator speaks the configured dialect: LUMA_API_FLAVOR=luma gets Luma's own API
+        flavor = settings.luma_api_flavor
+        simulate = [_bin("tracker"), "simulate", "--port", str(SIMULATOR_PORT), "--flavor", flavor]
+        if env.get("SIMULATOR_CALLBACKS", "1") == "0":
+            simulate.append("--no-callbacks")
+        log.warning(
+            "No LUMA_API_KEY: using the simulated upstream at %s (%s API)%s",
+            env["LUMA_API_BASE"],
+            "Luma's own" if flavor == "luma" else "the proxy's",
+            " (callbacks off)" if "--no-callbacks" in simulate else "",
+        )
+        children.append(("simulator", subprocess.Popen(simulate, env=env)))
     upgrade(settings.database_url)
     children.append(("web", subprocess.Popen(web_command(env), env=env)))
     children.append(("worker", subprocess.Popen([_bin("tracker"), "worker"], env=env)))

@@ -18,14 +18,14 @@ import hashlib
 import logging
 import random
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
-from . import jsonsafe
+from . import dialects, jsonsafe
 from .db import Database
 from .models import IN_FLIGHT_STATES, StateCount, Task, TaskEvent, utcnow
 from .parse import CreateAnswer, Update, parse_create
@@ -71,6 +71,8 @@ class NewTask:
     image_url: str | None = None
     image_end_url: str | None = None
     options: dict[str, Any] | None = None
+    # the dialect it is for ("proxy"/"luma"); None: LUMA_API_FLAVOR at submit ("proxy" in create)
+    upstream: str | None = None
 
 
 def hash_token(token: str) -> str:
@@ -172,6 +174,7 @@ def create(db: Database, new: NewTask) -> Task:
             image_url=new.image_url,
             image_end_url=new.image_end_url,
             options=new.options or {},
+            upstream=new.upstream or "proxy",
             created_at=now,
             updated_at=now,
             next_check_at=now,
@@ -189,20 +192,9 @@ def create(db: Database, new: NewTask) -> Task:
 # -- dispatch -------------------------------------------------------------------------------
 
 
-def request_body(task: Task, notify_hook: str | None) -> dict[str, Any]:
-    """The JSON sent upstream; optional fields the user did not give are left out."""
-    body: dict[str, Any] = {"user_prompt": task.user_prompt}
-    if task.expand_prompt is not None:
-        body["expand_prompt"] = task.expand_prompt
-    if task.image_url:
-        body["image_url"] = task.image_url
-    if task.image_end_url:
-        body["image_end_url"] = task.image_end_url
-    if task.kind == "generate":
-        body.update({k: v for k, v in (task.options or {}).items() if v is not None})
-    if notify_hook:
-        body["notify_hook"] = notify_hook
-    return body
+def request_body(task: Task, notify_hook: str | None, flavor: str = "proxy") -> dict[str, Any]:
+    """The JSON sent upstream in the task's dialect; fields not given are left out."""
+    return dialects.get(flavor).create_request(task, notify_hook).body
 
 
 def _shorten_images(body: dict[str, Any]) -> dict[str, Any]:
@@ -215,15 +207,25 @@ def _shorten_images(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def slots_free(session: Session, settings: Settings, now: datetime) -> int:
+    """Free create slots against this dialect's upstream (the other one's tasks do not count)."""
     in_flight = session.scalar(
         select(func.coalesce(func.sum(StateCount.count), 0)).where(
             StateCount.state.in_(IN_FLIGHT_STATES)
         )
     )
+    elsewhere = session.scalar(
+        select(func.count())
+        .select_from(Task)
+        .where(Task.upstream.in_(_others(settings)), Task.state.in_(IN_FLIGHT_STATES))
+    )
+    in_flight -= elsewhere or 0
     recent = session.scalar(
         select(func.count())
         .select_from(Task)
-        .where(Task.submitted_at >= now - timedelta(seconds=60))
+        .where(
+            Task.submitted_at >= now - timedelta(seconds=60),
+            Task.upstream == settings.luma_api_flavor,
+        )
     )
     return max(0, min(settings.max_in_flight - in_flight, settings.submits_per_minute - recent))
 
@@ -249,7 +251,11 @@ def claim_for_dispatch(
         free = min(limit, slots_free(session, settings, now))
         if free <= 0:
             return []
-        query = select(Task).where(Task.state == "queued", Task.next_check_at <= now)
+        query = select(Task).where(
+            Task.state == "queued",
+            Task.next_check_at <= now,
+            Task.upstream == settings.luma_api_flavor,
+        )
         if task_id is not None:
             query = query.where(Task.id == task_id)
         # row locks too: a sweep (timeout) that got there first is not overwritten
@@ -270,16 +276,14 @@ def send(db: Database, settings: Settings, client: LumaClient, task_id: int, tok
     with db.read() as session:
         task = session.get(Task, task_id)
         assert task is not None
-        body = request_body(task, settings.callback_url(token))
-        kind, source = task.kind, task.source_task_id
+        outgoing = client.dialect.create_request(task, settings.callback_url(token))
     answer = error = None
     try:
-        extend = kind == "extend" and source
-        answer = client.extend(source, body) if extend else client.create(body)
+        answer = client.send(outgoing)
     except UpstreamError as exc:
         error = exc
 
-    request_shown = _shorten_images(body)
+    request_shown = _shorten_images(outgoing.body)
     now = utcnow()
     with db.write() as session:
         task = session.get(Task, task_id, with_for_update=True)
@@ -340,6 +344,10 @@ def send(db: Database, settings: Settings, client: LumaClient, task_id: int, tok
             assert error is not None
             mark_outcome_unknown(session, task, redact(error.message, (token,)), request_shown)
     return task
+
+
+def _others(settings: Settings) -> tuple[str, ...]:
+    return tuple(f for f in dialects.FLAVORS if f != settings.luma_api_flavor)
 
 
 def _refuse(
@@ -457,6 +465,8 @@ def mark_outcome_unknown(
 
 def submit(db: Database, settings: Settings, client: LumaClient, new: NewTask) -> Task:
     """Store the task (committed first), then send it now if a slot is free."""
+    if new.upstream is None:
+        new = replace(new, upstream=settings.luma_api_flavor)
     task = create(db, new)
     dispatch(db, settings, client, task.id)
     return task
@@ -637,6 +647,14 @@ def resend(db: Database, settings: Settings, client: LumaClient, task_id: int) -
             raise LookupError(task_id)
         if task.state != "rejected":
             raise InvalidAction(f"only a rejected task can be resent; this one is {task.state}")
+        if task.upstream != settings.luma_api_flavor:
+            # it is sent again with today's dialect: only if that API can take it
+            problem = dialects.get(settings.luma_api_flavor).unsupported(task)
+            if problem is not None:
+                raise InvalidAction(
+                    f"cannot resend with LUMA_API_FLAVOR={settings.luma_api_flavor}: {problem[1]}"
+                )
+            task.upstream = settings.luma_api_flavor
         before = task.state
         set_state(session, task, "queued")
         task.failure_reason = None
@@ -656,9 +674,14 @@ def poll_one(db: Database, settings: Settings, client: LumaClient, task_id: int)
         task = session.get(Task, task_id)
         if task is None:
             raise LookupError(task_id)
-        upstream_id = task.upstream_id
+        upstream_id, upstream = task.upstream_id, task.upstream
     if not upstream_id:
         raise InvalidAction("this task has no upstream id yet, so there is nothing to query")
+    if upstream != client.dialect.name:
+        raise InvalidAction(
+            f"this task was sent with the {upstream} API, and LUMA_API_FLAVOR is "
+            f"{client.dialect.name}: it can only be queried with LUMA_API_FLAVOR={upstream}"
+        )
     try:
         answer = client.query(upstream_id)
     except UpstreamError as exc:
@@ -711,6 +734,8 @@ def time_out_overdue(db: Database, settings: Settings, limit: int = 500) -> int:
             select(Task)
             .where(
                 Task.state.in_(("queued", "pending", "processing")),
+                # another dialect's tasks wait for a worker that can ask about them
+                Task.upstream == settings.luma_api_flavor,
                 # the clock starts with the current attempt (a resend starts a new one)
                 func.coalesce(Task.submitted_at, Task.created_at) < cutoff,
             )

@@ -65,6 +65,7 @@ class _Job:
     thumbnail_url: str | None
     need_video: bool
     need_thumbnail: bool
+    upstream: str = "proxy"
 
 
 class _FreshLinks:
@@ -152,7 +153,9 @@ def _archive_one(
     """Fetch what the task lacks and record the outcome; True when a file was archived."""
     store = storage.primary(settings)
     assert store is not None
-    links = _FreshLinks(client, job.upstream_id)
+    # only the API that made the task can hand out a fresh link for it
+    same_api = job.upstream == client.dialect.name
+    links = _FreshLinks(client, job.upstream_id if same_api else None)
     video_name = thumb_name = None
     try:
         if job.need_video:
@@ -264,6 +267,7 @@ def _claim(db: Database, settings: Settings, task_id: int, *, due_only: bool) ->
             thumbnail_url=task.thumbnail_url,
             need_video=True,
             need_thumbnail=True,
+            upstream=task.upstream,
         )
     # asked after the claim's commit: a bucket's HEAD must not hold the database's write lock
     store = storage.primary(settings)

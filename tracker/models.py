@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -74,6 +75,8 @@ class Task(Base):
     source_task_id: Mapped[str | None] = mapped_column(String(128), index=True)
     kind: Mapped[str] = mapped_column(String(16))
     state: Mapped[str] = mapped_column(String(16))
+    # the API the task was sent with (LUMA_API_FLAVOR then): only that dialect's worker follows it
+    upstream: Mapped[str] = mapped_column(String(16), default="proxy", server_default="proxy")
     upstream_state: Mapped[str | None] = mapped_column(String(32))
 
     user_prompt: Mapped[str] = mapped_column(Text)
@@ -122,6 +125,8 @@ class Task(Base):
     __table_args__ = (
         Index("ix_tasks_state_id", "state", "id"),
         Index("ix_tasks_state_next_check_at", "state", "next_check_at"),
+        # the dashboard's banner counts the other dialect's unfinished tasks through it
+        Index("ix_tasks_upstream_state", "upstream", "state"),
     )
 
     @property
@@ -171,6 +176,23 @@ class SignIn(Base):
     id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class Account(Base):
+    """What the worker last read of the upstream account (Luma's credit balance).
+
+    The worker writes it at most once a minute (`credits.refresh`); the web only reads it,
+    so no page or API answer ever waits on the upstream for it.
+    """
+
+    __tablename__ = "accounts"
+
+    upstream: Mapped[str] = mapped_column(String(16), primary_key=True)
+    credit_balance: Mapped[int | None] = mapped_column(BigInteger)  # US cents
+    checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # when it was read
+    # the next read may start then: a claim, so several workers ask once a minute in all
+    next_check_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
 
 
 # Search structures made by hand in migration 0002, different on each database (SQLite's FTS5

@@ -36,12 +36,22 @@ def event_json(event: TaskEvent) -> dict[str, Any]:
     }
 
 
+def account_json(balance: Any) -> dict[str, Any]:
+    """GET /api/account: the stored balance (credits.Balance), never read on the spot."""
+    return {
+        "upstream": balance.upstream,
+        "credit_balance": balance.credit_balance,
+        "checked_at": iso(balance.checked_at),
+    }
+
+
 def task_json(task: Task, *, events: bool = False) -> dict[str, Any]:
     data: dict[str, Any] = {
         "id": task.id,
         "upstream_id": task.upstream_id,
         "source_task_id": task.source_task_id,
         "kind": task.kind,
+        "upstream": task.upstream,
         "state": task.state,
         "upstream_state": task.upstream_state,
         "user_prompt": task.user_prompt,

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from . import dialects
+from .dialects import FLAVORS
+
 
 class SettingsError(ValueError):
     """A setting has a value the service cannot run with; the message names it."""
@@ -23,6 +26,8 @@ MIN_API_TOKEN_LENGTH = 16
 @dataclass(frozen=True)
 class Settings:
     database_url: str = ""
+    # which upstream API: "proxy" (the reseller's, tracker/dialects/proxy.py) or "luma"
+    luma_api_flavor: str = "proxy"
     luma_api_base: str = "https://www.kkiai.com"
     luma_api_key: str = field(default="", repr=False)
     public_base_url: str = ""
@@ -110,12 +115,21 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
 
 
 def _http_url(env: Mapping[str, str], name: str, default: str) -> str:
-    raw = env.get(name, default).strip().rstrip("/")
+    raw = (env.get(name, "").strip() or default).rstrip("/")
     if raw == "":
         return ""
     parts = urlsplit(raw)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise SettingsError(f"{name} must be an http:// or https:// URL, got {raw!r}")
+    return raw
+
+
+def _flavor(env: Mapping[str, str]) -> str:
+    raw = env.get("LUMA_API_FLAVOR", "").strip().lower()
+    if raw == "":
+        return "proxy"
+    if raw not in FLAVORS:
+        raise SettingsError(f"LUMA_API_FLAVOR must be one of {', '.join(FLAVORS)}, got {raw!r}")
     return raw
 
 
@@ -154,9 +168,11 @@ def load(env: Mapping[str, str] | None = None, *, instance: Path | None = None) 
     instance = instance or Path.cwd() / "instance"
     media_raw = env.get("TRACKER_MEDIA_DIR")
     media_dir = str(instance / "media") if media_raw is None else media_raw.strip()
+    flavor = _flavor(env)
     settings = Settings(
         database_url=_database_url(env, instance),
-        luma_api_base=_http_url(env, "LUMA_API_BASE", "https://www.kkiai.com"),
+        luma_api_flavor=flavor,
+        luma_api_base=_http_url(env, "LUMA_API_BASE", dialects.default_base(flavor)),
         luma_api_key=env.get("LUMA_API_KEY", "").strip(),
         public_base_url=_http_url(env, "PUBLIC_BASE_URL", ""),
         port=_number(env, "PORT", 8000, integer=True, minimum=1),

@@ -1,4 +1,5 @@
-"""A local stand-in for the reseller proxy of Luma's video API (shared/docs/upstream.md).
+"""A local stand-in for the reseller proxy of Luma's video API (shared/docs/upstream.md),
+or, with flavor="luma", for Luma's own API (the routes and shapes in simulator_luma.py).
 
 Why it exists: `make run` without an API key shows a newcomer the whole loop, the tests drive
 the real client over real HTTP, and benchmarks measure the tracker against a known upstream.
@@ -43,6 +44,8 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.utils import send_file
 from werkzeug.wrappers import Request, Response
 
+from . import simulator_luma as luma
+
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "web" / "static"
@@ -51,7 +54,8 @@ SAMPLE_JPG = STATIC / "sample.jpg"
 VIDEO_SIZE = (320, 180)  # the sample files' real size
 STATES = ("pending", "processing", "completed", "failed")
 TERMINAL = frozenset({"completed", "failed"})
-ROUTES = ("create", "query", "batch", "download_url", "file")
+ROUTES = ("create", "query", "batch", "download_url", "file", "credits")
+FLAVORS = ("proxy", "luma")
 FAIL_WORD = re.compile(r"\bfail", re.IGNORECASE)  # "fail", "failing", "failure" ...
 FAILURE_REASON = "Frame moderation failed"
 # the task-platform words of the "wrapped" batch shape (upstream.md, answer shape 3)
@@ -180,7 +184,13 @@ class Simulator:
         link_ttl: float = 3600.0,
         batch_shape: str = "list",
         public_url: str | None = None,
+        flavor: str = "proxy",
+        credit_balance: int = 100_000,
     ) -> None:
+        if flavor not in FLAVORS:
+            raise ValueError(f"flavor must be proxy or luma, not {flavor!r}")
+        self.flavor = flavor
+        self.credit_balance = credit_balance  # US cents (luma: GET /credits)
         if batch_shape not in ("list", "wrapped", "none"):
             raise ValueError(f"batch_shape must be list, wrapped or none, not {batch_shape!r}")
         self.api_key, self.callbacks, self.latency = api_key, callbacks, latency
@@ -204,7 +214,9 @@ class Simulator:
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
         self._urls = Map(
-            [
+            [*luma.rules(), Rule("/files/<name>", methods=["GET"], endpoint="file")]
+            if flavor == "luma"
+            else [
                 Rule("/luma/generations", methods=["POST"], endpoint="create"),
                 Rule("/luma/generations/<task_id>/extend", methods=["POST"], endpoint="extend"),
                 Rule("/luma/generations/<task_id>", methods=["GET"], endpoint="query"),
@@ -283,6 +295,7 @@ class Simulator:
 
     def set_state(self, task_id: str, state: str, *, failure_reason: str | None = None) -> None:
         """Force a task's state from now on (the clock no longer moves it)."""
+        state = {"queued": "pending", "dreaming": "processing"}.get(state, state)  # Luma's words
         if state not in STATES:
             raise ValueError(f"state must be one of {', '.join(STATES)}")
         task = self.tasks[task_id]
@@ -390,7 +403,26 @@ class Simulator:
         return hmac.compare_digest(given, f"Bearer {self.api_key}".encode())
 
     def _on_create(self, request: Request, record: RequestRecord) -> Response:
+        if self.flavor == "luma":
+            return self._create_luma(request, record)
         return self._create(request, record, None)
+
+    def _create_luma(self, request: Request, record: RequestRecord) -> Response:
+        body = request.get_json(force=True, silent=True)
+        if not isinstance(body, dict):
+            return _json({"detail": "Request body must be a JSON object"}, 400)
+        source_id = luma.source_of(body)
+        source = self.tasks.get(source_id) if source_id else None
+        refusal = luma.refusal(body, source.state if source else None)
+        if refusal:
+            return _json({"detail": refusal}, 400)
+        task = self._new_task(body, luma.prompt_of(body), luma.callback_of(body), source, record)
+        with self._lock:
+            self.credit_balance -= luma.VIDEO_COST_CENTS
+        return _json(self._raw(task, self._base_url(request)), 201)
+
+    def _on_credits(self, request: Request, record: RequestRecord) -> Response:
+        return _json({"credit_balance": self.credit_balance})
 
     def _on_extend(self, request: Request, record: RequestRecord, task_id: str) -> Response:
         source = self.tasks.get(task_id)
@@ -405,17 +437,30 @@ class Simulator:
         refusal = _refusal(body, source)
         if refusal:
             return _json({"detail": refusal}, 400)
-        now = time.monotonic()
         hook = body.get("notify_hook")
+        hook = hook if isinstance(hook, str) and hook.startswith("http") else None
+        task = self._new_task(body, body["user_prompt"], hook, source, record)
+        return _json(self._raw(task, self._base_url(request)), 201)
+
+    def _new_task(
+        self,
+        body: dict[str, Any],
+        prompt: str,
+        hook: str | None,
+        source: SimTask | None,
+        record: RequestRecord,
+    ) -> SimTask:
+        """Store an accepted create and schedule its callbacks."""
+        now = time.monotonic()
         task = SimTask(
             id=str(uuid.uuid4()),
             request_body=body,
-            notify_hook=hook if isinstance(hook, str) and hook.startswith("http") else None,
+            notify_hook=hook,
             created_at=datetime.now(UTC),
             created_mono=now,
             processing_at=now + self.processing_after,
             done_at=now + max(self.complete_after, self.processing_after),
-            fails=bool(FAIL_WORD.search(body["user_prompt"])),
+            fails=bool(FAIL_WORD.search(prompt)),
             source_id=source.id if source else None,
         )
         with self._lock:
@@ -425,12 +470,13 @@ class Simulator:
         log.debug("created task %s%s", task.id, f" (extends {source.id})" if source else "")
         if task.notify_hook:
             self._schedule(task)
-        return _json(self._raw(task, self._base_url(request)), 201)
+        return task
 
     def _on_query(self, request: Request, record: RequestRecord, task_id: str) -> Response:
         task = self.tasks.get(task_id)
         if task is None:
-            return _json({"detail": "Task not found"}, 404)
+            missing = "Generation not found" if self.flavor == "luma" else "Task not found"
+            return _json({"detail": missing}, 404)
         return _json(self._raw(task, self._base_url(request)))
 
     def _on_batch(self, request: Request, record: RequestRecord) -> Response:
@@ -497,9 +543,23 @@ class Simulator:
         return f"{base}/files/{name}?expires={expires}&sig={self._sign(name, expires)}"
 
     def _raw(self, task: SimTask, base: str, now: float | None = None) -> dict[str, Any]:
-        """The raw Luma object, as upstream.md shows it, for the task's state at `now`."""
+        """The raw Luma object, as upstream.md shows it, for the task's state at `now`.
+
+        With the luma flavor, Luma's own Generation object instead.
+        """
         now = time.monotonic() if now is None else now
         state = task.state_at(now)
+        if self.flavor == "luma":
+            done = state == "completed"
+            return luma.generation(
+                task_id=task.id,
+                state=state,
+                created_at=task.created_at,
+                request=task.request_body,
+                video_url=self._link(base, task.id, "mp4") if done else None,
+                image_url=self._link(base, task.id, "jpg") if done else None,
+                failure_reason=task.failure_reason_at(now),
+            )
         video = thumbnail = None
         if state == "completed":
             width, height = VIDEO_SIZE
@@ -602,6 +662,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--complete-after", type=float, default=3.0)
     parser.add_argument("--latency", type=float, default=0.0)
     parser.add_argument("--public-url", default=None, help="base of the video links it hands out")
+    parser.add_argument("--flavor", choices=FLAVORS, default="proxy", help="the API to speak")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -613,6 +674,7 @@ def main(argv: list[str] | None = None) -> int:
         complete_after=args.complete_after,
         latency=args.latency,
         public_url=args.public_url,
+        flavor=args.flavor,
     )
     try:
         simulator.start(args.host, args.port)
@@ -623,7 +685,8 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())
     log.info(
-        "Luma simulator listening on %s (bound to %s; callbacks %s)",
+        "Luma simulator (%s API) listening on %s (bound to %s; callbacks %s)",
+        "Luma's own" if args.flavor == "luma" else "the proxy's",
         simulator.url,
         args.host,
         "on" if simulator.callbacks else "off",

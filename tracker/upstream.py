@@ -1,4 +1,7 @@
-"""LumaClient: the one way the project talks to the reseller proxy.
+"""LumaClient: the one way the project talks to the upstream (the reseller proxy or Luma).
+
+Which paths and bodies it uses is the dialect's business (tracker/dialects/); this
+module is the transport: one choke point for every request.
 
 One `requests.Session` per client, explicit connect and read timeouts on every
 call, and the project's own typed errors. The errors say what a caller needs to
@@ -25,7 +28,8 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import NewConnectionError
 from urllib3.util.retry import Retry
 
-from . import jsonsafe, parse
+from . import dialects, jsonsafe, parse
+from .dialects import Dialect, Request
 from .parse import Update
 
 log = logging.getLogger(__name__)
@@ -122,7 +126,9 @@ class LumaClient:
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
         pool_size: int = 10,
+        flavor: str = "proxy",
     ) -> None:
+        self.dialect: Dialect = dialects.get(flavor)
         self.base_url = base_url.rstrip("/")
         self.timeout = (connect_timeout, read_timeout)
         self.session = requests.Session()
@@ -157,25 +163,56 @@ class LumaClient:
 
     # -- the API ---------------------------------------------------------------------------
 
+    def send(self, request: Request) -> Answer:
+        """A create as the dialect built it (`Dialect.create_request`)."""
+        return self._request("POST", request.path, request.body)
+
     def create(self, body: dict[str, Any]) -> Answer:
-        return self._request("POST", "/luma/generations", body)
+        """A new generation from a body already in this dialect's words."""
+        path = "/generations" if self.dialect.name == "luma" else "/luma/generations"
+        return self._request("POST", path, body)
 
     def extend(self, source_task_id: str, body: dict[str, Any]) -> Answer:
+        if self.dialect.name == "luma":  # one create route; the source is the first keyframe
+            frames = dict(body.get("keyframes") or {})
+            frames["frame0"] = {"type": "generation", "id": source_task_id}
+            return self._request("POST", "/generations", {**body, "keyframes": frames})
         return self._request("POST", f"/luma/generations/{_segment(source_task_id)}/extend", body)
 
     def query(self, upstream_id: str) -> Answer:
-        return self._request("GET", f"/luma/generations/{_segment(upstream_id)}")
+        return self._request("GET", self.dialect.query_path(upstream_id))
 
     def query_many(self, upstream_ids: list[str]) -> list[Update]:
-        answer = self._request("POST", "/luma/tasks", {"ids": upstream_ids})
+        path = self.dialect.batch_path()
+        if path is None:  # callers check dialect.has_batch; this guards against a slip
+            raise APIStatusError(404, f"the {self.dialect.name} API has no batch query")
+        answer = self._request("POST", path, {"ids": upstream_ids})
         return parse.parse_batch(answer.body)
 
     def download_url(self, upstream_id: str) -> str | None:
-        answer = self._request(
-            "GET", f"/luma/generations/{_segment(upstream_id)}/download_video_url"
-        )
+        path = self.dialect.download_url_path(upstream_id)
+        if path is None:
+            return None
+        answer = self._request("GET", path)
         url = answer.body.get("url") if isinstance(answer.body, dict) else None
         return url if isinstance(url, str) and url.startswith(("http://", "https://")) else None
+
+    def credits(self) -> int | None:
+        """The account's balance in US cents (Luma's `GET /credits`); None when not given.
+
+        Raises UpstreamError like every request; APIStatusError(404) when the dialect has
+        no balance to ask for.
+        """
+        path = self.dialect.credits_path
+        if path is None:
+            raise APIStatusError(404, f"the {self.dialect.name} API has no credit balance")
+        body = self._request("GET", path).body
+        value = body.get("credit_balance") if isinstance(body, dict) else None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        if not math.isfinite(value) or abs(value) >= 2**62:  # the column is a BigInteger
+            return None
+        return int(value)
 
     # -- the choke point -------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from . import dialects
 from .lifecycle import NewTask
 
 MAX_PROMPT = 5000
@@ -32,7 +33,16 @@ COMMON_FIELDS = ("source_task_id", "user_prompt", "expand_prompt", "image_url", 
 GENERATE_FIELDS = ("aspect_ratio", "loop", "resolution", "duration", "model_name")
 # fields a submission may not carry because the tracker fills them (from the upstream's answers)
 TRACKER_SETS = frozenset(
-    {"notify_hook", "state", "upstream_id", "progress", "estimate_wait_seconds", "video_url"}
+    {
+        "notify_hook",
+        "callback_url",
+        "upstream",
+        "state",
+        "upstream_id",
+        "progress",
+        "estimate_wait_seconds",
+        "video_url",
+    }
 )
 
 
@@ -92,8 +102,12 @@ def _choice(body: dict[str, Any], field: str, choices: tuple[str, ...]) -> str |
     return value
 
 
-def new_task(body: Any) -> NewTask:
-    """A JSON body (already decoded) -> NewTask, or ValidationError naming the field."""
+def new_task(body: Any, flavor: str = "proxy") -> NewTask:
+    """A JSON body (already decoded) -> NewTask for this dialect, or ValidationError.
+
+    The error names the field; a field the dialect cannot take (a base64 image for Luma's
+    own API) is refused here, before anything is stored or sent.
+    """
     if not isinstance(body, dict):
         raise ValidationError(None, "the body must be a JSON object")
     for key in body:
@@ -136,7 +150,7 @@ def new_task(body: Any) -> NewTask:
             raise ValidationError("duration", 'duration must look like "5s"')
         options = {k: v for k, v in options.items() if v is not None}
 
-    return NewTask(
+    new = NewTask(
         kind="extend" if source else "generate",
         user_prompt=prompt.strip(),
         source_task_id=source,
@@ -144,4 +158,36 @@ def new_task(body: Any) -> NewTask:
         image_url=image_url,
         image_end_url=image_end_url,
         options=options,
+        upstream=flavor,
     )
+    problem = dialects.get(flavor).unsupported(new)
+    if problem is not None:
+        raise ValidationError(*problem)
+    return new
+
+
+def upstream_id(body: Any) -> str:
+    """The body of an import, `{"upstream_id": "..."}` -> the id, or ValidationError."""
+    if not isinstance(body, dict):
+        raise ValidationError(None, "the body must be a JSON object")
+    for key in body:
+        if key != "upstream_id":
+            raise ValidationError(str(key)[:64], f"{str(key)[:64]} is not a known field")
+    if body.get("upstream_id") is None:
+        raise ValidationError("upstream_id", "upstream_id is required")
+    return check_upstream_id(body["upstream_id"])
+
+
+def check_upstream_id(value: Any, field: str = "upstream_id") -> str:
+    """An upstream task id as a user gives it (JSON, form or CLI)."""
+    if not isinstance(value, str):
+        raise ValidationError(field, f"{field} must be a string")
+    _storable(field, value)
+    value = value.strip()
+    if not value:
+        raise ValidationError(field, f"{field} must not be empty")
+    if len(value) > MAX_ID:
+        raise ValidationError(field, f"{field} is longer than {MAX_ID} characters")
+    if not _ID.fullmatch(value):
+        raise ValidationError(field, f"{field} is not a valid task id")
+    return value

@@ -8,7 +8,10 @@ unset), and the upstream limits how many tasks may run at once. So each pass:
 3. queued tasks are sent oldest first while lifecycle says a slot is free;
 4. due pending/processing tasks are claimed with a lease and queried, at most
    TRACKER_POLL_CONCURRENCY requests at once, in batches where the upstream answers them;
-5. a few finished videos are archived (`media.archive_due`) while their links are fresh.
+   only tasks of the configured dialect (LUMA_API_FLAVOR): another API cannot answer
+   for the rest, so they keep their state (and are not timed out) until it is back;
+5. the credit balance is read, at most once a minute (`credits.refresh`, Luma only);
+6. a few finished videos are archived (`media.archive_due`) while their links are fresh.
 
 The lease (claimed_until, claimed_by) is written in the transaction that picks the rows:
 PostgreSQL's FOR UPDATE SKIP LOCKED lets claimers pass each other, SQLite's BEGIN IMMEDIATE
@@ -34,7 +37,7 @@ from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import selectinload
 
-from . import lifecycle, make_client, media, redact, warn_about
+from . import credits, lifecycle, make_client, media, redact, warn_about
 from .db import Database
 from .models import StateCount, Task, utcnow
 from .parse import Update
@@ -96,9 +99,11 @@ def manners_for(base_url: str) -> Manners:
         return _manners.setdefault(base_url, Manners())
 
 
-def _pollable(now: datetime) -> tuple[Any, ...]:
+def _pollable(now: datetime, flavor: str) -> tuple[Any, ...]:
+    """Tasks this worker may query: its own dialect's (another API cannot answer for them)."""
     return (
         Task.state.in_(POLLED),
+        Task.upstream == flavor,
         Task.upstream_id.is_not(None),
         or_(Task.claimed_until.is_(None), Task.claimed_until < now),
     )
@@ -126,6 +131,8 @@ class Worker:
         self.counts["timed_out"] = lifecycle.time_out_overdue(self.db, self.settings)
         self._dispatch()
         self._poll(cutoff=utcnow())
+        if not self.stopping.is_set():
+            credits.refresh(self.db, self.settings, self.client)  # once a minute at most
         if archive and not self.stopping.is_set():
             self.counts["archived"] = media.archive_due(self.db, self.settings, self.client)
         return dict(self.counts)
@@ -154,7 +161,8 @@ class Worker:
         more = True
         while True:
             if more and len(futures) <= width and not self._held_back():
-                step = BATCH_SIZE if self.manners.use_batch() else 1
+                batch = self.client.dialect.has_batch and self.manners.use_batch()
+                step = BATCH_SIZE if batch else 1
                 claimed = self._claim(cutoff, (2 * width - len(futures)) * step)
                 more = bool(claimed)
                 for i in range(0, len(claimed), step):
@@ -178,7 +186,7 @@ class Worker:
     def _claim(self, cutoff: datetime, limit: int) -> Job:
         now = utcnow()
         query = select(Task.id, Task.upstream_id).where(
-            *_pollable(now), Task.next_check_at <= cutoff
+            *_pollable(now, self.settings.luma_api_flavor), Task.next_check_at <= cutoff
         )
         with self.db.write() as session:
             rows = session.execute(
@@ -303,7 +311,11 @@ class Worker:
         """The interval, or less when a poll falls due sooner (but not before a Retry-After)."""
         now = utcnow()
         with self.db.read() as session:
-            due = session.scalar(select(func.min(Task.next_check_at)).where(*_pollable(now)))
+            due = session.scalar(
+                select(func.min(Task.next_check_at)).where(
+                    *_pollable(now, self.settings.luma_api_flavor)
+                )
+            )
         interval = self.settings.worker_interval
         soon = interval if due is None else (due - now).total_seconds()
         return min(interval, max(0.01, soon, self.manners.pause_left("query")))

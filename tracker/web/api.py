@@ -8,9 +8,9 @@ from flask import Blueprint, request
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from .. import MAX_ID, jsonsafe, lifecycle, services, validate
+from .. import MAX_ID, credits, importing, jsonsafe, lifecycle, services, validate
 from ..models import STATES, Task
-from ..serialize import task_json
+from ..serialize import account_json, task_json
 from ..upstream import UpstreamError
 from .auth import request_has_token
 from .errors import error
@@ -46,12 +46,41 @@ def submit():  # type: ignore[no-untyped-def]
     try:
         if isinstance(body, validate.ValidationError):
             raise body
-        new = validate.new_task(body)
+        svc = services()
+        new = validate.new_task(body, svc.settings.luma_api_flavor)
+    except validate.ValidationError as exc:
+        return error(400, exc.message, exc.field)
+    task = lifecycle.submit(svc.db, svc.settings, svc.client, new)
+    return _task_answer(task.id, 201)
+
+
+@bp.post("/tasks/import")
+def import_task():  # type: ignore[no-untyped-def]
+    """Track a task made elsewhere: 201 new, 200 already tracked, 404 unknown, 502 failing."""
+    body = _json_body()
+    try:
+        if isinstance(body, validate.ValidationError):
+            raise body
+        upstream_id = validate.upstream_id(body)
     except validate.ValidationError as exc:
         return error(400, exc.message, exc.field)
     svc = services()
-    task = lifecycle.submit(svc.db, svc.settings, svc.client, new)
-    return _task_answer(task.id, 201)
+    try:
+        task, created = importing.import_task(svc.db, svc.settings, svc.client, upstream_id)
+    except importing.UnknownUpstreamTask as exc:
+        return error(404, f"the upstream does not know {upstream_id}: {exc.reason}")
+    except importing.ImportFailed as exc:
+        return error(502, exc.message)
+    return _task_answer(task.id, 201 if created else 200)
+
+
+@bp.get("/account")
+def account():  # type: ignore[no-untyped-def]
+    """The upstream account's balance as the worker last read it (Luma's API only)."""
+    svc = services()
+    if svc.client.dialect.credits_path is None:
+        return error(404, "no account balance with LUMA_API_FLAVOR=proxy")
+    return account_json(credits.read(svc.db, svc.settings.luma_api_flavor))
 
 
 def _task_answer(task_id: int, status: int = 200):  # type: ignore[no-untyped-def]

@@ -28,7 +28,7 @@ from flask import (
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from .. import jsonsafe, lifecycle, services, validate
+from .. import credits, importing, jsonsafe, lifecycle, services, validate
 from ..models import FINAL_STATES, STATES, Task
 from ..serialize import short_image, task_json
 from ..upstream import UpstreamError
@@ -61,6 +61,7 @@ def _setup(state: Any) -> None:
         pretty=pretty,
         short=short,
         image=short_image,
+        dollars=dollars,
     )
     app.jinja_env.globals.update(STATES=STATES, FINAL_STATES=FINAL_STATES)
 
@@ -78,6 +79,14 @@ def ago(value: datetime | None, now: datetime | None = None) -> str:
         if seconds >= size:
             return f"{seconds // size} {unit} ago"
     return f"{seconds} s ago"
+
+
+def dollars(cents: int | None) -> str:
+    """A balance in US cents, as a person reads it."""
+    if cents is None:
+        return "—"
+    sign = "-" if cents < 0 else ""
+    return f"{sign}${abs(cents) // 100:,}.{abs(cents) % 100:02d}"
 
 
 def wait(seconds: int | None) -> str:
@@ -204,11 +213,21 @@ def index():  # type: ignore[no-untyped-def]
     query = request.args.get("q", "").strip()[:200]
     cursor = _cursor_arg()
     svc = services()
+    flavor = svc.settings.luma_api_flavor
     with svc.db.read() as session:
         page = listing.page(session, svc.db, state=state, query=query, cursor=cursor)
+        elsewhere = listing.other_dialect_waiting(session, flavor)
+    # the stored balance (the worker reads it): never the upstream on a page view
+    account = credits.read(svc.db, flavor) if svc.client.dialect.credits_path else None
     template = "_list.html" if _is_live() else "list.html"
     return render_template(
-        template, page=page, list_url=list_url, self_url=list_url(state, query, cursor)
+        template,
+        page=page,
+        list_url=list_url,
+        self_url=list_url(state, query, cursor),
+        flavor=flavor,
+        elsewhere=elsewhere,
+        account=account,
     )
 
 
@@ -229,6 +248,7 @@ def _form(values: dict[str, str], errors: dict[str, str]) -> str:
         errors=errors,
         aspect_ratios=[(r, r) for r in validate.ASPECT_RATIOS],
         resolutions=[(r, r) for r in validate.RESOLUTIONS],
+        flavor=services().settings.luma_api_flavor,
     )
 
 
@@ -237,12 +257,39 @@ def new_task():  # type: ignore[no-untyped-def]
     if request.method == "GET":
         values = {"source_task_id": request.args.get("source", "").strip()[:128]}
         return _form(values, {})
-    values, errors, new = forms.read_new_task(request.form, request.files)
+    flavor = services().settings.luma_api_flavor
+    values, errors, new = forms.read_new_task(request.form, request.files, flavor)
     if new is None:
         return _form(values, errors), 400
     svc = services()
     task = lifecycle.submit(svc.db, svc.settings, svc.client, new)
     flash(f"Task {task.id} submitted.", "ok")
+    return redirect(url_for("dashboard.detail", task_id=task.id), code=303)
+
+
+@bp.post("/tasks/import")
+def import_task():  # type: ignore[no-untyped-def]
+    """The list page's import field: track a task made elsewhere by its upstream id."""
+    raw = request.form.get("upstream_id", "")
+    try:
+        upstream_id = validate.check_upstream_id(raw)
+    except validate.ValidationError as exc:
+        flash(f"Nothing imported: {exc.message}.", "error")
+        return redirect(url_for("dashboard.index"), code=303)
+    svc = services()
+    try:
+        task, created = importing.import_task(svc.db, svc.settings, svc.client, upstream_id)
+    except importing.UnknownUpstreamTask as exc:
+        flash(
+            f"Nothing imported: the upstream does not know {upstream_id} ({exc.reason}).", "error"
+        )
+        return redirect(url_for("dashboard.index"), code=303)
+    except importing.ImportFailed as exc:
+        flash(f"Nothing imported: {exc.message}. Try again later.", "error")
+        return redirect(url_for("dashboard.index"), code=303)
+    flash(
+        f"Imported as task {task.id}." if created else f"Already tracked as task {task.id}.", "ok"
+    )
     return redirect(url_for("dashboard.detail", task_id=task.id), code=303)
 
 

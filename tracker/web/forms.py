@@ -66,7 +66,9 @@ def _tristate(raw: str) -> bool | None:
 
 
 def read_new_task(
-    form: ImmutableMultiDict[str, str], files: ImmutableMultiDict[str, FileStorage]
+    form: ImmutableMultiDict[str, str],
+    files: ImmutableMultiDict[str, FileStorage],
+    flavor: str = "proxy",
 ) -> tuple[dict[str, str], dict[str, str], NewTask | None]:
     """(the values to show again, errors by field, the task when there are no errors)."""
     values = {name: form.get(name, "").strip() for name in TEXT_FIELDS + CHOICE_FIELDS}
@@ -102,15 +104,17 @@ def read_new_task(
                 errors.setdefault(name, "only for a new generation (leave the source empty)")
     for name in errors:
         body.pop(name, None)
-    new = _check(body, errors)
+    if flavor == "luma":
+        body.pop("expand_prompt", None)  # no Luma counterpart; the form hides it
+    new = _check(body, errors, flavor)
     return values, errors, (new if not errors else None)
 
 
-def _check(body: dict[str, Any], errors: dict[str, str]) -> NewTask | None:
+def _check(body: dict[str, Any], errors: dict[str, str], flavor: str) -> NewTask | None:
     """validate.new_task, repeated to collect a message for every wrong field."""
     for _ in range(len(body) + 1):
         try:
-            return validate.new_task(body)
+            return validate.new_task(body, flavor)
         except validate.ValidationError as exc:
             field = exc.field or "form"
             errors.setdefault(field, exc.message)

@@ -23,8 +23,10 @@ from sqlalchemy.orm import Session, selectinload
 
 from .. import MAX_ID
 from ..db import Database
+from ..dialects import FLAVORS
 from ..models import STATES, StateCount, Task
 
+UNFINISHED = ("queued", "submitting", "pending", "processing")
 PAGE_SIZE = 50
 PROMPT_CHARS = 240
 MIN_PREFIX = 3
@@ -42,6 +44,7 @@ LIST_COLUMNS = (
     Task.id,
     Task.state,
     Task.kind,
+    Task.upstream,
     func.substr(Task.user_prompt, 1, PROMPT_CHARS).label("prompt"),
     Task.upstream_id,
     Task.source_task_id,
@@ -85,6 +88,17 @@ class Page:
     @property
     def total(self) -> int:
         return sum(self.counts.values())
+
+
+def other_dialect_waiting(session: Session, flavor: str) -> dict[str, int]:
+    """Unfinished tasks sent with another LUMA_API_FLAVOR, by dialect (the index on
+    (upstream, state) answers it without reading the table): nobody follows them now."""
+    rows = session.execute(
+        select(Task.upstream, func.count())
+        .where(Task.upstream.in_([f for f in FLAVORS if f != flavor]), Task.state.in_(UNFINISHED))
+        .group_by(Task.upstream)
+    )
+    return {upstream: int(count) for upstream, count in rows}
 
 
 def state_counts(session: Session) -> dict[str, int]:

@@ -10,6 +10,7 @@ from typing import Any
 
 from flask import Blueprint
 
+from ..dialects import FLAVORS
 from ..models import EVENT_SOURCES, KINDS, STATES
 from ..validate import (
     ASPECT_RATIOS,
@@ -41,6 +42,12 @@ TASK = {
         "upstream_id": _nullable_string,
         "source_task_id": _nullable_string,
         "kind": {"type": "string", "enum": list(KINDS)},
+        "upstream": {
+            "type": "string",
+            "enum": list(FLAVORS),
+            "description": "the API it was sent with (LUMA_API_FLAVOR then); only that "
+            "dialect's worker follows it",
+        },
         "state": {"type": "string", "enum": list(STATES)},
         "upstream_state": _nullable_string,
         "user_prompt": {"type": "string"},
@@ -162,12 +169,12 @@ def _answers(ok: dict[str, Any], *errors: int, unsafe: bool = False) -> dict[str
         400: "bad input; `field` names what to fix",
         401: "missing or wrong token (when TRACKER_API_TOKEN is set)",
         403: "sent by a browser from another site (its Origin)",
-        404: "no such task",
+        404: "no such task (import: the upstream does not know the id; account: proxy dialect)",
         409: "the action does not fit the task's state",
         413: "the body is too large",
         415: "not sent as Content-Type: application/json",
         429: "too many wrong tokens from this address; see Retry-After",
-        502: "the upstream query failed",
+        502: "the upstream query failed (import: nothing is stored)",
         503: "the database is unavailable; try again",
     }
     answers = dict(ok)
@@ -185,6 +192,32 @@ ACTION_BODY = {
     "required": True,
     "description": "ignored: {} (or an empty body), with Content-Type: application/json",
     "content": {"application/json": {"schema": {"type": "object"}}},
+}
+IMPORT = {
+    "type": "object",
+    "required": ["upstream_id"],
+    "additionalProperties": False,
+    "properties": {
+        "upstream_id": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 128,
+            "pattern": ID_PATTERN,
+            "description": "the upstream's id of a task made elsewhere",
+        }
+    },
+}
+ACCOUNT = {
+    "type": "object",
+    "required": ["upstream", "credit_balance", "checked_at"],
+    "properties": {
+        "upstream": {"type": "string", "enum": ["luma"]},
+        "credit_balance": {
+            "type": ["integer", "null"],
+            "description": "US cents, as the worker last read it (null before its first read)",
+        },
+        "checked_at": _time,
+    },
 }
 
 TASK_ID = {
@@ -267,6 +300,41 @@ SPEC: dict[str, Any] = {
                 ),
             },
         },
+        "/api/tasks/import": {
+            "post": {
+                "summary": "Track a task made elsewhere (Luma's web app, another tool)",
+                "description": "Asks the upstream once. A completed task is archived, an "
+                "unfinished one followed. 404 carries the upstream's words; on 502 nothing "
+                "is stored.",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": IMPORT}},
+                },
+                "responses": _answers(
+                    {
+                        "201": {"description": "imported", "content": _json("TaskDetail")},
+                        "200": {
+                            "description": "already tracked: the existing task",
+                            "content": _json("TaskDetail"),
+                        },
+                    },
+                    400,
+                    404,
+                    413,
+                    502,
+                    unsafe=True,
+                ),
+            }
+        },
+        "/api/account": {
+            "get": {
+                "summary": "The upstream account's credit balance (LUMA_API_FLAVOR=luma only)",
+                "responses": _answers(
+                    {"200": {"description": "the stored balance", "content": _json("Account")}},
+                    404,
+                ),
+            }
+        },
         "/api/tasks/{task_id}": {
             "get": {
                 "summary": "One task with its events",
@@ -320,6 +388,8 @@ SPEC: dict[str, Any] = {
             "TaskDetail": TASK_DETAIL,
             "Event": EVENT,
             "NewTask": NEW_TASK,
+            "Import": IMPORT,
+            "Account": ACCOUNT,
             "Error": ERROR,
         },
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
