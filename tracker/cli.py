@@ -138,13 +138,19 @@ def poll(once: bool) -> None:
 @main.command()
 @click.option("--missing", is_flag=True, required=True, help="all finished, not yet archived")
 def archive(missing: bool) -> None:
-    """Copy finished videos into TRACKER_MEDIA_DIR (the worker does it as tasks complete)."""
-    from . import media
+    """Copy finished videos into TRACKER_MEDIA_DIR (the worker does it as tasks complete).
+
+    It takes leases as a worker does, so it keeps a heartbeat while it runs: killed, its
+    downloads are taken over within a minute like a worker's.
+    """
+    from . import heartbeat, media
 
     settings = _settings()
     if not settings.media_dir:
         raise click.ClickException("TRACKER_MEDIA_DIR is empty: archival is off")
-    count = media.archive_missing(_db(settings), settings, make_client(settings))
+    database = _db(settings)
+    with heartbeat.Heartbeat(database, heartbeat.new_id()).running() as holder:
+        count = media.archive_missing(database, settings, make_client(settings), holder=holder)
     click.echo(f"archived {count} task(s)")
 
 
