@@ -89,7 +89,6 @@ class Heartbeat:
         self, db: Database, worker_id: str, paused: Callable[[], float] | None = None
     ) -> None:
         self.db, self.id = db, worker_id
-        self.tag = file_tag(worker_id)
         self.paused = paused or (lambda: 0.0)
         self.registered = False
         self._claimed = 0
