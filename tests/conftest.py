@@ -81,6 +81,7 @@ def db(_session_database: Database) -> Database:
         session.execute(text("DELETE FROM task_events"))
         session.execute(text("DELETE FROM tasks"))
         session.execute(text("DELETE FROM accounts"))
+        session.execute(text("DELETE FROM workers"))
         session.execute(text("UPDATE state_counts SET count = 0"))
     return _session_database
 

@@ -176,9 +176,11 @@ def archive(missing: bool) -> None:
     """Copy finished videos into the bucket or folder (the worker does it as tasks complete).
 
     With TRACKER_MEDIA_URL set, copies still in TRACKER_MEDIA_DIR are moved into the bucket
-    first (each local copy deleted once its upload is verified).
+    first (each local copy deleted once its upload is verified). It takes leases as a worker
+    does, so it keeps a heartbeat while it runs: killed, its downloads are taken over within
+    a minute like a worker's.
     """
-    from . import media, media_move, storage
+    from . import heartbeat, media, media_move, storage
 
     settings = _settings()
     if not settings.archives:
@@ -194,7 +196,8 @@ def archive(missing: bool) -> None:
             )
             for line in moved.kept:
                 click.echo(f"kept in {settings.media_dir}: {line}", err=True)
-        count = media.archive_missing(database, settings, make_client(settings))
+        with heartbeat.Heartbeat(database, heartbeat.new_id()).running() as holder:
+            count = media.archive_missing(database, settings, make_client(settings), holder=holder)
     except storage.StorageError as exc:
         raise click.ClickException(exc.reason) from None
     click.echo(f"archived {count} task(s)")

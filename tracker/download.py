@@ -8,14 +8,20 @@ directory that is fsync'd and `os.replace`d into place only when complete, so a 
 sees the old file or the whole new one, never a half file; on any error the temporary
 file is removed.
 
+A process killed mid-download cannot remove its temporary file, so each one is named for
+its writer (`.<name>.<writer tag>.<random>.part`, the tag from `heartbeat.file_tag`) and
+`remove_partials` deletes those whose writer is no longer alive.
+
 Links are credentials (presigned): error messages name a status or a host, never a URL.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from typing import BinaryIO
@@ -50,11 +56,21 @@ class TooLarge(DownloadError):
     permanent = True
 
 
-def download(url: str, dest: Path, settings: Settings, guard: netguard.Guard) -> int:
-    """Stream `url` into `dest` atomically and return its size; leaves nothing behind on error."""
+# the writer's tag, then mkstemp's eight random characters
+_TAGGED_PART = re.compile(r"\.([0-9a-f]{12})\.[a-z0-9_]{8}\.part$")
+
+
+def download(
+    url: str, dest: Path, settings: Settings, guard: netguard.Guard, *, tag: str = ""
+) -> int:
+    """Stream `url` into `dest` atomically and return its size; leaves nothing behind on error.
+
+    `tag` names the writer on the temporary file (see `remove_partials`).
+    """
+    prefix = f".{dest.name}.{tag}." if tag else f".{dest.name}."
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=prefix, suffix=".part")
     except OSError as exc:
         raise DownloadError(f"cannot write to the media directory ({_why(exc)})") from None
     try:
@@ -71,6 +87,50 @@ def download(url: str, dest: Path, settings: Settings, guard: netguard.Guard) ->
         raise
     _fsync_dir(dest.parent)
     return size
+
+
+def remove_partials(
+    directory: Path,
+    live_tags: Callable[[], set[str]],
+    *,
+    untagged_after: float,
+    prefix: str = ".",
+) -> list[str]:
+    """Delete temporary files whose writer is gone; return their names.
+
+    A tagged file goes when its tag is not among `live_tags()`; an untagged one (a writer
+    with no heartbeat, or a version before tags) when untouched for `untagged_after`
+    seconds. The directory is listed before the live writers are asked: a file seen was
+    made by a writer that had registered by then, so a live writer's file is never taken.
+    """
+    try:
+        with os.scandir(directory) as entries:
+            parts = [
+                entry
+                for entry in entries
+                if entry.name.startswith(prefix) and entry.name.endswith(".part")
+            ]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    if not parts:
+        return []
+    live = live_tags()
+    now = time.time()
+    removed = []
+    for entry in parts:
+        match = _TAGGED_PART.search(entry.name)
+        try:
+            stale = (
+                match.group(1) not in live
+                if match
+                else now - entry.stat().st_mtime > untagged_after
+            )
+            if stale:
+                os.unlink(entry.path)
+                removed.append(entry.name)
+        except FileNotFoundError:  # its writer finished or another sweep took it
+            continue
+    return removed
 
 
 def _why(exc: OSError) -> str:

@@ -22,10 +22,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from . import dialects, jsonsafe
+from . import dialects, heartbeat, jsonsafe
 from .db import Database
 from .models import IN_FLIGHT_STATES, StateCount, Task, TaskEvent, utcnow
 from .parse import CreateAnswer, Update, parse_create
@@ -237,12 +237,18 @@ def _lock_slots(session: Session, db: Database) -> None:
 
 
 def claim_for_dispatch(
-    db: Database, settings: Settings, task_id: int | None = None, limit: int = 1
+    db: Database,
+    settings: Settings,
+    task_id: int | None = None,
+    limit: int = 1,
+    *,
+    owner: str | None = None,
 ) -> list[tuple[int, str]]:
     """Move up to `limit` queued tasks (oldest first, or the one given) to `submitting`.
 
     Returns (task id, callback token) pairs. The token exists only in memory and in the
-    URL sent upstream; the database keeps its hash.
+    URL sent upstream; the database keeps its hash. `owner` is the claiming worker's
+    heartbeat id: should it die mid-send, the task is found sooner (still never resent).
     """
     now = utcnow()
     claimed: list[tuple[int, str]] = []
@@ -267,6 +273,7 @@ def claim_for_dispatch(
             task.attempts = (task.attempts or 0) + 1
             task.submitted_at = now
             task.claimed_until = now + timedelta(seconds=settings.lease_seconds)
+            task.claimed_by = owner
             claimed.append((task.id, token))
     return claimed
 
@@ -758,12 +765,18 @@ def time_out_overdue(db: Database, settings: Settings, limit: int = 500) -> int:
 
 
 def recover_interrupted_submissions(db: Database, limit: int = 500) -> int:
-    """A task left in `submitting` past its lease (a crash mid-send): its outcome is unknown."""
+    """A task left in `submitting` by a crash mid-send: its outcome is unknown.
+
+    Found when its lease has passed, or sooner when its sender's heartbeat went stale. Either
+    way it is never resent on our own: the create may have happened (and been paid for). An
+    answer that still arrives (a sender only thought dead) revives it, as `send` says.
+    """
     now = utcnow()
+    gone = or_(Task.claimed_until < now, heartbeat.held_by_dead(Task.claimed_by, now))
     with db.write() as session:
         tasks = session.scalars(
             select(Task)
-            .where(Task.state == "submitting", Task.claimed_until < now)
+            .where(Task.state == "submitting", gone)
             .order_by(Task.id)
             .limit(limit)
             .with_for_update(skip_locked=True)

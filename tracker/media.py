@@ -14,6 +14,9 @@ pass; `tracker archive --missing` calls `archive_missing`.
   attempt backs off exponentially and gives up after MAX_ATTEMPTS, leaving `archive_error`.
 - Only the media columns are written, never the task's state: archival is not a
   lifecycle change. A conditional UPDATE (the lease) keeps two workers off one task.
+- The lease names its holder (`claimed_by`, a `heartbeat` row): a holder killed mid-download
+  is recognised by its stale heartbeat within a minute, its task taken over and its
+  temporary files removed, rather than the task waiting out the half-hour lease.
 - Links are credentials: no URL ever reaches a log line or `archive_error`.
 """
 
@@ -23,15 +26,17 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, case, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.sql.elements import ColumnElement
 
-from . import netguard, storage
+from . import heartbeat, netguard, storage
 from .db import Database
-from .download import DOWNLOAD_DEADLINE, DownloadError, TooLarge, download
+from .download import DOWNLOAD_DEADLINE, DownloadError, TooLarge, download, remove_partials
+from .heartbeat import Heartbeat
 from .models import Task, utcnow
 from .redact import redact
 from .settings import Settings
@@ -43,6 +48,7 @@ MAX_ATTEMPTS = 8
 RETRY_BASE = 30.0
 RETRY_MAX = 3600.0
 # a claimed task is left alone this long: past the longest video + thumbnail downloads
+# (unless its holder's heartbeat goes stale first)
 MIN_LEASE = 2 * DOWNLOAD_DEADLINE + 60.0
 
 
@@ -52,6 +58,31 @@ def guard_for(settings: Settings) -> netguard.Guard:
 
 def _has(store: storage.Store, name: str | None) -> bool:
     return bool(name) and store.stat(name) is not None
+
+
+def remove_stale_partials(db: Database, settings: Settings, task_id: int | None = None) -> int:
+    """Delete temporary download files (all, or one task's) that no live process is writing."""
+    if not settings.media_dir:
+        return 0
+    prefix = "." if task_id is None else f".{task_id}."
+    removed = remove_partials(
+        Path(settings.media_dir),
+        lambda: heartbeat.live_tags(db),
+        untagged_after=MIN_LEASE,
+        prefix=prefix,
+    )
+    if removed:
+        log.info("removed %d partial download(s) left by a stopped process", len(removed))
+    return len(removed)
+
+
+def _taken_over(now: datetime) -> ColumnElement[bool]:
+    """An archive lease (future next_archive_at, no error) whose holder's heartbeat is stale."""
+    return and_(
+        Task.next_archive_at > now,
+        Task.archive_error.is_(None),
+        heartbeat.held_by_dead(Task.claimed_by, now),
+    )
 
 
 # -- one task ---------------------------------------------------------------------------------
@@ -66,6 +97,8 @@ class _Job:
     need_video: bool
     need_thumbnail: bool
     upstream: str = "proxy"
+    holder: str | None = None  # the lease's holder (a heartbeat id), when it has one
+    tag: str = ""  # the holder's, on its temporary files
 
 
 class _FreshLinks:
@@ -111,11 +144,16 @@ def _fetch(
     store: storage.Store,
     settings: Settings,
     guard: netguard.Guard,
+    tag: str,
 ) -> int:
-    """Download into the store under `name`; a failure to store is a (retried) DownloadError."""
+    """Download into the store under `name`; a failure to store is a (retried) DownloadError.
+
+    `tag` names this process on the temporary file, so that a sweep can tell when its
+    writer died (`remove_stale_partials`).
+    """
     try:
         with store.receive(name) as dest:
-            return _fetch_to(stored, fresh, dest, settings, guard)
+            return _fetch_to(stored, fresh, dest, settings, guard, tag)
     except storage.StorageError as exc:
         raise DownloadError(exc.reason) from None
 
@@ -126,12 +164,13 @@ def _fetch_to(
     dest: Path,
     settings: Settings,
     guard: netguard.Guard,
+    tag: str,
 ) -> int:
     """The stored link first; when it fails (expired, say), a fresh one from the upstream."""
     first: DownloadError | None = None
     if stored:
         try:
-            return download(stored, dest, settings, guard)
+            return download(stored, dest, settings, guard, tag=tag)
         except TooLarge:
             raise
         except DownloadError as exc:
@@ -140,7 +179,7 @@ def _fetch_to(
         url = fresh()
         if not url:
             raise first or DownloadError("the upstream gave no link")
-        return download(url, dest, settings, guard)
+        return download(url, dest, settings, guard, tag=tag)
     except DownloadError as exc:
         if first is None or exc is first:
             raise
@@ -160,16 +199,16 @@ def _archive_one(
     try:
         if job.need_video:
             name = f"{job.task_id}.mp4"
-            size = _fetch(job.video_url, links.video, name, store, settings, guard)
+            size = _fetch(job.video_url, links.video, name, store, settings, guard, job.tag)
             video_name = name
             log.info("archived task %d video: %d bytes", job.task_id, size)
     except DownloadError as exc:
-        _note_failure(db, job.task_id, exc)
+        _note_failure(db, job.task_id, exc, holder=job.holder)
         return False
     if job.need_thumbnail and (job.thumbnail_url or job.upstream_id):
         name = f"{job.task_id}.jpg"
         try:
-            size = _fetch(job.thumbnail_url, links.thumbnail, name, store, settings, guard)
+            size = _fetch(job.thumbnail_url, links.thumbnail, name, store, settings, guard, job.tag)
             thumb_name = name
             log.info("archived task %d thumbnail: %d bytes", job.task_id, size)
         except DownloadError as exc:  # the video is what matters; no retry for a thumbnail
@@ -198,12 +237,18 @@ def retry_delay(attempts: int) -> float:
     return min(RETRY_MAX, RETRY_BASE * 2 ** max(0, attempts - 1)) * random.uniform(0.8, 1.0)
 
 
-def _note_failure(db: Database, task_id: int, exc: DownloadError) -> None:
+def _note_failure(
+    db: Database, task_id: int, exc: DownloadError, *, holder: str | None = None
+) -> None:
     reason = redact(exc.reason)[:500]
     now = utcnow()
     with db.write() as session:
         task = session.get(Task, task_id)
         if task is None:
+            return
+        if holder and task.claimed_by != holder:
+            # taken over while this process looked dead: the new holder's attempt decides
+            log.warning("task %d: archival attempt abandoned: %s", task_id, reason)
             return
         attempts = (task.archive_attempts or 0) + 1
         task.archive_attempts = attempts
@@ -229,30 +274,36 @@ def _note_failure(db: Database, task_id: int, exc: DownloadError) -> None:
 # -- choosing and claiming tasks --------------------------------------------------------------
 
 
-def _claim(db: Database, settings: Settings, task_id: int, *, due_only: bool) -> _Job | None:
+def _claim(
+    db: Database, settings: Settings, task_id: int, *, due_only: bool, holder: Heartbeat | None
+) -> _Job | None:
     """Take the task for one attempt with a conditional UPDATE; None when another has it.
 
     The lease is next_archive_at pushed past the download with archive_error cleared, which
-    is how `archive_missing` tells a task in someone's hands from one waiting out a backoff.
+    is how `archive_missing` tells a task in someone's hands from one waiting out a backoff;
+    claimed_by names the holder, so that a dead one's lease is taken over.
     """
     now = utcnow()
     lease_until = now + timedelta(seconds=max(MIN_LEASE, settings.lease_seconds))
     conditions = [Task.id == task_id, Task.state == "completed"]
     if due_only:
-        conditions.append(Task.next_archive_at <= now)
+        conditions.append(or_(Task.next_archive_at <= now, _taken_over(now)))
     else:
         conditions.append(
             or_(
                 Task.next_archive_at.is_(None),
                 Task.next_archive_at <= now,
                 Task.archive_error.is_not(None),
+                _taken_over(now),
             )
         )
+    # only a registered holder's name goes on the lease: an unknown one is never taken for dead
+    owner = holder.id if holder is not None and holder.registered else None
     with db.write() as session:
         claimed = session.execute(
             update(Task)
             .where(*conditions)
-            .values(next_archive_at=lease_until, archive_error=None)
+            .values(next_archive_at=lease_until, archive_error=None, claimed_by=owner)
             .execution_options(synchronize_session=False)
         )
         if claimed.rowcount != 1:
@@ -268,6 +319,8 @@ def _claim(db: Database, settings: Settings, task_id: int, *, due_only: bool) ->
             need_video=True,
             need_thumbnail=True,
             upstream=task.upstream,
+            holder=owner,
+            tag=heartbeat.file_tag(owner) if owner else "",
         )
     # asked after the claim's commit: a bucket's HEAD must not hold the database's write lock
     store = storage.primary(settings)
@@ -275,7 +328,7 @@ def _claim(db: Database, settings: Settings, task_id: int, *, due_only: bool) ->
     try:
         need_video, need_thumbnail = (not _has(store, name) for name in names)
     except storage.StorageError as exc:
-        _note_failure(db, task_id, DownloadError(exc.reason))
+        _note_failure(db, task_id, DownloadError(exc.reason), holder=job.holder)
         return None
     if not need_video and not (need_thumbnail and job.thumbnail_url):
         # already archived and stored: nothing to fetch, nothing to schedule
@@ -298,21 +351,26 @@ def _run(
     *,
     due_only: bool,
     guard: netguard.Guard | None,
+    holder: Heartbeat | None,
 ) -> int:
     guard = guard or guard_for(settings)
     archived = 0
     for task_id in ids:
-        job = _claim(db, settings, task_id, due_only=due_only)
+        job = _claim(db, settings, task_id, due_only=due_only, holder=holder)
         if job is None:
             continue
+        if holder is not None:
+            holder.claimed(1)
         try:
+            remove_stale_partials(db, settings, task_id)  # a dead holder's, say
             archived += _archive_one(db, settings, client, guard, job)
         except SQLAlchemyError:
             raise  # the database is the caller's business (the worker survives restarts)
         except Exception as exc:  # one bad task must not stop the pass
             # the type only: exception texts from HTTP libraries may hold the link
             log.error("task %d: archival failed: %s", task_id, type(exc).__name__)
-            _note_failure(db, task_id, DownloadError(f"unexpected error ({type(exc).__name__})"))
+            failure = DownloadError(f"unexpected error ({type(exc).__name__})")
+            _note_failure(db, task_id, failure, holder=job.holder)
     return archived
 
 
@@ -323,9 +381,11 @@ def archive_due(
     *,
     limit: int = 2,
     guard: netguard.Guard | None = None,
+    holder: Heartbeat | None = None,
 ) -> int:
     """The worker's pass: archive up to `limit` completed tasks whose turn has come.
 
+    Tasks a dead holder was downloading come first: their links have waited longest.
     Blocks for the downloads; returns how many tasks got their video archived.
     """
     if not settings.archives:
@@ -335,30 +395,40 @@ def archive_due(
         ids = list(
             session.scalars(
                 select(Task.id)
-                .where(Task.state == "completed", Task.next_archive_at <= now)
-                .order_by(Task.next_archive_at, Task.id)
+                .where(
+                    Task.state == "completed", or_(Task.next_archive_at <= now, _taken_over(now))
+                )
+                .order_by(case((Task.next_archive_at > now, 0), else_=1), Task.next_archive_at)
+                .order_by(Task.id)
                 .limit(limit)
             )
         )
-    return _run(db, settings, client, ids, due_only=True, guard=guard)
+    return _run(db, settings, client, ids, due_only=True, guard=guard, holder=holder)
 
 
 def archive_missing(
-    db: Database, settings: Settings, client: LumaClient, *, guard: netguard.Guard | None = None
+    db: Database,
+    settings: Settings,
+    client: LumaClient,
+    *,
+    guard: netguard.Guard | None = None,
+    holder: Heartbeat | None = None,
 ) -> int:
     """Every completed task without an archived video in the store, whatever its schedule says.
 
     Also retries tasks that were given up on (the person running it is the retry policy),
-    but leaves alone a task another process is downloading right now.
+    but leaves alone a task another live process is downloading right now; a dead one's
+    (stale heartbeat) it takes, and removes the partial files nobody is writing any more.
     """
     store = storage.primary(settings)
     if store is None:
         log.warning("TRACKER_MEDIA_DIR is empty: archival is off")
         return 0
+    remove_stale_partials(db, settings)
     with db.read() as session:
         rows = session.execute(
             select(Task.id, Task.media_path).where(Task.state == "completed").order_by(Task.id)
         ).all()
     stored = store.names()  # one listing, not a question per task
     ids = [task_id for task_id, name in rows if not name or name not in stored]
-    return _run(db, settings, client, ids, due_only=False, guard=guard)
+    return _run(db, settings, client, ids, due_only=False, guard=guard, holder=holder)

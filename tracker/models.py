@@ -195,6 +195,27 @@ class Account(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
 
 
+class WorkerBeat(Base):
+    """A worker process and its heartbeat: who holds leases, and whether it is still alive.
+
+    `id` is the name the process writes in `tasks.claimed_by`, so a lease whose holder has
+    gone quiet (`tracker.heartbeat.STALE_AFTER`) is recognised without waiting for it to
+    expire. A clean stop deletes the row; a killed process's row stays, stale.
+    """
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # claims taken since the start: dispatches, polls and archives
+    tasks_claimed: Mapped[int] = mapped_column(Integer, default=0)
+    # the upstream said "not now" (Retry-After): no queries or creates until then
+    paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 # Search structures made by hand in migration 0002, different on each database (SQLite's FTS5
 # table, its shadow tables and triggers; PostgreSQL's generated tsvector column, its GIN index
 # and pattern-ops indexes). The models cannot describe them, so migrations/env.py leaves objects

@@ -15,17 +15,15 @@ unset), and the upstream limits how many tasks may run at once. So each pass:
 
 The lease (claimed_until, claimed_by) is written in the transaction that picks the rows:
 PostgreSQL's FOR UPDATE SKIP LOCKED lets claimers pass each other, SQLite's BEGIN IMMEDIATE
-serializes them. A worker killed mid-pass leaves leases that simply expire. Every state
+serializes them. A worker killed mid-pass leaves leases that expire, or that others take
+over as soon as its heartbeat (`heartbeat`, a row in `workers`) goes stale. Every state
 change goes through `lifecycle`; this module only schedules and claims.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import secrets
 import signal
-import socket
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -37,7 +35,7 @@ from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import selectinload
 
-from . import credits, lifecycle, make_client, media, redact, warn_about
+from . import credits, heartbeat, lifecycle, make_client, media, redact, warn_about
 from .db import Database
 from .models import StateCount, Task, utcnow
 from .parse import Update
@@ -105,7 +103,11 @@ def _pollable(now: datetime, flavor: str) -> tuple[Any, ...]:
         Task.state.in_(POLLED),
         Task.upstream == flavor,
         Task.upstream_id.is_not(None),
-        or_(Task.claimed_until.is_(None), Task.claimed_until < now),
+        or_(
+            Task.claimed_until.is_(None),
+            Task.claimed_until < now,
+            heartbeat.held_by_dead(Task.claimed_by, now),
+        ),
     )
 
 
@@ -114,9 +116,11 @@ class Worker:
 
     def __init__(self, settings: Settings, db: Database, client: LumaClient) -> None:
         self.settings, self.db, self.client = settings, db, client
-        self.name = f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.name = heartbeat.new_id()
         self.stopping = threading.Event()
         self.manners = manners_for(client.base_url)
+        # registered (started) by run_forever and run_once; named as this worker's leases
+        self.heartbeat = heartbeat.Heartbeat(db, self.name, paused=self._paused_for)
         self.pool = ThreadPoolExecutor(settings.poll_concurrency, thread_name_prefix="poll")
         self.counts = dict.fromkeys(COUNTS, 0)  # this pass's; only the pass's thread counts
 
@@ -134,15 +138,22 @@ class Worker:
         if not self.stopping.is_set():
             credits.refresh(self.db, self.settings, self.client)  # once a minute at most
         if archive and not self.stopping.is_set():
-            self.counts["archived"] = media.archive_due(self.db, self.settings, self.client)
+            self.counts["archived"] = media.archive_due(
+                self.db, self.settings, self.client, holder=self.heartbeat
+            )
         return dict(self.counts)
+
+    def _paused_for(self) -> float:
+        """Seconds until the upstream lets this worker query and create again (0: it does)."""
+        return max(self.manners.pause_left("query"), self.manners.pause_left("create"))
 
     def _dispatch(self) -> None:
         """One claim, then its send: a claim's lease never has to outlive other sends."""
         while not self.stopping.is_set() and not self.manners.pause_left("create"):
-            claimed = lifecycle.claim_for_dispatch(self.db, self.settings, limit=1)
+            claimed = lifecycle.claim_for_dispatch(self.db, self.settings, limit=1, owner=self.name)
             if not claimed:
                 return
+            self.heartbeat.claimed(len(claimed))
             task = lifecycle.send(self.db, self.settings, self.client, *claimed[0])
             if task.state == "queued" and task.next_check_at:  # 429 or refused: "not now"
                 # no other create before this one's turn: Retry-After kept, oldest still first
@@ -202,6 +213,7 @@ class Worker:
                     .values(claimed_until=until, claimed_by=self.name)
                     .execution_options(synchronize_session=False)
                 )
+                self.heartbeat.claimed(len(rows))
         return [(row.id, row.upstream_id) for row in rows]
 
     def release(self, job: Job | None = None) -> None:
@@ -334,10 +346,12 @@ def run_once(
     database = db or Database(settings.database_url)
     upstream = client or make_client(settings)
     worker = Worker(settings, database, upstream)
+    worker.heartbeat.start()
     try:
         return worker.run_once()
     finally:
         worker.close()
+        worker.heartbeat.stop()
         if client is None:
             upstream.close()
         if db is None:
@@ -345,10 +359,20 @@ def run_once(
 
 
 def _archive_forever(worker: Worker) -> None:
-    """Copy finished videos while their links are fresh, beside the passes, until stopped."""
+    """Copy finished videos while their links are fresh, beside the passes, until stopped.
+
+    Now and then, remove the partial files of downloads whose process died (each taken-over
+    task's go at once, in `media`; this catches the rest, a task archived since, say).
+    """
+    next_sweep = 0.0
     while not worker.stopping.is_set():
         try:
-            archived = media.archive_due(worker.db, worker.settings, worker.client)
+            if time.monotonic() >= next_sweep:
+                media.remove_stale_partials(worker.db, worker.settings)
+                next_sweep = time.monotonic() + heartbeat.STALE_AFTER
+            archived = media.archive_due(
+                worker.db, worker.settings, worker.client, holder=worker.heartbeat
+            )
         except Exception:  # the database restarting, say
             log.exception("archiving failed; trying again shortly")
             archived = 0
@@ -375,6 +399,7 @@ def run_forever(settings: Settings) -> int:
         *(settings.poll_after, settings.poll_concurrency, client.base_url),
     )
     warn_about(settings, web=False)
+    worker.heartbeat.start()
     archiver = threading.Thread(target=_archive_forever, args=(worker,), name="archive")
     archiver.start()
     while not worker.stopping.is_set():
@@ -392,6 +417,7 @@ def run_forever(settings: Settings) -> int:
         worker.close()
     except Exception:
         log.exception("could not release leases; they expire after %g s", settings.lease_seconds)
+    worker.heartbeat.stop()
     client.close()
     database.dispose()
     log.info("worker %s stopped", worker.name)
