@@ -283,10 +283,11 @@ def _lags(done: dict[str, float], known: dict[str, float]) -> list[float]:
 
 def tracker_run(callbacks: bool, workdir: Path) -> dict[str, Any]:
     """The tracker (web app + worker thread) on SQLite; the simulator calls back or not."""
-    from tracker import create_app, make_client, worker
+    from tracker import create_app, worker
     from tracker.cli import upgrade
     from tracker.db import Database
     from tracker.models import Task
+    from tracker.services import make_client
     from tracker.settings import Settings
 
     sim = _simulator(callbacks)

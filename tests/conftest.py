@@ -20,8 +20,8 @@ from sqlalchemy import create_engine, text
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from tracker import create_app
-from tracker.cli import upgrade
 from tracker.db import Database
+from tracker.migrate import upgrade
 from tracker.settings import Settings
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()

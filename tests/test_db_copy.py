@@ -19,8 +19,9 @@ from sqlalchemy import func, select
 from tests.blankdb import blank_database
 from tests.conftest import BACKENDS, LiveServer, serve, wait_for
 from tracker import create_app
-from tracker.cli import main, upgrade
+from tracker.cli import main
 from tracker.db import Database
+from tracker.migrate import upgrade
 from tracker.models import StateCount, Task, TaskEvent
 from tracker.settings import Settings
 

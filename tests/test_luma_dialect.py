@@ -19,12 +19,13 @@ from sqlalchemy import update
 from tests.conftest import api_task
 from tests.scripted import Reply, ScriptedUpstream
 from tests.shapes import check_final, final_task_payloads, load, named_id, unnamed_in_flight
-from tracker import lifecycle, make_client, worker
+from tracker import lifecycle, worker
 from tracker import settings as settings_module
 from tracker.db import Database
 from tracker.lifecycle import NewTask
 from tracker.models import Task, utcnow
 from tracker.serialize import task_json
+from tracker.services import make_client
 from tracker.settings import SettingsError
 from tracker.simulator import Simulator
 

@@ -13,8 +13,8 @@ from alembic import command
 from tests.blankdb import blank_database
 from tests.conftest import BACKENDS, serve
 from tracker import create_app
-from tracker.cli import alembic_config, upgrade
 from tracker.db import Database
+from tracker.migrate import alembic_config, upgrade
 from tracker.settings import Settings
 
 

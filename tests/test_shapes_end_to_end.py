@@ -17,11 +17,12 @@ import requests
 from tests.conftest import api_task
 from tests.scripted import Reply, ScriptedUpstream, raw_task
 from tests.shapes import check_final, corpus, final_task_payloads, load, named_id, unnamed_in_flight
-from tracker import lifecycle, make_client, worker
+from tracker import lifecycle, worker
 from tracker.db import Database
 from tracker.lifecycle import NewTask
 from tracker.models import Task
 from tracker.serialize import task_json
+from tracker.services import make_client
 from tracker.settings import Settings
 
 FINAL = final_task_payloads()

@@ -11,8 +11,8 @@ import hmac
 
 from flask import request
 
-from .. import services
 from . import throttle
+from .context import services
 
 
 def _matches(given: str, expected: str) -> bool:

@@ -21,9 +21,9 @@ from pathlib import Path
 from flask import Flask, abort, g, request, session
 from sqlalchemy.engine import make_url
 
-from .. import services
 from ..settings import Settings
 from . import logins
+from .context import services
 
 log = logging.getLogger(__name__)
 

@@ -28,12 +28,13 @@ from flask import (
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from .. import credits, importing, jsonsafe, lifecycle, services, validate
+from .. import credits, importing, jsonsafe, lifecycle, validate
 from ..models import FINAL_STATES, STATES, Task
 from ..serialize import short_image, task_json
 from ..upstream import UpstreamError
 from . import csrf, forms, links, listing, throttle
 from .auth import request_has_token
+from .context import services
 
 log = logging.getLogger(__name__)
 

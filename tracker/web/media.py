@@ -19,10 +19,11 @@ from typing import Any
 from flask import Blueprint, Response, current_app, redirect, request, send_file, session
 from werkzeug.http import quote_etag, unquote_etag
 
-from .. import services, storage
+from .. import storage
 from ..models import Task
 from . import csrf
 from .auth import request_has_token
+from .context import services
 from .errors import error
 
 bp = Blueprint("media", __name__, url_prefix="/media")
