@@ -266,7 +266,7 @@ def _serve(factory: Callable[[str], Any]) -> tuple[str, Any]:
 
 
 def _simulator(callbacks: bool) -> Any:
-    from tracker.simulator import Simulator
+    from lumasim.simulator import Simulator
 
     processing, complete = GENERATION
     return Simulator(

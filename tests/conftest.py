@@ -129,7 +129,7 @@ def serve(app_factory: Callable[[str], Any]) -> LiveServer:
 
 @pytest.fixture
 def sim() -> Iterator[Any]:
-    from tracker.simulator import Simulator
+    from lumasim.simulator import Simulator
 
     simulator = Simulator(processing_after=0.2, complete_after=0.6).start()
     yield simulator

@@ -16,6 +16,7 @@ import pytest
 import requests
 from sqlalchemy import update
 
+from lumasim.simulator import Simulator
 from tests.conftest import api_task
 from tests.scripted import Reply, ScriptedUpstream
 from tests.shapes import check_final, final_task_payloads, load, named_id, unnamed_in_flight
@@ -27,7 +28,6 @@ from tracker.models import Task, utcnow
 from tracker.serialize import task_json
 from tracker.services import make_client
 from tracker.settings import SettingsError
-from tracker.simulator import Simulator
 
 KEY = "sk-test-upstream-key-0123456789"
 FINAL = final_task_payloads()

@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 import requests
 
+from lumasim.simulator import SAMPLE_JPG as SAMPLE_JPG_FILE
+from lumasim.simulator import SAMPLE_MP4
 from tests.conftest import wait_for
 from tracker import lifecycle, media
 from tracker.db import Database
@@ -29,9 +31,8 @@ from tracker.serialize import task_json
 from tracker.settings import Settings
 from tracker.upstream import LumaClient
 
-STATIC = Path(__file__).resolve().parent.parent / "tracker" / "web" / "static"
-SAMPLE = (STATIC / "sample.mp4").read_bytes()
-SAMPLE_JPG = (STATIC / "sample.jpg").read_bytes()
+SAMPLE = SAMPLE_MP4.read_bytes()
+SAMPLE_JPG = SAMPLE_JPG_FILE.read_bytes()
 NOWHERE = "http://127.0.0.1:9"  # an upstream nobody listens on
 
 

@@ -21,7 +21,7 @@ import requests
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-from tracker.simulator import SAMPLE_JPG, SAMPLE_MP4, Simulator
+from lumasim.simulator import SAMPLE_JPG, SAMPLE_MP4, Simulator
 from tracker.upstream import APIStatusError, APITimeoutError, LumaClient, RateLimitError
 
 
@@ -264,7 +264,7 @@ def test_main_serves_until_sigterm() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "tracker.simulator", "--port", str(port), "--key", "k"]
+    command = [sys.executable, "-m", "lumasim", "--port", str(port), "--key", "k"]
     child = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
     try:
         line = child.stderr.readline() if child.stderr else ""

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import requests
 
+from lumasim.simulator import Simulator
 from tests.test_simulator import Receiver, receiver, wait_for  # noqa: F401 (a fixture)
-from tracker.simulator import Simulator
 
 
 @pytest.fixture

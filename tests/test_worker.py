@@ -16,12 +16,12 @@ import pytest
 import requests
 from sqlalchemy import select, update
 
+from lumasim.simulator import Simulator
 from tracker import lifecycle, worker
 from tracker.db import Database
 from tracker.lifecycle import NewTask
 from tracker.models import Task, utcnow
 from tracker.settings import Settings
-from tracker.simulator import Simulator
 
 SimFactory = Callable[..., Simulator]
 

@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from lumasim.simulator import Simulator
 from tests.conftest import TEST_DATABASE_URL, wait_for
 from tests.test_worker import SimFactory, all_in, new_tasks, simulators, states
 from tracker.db import Database
 from tracker.models import Task, utcnow
-from tracker.simulator import Simulator
 
 TRACKER = str(Path(sys.executable).parent / "tracker")
 KEY = "sk-test-worker-process-key-42"

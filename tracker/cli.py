@@ -123,7 +123,7 @@ def simulate(
     flavor: str,
 ) -> None:
     """Run the simulated upstream in the foreground."""
-    from . import simulator
+    from lumasim import simulator
 
     argv = ["--host", host, "--port", str(port), "--flavor", flavor]
     argv += ["--processing-after", str(processing_after), "--complete-after", str(complete_after)]

@@ -1,5 +1,5 @@
 """A local stand-in for the reseller proxy of Luma's video API (shared/docs/upstream.md),
-or, with flavor="luma", for Luma's own API (the routes and shapes in simulator_luma.py).
+or, with flavor="luma", for Luma's own API (the routes and shapes in lumasim/luma.py).
 
 Why it exists: `make run` without an API key shows a newcomer the whole loop, the tests drive
 the real client over real HTTP, and benchmarks measure the tracker against a known upstream.
@@ -44,13 +44,13 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.utils import send_file
 from werkzeug.wrappers import Request, Response
 
-from . import simulator_luma as luma
+from . import luma
 
 log = logging.getLogger(__name__)
 
-STATIC = Path(__file__).parent / "web" / "static"
-SAMPLE_MP4 = STATIC / "sample.mp4"
-SAMPLE_JPG = STATIC / "sample.jpg"
+SAMPLES = Path(__file__).parent / "samples"  # served from /files/ here, never by the tracker
+SAMPLE_MP4 = SAMPLES / "sample.mp4"
+SAMPLE_JPG = SAMPLES / "sample.jpg"
 VIDEO_SIZE = (320, 180)  # the sample files' real size
 STATES = ("pending", "processing", "completed", "failed")
 TERMINAL = frozenset({"completed", "failed"})
