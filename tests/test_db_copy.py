@@ -16,8 +16,10 @@ import requests
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from tests.blankdb import blank_database
-from tests.conftest import BACKENDS, LiveServer, serve, wait_for
+from tests.support.blankdb import blank_database
+from tests.support.databases import BACKENDS
+from tests.support.servers import LiveServer, serve
+from tests.support.waiting import wait_for
 from tracker import create_app
 from tracker.cli import main
 from tracker.db import Database

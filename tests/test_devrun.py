@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import wait_for
+from tests.support.waiting import wait_for
 
 
 def _free_port() -> int:

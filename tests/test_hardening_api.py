@@ -23,8 +23,9 @@ import pytest
 import requests
 from sqlalchemy import select, update
 
-from tests.conftest import LiveServer, wait_for
-from tests.scripted import Reply, ScriptedUpstream
+from tests.support.scripted import Reply, ScriptedUpstream
+from tests.support.servers import LiveServer
+from tests.support.waiting import wait_for
 from tracker import create_app
 from tracker.db import Database
 from tracker.models import SignIn, Task, TaskEvent, utcnow

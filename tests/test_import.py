@@ -13,8 +13,8 @@ import requests
 from click.testing import CliRunner
 
 from lumasim.simulator import Simulator
-from tests.conftest import api_task, wait_for
-from tests.scripted import Reply, ScriptedUpstream
+from tests.support.scripted import Reply, ScriptedUpstream
+from tests.support.waiting import api_task, wait_for
 from tracker import cli, worker
 from tracker.db import Database
 

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from lumasim.simulator import Simulator
-from tests.conftest import api_task, wait_for
+from tests.support.waiting import api_task, wait_for
 from tracker import worker
 
 FLAVORS = ["proxy", "luma"]

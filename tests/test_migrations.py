@@ -7,7 +7,7 @@ from pathlib import Path
 from alembic import command
 from sqlalchemy import create_engine, inspect, text
 
-from tests.conftest import TEST_DATABASE_URL, postgres_url
+from tests.support.databases import TEST_DATABASE_URL, postgres_url
 from tracker.migrate import alembic_config
 
 

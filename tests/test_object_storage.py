@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from tests.conftest import wait_for
-from tests.s3server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, Bucket, S3Server
-from tests.test_media import SAMPLE, SAMPLE_JPG, add_completed, load, sha, sim_completed
+from tests.support.media import SAMPLE, SAMPLE_JPG, add_completed, load, sha, sim_completed
+from tests.support.s3server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, Bucket, S3Server
+from tests.support.waiting import wait_for
 from tracker import media, storage, worker
 from tracker.db import Database
 from tracker.settings import Settings, SettingsError

@@ -13,7 +13,7 @@ import requests
 from sqlalchemy import select
 
 from lumasim.simulator import Simulator
-from tests.conftest import api_task, wait_for
+from tests.support.waiting import api_task, wait_for
 from tracker import worker
 from tracker.models import Base
 

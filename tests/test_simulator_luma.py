@@ -14,7 +14,8 @@ import pytest
 import requests
 
 from lumasim.simulator import Simulator
-from tests.test_simulator import Receiver, receiver, wait_for  # noqa: F401 (a fixture)
+from tests.support.receiver import Receiver
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture
@@ -85,7 +86,7 @@ def test_refusals_in_lumas_words(luma: Simulator) -> None:
 
 def test_callbacks_post_the_generation_at_dreaming_and_completed(
     luma: Simulator,
-    receiver: Receiver,  # noqa: F811
+    receiver: Receiver,
 ) -> None:
     hook = f"{receiver.url}/callbacks/luma/tok"
     made = create(luma, {"prompt": "a kite", "callback_url": hook}).json()

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import TEST_DATABASE_URL, api_task, wait_for
+from tests.support.databases import TEST_DATABASE_URL
+from tests.support.waiting import api_task, wait_for
 from tracker import lifecycle
 from tracker.lifecycle import NewTask
 from tracker.models import Task
