@@ -114,3 +114,21 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
         if node not in index:
             visit(node)
     return sorted(groups)
+
+
+def foreign_test_imports(path: Path) -> list[str]:
+    """What a test file imports from the tests package outside tests/support (should be none)."""
+    wrong = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = ["." * node.level + (node.module or "")] if node.level else [node.module or ""]
+        wrong += [
+            name
+            for name in names
+            if name.startswith(".")
+            or (name.split(".")[0] == "tests" and not name.startswith("tests.support"))
+        ]
+    return wrong
