@@ -98,6 +98,7 @@ def copy_cli(source_url: str, target: str, tmp_path: Path) -> subprocess.Complet
     )
 
 
+@pytest.mark.slow  # starts a process
 @pytest.mark.parametrize("kind", BACKENDS)
 def test_copy_moves_every_row_and_says_what_to_change(
     kind: str, source: tuple[str, list[dict[str, Any]]], sim: Any, tmp_path: Path

@@ -105,6 +105,7 @@ def test_credits_answer_the_balance_in_cents(luma: Simulator) -> None:
     assert requests.get(f"{luma.url}/credits", timeout=5).json()["credit_balance"] < start
 
 
+@pytest.mark.slow  # starts a process
 def test_the_cli_speaks_luma_with_flavor() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -27,6 +27,7 @@ pytestmark = [
     ),
     # PostgreSQL only: the `db` fixture's SQLite twin has no server to restart
     pytest.mark.parametrize("database_url", ["postgresql"], indirect=True),
+    pytest.mark.slow,  # restarts PostgreSQL and starts a worker process
 ]
 
 
