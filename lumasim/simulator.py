@@ -13,125 +13,42 @@ not a thread per task: benchmarks create 10,000) hands callbacks to a small send
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
-import heapq
 import hmac
-import itertools
 import json
 import logging
 import math
 import re
 import secrets
-import signal
 import socket
 import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import requests
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.utils import send_file
 from werkzeug.wrappers import Request, Response
 
-from . import luma
+from . import luma, proxy
+from .callbacks import Callbacks
+from .tasks import FAIL_WORD, STATES, Fault, RequestRecord, SimTask, peak
 
 log = logging.getLogger(__name__)
 
 SAMPLES = Path(__file__).parent / "samples"  # served from /files/ here, never by the tracker
 SAMPLE_MP4 = SAMPLES / "sample.mp4"
 SAMPLE_JPG = SAMPLES / "sample.jpg"
-VIDEO_SIZE = (320, 180)  # the sample files' real size
-STATES = ("pending", "processing", "completed", "failed")
-TERMINAL = frozenset({"completed", "failed"})
 ROUTES = ("create", "query", "batch", "download_url", "file", "credits")
 FLAVORS = ("proxy", "luma")
-FAIL_WORD = re.compile(r"\bfail", re.IGNORECASE)  # "fail", "failing", "failure" ...
-FAILURE_REASON = "Frame moderation failed"
-# the task-platform words of the "wrapped" batch shape (upstream.md, answer shape 3)
-WRAPPED_STATUS = {
-    "pending": "SUBMITTED",
-    "processing": "IN_PROGRESS",
-    "completed": "SUCCESS",
-    "failed": "FAILURE",
-}
-CALLBACK_RETRIES, CALLBACK_RETRY_DELAY, CALLBACK_TIMEOUT, CALLBACK_SENDERS = 3, 0.1, 5.0, 8
 _FILE_NAME = re.compile(r"([0-9a-f-]{36})\.(mp4|jpg)")
-
-
-@dataclass
-class RequestRecord:
-    """One request as the simulator saw it; `ended` and `status` are set once it is answered."""
-
-    method: str
-    path: str
-    route: str
-    task_id: str | None
-    started: float  # time.monotonic()
-    ended: float | None = None
-    status: int | None = None  # 0: the connection was dropped on purpose
-
-
-@dataclass
-class SimTask:
-    """One simulated generation: its state follows the clock unless a test forced one."""
-
-    id: str
-    request_body: dict[str, Any]
-    notify_hook: str | None
-    created_at: datetime  # UTC, what the raw object shows
-    created_mono: float
-    processing_at: float  # monotonic times
-    done_at: float
-    fails: bool
-    source_id: str | None = None  # the extended task
-    forced_state: str | None = None
-    forced_reason: str | None = None
-    forced_at: float = 0.0
-
-    def state_at(self, now: float) -> str:
-        if self.forced_state is not None:
-            return self.forced_state
-        if now >= self.done_at:
-            return "failed" if self.fails else "completed"
-        return "processing" if now >= self.processing_at else "pending"
-
-    @property
-    def state(self) -> str:
-        return self.state_at(time.monotonic())
-
-    def failure_reason_at(self, now: float) -> str | None:
-        if self.state_at(now) != "failed":
-            return None
-        return (self.forced_reason if self.forced_state else None) or FAILURE_REASON
-
-    def finished_at(self) -> float | None:
-        """When it stopped counting against the upstream's concurrency; None: it still does."""
-        if self.forced_state is None or self.forced_at >= self.done_at:
-            return self.done_at
-        return self.forced_at if self.forced_state in TERMINAL else None
-
-
-@dataclass
-class _Fault:
-    status: int
-    body: bytes
-    content_type: str
-    headers: dict[str, str]
-    times: int
-    delay: float
-    drop: bool
-    after: bool
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -143,31 +60,6 @@ class _QuietHandler(WSGIRequestHandler):
 
 def _json(body: Any, status: int = 200) -> Response:
     return Response(json.dumps(body), status, mimetype="application/json")
-
-
-def _peak(points: Iterable[tuple[float, int]]) -> int:
-    """Largest running sum of +1/-1 events; at equal times ends sort first (touching != overlap)."""
-    current = best = 0
-    for _, delta in sorted(points):
-        current += delta
-        best = max(best, current)
-    return best
-
-
-def _refusal(body: dict[str, Any], source: SimTask | None) -> str | None:
-    """Luma's own refusals, in its words (upstream.md, Errors)."""
-    prompt = body.get("user_prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
-        return "Prompt is required"
-    if len(prompt.strip()) < 3:
-        return "Prompt is too short, minimum length is 3 characters"
-    if len(prompt) > 5000:
-        return "Prompt is too long, maximum length is 5000 characters"
-    if source is not None and "loop" in body:
-        return "Loop is not supported for extend"
-    if source is not None and source.state != "completed":
-        return f"Only a completed generation can be extended (task is {source.state})"
-    return None
 
 
 class Simulator:
@@ -202,33 +94,17 @@ class Simulator:
         self.requests: list[RequestRecord] = []
         self.creates = 0
         self._lock = threading.Lock()
-        self._faults: dict[str, deque[_Fault]] = {route: deque() for route in ROUTES}
+        self._faults: dict[str, deque[Fault]] = {route: deque() for route in ROUTES}
         self._secret = secrets.token_bytes(32)
-        self._local = threading.local()
-        self._events: list[tuple[float, int, str]] = []  # (due, seq, task id)
-        self._seq = itertools.count()
-        self._wake = threading.Condition()
-        self._stopping = False
-        self._scheduler: threading.Thread | None = None
-        self._pool: ThreadPoolExecutor | None = None
+        self._callbacks = Callbacks(
+            lambda task, at: self._raw(task, self._base_url(), at),
+            lambda: self.callbacks,
+            self.tasks.get,
+        )
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
-        self._urls = Map(
-            [*luma.rules(), Rule("/files/<name>", methods=["GET"], endpoint="file")]
-            if flavor == "luma"
-            else [
-                Rule("/luma/generations", methods=["POST"], endpoint="create"),
-                Rule("/luma/generations/<task_id>/extend", methods=["POST"], endpoint="extend"),
-                Rule("/luma/generations/<task_id>", methods=["GET"], endpoint="query"),
-                Rule("/luma/tasks", methods=["POST"], endpoint="batch"),
-                Rule(
-                    "/luma/generations/<task_id>/download_video_url",
-                    methods=["GET"],
-                    endpoint="download_url",
-                ),
-                Rule("/files/<name>", methods=["GET"], endpoint="file"),
-            ]
-        )
+        file = Rule("/files/<name>", methods=["GET"], endpoint="file")  # the sample media
+        self._urls = Map([*(luma.rules() if flavor == "luma" else proxy.rules()), file])
 
     # -- serving ----------------------------------------------------------------------------
 
@@ -251,18 +127,13 @@ class Simulator:
 
     def stop(self) -> None:
         """Stop serving and sending callbacks; a stopped simulator is not restarted."""
-        with self._wake:
-            self._stopping = True
-            self._wake.notify_all()
+        self._callbacks.halt()
         if self._server is not None and self._thread is not None:
             self._server.shutdown()
             self._server.server_close()
             self._thread.join(timeout=5)
             self._server = None
-        if self._scheduler is not None:
-            self._scheduler.join(timeout=5)
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._callbacks.join()
 
     # -- test controls ----------------------------------------------------------------------
 
@@ -289,7 +160,7 @@ class Simulator:
             data = body.encode() if isinstance(body, str) else body
             ctype = "text/html" if data.lstrip().startswith(b"<") else "text/plain"
             ctype += "; charset=utf-8"
-        fault = _Fault(status, data, ctype, dict(headers or {}), times, delay, drop, after)
+        fault = Fault(status, data, ctype, dict(headers or {}), times, delay, drop, after)
         with self._lock:
             self._faults[route].append(fault)
 
@@ -308,7 +179,9 @@ class Simulator:
         task = self.tasks[task_id]
         if not task.notify_hook:
             raise ValueError(f"task {task_id} has no notify_hook")
-        return self._post(task, body if body is not None else self._raw(task, self._base_url()))
+        return self._callbacks.post(
+            task, body if body is not None else self._raw(task, self._base_url())
+        )
 
     def max_overlap(self, route: str = "query") -> int:
         """Most requests for one task id on `route` in progress at the same time."""
@@ -318,7 +191,7 @@ class Simulator:
         for r in records:
             end = math.inf if r.ended is None else r.ended
             by_task.setdefault(r.task_id or "", []).extend([(r.started, 1), (end, -1)])
-        return max((_peak(points) for points in by_task.values()), default=0)
+        return max((peak(points) for points in by_task.values()), default=0)
 
     def max_in_flight(self) -> int:
         """Most tasks created and not yet completed or failed at one moment."""
@@ -328,7 +201,7 @@ class Simulator:
         for task in tasks:
             end = task.finished_at()
             points += [(task.created_mono, 1), (math.inf if end is None else end, -1)]
-        return _peak(points)
+        return peak(points)
 
     # -- the HTTP side ----------------------------------------------------------------------
 
@@ -376,7 +249,7 @@ class Simulator:
             response = getattr(self, f"_on_{endpoint}")(request, record, **args)
         return response if fault is None else self._fault_answer(fault)
 
-    def _take_fault(self, route: str) -> _Fault | None:
+    def _take_fault(self, route: str) -> Fault | None:
         with self._lock:
             queue = self._faults[route]
             if not queue:
@@ -388,7 +261,7 @@ class Simulator:
             return fault
 
     @staticmethod
-    def _fault_answer(fault: _Fault) -> Response | None:
+    def _fault_answer(fault: Fault) -> Response | None:
         if fault.delay > 0:
             time.sleep(fault.delay)
         if fault.drop:
@@ -434,7 +307,7 @@ class Simulator:
         body = request.get_json(force=True, silent=True)
         if not isinstance(body, dict):
             return _json({"detail": "Request body must be a JSON object"}, 400)
-        refusal = _refusal(body, source)
+        refusal = proxy.refusal(body, source.state if source else None, source is not None)
         if refusal:
             return _json({"detail": refusal}, 400)
         hook = body.get("notify_hook")
@@ -469,7 +342,7 @@ class Simulator:
         record.task_id = task.id
         log.debug("created task %s%s", task.id, f" (extends {source.id})" if source else "")
         if task.notify_hook:
-            self._schedule(task)
+            self._callbacks.schedule(task)
         return task
 
     def _on_query(self, request: Request, record: RequestRecord, task_id: str) -> Response:
@@ -490,16 +363,7 @@ class Simulator:
         raws = [self._raw(self.tasks[i], base) for i in ids if i in self.tasks]  # unknown: left out
         if self.batch_shape == "list":
             return _json(raws)
-        entries = [
-            {
-                "task_id": raw["id"],
-                "status": WRAPPED_STATUS[raw["state"]],
-                "fail_reason": raw["failure_reason"] or "",
-                "data": raw,
-            }
-            for raw in raws
-        ]
-        return _json({"code": "success", "data": entries})
+        return _json(proxy.wrapped(raws))
 
     def _on_download_url(self, request: Request, record: RequestRecord, task_id: str) -> Response:
         task = self.tasks.get(task_id)
@@ -560,143 +424,13 @@ class Simulator:
                 image_url=self._link(base, task.id, "jpg") if done else None,
                 failure_reason=task.failure_reason_at(now),
             )
-        video = thumbnail = None
-        if state == "completed":
-            width, height = VIDEO_SIZE
-            url = self._link(base, task.id, "mp4")
-            video = {"url": url, "width": width, "height": height, "download_url": url}
-            thumbnail = {"url": self._link(base, task.id, "jpg"), "width": width, "height": height}
-        return {
-            "id": task.id,
-            "prompt": task.request_body.get("user_prompt", ""),
-            "state": state,
-            "queue_state": None,
-            "created_at": task.created_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "batch_id": "",
-            "video": video,
-            "video_raw": {k: v for k, v in video.items() if k != "download_url"} if video else None,
-            "liked": None,
-            "estimate_wait_seconds": None,
-            "thumbnail": thumbnail,
-            "last_frame": dict(thumbnail) if thumbnail else None,
-            "failure_reason": task.failure_reason_at(now),
-        }
-
-    # -- callbacks ----------------------------------------------------------------------------
-
-    def _schedule(self, task: SimTask) -> None:
-        with self._wake:
-            if self._stopping:
-                return
-            if self._scheduler is None:
-                self._pool = ThreadPoolExecutor(CALLBACK_SENDERS, thread_name_prefix="sim-callback")
-                self._scheduler = threading.Thread(
-                    target=self._run_scheduler, name="sim-scheduler", daemon=True
-                )
-                self._scheduler.start()
-            for due in (task.processing_at, task.done_at):
-                heapq.heappush(self._events, (due, next(self._seq), task.id))
-            self._wake.notify()
-
-    def _run_scheduler(self) -> None:
-        """Pop due events; the state reached is judged at the event's due time, not at sending."""
-        while True:
-            with self._wake:
-                while not self._stopping and (
-                    not self._events or self._events[0][0] > time.monotonic()
-                ):
-                    wait = self._events[0][0] - time.monotonic() if self._events else None
-                    self._wake.wait(wait)
-                if self._stopping:
-                    return
-                due, _, task_id = heapq.heappop(self._events)
-            task = self.tasks.get(task_id)
-            if not self.callbacks or task is None or self._pool is None:
-                continue
-            try:
-                self._pool.submit(self._deliver, task, due)
-            except RuntimeError:  # the pool was shut down: we are stopping
-                return
-
-    def _deliver(self, task: SimTask, at: float) -> None:
-        """Luma's habit: retry up to 3 times, 100 ms apart, while the answer is not 200."""
-        try:
-            body = self._raw(task, self._base_url(), at)
-            status = 0
-            for attempt in range(1 + CALLBACK_RETRIES):
-                if attempt:
-                    time.sleep(CALLBACK_RETRY_DELAY)
-                status = self._post(task, body)
-                if status == 200:
-                    return
-            log.warning(
-                "callback for task %s (%s) not accepted: last status %s",
-                task.id,
-                body["state"],
-                status,
-            )
-        except Exception as exc:  # a callback must never take the simulator down
-            log.error("callback for task %s failed: %s", task.id, type(exc).__name__)
-
-    def _post(self, task: SimTask, body: dict[str, Any]) -> int:
-        """One POST to the hook. Errors name the task, never the URL: it holds a secret token."""
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = requests.Session()
-        try:
-            url = task.notify_hook or ""
-            return session.post(url, json=body, timeout=CALLBACK_TIMEOUT).status_code
-        except requests.RequestException as exc:
-            log.info("callback for task %s: %s", task.id, type(exc).__name__)
-            return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the simulator in the foreground until SIGINT or SIGTERM."""
-    parser = argparse.ArgumentParser(prog="tracker simulate", description=__doc__.split("\n")[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9100)
-    parser.add_argument("--key", default="", help="require Authorization: Bearer <key>")
-    parser.add_argument("--no-callbacks", action="store_true", help="never call notify_hook")
-    parser.add_argument("--processing-after", type=float, default=1.0)
-    parser.add_argument("--complete-after", type=float, default=3.0)
-    parser.add_argument("--latency", type=float, default=0.0)
-    parser.add_argument("--public-url", default=None, help="base of the video links it hands out")
-    parser.add_argument("--flavor", choices=FLAVORS, default="proxy", help="the API to speak")
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    simulator = Simulator(
-        api_key=args.key,
-        callbacks=not args.no_callbacks,
-        processing_after=args.processing_after,
-        complete_after=args.complete_after,
-        latency=args.latency,
-        public_url=args.public_url,
-        flavor=args.flavor,
-    )
-    try:
-        simulator.start(args.host, args.port)
-    except OSError as exc:
-        log.error("cannot listen on %s:%s: %s", args.host, args.port, exc.strerror or exc)
-        return 1
-    stopping = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stopping.set())
-    log.info(
-        "Luma simulator (%s API) listening on %s (bound to %s; callbacks %s)",
-        "Luma's own" if args.flavor == "luma" else "the proxy's",
-        simulator.url,
-        args.host,
-        "on" if simulator.callbacks else "off",
-    )
-    while not stopping.wait(0.5):
-        pass
-    simulator.stop()
-    log.info("Luma simulator stopped")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+        done = state == "completed"
+        return proxy.luma_object(
+            task_id=task.id,
+            state=state,
+            created_at=task.created_at,
+            request=task.request_body,
+            video_url=self._link(base, task.id, "mp4") if done else None,
+            image_url=self._link(base, task.id, "jpg") if done else None,
+            failure_reason=task.failure_reason_at(now),
+        )

@@ -123,7 +123,7 @@ def simulate(
     flavor: str,
 ) -> None:
     """Run the simulated upstream in the foreground."""
-    from lumasim import simulator
+    from lumasim import run
 
     argv = ["--host", host, "--port", str(port), "--flavor", flavor]
     argv += ["--processing-after", str(processing_after), "--complete-after", str(complete_after)]
@@ -131,7 +131,7 @@ def simulate(
         argv += ["--key", key]
     if no_callbacks:
         argv.append("--no-callbacks")
-    sys.exit(simulator.main(argv))
+    sys.exit(run.main(argv))
 
 
 @main.command()
