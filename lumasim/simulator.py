@@ -14,41 +14,32 @@ not a thread per task: benchmarks create 10,000) hands callbacks to a small send
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import hmac
 import json
 import logging
 import math
-import re
-import secrets
 import socket
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
-from werkzeug.utils import send_file
 from werkzeug.wrappers import Request, Response
 
 from . import luma, proxy
 from .callbacks import Callbacks
-from .tasks import FAIL_WORD, STATES, Fault, RequestRecord, SimTask, peak
+from .faults import Faults
+from .media import SampleMedia
+from .tasks import FAIL_WORD, STATES, RequestRecord, SimTask, peak
 
 log = logging.getLogger(__name__)
 
-SAMPLES = Path(__file__).parent / "samples"  # served from /files/ here, never by the tracker
-SAMPLE_MP4 = SAMPLES / "sample.mp4"
-SAMPLE_JPG = SAMPLES / "sample.jpg"
-ROUTES = ("create", "query", "batch", "download_url", "file", "credits")
 FLAVORS = ("proxy", "luma")
-_FILE_NAME = re.compile(r"([0-9a-f-]{36})\.(mp4|jpg)")
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -94,8 +85,8 @@ class Simulator:
         self.requests: list[RequestRecord] = []
         self.creates = 0
         self._lock = threading.Lock()
-        self._faults: dict[str, deque[Fault]] = {route: deque() for route in ROUTES}
-        self._secret = secrets.token_bytes(32)
+        self._faults = Faults()
+        self._media = SampleMedia()  # served from /files/ here, never by the tracker
         self._callbacks = Callbacks(
             lambda task, at: self._raw(task, self._base_url(), at),
             lambda: self.callbacks,
@@ -150,19 +141,16 @@ class Simulator:
         after: bool = False,
     ) -> None:
         """The next `times` requests to `route` get this answer; after=True does the work first."""
-        if route not in ROUTES:
-            raise ValueError(f"route must be one of {', '.join(ROUTES)}, not {route!r}")
-        if body is None:
-            body = {"detail": f"Simulated upstream error (HTTP {status})"}
-        if isinstance(body, dict):
-            data, ctype = json.dumps(body).encode(), "application/json"
-        else:
-            data = body.encode() if isinstance(body, str) else body
-            ctype = "text/html" if data.lstrip().startswith(b"<") else "text/plain"
-            ctype += "; charset=utf-8"
-        fault = Fault(status, data, ctype, dict(headers or {}), times, delay, drop, after)
-        with self._lock:
-            self._faults[route].append(fault)
+        self._faults.add(
+            route,
+            status=status,
+            body=body,
+            headers=headers,
+            times=times,
+            delay=delay,
+            drop=drop,
+            after=after,
+        )
 
     def set_state(self, task_id: str, state: str, *, failure_reason: str | None = None) -> None:
         """Force a task's state from now on (the clock no longer moves it)."""
@@ -240,36 +228,14 @@ class Simulator:
     ) -> Response | None:
         if route != "file" and self.latency > 0:
             time.sleep(self.latency)
-        fault = self._take_fault(route)
+        fault = self._faults.take(route)
         if fault is not None and not fault.after:
-            return self._fault_answer(fault)
+            return Faults.answer(fault)
         if route != "file" and self.api_key and not self._authorized(request):
             response = _json({"detail": "Invalid API key"}, 401)
         else:
             response = getattr(self, f"_on_{endpoint}")(request, record, **args)
-        return response if fault is None else self._fault_answer(fault)
-
-    def _take_fault(self, route: str) -> Fault | None:
-        with self._lock:
-            queue = self._faults[route]
-            if not queue:
-                return None
-            fault = queue[0]
-            fault.times -= 1
-            if fault.times <= 0:
-                queue.popleft()
-            return fault
-
-    @staticmethod
-    def _fault_answer(fault: Fault) -> Response | None:
-        if fault.delay > 0:
-            time.sleep(fault.delay)
-        if fault.drop:
-            return None
-        response = Response(fault.body, fault.status, content_type=fault.content_type)
-        for name, value in fault.headers.items():
-            response.headers[name] = value
-        return response
+        return response if fault is None else Faults.answer(fault)
 
     def _authorized(self, request: Request) -> bool:
         given = request.headers.get("Authorization", "").encode()
@@ -371,23 +337,11 @@ class Simulator:
             return _json({"detail": "Task not found"}, 404)
         if task.state != "completed":
             return _json({"detail": "Video is not ready"}, 404)
-        return _json({"url": self._link(self._base_url(request), task.id, "mp4")})
+        base = self._base_url(request)
+        return _json({"url": self._media.link(base, task.id, "mp4", self.link_ttl)})
 
     def _on_file(self, request: Request, record: RequestRecord, name: str) -> Response:
-        match = _FILE_NAME.fullmatch(name)
-        if match is None or match.group(1) not in self.tasks:
-            return _json({"detail": "Not Found"}, 404)
-        expires_text = request.args.get("expires", "")
-        expires = int(expires_text) if expires_text.isdigit() else -1
-        expected = self._sign(name, expires).encode()
-        if not hmac.compare_digest(request.args.get("sig", "").encode(), expected):
-            return _json({"detail": "Invalid signature"}, 403)
-        if expires < time.time():
-            return _json({"detail": "Request has expired"}, 403)
-        path, mimetype = (
-            (SAMPLE_MP4, "video/mp4") if match.group(2) == "mp4" else (SAMPLE_JPG, "image/jpeg")
-        )
-        return send_file(path, request.environ, mimetype=mimetype, conditional=True, max_age=0)
+        return self._media.serve(request, name, self.tasks)
 
     # -- the raw object and its links -------------------------------------------------------
 
@@ -398,14 +352,6 @@ class Simulator:
             return request.host_url.rstrip("/")
         return self.url or "http://127.0.0.1"
 
-    def _sign(self, name: str, expires: int) -> str:
-        return hmac.new(self._secret, f"{name}:{expires}".encode(), hashlib.sha256).hexdigest()
-
-    def _link(self, base: str, task_id: str, ext: str) -> str:
-        """A presigned link, fresh each time it is asked for, valid `link_ttl` seconds."""
-        expires, name = int(time.time() + self.link_ttl), f"{task_id}.{ext}"
-        return f"{base}/files/{name}?expires={expires}&sig={self._sign(name, expires)}"
-
     def _raw(self, task: SimTask, base: str, now: float | None = None) -> dict[str, Any]:
         """The raw Luma object, as upstream.md shows it, for the task's state at `now`.
 
@@ -413,24 +359,14 @@ class Simulator:
         """
         now = time.monotonic() if now is None else now
         state = task.state_at(now)
-        if self.flavor == "luma":
-            done = state == "completed"
-            return luma.generation(
-                task_id=task.id,
-                state=state,
-                created_at=task.created_at,
-                request=task.request_body,
-                video_url=self._link(base, task.id, "mp4") if done else None,
-                image_url=self._link(base, task.id, "jpg") if done else None,
-                failure_reason=task.failure_reason_at(now),
-            )
         done = state == "completed"
-        return proxy.luma_object(
+        render = luma.generation if self.flavor == "luma" else proxy.luma_object
+        return render(
             task_id=task.id,
             state=state,
             created_at=task.created_at,
             request=task.request_body,
-            video_url=self._link(base, task.id, "mp4") if done else None,
-            image_url=self._link(base, task.id, "jpg") if done else None,
+            video_url=self._media.link(base, task.id, "mp4", self.link_ttl) if done else None,
+            image_url=self._media.link(base, task.id, "jpg", self.link_ttl) if done else None,
             failure_reason=task.failure_reason_at(now),
         )

@@ -69,18 +69,6 @@ class SimTask:
         return self.forced_at if self.forced_state in TERMINAL else None
 
 
-@dataclass
-class Fault:
-    status: int
-    body: bytes
-    content_type: str
-    headers: dict[str, str]
-    times: int
-    delay: float
-    drop: bool
-    after: bool
-
-
 def peak(points: Iterable[tuple[float, int]]) -> int:
     """Largest running sum of +1/-1 events; at equal times ends sort first (touching != overlap)."""
     current = best = 0

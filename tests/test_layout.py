@@ -159,7 +159,7 @@ def test_cli_commands_but_the_web_run_without_flask(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_plain_install_runs_the_simulator_with_its_own_media(tmp_path: Path) -> None:
+def test_a_plain_install_runs_the_simulator_serving_its_own_media(tmp_path: Path) -> None:
     """Built as `pip install .` builds it (no -e): lumasim and its samples are in the wheel.
 
     The wheel goes into a fresh venv without its dependencies, which come from this test's
@@ -192,15 +192,23 @@ def test_a_plain_install_runs_the_simulator_with_its_own_media(tmp_path: Path) -
     away.mkdir()
     shown = _python(
         """
-        import lumasim.simulator as sim, tracker
-        print(tracker.__file__, sim.__file__)
-        print(sim.SAMPLE_MP4.read_bytes()[4:8], sim.SAMPLE_JPG.read_bytes()[:2])
+        import requests, tracker, lumasim.media as media
+        from lumasim.simulator import Simulator
+        sim = Simulator(processing_after=0, complete_after=0).start()
+        made = requests.post(f"{sim.url}/luma/generations", json={"user_prompt": "a fox"}).json()
+        video = requests.get(f"{sim.url}/luma/generations/{made['id']}").json()["video"]["url"]
+        served = requests.get(video)
+        sim.stop()
+        print(tracker.__file__, media.__file__)
+        sample = media.SAMPLE_MP4.read_bytes()
+        print(video.startswith(sim.url + "/files/"), served.content == sample)
+        print(served.headers["Content-Type"], len(served.content))
         """,
         cwd=away,
         python=python,
     )
-    assert shown.count(str(venv)) == 2, shown
-    assert "b'ftyp' b'\\xff\\xd8'" in shown
+    assert shown.count(str(venv)) == 2, shown  # the installed copies, not this tree
+    assert "True True\nvideo/mp4 14015" in shown, shown
     helped = subprocess.run(
         [tracker, "simulate", "--help"], capture_output=True, text=True, cwd=away, timeout=60
     )

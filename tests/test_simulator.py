@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 import requests
 
-from lumasim.simulator import SAMPLE_JPG, SAMPLE_MP4, Simulator
+from lumasim.media import SAMPLE_JPG, SAMPLE_MP4
+from lumasim.simulator import Simulator
 from tests.support.receiver import Receiver
 from tracker.upstream import APIStatusError, APITimeoutError, LumaClient, RateLimitError
 

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from lumasim.simulator import SAMPLE_JPG as SAMPLE_JPG_FILE
-from lumasim.simulator import SAMPLE_MP4
+from lumasim.media import SAMPLE_JPG as SAMPLE_JPG_FILE
+from lumasim.media import SAMPLE_MP4
 from tracker import lifecycle
 from tracker.db import Database
 from tracker.models import Task, utcnow
