@@ -6,6 +6,10 @@ under its own /files/ route), so the tracker's public /assets/ holds the dashboa
 only. It is still installed with the tracker (pyproject.toml), so `tracker simulate` and
 `make run` work after a plain `pip install`; `python -m lumasim` runs it too.
 
-- `simulator`: the HTTP server, its clock-driven tasks, callbacks and fault injection
-- `luma`: the routes and shapes of Luma's own API (flavor="luma")
+- `simulator`: the `Simulator` (a WSGI app, served in a thread by `start()`) and its routes
+- `proxy`, `luma`: the two voices (the reseller proxy's API, Luma's own): routes, refusals, objects
+- `tasks`: tasks whose state follows the clock, and the requests seen
+- `callbacks`: the scheduler and senders of notify_hook callbacks
+- `faults`: the failures a test queues; `media`: the sample files and their presigned links
+- `run`: `tracker simulate` / `python -m lumasim`
 """
