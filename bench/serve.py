@@ -118,8 +118,7 @@ class Web:
             except requests.RequestException:
                 pass
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"{app} did not start: {self.errors()[-2000:]}")
+                raise RuntimeError(f"{app} did not start: {self.stop()[-2000:]}")
             time.sleep(0.2)
 
     def errors(self) -> str:
