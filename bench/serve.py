@@ -121,6 +121,18 @@ class Web:
                 raise RuntimeError(f"{app} did not start: {self.stop()[-2000:]}")
             time.sleep(0.2)
 
+    def cpu_seconds(self) -> float:
+        """CPU time its worker processes used so far (user + system)."""
+        total = 0.0
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        for pid in children.read_text().split():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
+
     def errors(self) -> str:
         self.log.seek(0)
         return self.log.read().decode(errors="replace")

@@ -8,7 +8,7 @@ wrote in between, and the busy timeout cannot help with that case.
 The worker and the CLI wait up to 30 s for the write lock. The web process must not:
 SQLite's busy wait sleeps inside the C library, which holds a thread for the whole wait
 and, under gevent, the whole process (its /healthz included). So the web process gives
-SQLite a short busy timeout and retries BEGIN IMMEDIATE itself with `time.sleep`, which
+SQLite no busy timeout and retries BEGIN IMMEDIATE itself with `time.sleep`, which
 gevent makes cooperative, for at most `lock_wait` seconds; then the request fails with
 OperationalError, which the web app answers with 503 and Retry-After.
 """
@@ -28,7 +28,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000  # the worker and the CLI
 WEB_LOCK_WAIT = 2.0  # seconds a web request waits for SQLite's write lock, then 503
-_SHORT_BUSY_TIMEOUT_MS = 20  # the web process's busy wait inside SQLite, per attempt
+# the web process never waits inside SQLite: under gevent that wait would stop every request of
+# the process while the lock's holder (in another process) is off the CPU
+_NO_BUSY_WAIT_MS = 0
 
 
 def make_engine(url: str, lock_wait: float | None = None) -> Engine:
@@ -37,7 +39,7 @@ def make_engine(url: str, lock_wait: float | None = None) -> Engine:
         database = make_url(url).database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        busy_ms = SQLITE_BUSY_TIMEOUT_MS if lock_wait is None else _SHORT_BUSY_TIMEOUT_MS
+        busy_ms = SQLITE_BUSY_TIMEOUT_MS if lock_wait is None else _NO_BUSY_WAIT_MS
         engine = create_engine(
             url,
             connect_args={"timeout": busy_ms / 1000},
@@ -76,7 +78,7 @@ def _tune_sqlite(engine: Engine, busy_ms: int, lock_wait: float | None) -> None:
             conn.exec_driver_sql("BEGIN")
             return
         deadline = None if lock_wait is None else time.monotonic() + lock_wait
-        pause = 0.005
+        pause = 0.001
         while True:
             try:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -86,7 +88,7 @@ def _tune_sqlite(engine: Engine, busy_ms: int, lock_wait: float | None) -> None:
                     raise
             # time.sleep: another thread runs meanwhile, or under gevent another greenlet
             time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-            pause = min(pause * 2, 0.1)
+            pause = min(pause * 2, 0.02)
 
 
 class Database:
