@@ -30,6 +30,7 @@ from tracker import lifecycle
 from tracker.db import Database
 from tracker.lifecycle import NewTask
 from tracker.models import Task, TaskEvent
+from tracker.web import admission
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = str(Path(sys.executable).parent / "gunicorn")
@@ -214,3 +215,29 @@ def test_gunicorn_conf_imports_nothing_that_gevent_patches() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == ""
+
+
+def test_admission_gate_admits_at_most_its_slots_in_arrival_order() -> None:
+    """The gevent worker's limit on requests in the app (tracker/web/admission.py)."""
+    gate = admission.Gate(2)
+    inside, peak, order = [0], [0], []
+    held = threading.Event()
+
+    def work(n: int) -> None:
+        with gate:
+            inside[0] += 1
+            peak[0] = max(peak[0], inside[0])
+            order.append(n)
+            held.wait(5)
+            inside[0] -= 1
+
+    threads = []
+    for n in range(6):
+        threads.append(threading.Thread(target=work, args=(n,)))
+        threads[-1].start()
+        wait_for(lambda n=n: len(gate._waiting) == max(0, n - 1), timeout=5)
+    held.set()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert peak[0] == 2
+    assert order == [0, 1, 2, 3, 4, 5]
