@@ -8,18 +8,22 @@ starve some past their lock wait, where a bounded thread pool queued them in ord
 in docs/benchmarks.md). So a greenlet first reads a small body whole (up to READ_AHEAD bytes,
 cooperatively: a byte-a-second sender waits here, holding nothing), then takes one of `slots`
 and runs the app. The slot is given back when the app returns, before a long answer (a video)
-is streamed, so slow readers hold no slot either.
+is streamed, so slow readers hold no slot either. A request that waits QUEUE_WAIT for a slot
+(every slot waiting on a locked database, say) gets a 503 with Retry-After; /healthz never
+waits for one.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
 READ_AHEAD = 1_000_001  # TRACKER_MAX_CALLBACK_BYTES' default, plus the byte that tells "too long"
+QUEUE_WAIT = 2.0  # seconds a request waits for a slot, then 503 (the sender retries)
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -38,16 +42,23 @@ class Gate:
         self._waiting: deque[threading.Event] = deque()
         self._lock = threading.Lock()
 
-    def __enter__(self) -> None:
+    def enter(self, timeout: float) -> bool:
+        """Take a slot, waiting at most `timeout` seconds; False if none came."""
         with self._lock:
             if self._free and not self._waiting:
                 self._free -= 1
-                return
+                return True
             turn = threading.Event()
             self._waiting.append(turn)
-        turn.wait()  # the slot is handed over by __exit__
+        if turn.wait(timeout):  # the slot is handed over by leave()
+            return True
+        with self._lock:
+            if turn.is_set():  # handed over just as the wait ended
+                return True
+            self._waiting.remove(turn)
+            return False
 
-    def __exit__(self, *exc: object) -> None:
+    def leave(self) -> None:
         with self._lock:
             if self._waiting:
                 self._waiting.popleft().set()
@@ -60,11 +71,30 @@ def limit(app: WSGIApp, slots: int) -> WSGIApp:
     gate = Gate(slots)
 
     def admitted(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == "/healthz":
+            return app(environ, start_response)  # touches nothing: never waits behind others
         _read_ahead(environ)
-        with gate:
+        if not gate.enter(QUEUE_WAIT):
+            return _busy(start_response)
+        try:
             return app(environ, start_response)
+        finally:
+            gate.leave()
 
     return admitted
+
+
+def _busy(start_response: Callable[..., Any]) -> Iterable[bytes]:
+    body = json.dumps({"error": "the service is busy; try again shortly"}).encode()
+    start_response(
+        "503 Service Unavailable",
+        [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(body))),
+            ("Retry-After", "5"),
+        ],
+    )
+    return [body]
 
 
 def _read_ahead(environ: dict[str, Any]) -> None:
