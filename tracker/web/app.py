@@ -6,7 +6,7 @@ from flask import Flask
 
 from .. import redact
 from .. import settings as settings_module
-from ..db import Database
+from ..db import WEB_LOCK_WAIT, Database
 from ..services import Services, make_client, warn_about
 from ..settings import Settings
 from .routing import BoundedInt
@@ -27,7 +27,9 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     # every <int:...> in every route: a number past what the database holds is a 404, not a 500
     app.url_map.converters["int"] = BoundedInt
     app.extensions["tracker"] = Services(
-        settings=settings, db=db or Database(settings.database_url), client=make_client(settings)
+        settings=settings,
+        db=db or Database(settings.database_url, lock_wait=WEB_LOCK_WAIT),
+        client=make_client(settings),
     )
 
     from . import api, dashboard, errors, hooks, openapi, readiness, security
