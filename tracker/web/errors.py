@@ -24,6 +24,7 @@ from flask import (
 )
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from .. import lifecycle
@@ -95,9 +96,10 @@ def http_error(exc: HTTPException) -> Answer | HTTPException:
     return response, status
 
 
-def database_down(exc: OperationalError) -> Answer:
+def database_down(exc: OperationalError | PoolTimeout) -> Answer:
     # the sender (the upstream for callbacks) should try again; nothing was half-written
-    log.error("database unavailable: %s", type(exc.orig).__name__ if exc.orig else exc)
+    orig = getattr(exc, "orig", None)
+    log.error("database unavailable: %s", type(orig or exc).__name__)
     if _for_pages():
         response = page(503, "The database is unavailable", "Try again in a few seconds.")
     else:
@@ -134,6 +136,8 @@ def invalid_action(exc: lifecycle.InvalidAction) -> Answer:
 def init_app(app: Flask) -> None:
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(OperationalError, database_down)
+    # every pooled connection busy (waiting for a locked SQLite): as if the database were down
+    app.register_error_handler(PoolTimeout, database_down)
     app.register_error_handler(LookupError, not_found)
     app.register_error_handler(lifecycle.InvalidAction, invalid_action)
     app.register_error_handler(Exception, unexpected)
