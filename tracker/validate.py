@@ -99,17 +99,19 @@ def _problem(error: Any) -> Problem:
 
 
 def problems(exc: pydantic.ValidationError) -> list[Problem]:
-    """Every problem, unknown fields first, then in the form's order (the first leads a 400)."""
-    found = [_problem(error) for error in exc.errors(include_url=False, include_input=False)]
+    """Every problem: the body's own first, then unknown fields, then in the form's order."""
+    errors = exc.errors(include_url=False, include_input=False)
 
-    def rank(p: Problem) -> tuple[int, int]:
-        if p.field is None:
+    def rank(error: Any) -> tuple[int, int]:
+        loc = error.get("loc") or ()
+        if not loc:
             return (0, 0)
-        if p.field in FIELD_ORDER:
-            return (2, FIELD_ORDER.index(p.field))
-        return (1, 0)  # an unknown field
+        if error["type"] == "extra_forbidden":
+            return (1, 0)
+        name = str(loc[0])
+        return (2, FIELD_ORDER.index(name) if name in FIELD_ORDER else len(FIELD_ORDER))
 
-    return sorted(found, key=rank)
+    return [_problem(error) for error in sorted(errors, key=rank)]
 
 
 def new_task(body: Any, flavor: str = "proxy") -> NewTask:
