@@ -8,6 +8,7 @@ schemathesis fuzzes the live app against this document in the test suite.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint
@@ -103,80 +104,82 @@ LIST_PARAMETERS = [
     },
 ]
 
-# (method, path, summary, request body, {status: (description, answer model)}, errors)
-ROUTES: list[tuple[str, str, str, dict[str, Any] | None, dict[int, tuple[str, str]], tuple]] = [
-    (
+
+@dataclass(frozen=True)
+class Route:
+    """One operation: what a model cannot say about it."""
+
+    method: str
+    path: str
+    summary: str
+    ok: dict[int, tuple[str, str]]  # status: (what it means, the answer's model)
+    errors: tuple[int, ...] = ()  # besides ALWAYS, and UNSAFE for a POST
+    body: dict[str, Any] | None = None
+    description: str | None = None
+
+
+ROUTES = [
+    Route(
         "post", "/api/tasks", "Submit an extend (with source_task_id) or a new generation",
-        SUBMIT, {201: ("stored (and sent when a slot is free)", "TaskDetail")}, (400, 413),
+        {201: ("stored (and sent when a slot is free)", "TaskDetail")}, (400, 413), SUBMIT,
     ),
-    (
+    Route(
         "get", "/api/tasks", "Tasks, newest first, with cursor pagination",
-        None, {200: ("a page of tasks", "TaskPage")}, (400,),
+        {200: ("a page of tasks", "TaskPage")}, (400,),
     ),
-    (
+    Route(
         "post", "/api/tasks/import", "Track a task made elsewhere (Luma's web app, another tool)",
-        IMPORT,
         {201: ("imported", "TaskDetail"), 200: ("already tracked: the task", "TaskDetail")},
-        (400, 404, 413, 502),
+        (400, 404, 413, 502), IMPORT,
+        "Asks the upstream once. A completed task is archived, an unfinished one followed. "
+        "404 carries the upstream's words; on 502 nothing is stored.",
     ),
-    (
-        "get", "/api/account",
-        "The upstream account's credit balance (LUMA_API_FLAVOR=luma only)",
-        None, {200: ("the stored balance", "Account")}, (404,),
+    Route(
+        "get", "/api/account", "The upstream account's credit balance (LUMA_API_FLAVOR=luma only)",
+        {200: ("the stored balance", "Account")}, (404,),
     ),
-    (
+    Route(
         "get", "/api/tasks/{task_id}", "One task with its events",
-        None, {200: ("the task", "TaskDetail")}, (404,),
+        {200: ("the task", "TaskDetail")}, (404,),
     ),
-    (
+    Route(
         "post", "/api/tasks/{task_id}/poll", "Query the upstream for this task now",
-        ACTION, {200: ("the task after the query", "TaskDetail")}, (404, 409, 502),
+        {200: ("the task after the query", "TaskDetail")}, (404, 409, 502), ACTION,
     ),
-    (
+    Route(
         "post", "/api/tasks/{task_id}/resend", "Send a rejected task again, as a new attempt",
-        ACTION, {200: ("the task, queued or sent", "TaskDetail")}, (404, 409),
+        {200: ("the task, queued or sent", "TaskDetail")}, (404, 409), ACTION,
     ),
 ]  # fmt: skip
-DESCRIPTIONS = {
-    ("post", "/api/tasks/import"): "Asks the upstream once. A completed task is archived, an "
-    "unfinished one followed. 404 carries the upstream's words; on 502 nothing is stored.",
-}
 
 
 def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
-def _operation(
-    method: str,
-    path: str,
-    summary: str,
-    body: dict[str, Any] | None,
-    ok: dict[int, tuple[str, str]],
-    errors: tuple[int, ...],
-) -> dict[str, Any]:
+def _operation(route: Route) -> dict[str, Any]:
     answers = {
         str(status): {"description": words, "content": _json({"$ref": REF.format(model=model)})}
-        for status, (words, model) in ok.items()
+        for status, (words, model) in route.ok.items()
     }
-    unsafe = method != "get"
-    for status in (*errors, *ALWAYS, *(UNSAFE if unsafe else ())):
+    unsafe = UNSAFE if route.method != "get" else ()
+    for status in (*route.errors, *ALWAYS, *unsafe):
         answers[str(status)] = {
             "description": STATUS[status],
             "content": _json({"$ref": REF.format(model="Error")}),
         }
-    operation: dict[str, Any] = {"summary": summary}
-    if (method, path) in DESCRIPTIONS:
-        operation["description"] = DESCRIPTIONS[(method, path)]
-    if "{task_id}" in path:
+    operation: dict[str, Any] = {"summary": route.summary}
+    if route.description:
+        operation["description"] = route.description
+    if "{task_id}" in route.path:
         operation["parameters"] = [TASK_ID]
-    elif method == "get" and path == "/api/tasks":
+    elif route.method == "get" and route.path == "/api/tasks":
         operation["parameters"] = LIST_PARAMETERS
-    if body is not None:
+    if route.body is not None:
         # "required": an empty action body is accepted too, but only as JSON, which OpenAPI
         # cannot say; without the type the answer is 415
-        operation["requestBody"] = {"required": True, "content": _json(body)}
-        if body is ACTION:
+        operation["requestBody"] = {"required": True, "content": _json(route.body)}
+        if route.body is ACTION:
             operation["requestBody"]["description"] = ACTION_DESCRIPTION
     operation["responses"] = answers
     return operation
@@ -184,8 +187,8 @@ def _operation(
 
 def _paths() -> dict[str, Any]:
     paths: dict[str, Any] = {}
-    for method, path, summary, body, ok, errors in ROUTES:
-        paths.setdefault(path, {})[method] = _operation(method, path, summary, body, ok, errors)
+    for route in ROUTES:
+        paths.setdefault(route.path, {})[route.method] = _operation(route)
     return paths
 
 
