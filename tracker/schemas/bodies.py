@@ -10,8 +10,9 @@ has its say through its own `unsupported` rule: asked about each image as it is 
 (so a base64 image on Luma's own API is refused beside every other problem), then about
 the whole task.
 
-To add a field: write its rule in `fields`, add it to both models (or, for a generation
-option, as `Empty` to `Extend`) and to `fields.FIELD_ORDER`; validate.py and the form follow.
+To add a field: write its rule in `fields`, add it to `_Body` (or, for a generation option,
+to `Generate` and as `Empty` to `Extend`) and to `fields.FIELD_ORDER`, and carry it into
+NewTask in `validate.new_task`; the OpenAPI document and the form's errors follow.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ class _Body(BaseModel):
 
     user_prompt: Prompt
     expand_prompt: NullableBool = None
+    # a new field every submission may carry goes here (its rule in `fields`, its place in
+    # fields.FIELD_ORDER, and its way into NewTask in validate.new_task)
 
     def options(self) -> dict[str, Any]:
         """The generation's options the user gave, in the upstream's own words."""
@@ -88,7 +91,6 @@ class Extend(_Body):
     resolution: Empty = None
     duration: Empty = None
     model_name: Empty = None
-    # new fields of every submission go here and in Generate (and in FIELD_ORDER)
 
 
 class Generate(_Body):
@@ -102,7 +104,7 @@ class Generate(_Body):
     resolution: Resolution = None
     duration: Duration = None
     model_name: ModelName = None
-    # new fields of every submission go here and in Extend (and in FIELD_ORDER)
+    # a new generation option goes here, and as `Empty` in Extend
 
 
 def submit_model(body: Any) -> type[Extend] | type[Generate]:

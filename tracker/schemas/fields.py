@@ -45,8 +45,10 @@ IMAGE = re.compile(IMAGE_PATTERN)
 COMMON_FIELDS = ("source_task_id", "user_prompt", "expand_prompt", "image_url", "image_end_url")
 GENERATE_FIELDS = ("aspect_ratio", "loop", "resolution", "duration", "model_name")
 # the order problems are reported in (the first is the answer's `field`); unknown fields first
-FIELD_ORDER = ("user_prompt", "source_task_id", "expand_prompt", "image_url", "image_end_url")
-FIELD_ORDER += GENERATE_FIELDS
+FIELD_ORDER = (
+    *("user_prompt", "source_task_id", "expand_prompt", "image_url", "image_end_url"),
+    *GENERATE_FIELDS,
+)
 # fields a submission may not carry because the tracker fills them (from the upstream's answers)
 TRACKER_SETS = frozenset(
     {
@@ -147,7 +149,7 @@ def _duration(field: str, value: Any) -> str:
     return value
 
 
-@dataclass(frozen=True)
+@dataclass
 class Probe:
     """One field of a task, as a dialect's `unsupported` rule reads a task (TaskLike)."""
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint
+from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, models_json_schema
 from pydantic_core import core_schema
 
@@ -40,9 +41,9 @@ class _Compact(GenerateJsonSchema):
 
 
 def _components() -> dict[str, Any]:
-    models = (schemas.Task, schemas.TaskDetail, schemas.Event, schemas.TaskPage)
-    models += (schemas.Account, schemas.Error, schemas.Extend, schemas.Generate)
-    models += (schemas.Import,)
+    models: list[type[BaseModel]] = [schemas.Task, schemas.TaskDetail, schemas.Event]
+    models += [schemas.TaskPage, schemas.Account, schemas.Error]
+    models += [schemas.Extend, schemas.Generate, schemas.Import]
     _, found = models_json_schema(
         [(model, "validation") for model in models],
         ref_template=REF,
