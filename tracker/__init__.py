@@ -62,6 +62,13 @@ def warn_about(settings: Settings, *, web: bool) -> None:
             "PUBLIC_BASE_URL is not set: tasks are sent without notify_hook, "
             "and only polling will track them"
         )
+    if not settings.is_sqlite and not (settings.secret_key or settings.api_token):
+        # several machines on one PostgreSQL: each would sign sessions and forms with its own
+        # random key, and a form served by one would fail on the next
+        log.warning(
+            "neither TRACKER_SECRET_KEY nor TRACKER_API_TOKEN is set: on PostgreSQL, where "
+            "several machines may serve the dashboard, set TRACKER_SECRET_KEY to one value on all"
+        )
     if web and not settings.api_token:
         log.warning(
             "TRACKER_API_TOKEN is not set: anyone who can reach this service can submit work"
@@ -88,9 +95,22 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         client=make_client(settings),
     )
 
-    from .web import api, dashboard, errors, hooks, openapi, readiness, security
+    from .web import (
+        api,
+        dashboard,
+        errors,
+        hooks,
+        openapi,
+        readiness,
+        requestlog,
+        security,
+        workers,
+    )
     from .web import media as media_routes
+    from .web import metrics as metrics_routes
 
+    metrics_routes.init_app(app)  # first: its timing covers the other hooks; GET /metrics
+    requestlog.init_app(app)  # X-Request-ID, and request_id/task_id on log lines
     errors.init_app(app)
     security.init_app(app)
     app.register_blueprint(api.bp)
@@ -99,6 +119,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     app.register_blueprint(media_routes.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(readiness.bp)  # GET /readyz, no token (like /healthz)
+    workers.init_app(app)  # GET /api/workers, the dashboard's workers panel
 
     @app.get("/healthz")
     def healthz() -> tuple[dict[str, str], int]:

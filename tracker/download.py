@@ -28,7 +28,7 @@ from typing import BinaryIO
 
 import requests
 
-from . import netguard
+from . import netguard, shutdown
 from .settings import Settings
 
 CHUNK = 64 * 1024
@@ -174,6 +174,7 @@ def _stream(url: str, out: BinaryIO, settings: Settings, guard: netguard.Guard) 
                 if total > cap:  # counted, whatever Content-Length said
                     raise TooLarge(f"larger than the {cap}-byte limit")
                 out.write(chunk)
+                shutdown.check()  # SIGTERM: abandon (the caller gives the lease back)
                 if time.monotonic() > deadline:
                     raise DownloadError(f"took longer than {DOWNLOAD_DEADLINE:g} s")
     except netguard.FetchRefused as exc:

@@ -1,0 +1,47 @@
+"""Stopping cleanly on SIGTERM: what the worker finishes, what it abandons, what it gives back.
+
+A platform stops a process with SIGTERM and, some seconds later, SIGKILL (Heroku: 30 s;
+Kubernetes: terminationGracePeriodSeconds). In that window the worker (`worker.run_forever`)
+
+- finishes the upstream requests in flight: a create cut off mid-request would have an
+  unknown outcome (never resent on our own), and a query is short (LUMA_READ_TIMEOUT);
+- abandons downloads (and outgoing webhook deliveries) in progress: a video can take many
+  minutes, and another worker starts it again from the beginning anyway. `check()` raises
+  `Abandoned` between chunks once `request()` was called;
+- gives back every lease it holds (polls, archive claims, deliveries), so that another
+  worker takes those tasks at once instead of waiting for a lease to expire; then deletes
+  its heartbeat row.
+
+The web side agrees: gunicorn's graceful_timeout (gunicorn.conf.py) is the longest upstream
+request a web process may be in (a submit: connect + read timeout) plus a margin.
+"""
+
+from __future__ import annotations
+
+import threading
+
+_stopping = threading.Event()
+
+
+class Abandoned(Exception):
+    """Work cut short because this process is stopping; its lease is given back, not failed."""
+
+
+def request() -> None:
+    """Ask every download and delivery in this process to stop at its next chunk."""
+    _stopping.set()
+
+
+def requested() -> bool:
+    return _stopping.is_set()
+
+
+def check() -> None:
+    """Raise Abandoned when this process is stopping (called between chunks of a download)."""
+    if _stopping.is_set():
+        raise Abandoned("the process is stopping")
+
+
+def reset() -> None:
+    """For tests that stop a worker in-process and go on."""
+    _stopping.clear()

@@ -1,0 +1,20 @@
+"""Request ids and task ids on the web process's log lines (see tracker/logs.py)."""
+
+from __future__ import annotations
+
+from flask import Flask, request
+
+from .. import logs
+
+
+def _note_task() -> None:
+    """A request about one task (/api/tasks/<task_id>, /tasks/<task_id>...): its lines say so."""
+    task = (request.view_args or {}).get("task_id")
+    if isinstance(task, int):
+        logs.task_id.set(task)  # RequestIds puts the previous value back after the request
+
+
+def init_app(app: Flask) -> None:
+    logs.install_context()
+    app.wsgi_app = logs.RequestIds(app.wsgi_app)  # type: ignore[method-assign]
+    app.before_request(_note_task)
