@@ -6,8 +6,9 @@ Kubernetes: terminationGracePeriodSeconds). In that window the worker (`worker.r
 - finishes the upstream requests in flight: a create cut off mid-request would have an
   unknown outcome (never resent on our own), and a query is short (LUMA_READ_TIMEOUT);
 - abandons downloads (and outgoing webhook deliveries) in progress: a video can take many
-  minutes, and another worker starts it again from the beginning anyway. `check()` raises
-  `Abandoned` between chunks once `request()` was called;
+  minutes, and another worker starts it again from the beginning anyway. `request()` cuts
+  the connection of every download registered with `interruptible` (a read blocked on a
+  slow origin returns at once), and `check()` raises `Abandoned` between chunks;
 - gives back every lease it holds (polls, archive claims, deliveries), so that another
   worker takes those tasks at once instead of waiting for a lease to expire; then deletes
   its heartbeat row.
@@ -18,9 +19,18 @@ request a web process may be in (a submit: connect + read timeout) plus a margin
 
 from __future__ import annotations
 
+import logging
+import socket
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 _stopping = threading.Event()
+_cutters: set[Callable[[], None]] = set()
+_lock = threading.Lock()
 
 
 class Abandoned(Exception):
@@ -28,8 +38,33 @@ class Abandoned(Exception):
 
 
 def request() -> None:
-    """Ask every download and delivery in this process to stop at its next chunk."""
+    """Stop every download and delivery in this process: cut their connections now."""
     _stopping.set()
+    with _lock:
+        cutters = list(_cutters)
+    for cut in cutters:
+        with suppress(Exception):  # a connection that closed meanwhile
+            cut()
+
+
+@contextmanager
+def interruptible(response: Any) -> Iterator[None]:
+    """While inside, a shutdown cuts `response`'s connection (a `requests` streamed answer)."""
+
+    def cut() -> None:
+        connection = getattr(response.raw, "connection", None)  # urllib3 2: while streaming
+        sock = getattr(connection, "sock", None)
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)  # the blocked read returns; the reader fails
+
+    with _lock:
+        _cutters.add(cut)
+    try:
+        check()  # stopping already: do not start
+        yield
+    finally:
+        with _lock:
+            _cutters.discard(cut)
 
 
 def requested() -> bool:
