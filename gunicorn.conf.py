@@ -107,12 +107,14 @@ class RedactingLogger(Logger):
         atoms = self.atoms_wrapper_class(
             self.atoms(resp, req, loggable_environ(environ), request_time)
         )
-        request_id = environ.get(_logs.ENVIRON_KEY)  # set by tracker.logs.RequestIds
+        # set by tracker.logs.RequestIds and tracker.web.requestlog while the app ran
+        ids = {"request_id": environ.get(_logs.ENVIRON_KEY)}
+        ids["task_id"] = environ.get(_logs.TASK_ENVIRON_KEY)
         try:
             self.access_log.info(
                 self.cfg.access_log_format,
                 atoms,
-                extra={"request_id": request_id} if request_id else None,
+                extra={key: value for key, value in ids.items() if value is not None},
             )
         except Exception:
             self.error(traceback.format_exc())

@@ -35,6 +35,7 @@ FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 HEADER = "X-Request-ID"
 ENVIRON_KEY = "tracker.request_id"
+TASK_ENVIRON_KEY = "tracker.task_id"
 # what an incoming X-Request-ID may be: a UUID, a trace id, a load balancer's token
 _SANE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+=-]{0,127}")
 _ABOUT_TASK = re.compile(r"\btasks? #?(\d{1,10})\b")

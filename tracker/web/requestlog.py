@@ -12,6 +12,7 @@ def _note_task() -> None:
     task = (request.view_args or {}).get("task_id")
     if isinstance(task, int):
         logs.task_id.set(task)  # RequestIds puts the previous value back after the request
+        request.environ[logs.TASK_ENVIRON_KEY] = task  # for gunicorn's access line
 
 
 def init_app(app: Flask) -> None:
