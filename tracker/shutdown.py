@@ -47,13 +47,26 @@ def request() -> None:
             cut()
 
 
+def _socket(response: Any) -> socket.socket | None:
+    """The socket under a streamed `requests` answer.
+
+    urllib3 keeps no public handle on it while the body streams: its connection's `sock`
+    when set, else the socket http.client reads from. Found neither (another library
+    version), the download still stops at its next chunk or its read timeout.
+    """
+    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+    if sock is None:
+        reader = getattr(getattr(response.raw, "_fp", None), "fp", None)
+        sock = getattr(getattr(reader, "raw", None), "_sock", None)
+    return sock if isinstance(sock, socket.socket) else None
+
+
 @contextmanager
 def interruptible(response: Any) -> Iterator[None]:
     """While inside, a shutdown cuts `response`'s connection (a `requests` streamed answer)."""
 
     def cut() -> None:
-        connection = getattr(response.raw, "connection", None)  # urllib3 2: while streaming
-        sock = getattr(connection, "sock", None)
+        sock = _socket(response)
         if sock is not None:
             sock.shutdown(socket.SHUT_RDWR)  # the blocked read returns; the reader fails
 
