@@ -156,7 +156,9 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench ingest")
     parser.add_argument("--worker-class", help="also run the tracker with gunicorn -k this")
     parser.add_argument("--metrics", action="store_true", help="metrics off against on")
+    parser.add_argument("--runs", type=int, default=RUNS, help="runs of each variant (median)")
     args = parser.parse_args(argv)
+    globals()["RUNS"] = max(1, args.runs)  # read by measure() and the report
     wrk = ensure_wrk()
     variants: dict[str, Variant] = {
         "bare Flask": ("bench.serve:bare_app", [], {}),

@@ -71,6 +71,14 @@ def test_an_incoming_request_id_is_kept_only_when_sane() -> None:
     assert logs.new_request_id("abc-123") == "abc-123"
     made = logs.new_request_id("bad\nid")
     assert made != "bad\nid" and len(made) == 32
+    assert logs.new_request_id(SECRET, lambda given: SECRET not in given) != SECRET
+
+
+def test_the_web_replaces_a_request_id_that_holds_a_secret(live: Any) -> None:
+    redact.register(SECRET)
+    server = live()
+    answer = requests.get(f"{server.url}/healthz", headers={"X-Request-ID": SECRET}, timeout=10)
+    assert answer.headers["X-Request-ID"] != SECRET
 
 
 def test_the_format_is_checked_at_start() -> None:

@@ -145,9 +145,9 @@ def about_task(task: int | None) -> Iterator[None]:
         task_id.reset(token)
 
 
-def new_request_id(given: str | None) -> str:
-    """The client's X-Request-ID when it is a sane token, else a fresh one."""
-    if given and _SANE_ID.fullmatch(given.strip()):
+def new_request_id(given: str | None, allowed: Callable[[str], bool] = bool) -> str:
+    """The client's X-Request-ID when it is a sane token (and `allowed`), else a fresh one."""
+    if given and _SANE_ID.fullmatch(given.strip()) and allowed(given.strip()):
         return given.strip()
     return secrets.token_hex(16)
 
@@ -155,11 +155,11 @@ def new_request_id(given: str | None) -> str:
 class RequestIds:
     """WSGI wrapper: each request gets an id, in its log lines and its answer's X-Request-ID."""
 
-    def __init__(self, app: Callable[..., Any]) -> None:
-        self.app = app
+    def __init__(self, app: Callable[..., Any], allowed: Callable[[str], bool] = bool) -> None:
+        self.app, self.allowed = app, allowed
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        rid = new_request_id(environ.get("HTTP_X_REQUEST_ID"))
+        rid = new_request_id(environ.get("HTTP_X_REQUEST_ID"), self.allowed)
         environ[ENVIRON_KEY] = rid  # for gunicorn's access line, written after the request
 
         def respond(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:

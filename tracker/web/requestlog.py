@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask, request
 
-from .. import logs
+from .. import logs, redact
 
 
 def _note_task() -> None:
@@ -15,7 +15,12 @@ def _note_task() -> None:
         request.environ[logs.TASK_ENVIRON_KEY] = task  # for gunicorn's access line
 
 
+def _not_secret(given: str) -> bool:
+    return redact.redact(given) == given
+
+
 def init_app(app: Flask) -> None:
     logs.install_context()
-    app.wsgi_app = logs.RequestIds(app.wsgi_app)  # type: ignore[method-assign]
+    # an incoming id that holds a secret (a token pasted by mistake) is replaced, not logged
+    app.wsgi_app = logs.RequestIds(app.wsgi_app, _not_secret)  # type: ignore[method-assign]
     app.before_request(_note_task)
