@@ -46,6 +46,17 @@ HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 3
 UPSTREAM_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 POLLED = ("pending", "processing")
+CALLBACK_RESULTS = (
+    "understood",
+    "not_understood",
+    "unknown_token",
+    "too_large",
+    "refused",
+    "error",
+)
+SUBMIT_OUTCOMES = ("accepted", "deferred", "refused", "unknown")
+DELIVERY_OUTCOMES = ("delivered", "retry", "failed", "abandoned")
+UPSTREAM_KINDS = ("create", "query", "batch", "credits", "download_url")
 
 
 @dataclass
@@ -139,6 +150,15 @@ def setup(enabled: bool, directory: str = "", *, kind: str, prune: bool = False)
         values.ValueClass = values.MultiProcessValue()
         _dir, _m = path, _build()
         _m.processes.labels(kind).set(1)
+        # every known outcome shows from the first scrape, at 0: rates and alerts need a series
+        for metric, names in (
+            (_m.callbacks, CALLBACK_RESULTS),
+            (_m.submits, SUBMIT_OUTCOMES),
+            (_m.deliveries, DELIVERY_OUTCOMES),
+            (_m.upstream_seconds, UPSTREAM_KINDS),
+        ):
+            for name in names:
+                _child(metric, name)
         return True
 
 
