@@ -217,6 +217,17 @@ def direct_cost(count: int = 50_000) -> float:
         return (time.perf_counter() - started) / count * 1e6
 
 
+def _noisy(results: dict[str, Any]) -> list[str]:
+    spread = max(r["spread"] for variants in results.values() for r in variants.values())
+    if spread <= 0.2:
+        return []
+    return [
+        f"The rates of this run spread by up to {spread:.0%} (other work on the shared "
+        "machine), more than the 10 % to be judged: read the CPU column (server CPU per "
+        "answered request) and the in-process cost beside the ratio."
+    ]
+
+
 def metrics_report(started: datetime, results: dict[str, Any], cost_us: float) -> str:
     lines = [
         METRICS_HEADING,
@@ -231,6 +242,7 @@ def metrics_report(started: datetime, results: dict[str, Any], cost_us: float) -
         f"one callback (its timing and its result, into the shared folder) take "
         f"{cost_us:.1f} µs in-process, measured beside the runs: a figure the shared "
         "machine's noise does not move.",
+        *_noisy(results),
         "",
         "| database | metrics | callbacks/s | of off | p50 | p99 | spread | failed | CPU |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
