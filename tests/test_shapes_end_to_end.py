@@ -17,7 +17,7 @@ import requests
 from tests.conftest import api_task
 from tests.scripted import Reply, ScriptedUpstream, raw_task
 from tests.shapes import check_final, corpus, final_task_payloads, load, named_id, unnamed_in_flight
-from tracker import lifecycle, make_client, worker
+from tracker import dispatch, make_client, worker
 from tracker.db import Database
 from tracker.lifecycle import NewTask
 from tracker.models import Task
@@ -80,7 +80,7 @@ def test_by_polling_only(
     upstream.route("GET", f"/luma/generations/{upstream_id}", Reply(200, case["body"]))
     settings = make_settings(luma_api_base=upstream.url, poll_after=0.0)  # no callback URL
     client = make_client(settings)
-    task = lifecycle.submit(db, settings, client, NewTask(kind="generate", user_prompt="a fox"))
+    task = dispatch.submit(db, settings, client, NewTask(kind="generate", user_prompt="a fox"))
     client.close()
     assert "notify_hook" not in upstream.creates()[0].body
     passes(settings, db, [task.id])
@@ -105,7 +105,7 @@ def test_by_batch_query(
     settings = make_settings(luma_api_base=upstream.url, poll_after=0.0)
     client = make_client(settings)
     ids = [
-        lifecycle.submit(db, settings, client, NewTask(kind="generate", user_prompt="a fox")).id
+        dispatch.submit(db, settings, client, NewTask(kind="generate", user_prompt="a fox")).id
         for _ in wanted
     ]
     client.close()

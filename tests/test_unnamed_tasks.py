@@ -17,10 +17,11 @@ import requests
 from tests.conftest import api_task, wait_for
 from tests.scripted import Reply, ScriptedUpstream, raw_task
 from tests.shapes import unnamed_in_flight
-from tracker import lifecycle, make_client
+from tracker import dispatch, make_client
 from tracker.db import Database
 from tracker.lifecycle import NewTask
 from tracker.models import Task
+from tracker.scheduler import sweeps
 
 VIDEO = "https://cdn.example/v.mp4"
 
@@ -113,11 +114,11 @@ def test_an_answer_after_the_lease_ran_out(
     sender = threading.Thread(
         target=lambda: done.setdefault(
             "task",
-            lifecycle.submit(db, settings, client, NewTask(kind="generate", user_prompt="a fox")),
+            dispatch.submit(db, settings, client, NewTask(kind="generate", user_prompt="a fox")),
         )
     )
     sender.start()
-    wait_for(lambda: lifecycle.recover_interrupted_submissions(db))  # the lease ran out
+    wait_for(lambda: sweeps.recover_interrupted_submissions(db))  # the lease ran out
     hold.set()
     sender.join(10)
     client.close()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from . import lifecycle, make_client, validate
+from . import dispatch, lifecycle, make_client, validate
 from . import settings as settings_module
 from .db import Database
 from .serialize import task_json
@@ -247,7 +247,7 @@ def submit(
     except validate.ValidationError as exc:
         raise click.BadParameter(exc.message, param_hint=exc.field) from None
     database = _db(settings)
-    task = lifecycle.submit(database, settings, make_client(settings), new)
+    task = dispatch.submit(database, settings, make_client(settings), new)
     _show(database, task.id)
 
 
@@ -321,7 +321,7 @@ def resend(task_id: int) -> None:
     settings = _settings()
     database = _db(settings)
     try:
-        lifecycle.resend(database, settings, make_client(settings), task_id)
+        dispatch.resend(database, settings, make_client(settings), task_id)
     except (LookupError, lifecycle.InvalidAction) as exc:
         raise click.ClickException(str(exc)) from None
     _show(database, task_id)

@@ -8,9 +8,20 @@ from flask import Blueprint, request
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from .. import MAX_ID, credits, importing, jsonsafe, lifecycle, services, validate
-from ..models import STATES, Task
+from .. import (
+    MAX_ID,
+    credits,
+    dispatch,
+    importing,
+    jsonsafe,
+    lifecycle,
+    polling,
+    services,
+    validate,
+)
+from ..models import Task
 from ..serialize import account_json, task_json
+from ..states import STATES
 from ..upstream import UpstreamError
 from .auth import request_has_token
 from .errors import error
@@ -50,7 +61,7 @@ def submit():  # type: ignore[no-untyped-def]
         new = validate.new_task(body, svc.settings.luma_api_flavor)
     except validate.ValidationError as exc:
         return error(400, exc.message, exc.field)
-    task = lifecycle.submit(svc.db, svc.settings, svc.client, new)
+    task = dispatch.submit(svc.db, svc.settings, svc.client, new)
     return _task_answer(task.id, 201)
 
 
@@ -139,7 +150,7 @@ def show(task_id: int):  # type: ignore[no-untyped-def]
 def poll(task_id: int):  # type: ignore[no-untyped-def]
     svc = services()
     try:
-        lifecycle.poll_one(svc.db, svc.settings, svc.client, task_id)
+        polling.poll_one(svc.db, svc.settings, svc.client, task_id)
     except LookupError:
         return error(404, f"no task {task_id}")
     except lifecycle.InvalidAction as exc:
@@ -153,7 +164,7 @@ def poll(task_id: int):  # type: ignore[no-untyped-def]
 def resend(task_id: int):  # type: ignore[no-untyped-def]
     svc = services()
     try:
-        lifecycle.resend(svc.db, svc.settings, svc.client, task_id)
+        dispatch.resend(svc.db, svc.settings, svc.client, task_id)
     except LookupError:
         return error(404, f"no task {task_id}")
     except lifecycle.InvalidAction as exc:

@@ -28,9 +28,10 @@ from flask import (
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from .. import credits, importing, jsonsafe, lifecycle, services, validate
-from ..models import FINAL_STATES, STATES, Task
+from .. import credits, dispatch, importing, jsonsafe, lifecycle, polling, services, validate
+from ..models import Task
 from ..serialize import short_image, task_json
+from ..states import FINAL_STATES, STATES
 from ..upstream import UpstreamError
 from . import csrf, forms, links, listing, throttle
 from .auth import request_has_token
@@ -262,7 +263,7 @@ def new_task():  # type: ignore[no-untyped-def]
     if new is None:
         return _form(values, errors), 400
     svc = services()
-    task = lifecycle.submit(svc.db, svc.settings, svc.client, new)
+    task = dispatch.submit(svc.db, svc.settings, svc.client, new)
     flash(f"Task {task.id} submitted.", "ok")
     return redirect(url_for("dashboard.detail", task_id=task.id), code=303)
 
@@ -297,7 +298,7 @@ def import_task():  # type: ignore[no-untyped-def]
 def poll(task_id: int):  # type: ignore[no-untyped-def]
     svc = services()
     try:
-        lifecycle.poll_one(svc.db, svc.settings, svc.client, task_id)
+        polling.poll_one(svc.db, svc.settings, svc.client, task_id)
         flash("Asked the upstream; the answer is in the timeline.", "ok")
     except LookupError:
         return _message(404, "No such task", f"There is no task {task_id}.")
@@ -312,7 +313,7 @@ def poll(task_id: int):  # type: ignore[no-untyped-def]
 def resend(task_id: int):  # type: ignore[no-untyped-def]
     svc = services()
     try:
-        lifecycle.resend(svc.db, svc.settings, svc.client, task_id)
+        dispatch.resend(svc.db, svc.settings, svc.client, task_id)
     except LookupError:
         return _message(404, "No such task", f"There is no task {task_id}.")
     except lifecycle.InvalidAction as exc:

@@ -24,7 +24,8 @@ from sqlalchemy.orm import Session, selectinload
 from .. import MAX_ID
 from ..db import Database
 from ..dialects import FLAVORS
-from ..models import STATES, StateCount, Task
+from ..models import StateCount, Task
+from ..states import STATES
 
 UNFINISHED = ("queued", "submitting", "pending", "processing")
 PAGE_SIZE = 50

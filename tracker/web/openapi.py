@@ -11,7 +11,8 @@ from typing import Any
 from flask import Blueprint
 
 from ..dialects import FLAVORS
-from ..models import EVENT_SOURCES, KINDS, STATES
+from ..models import KINDS
+from ..states import EVENT_SOURCES, STATES
 from ..validate import (
     ASPECT_RATIOS,
     DURATION_PATTERN,
