@@ -28,10 +28,12 @@ INDEX = "ix_task_events_task_id_fingerprint"
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("tasks") as batch:
-        batch.add_column(
-            sa.Column("outcome_unknown", sa.Boolean(), server_default=sa.false(), nullable=False)
-        )
+    # a plain ADD COLUMN on both databases: a batch (copy-and-move) would drop SQLite's search
+    # triggers (migration 0002)
+    op.add_column(
+        "tasks",
+        sa.Column("outcome_unknown", sa.Boolean(), server_default=sa.false(), nullable=False),
+    )
     op.execute(
         "UPDATE tasks SET outcome_unknown = TRUE "
         "WHERE state = 'rejected' AND failure_reason LIKE 'outcome unknown%'"
@@ -48,5 +50,4 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index(INDEX, table_name="task_events")
     op.create_index(INDEX, "task_events", ["task_id", "fingerprint"], unique=False)
-    with op.batch_alter_table("tasks") as batch:
-        batch.drop_column("outcome_unknown")
+    op.drop_column("tasks", "outcome_unknown")  # SQLite 3.35+ drops a column in place
