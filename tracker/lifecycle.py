@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -50,6 +50,8 @@ _FIELDS = (
     _tasks.c.callback_token_hash,
     *(_tasks.c[name] for name in TaskFields.__dataclass_fields__),
 )
+# Statements built once (the callback path builds none): SQLAlchemy then only looks up the
+# compiled form, by statement and parameter names, in its cache.
 _INSERT_EVENT = {
     "sqlite": sqlite.insert(_events).on_conflict_do_nothing(
         index_elements=["task_id", "fingerprint"]
@@ -58,6 +60,23 @@ _INSERT_EVENT = {
         index_elements=["task_id", "fingerprint"]
     ),
 }
+_BY_TOKEN = (
+    select(*_FIELDS).where(_tasks.c.callback_token_hash == bindparam("hash_")).with_for_update()
+)
+# the SET clause is the parameters' keys (the columns a Change sets)
+_UPDATE_TASK = update(_tasks).where(_tasks.c.id == bindparam("id_"))
+_COUNT = (
+    update(_counts)
+    .where(_counts.c.state == bindparam("state_"))
+    .values(count=_counts.c.count + bindparam("delta_"))
+)
+Executor = Session | Connection
+
+
+def _dialect(executor: Executor) -> str:
+    if isinstance(executor, Connection):
+        return executor.dialect.name
+    return executor.get_bind().dialect.name
 
 
 class InvalidAction(Exception):
@@ -109,7 +128,7 @@ def payload_text(token_hash: str | None, payload: Any, token: str | None = None)
 # -- the one place a state changes ------------------------------------------------------------
 
 
-def moved(session: Session, task_id: int | None, old: str | None, new: str) -> None:
+def moved(session: Executor, task_id: int | None, old: str | None, new: str) -> None:
     """Every state change passes here, in the transaction that makes it: the counters.
 
     The two counter rows are always updated in one order (by rank, then name), whatever the
@@ -118,11 +137,7 @@ def moved(session: Session, task_id: int | None, old: str | None, new: str) -> N
     """
     deltas = {new: 1} if old is None else {old: -1, new: 1}
     for state in sorted(deltas, key=order_key):
-        session.execute(
-            update(_counts)
-            .where(_counts.c.state == state)
-            .values(count=_counts.c.count + deltas[state])
-        )
+        session.execute(_COUNT, {"state_": str(state), "delta_": deltas[state]})
 
 
 def set_state(session: Session, task: Task, new_state: str) -> None:
@@ -136,7 +151,7 @@ def set_state(session: Session, task: Task, new_state: str) -> None:
 
 
 def _insert_event(
-    session: Session,
+    session: Executor,
     task_id: int,
     token_hash: str | None,
     source: str,
@@ -154,7 +169,7 @@ def _insert_event(
         hashlib.sha256(f"{source}\n{body}".encode()).hexdigest() if dedupe and body else None
     )
     session.execute(
-        _INSERT_EVENT[session.get_bind().dialect.name],
+        _INSERT_EVENT[_dialect(session)],
         {
             "task_id": task_id,
             "source": str(source),
@@ -280,9 +295,8 @@ def ingest(
     UPDATE of the task (state, fields, schedule), the counters when the state moved, and
     the event inserted unless an identical one is stored already.
     """
-    row = session.execute(
-        select(*_FIELDS).where(_tasks.c.callback_token_hash == token_hash).with_for_update()
-    ).first()
+    conn = session.connection()  # Core on the session's connection: no ORM on this path
+    row = conn.execute(_BY_TOKEN, {"hash_": token_hash}).first()
     if row is None or not hmac.compare_digest(row.callback_token_hash or "", token_hash):
         return None
     now = utcnow()
@@ -291,11 +305,12 @@ def ingest(
     if not change.ignored:
         values = _values(settings, change, token_hash, now)
         if change.state is not None:
-            moved(session, row.id, row.state, change.state)
+            moved(conn, row.id, row.state, change.state)
             values["state"] = after = change.state
-        session.execute(update(_tasks).where(_tasks.c.id == row.id).values(values))
+        values["id_"] = row.id
+        conn.execute(_UPDATE_TASK, values)
     _insert_event(
-        session,
+        conn,
         row.id,
         token_hash,
         Source.CALLBACK,
