@@ -287,7 +287,7 @@ def apply(
 
 
 def ingest(
-    session: Session, settings: Settings, token_hash: str, upd: Update, payload: Any
+    conn: Connection, settings: Settings, token_hash: str, upd: Update, payload: Any
 ) -> bool | None:
     """A callback, by the hash of its URL's token: None when no task has that token.
 
@@ -295,7 +295,6 @@ def ingest(
     UPDATE of the task (state, fields, schedule), the counters when the state moved, and
     the event inserted unless an identical one is stored already.
     """
-    conn = session.connection()  # Core on the session's connection: no ORM on this path
     row = conn.execute(_BY_TOKEN, {"hash_": token_hash}).first()
     if row is None or not hmac.compare_digest(row.callback_token_hash or "", token_hash):
         return None

@@ -32,10 +32,8 @@ def luma_callback(token: str):  # type: ignore[no-untyped-def]
     if len(raw) > limit:
         raise RequestEntityTooLarge()
     update, payload = parse_body(raw)  # never raises: see parse_body and jsonsafe
-    with svc.db.write() as session:
-        found = lifecycle.ingest(
-            session, svc.settings, lifecycle.hash_token(token), update, payload
-        )
+    with svc.db.write_connection() as conn:
+        found = lifecycle.ingest(conn, svc.settings, lifecycle.hash_token(token), update, payload)
     if found is None:
         return error(404, "unknown callback")
     return {"received": True, "understood": update.understood}, 200
