@@ -14,7 +14,6 @@ backoff (`scheduler`): schedule and lease values come from `scheduler.timing`.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 from dataclasses import dataclass
@@ -22,15 +21,15 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from . import jsonsafe, machine
+from . import events, machine
 from .db import Database
+from .events import Executor, record, scrub
+from .events import hash_token as hash_token  # the callback route and the claims hash with it
 from .machine import Change, TaskFields
-from .models import StateCount, Task, TaskEvent, utcnow
+from .models import StateCount, Task, utcnow
 from .parse import Update
-from .redact import mask_token, redact
 from .scheduler import timing
 from .settings import Settings
 from .states import Source, TaskState, order_key
@@ -39,10 +38,8 @@ from .upstream import RateLimitError, UpstreamError
 log = logging.getLogger(__name__)
 
 S = TaskState
-MAX_PAYLOAD_CHARS = 256_000
 OUTCOME_UNKNOWN = "outcome unknown"
 _tasks = Task.__table__
-_events = TaskEvent.__table__
 _counts = StateCount.__table__
 # the task's columns `machine.decide` needs, and the id and token hash (Core reads them)
 _FIELDS = (
@@ -52,14 +49,6 @@ _FIELDS = (
 )
 # Statements built once (the callback path builds none): SQLAlchemy then only looks up the
 # compiled form, by statement and parameter names, in its cache.
-_INSERT_EVENT = {
-    "sqlite": sqlite.insert(_events).on_conflict_do_nothing(
-        index_elements=["task_id", "fingerprint"]
-    ),
-    "postgresql": postgresql.insert(_events).on_conflict_do_nothing(
-        index_elements=["task_id", "fingerprint"]
-    ),
-}
 _BY_TOKEN = (
     select(*_FIELDS).where(_tasks.c.callback_token_hash == bindparam("hash_")).with_for_update()
 )
@@ -70,13 +59,6 @@ _COUNT = (
     .where(_counts.c.state == bindparam("state_"))
     .values(count=_counts.c.count + bindparam("delta_"))
 )
-Executor = Session | Connection
-
-
-def _dialect(executor: Executor) -> str:
-    if isinstance(executor, Connection):
-        return executor.dialect.name
-    return executor.get_bind().dialect.name
 
 
 class InvalidAction(Exception):
@@ -94,35 +76,6 @@ class NewTask:
     options: dict[str, Any] | None = None
     # the dialect it is for ("proxy"/"luma"); None: LUMA_API_FLAVOR at submit ("proxy" in create)
     upstream: str | None = None
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def scrub(token_hash: str | None, text: str, token: str | None = None) -> str:
-    """`text` with every secret masked, the task's callback token included in any encoding.
-
-    The token is known in memory while a create is sent (`token`); afterwards only its hash
-    is, which `mask_token` uses.
-    """
-    return mask_token(redact(text, (token,) if token else ()), token_hash)
-
-
-def payload_text(token_hash: str | None, payload: Any, token: str | None = None) -> str | None:
-    """A payload as JSON text that always loads again (ASCII, no NaN), secrets masked.
-
-    Text that was not JSON (a callback's garbage) is stored as a JSON string.
-    """
-    if payload is None:
-        return None
-    if isinstance(payload, bytes):
-        payload = payload.decode("utf-8", "replace")
-    # ASCII JSON holds no NUL (PostgreSQL text cannot) and no lone surrogate (no database can)
-    text_value = scrub(token_hash, jsonsafe.dumps(payload), token)
-    if len(text_value) > MAX_PAYLOAD_CHARS:
-        text_value = text_value[:MAX_PAYLOAD_CHARS] + "…[truncated]"
-    return text_value
 
 
 # -- the one place a state changes ------------------------------------------------------------
@@ -148,68 +101,6 @@ def set_state(session: Session, task: Task, new_state: str) -> None:
     moved(session, task.id, old, new_state)
     task.state = TaskState(new_state)
     task.updated_at = utcnow()
-
-
-def _insert_event(
-    session: Executor,
-    task_id: int,
-    token_hash: str | None,
-    source: str,
-    *,
-    before: str | None,
-    after: str | None,
-    payload: Any = None,
-    note: str | None = None,
-    dedupe: bool = False,
-    token: str | None = None,
-) -> None:
-    body = payload_text(token_hash, payload, token)
-    # only upstream inputs are de-duplicated: the unique index lets each fingerprint in once
-    fingerprint = (
-        hashlib.sha256(f"{source}\n{body}".encode()).hexdigest() if dedupe and body else None
-    )
-    session.execute(
-        _INSERT_EVENT[_dialect(session)],
-        {
-            "task_id": task_id,
-            "source": str(source),
-            "state_before": before,
-            "state_after": after,
-            "note": scrub(token_hash, note, token) if note else None,
-            "payload": body,
-            "fingerprint": fingerprint,
-            "created_at": utcnow(),
-        },
-    )
-
-
-def record(
-    session: Session,
-    task: Task,
-    source: str,
-    *,
-    before: str | None,
-    payload: Any = None,
-    note: str | None = None,
-    dedupe: bool = False,
-    token: str | None = None,
-) -> None:
-    """Add an event; with dedupe, an identical payload from the same source is stored once."""
-    if task.id is None:
-        session.add(task)
-        session.flush()
-    _insert_event(
-        session,
-        task.id,
-        task.callback_token_hash,
-        source,
-        before=before,
-        after=task.state,
-        payload=payload,
-        note=note,
-        dedupe=dedupe,
-        token=token,
-    )
 
 
 # -- create -----------------------------------------------------------------------------------
@@ -308,7 +199,7 @@ def ingest(
             values["state"] = after = change.state
         values["id_"] = row.id
         conn.execute(_UPDATE_TASK, values)
-    _insert_event(
+    events.insert(
         conn,
         row.id,
         token_hash,
@@ -406,7 +297,8 @@ def note_poll_failure(db: Database, settings: Settings, task_id: int, exc: Upstr
         task = session.get(Task, task_id, with_for_update=True)
         if task is None:
             return
-        task.claimed_until = None
+        for name, value in timing.released().items():
+            setattr(task, name, value)
         if task.is_final and task.state != S.TIMED_OUT:
             return
         task.quiet_polls = (task.quiet_polls or 0) + 1

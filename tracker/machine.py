@@ -138,11 +138,11 @@ def decide(task: TaskFields, upd: Update, source: Source, now: datetime) -> Chan
     changed = bool(target and target != before and may_move(task, target, source))
     after = target if changed and target else before
     if changed:
-        if target is S.FAILED:
-            fields["failure_reason"] = upd.failure_reason or UPSTREAM_FAILED
-        elif before is S.REJECTED:
+        if before is S.REJECTED:  # revived: the create happened after all
             fields["failure_reason"] = None
             fields["outcome_unknown"] = False
+        if target is S.FAILED:
+            fields["failure_reason"] = upd.failure_reason or UPSTREAM_FAILED
         if target is S.COMPLETED:
             fields["completed_at"] = fields["next_archive_at"] = now
     if upd.upstream_state and (changed or target == before):

@@ -71,7 +71,9 @@ _UPSTREAM_TARGETS = (S.PENDING, S.PROCESSING, S.COMPLETED, S.FAILED)
 # answer) moves forward only; the service's own moves (claim, requeue, refuse, time out,
 # outcome unknown) and a person's resend are listed one by one.
 MOVES: dict[TaskState, frozenset[TaskState]] = {
-    S.QUEUED: frozenset({S.SUBMITTING, S.TIMED_OUT}),
+    # claimed for sending; timed out; the upstream's word (by rank: a queued task has no
+    # callback URL and is never queried, so only a stray answer could)
+    S.QUEUED: frozenset({S.SUBMITTING, S.TIMED_OUT, *_UPSTREAM_TARGETS}),
     # the create's answer: accepted (and beyond), refused, not now (queued), unknown (rejected)
     S.SUBMITTING: frozenset({S.QUEUED, S.REJECTED, *_UPSTREAM_TARGETS}),
     S.PENDING: frozenset({S.PROCESSING, S.COMPLETED, S.FAILED, S.TIMED_OUT, S.REJECTED}),
