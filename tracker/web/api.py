@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, request
+from flask import Blueprint, jsonify, request
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
@@ -14,7 +14,6 @@ from .. import (
     dispatch,
     importing,
     jsonsafe,
-    lifecycle,
     polling,
     services,
     validate,
@@ -41,6 +40,15 @@ def require_token():  # type: ignore[no-untyped-def]
     return None
 
 
+def invalid(exc: validate.ValidationError):  # type: ignore[no-untyped-def]
+    """A 400: the first problem as `error` and `field` (as ever), every problem in `errors`."""
+    body: dict[str, Any] = {"error": exc.message}
+    if exc.field is not None:
+        body["field"] = exc.field
+    body["errors"] = [{"field": p.field, "error": p.error} for p in exc.problems]
+    return jsonify(body), 400
+
+
 def _json_body() -> Any:
     # JSON only: a cross-site form can post text/plain that looks like JSON, never this type
     if not request.is_json:
@@ -60,7 +68,7 @@ def submit():  # type: ignore[no-untyped-def]
         svc = services()
         new = validate.new_task(body, svc.settings.luma_api_flavor)
     except validate.ValidationError as exc:
-        return error(400, exc.message, exc.field)
+        return invalid(exc)
     task = dispatch.submit(svc.db, svc.settings, svc.client, new)
     return _task_answer(task.id, 201)
 
@@ -74,7 +82,7 @@ def import_task():  # type: ignore[no-untyped-def]
             raise body
         upstream_id = validate.upstream_id(body)
     except validate.ValidationError as exc:
-        return error(400, exc.message, exc.field)
+        return invalid(exc)
     svc = services()
     try:
         task, created = importing.import_task(svc.db, svc.settings, svc.client, upstream_id)
@@ -122,10 +130,12 @@ def list_tasks():  # type: ignore[no-untyped-def]
         limit = _int_arg("limit", DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT) or DEFAULT_LIMIT
         cursor = _int_arg("cursor", None, minimum=0, maximum=10**18)
     except validate.ValidationError as exc:
-        return error(400, exc.message, exc.field)
+        return invalid(exc)
     state = request.args.get("state") or None
     if state is not None and state not in STATES:
-        return error(400, f"state must be one of {', '.join(STATES)}", "state")
+        return invalid(
+            validate.ValidationError("state", f"state must be one of {', '.join(STATES)}")
+        )
     query = select(Task).order_by(Task.id.desc()).limit(limit + 1)
     if state:
         query = query.where(Task.state == state)
@@ -149,12 +159,8 @@ def show(task_id: int):  # type: ignore[no-untyped-def]
 @bp.post("/tasks/<int:task_id>/poll")
 def poll(task_id: int):  # type: ignore[no-untyped-def]
     svc = services()
-    try:
+    try:  # no such task (404), or not one to query (409): errors.py answers
         polling.poll_one(svc.db, svc.settings, svc.client, task_id)
-    except LookupError:
-        return error(404, f"no task {task_id}")
-    except lifecycle.InvalidAction as exc:
-        return error(409, str(exc))
     except UpstreamError as exc:
         return error(502, f"the upstream query failed: {exc.message}")
     return _task_answer(task_id)
@@ -163,10 +169,5 @@ def poll(task_id: int):  # type: ignore[no-untyped-def]
 @bp.post("/tasks/<int:task_id>/resend")
 def resend(task_id: int):  # type: ignore[no-untyped-def]
     svc = services()
-    try:
-        dispatch.resend(svc.db, svc.settings, svc.client, task_id)
-    except LookupError:
-        return error(404, f"no task {task_id}")
-    except lifecycle.InvalidAction as exc:
-        return error(409, str(exc))
+    dispatch.resend(svc.db, svc.settings, svc.client, task_id)  # 404, 409: errors.py
     return _task_answer(task_id)

@@ -1,7 +1,7 @@
 """Archived videos and thumbnails, served with HTTP Range so that browsers can seek.
 
 The same door as the dashboard: the admin token (Bearer or Basic), or a session signed
-in through the dashboard's login. The login's mark is bound to the token (`csrf.signed_in`),
+in through the dashboard's login. The login's mark is bound to the token (`auth.signed_in`),
 so changing TRACKER_API_TOKEN shuts the videos to old sessions as it shuts the dashboard;
 the bare `authenticated` flag alone would outlive the change.
 
@@ -16,13 +16,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, redirect, request, send_file, session
+from flask import Blueprint, Response, redirect, request, send_file, session
 from werkzeug.http import quote_etag, unquote_etag
 
 from .. import services, storage
 from ..models import Task
-from . import csrf
-from .auth import request_has_token
+from .auth import request_has_token, signed_in
 from .errors import error
 
 bp = Blueprint("media", __name__, url_prefix="/media")
@@ -33,7 +32,7 @@ CHUNK = 64 * 1024
 @bp.before_request
 def require_login():  # type: ignore[no-untyped-def]
     token = services().settings.api_token
-    if request_has_token() or (session.get("authenticated") and csrf.signed_in(current_app, token)):
+    if request_has_token() or (session.get("authenticated") and signed_in(token)):
         return None
     response, status = error(401, "log in, or send the token (Authorization: Bearer <token>)")
     response.headers["WWW-Authenticate"] = 'Bearer realm="tracker"'
