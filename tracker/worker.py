@@ -13,11 +13,11 @@ unset), and the upstream limits how many tasks may run at once. So each pass:
 5. the credit balance is read, at most once a minute (`credits.refresh`, Luma only);
 6. a few finished videos are archived (`media.archive_due`) while their links are fresh.
 
-The lease (claimed_until, claimed_by) is written in the transaction that picks the rows:
-PostgreSQL's FOR UPDATE SKIP LOCKED lets claimers pass each other, SQLite's BEGIN IMMEDIATE
-serializes them. A worker killed mid-pass leaves leases that expire, or that others take
-over as soon as its heartbeat (`heartbeat`, a row in `workers`) goes stale. Every state
-change goes through `lifecycle`; this module only schedules and claims.
+Every claim, lease and backoff is the scheduler's (`scheduler.claims`, `scheduler.sweeps`,
+`scheduler.timing`), every state change lifecycle's: this module runs the passes, talks to
+the upstream from a thread pool and hands the answers over. A worker killed mid-pass leaves
+leases that expire, or that others take over as soon as its heartbeat (`heartbeat`, a row
+in `workers`) goes stale.
 """
 
 from __future__ import annotations
