@@ -13,13 +13,15 @@ import requests
 from sqlalchemy import select, update
 from werkzeug.wrappers import Request, Response
 
-from tests.conftest import TEST_DATABASE_URL, api_task
-from tests.scripted import Reply, raw_task
-from tracker import dispatch, lifecycle, make_client, worker
+from tests.support.databases import TEST_DATABASE_URL
+from tests.support.scripted import Reply, raw_task
+from tests.support.waiting import api_task
+from tracker import dispatch, lifecycle, worker
 from tracker.lifecycle import NewTask
 from tracker.models import StateCount, Task, utcnow
 from tracker.parse import parse
 from tracker.scheduler import claims, sweeps
+from tracker.services import make_client
 
 
 def _cut_off_answers() -> tuple[socket.socket, list[bytes]]:

@@ -34,12 +34,13 @@ from typing import Any
 from sqlalchemy import case, select
 from sqlalchemy.exc import DBAPIError
 
-from . import credits, dispatch, heartbeat, lifecycle, make_client, media, redact, warn_about
+from . import credits, dispatch, heartbeat, lifecycle, media, redact
 from .db import Database
 from .models import StateCount, Task, utcnow
 from .parse import Update
 from .scheduler import claims, sweeps, timing
 from .scheduler.claims import Job
+from .services import make_client, warn_about
 from .settings import Settings
 from .states import RANK, Source, TaskState
 from .upstream import APIStatusError, LumaClient, RateLimitError, UpstreamError

@@ -8,22 +8,15 @@ from flask import Blueprint, jsonify, request
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from .. import (
-    MAX_ID,
-    credits,
-    dispatch,
-    importing,
-    jsonsafe,
-    polling,
-    services,
-    validate,
-)
+from .. import credits, dispatch, importing, jsonsafe, polling, validate
 from ..models import Task
 from ..serialize import account_json, task_json
 from ..states import STATES
 from ..upstream import UpstreamError
 from .auth import request_has_token
+from .context import services
 from .errors import error
+from .routing import MAX_ID
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 

@@ -12,12 +12,13 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 
-from .. import credits, dispatch, importing, polling, services, validate
+from .. import credits, dispatch, importing, polling, validate
 from ..models import Task
 from ..serialize import task_json
 from ..states import STATES
 from ..upstream import UpstreamError
 from . import auth, errors, forms, listing
+from .context import services
 from .errors import LIVE_HEADER, is_live
 
 bp = Blueprint(

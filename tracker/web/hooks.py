@@ -15,8 +15,9 @@ from __future__ import annotations
 from flask import Blueprint, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from .. import lifecycle, services
+from .. import lifecycle
 from ..parse import parse_body
+from .context import services
 from .errors import error
 
 bp = Blueprint("hooks", __name__)
