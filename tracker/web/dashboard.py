@@ -12,9 +12,10 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 
-from .. import credits, importing, lifecycle, validate
-from ..models import STATES, Task
+from .. import credits, dispatch, importing, polling, validate
+from ..models import Task
 from ..serialize import task_json
+from ..states import STATES
 from ..upstream import UpstreamError
 from . import auth, errors, forms, listing
 from .context import services
@@ -118,7 +119,7 @@ def new_task():  # type: ignore[no-untyped-def]
     if new is None:
         return _form(values, errors), 400
     svc = services()
-    task = lifecycle.submit(svc.db, svc.settings, svc.client, new)
+    task = dispatch.submit(svc.db, svc.settings, svc.client, new)
     flash(f"Task {task.id} submitted.", "ok")
     return redirect(url_for("dashboard.detail", task_id=task.id), code=303)
 
@@ -153,7 +154,7 @@ def import_task():  # type: ignore[no-untyped-def]
 def poll(task_id: int):  # type: ignore[no-untyped-def]
     svc = services()
     try:  # no such task, or nothing to query: errors.py answers
-        lifecycle.poll_one(svc.db, svc.settings, svc.client, task_id)
+        polling.poll_one(svc.db, svc.settings, svc.client, task_id)
         flash("Asked the upstream; the answer is in the timeline.", "ok")
     except UpstreamError as exc:
         flash(f"The upstream query failed: {exc.message}", "error")
@@ -163,7 +164,7 @@ def poll(task_id: int):  # type: ignore[no-untyped-def]
 @bp.post("/tasks/<int:task_id>/resend")
 def resend(task_id: int):  # type: ignore[no-untyped-def]
     svc = services()
-    lifecycle.resend(svc.db, svc.settings, svc.client, task_id)  # refusals: errors.py
+    dispatch.resend(svc.db, svc.settings, svc.client, task_id)  # refusals: errors.py
     with svc.db.read() as session:
         task = session.get(Task, task_id)
     if task is not None and task.state == "queued":
