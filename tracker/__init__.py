@@ -73,6 +73,9 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     redact.register(settings.luma_api_key, settings.api_token)
     redact.register(settings.aws_access_key_id, settings.aws_secret_access_key)
     redact.install_logging_filter()
+    from . import webhooks
+
+    webhooks.configure(settings)
     app = Flask(__name__, instance_relative_config=False)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
@@ -86,12 +89,13 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         settings=settings, db=db or Database(settings.database_url), client=make_client(settings)
     )
 
-    from .web import api, dashboard, errors, hooks, openapi, readiness, security
+    from .web import api, dashboard, deliveries, errors, hooks, openapi, readiness, security
     from .web import media as media_routes
 
     errors.init_app(app)
     security.init_app(app)
     app.register_blueprint(api.bp)
+    app.register_blueprint(deliveries.bp)  # the webhook delivery log, behind the API's token
     app.register_blueprint(hooks.bp)
     app.register_blueprint(dashboard.bp)  # also sets the session key (web/csrf.py)
     app.register_blueprint(media_routes.bp)

@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from . import dialects, heartbeat, jsonsafe
+from . import dialects, heartbeat, jsonsafe, webhooks
 from .db import Database
 from .models import IN_FLIGHT_STATES, StateCount, Task, TaskEvent, utcnow
 from .parse import CreateAnswer, Update, parse_create
@@ -73,6 +73,8 @@ class NewTask:
     options: dict[str, Any] | None = None
     # the dialect it is for ("proxy"/"luma"); None: LUMA_API_FLAVOR at submit ("proxy" in create)
     upstream: str | None = None
+    # the caller's webhook target for this task's events (checked by the address guard)
+    notify_url: str | None = None
 
 
 def hash_token(token: str) -> str:
@@ -122,6 +124,8 @@ def set_state(session: Session, task: Task, new_state: str) -> None:
         )
     task.state = new_state
     task.updated_at = utcnow()
+    # the event's deliveries, in this same transaction (sent later by the worker)
+    webhooks.enqueue(session, task, new_state)
 
 
 def record(
@@ -175,6 +179,7 @@ def create(db: Database, new: NewTask) -> Task:
             image_end_url=new.image_end_url,
             options=new.options or {},
             upstream=new.upstream or "proxy",
+            notify_url=new.notify_url,
             created_at=now,
             updated_at=now,
             next_check_at=now,

@@ -33,7 +33,7 @@ from sqlalchemy import and_, case, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
-from . import heartbeat, netguard, storage
+from . import heartbeat, netguard, storage, webhooks
 from .db import Database
 from .download import DOWNLOAD_DEADLINE, DownloadError, TooLarge, download, remove_partials
 from .heartbeat import Heartbeat
@@ -225,6 +225,7 @@ def _note_success(db: Database, task_id: int, video: str | None, thumbnail: str 
         if video:
             task.media_path = video
             task.archived_at = utcnow()
+            webhooks.enqueue(session, task, "archived")
         if thumbnail:
             task.thumbnail_path = thumbnail
         task.archive_error = None

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
-from . import dialects
+from . import dialects, netguard
 from .lifecycle import NewTask
 
 MAX_PROMPT = 5000
@@ -29,7 +30,15 @@ _DURATION = re.compile(DURATION_PATTERN)
 _ID = re.compile(ID_PATTERN)
 IMAGE = re.compile(IMAGE_PATTERN)
 
-COMMON_FIELDS = ("source_task_id", "user_prompt", "expand_prompt", "image_url", "image_end_url")
+COMMON_FIELDS = (
+    "source_task_id",
+    "user_prompt",
+    "expand_prompt",
+    "image_url",
+    "image_end_url",
+    "notify_url",
+)
+MAX_NOTIFY_URL = 2000
 GENERATE_FIELDS = ("aspect_ratio", "loop", "resolution", "duration", "model_name")
 # fields a submission may not carry because the tracker fills them (from the upstream's answers)
 TRACKER_SETS = frozenset(
@@ -102,11 +111,42 @@ def _choice(body: dict[str, Any], field: str, choices: tuple[str, ...]) -> str |
     return value
 
 
-def new_task(body: Any, flavor: str = "proxy") -> NewTask:
+def notify_url(value: Any, *, allow_private: bool = False, field: str = "notify_url") -> str | None:
+    """A task's webhook target: an http(s) URL whose host resolves to public addresses only.
+
+    Any API caller may set one, so a URL aimed inside (loopback, private, link-local, ...) is
+    refused here, and checked again at every attempt (`webhooks.sender`).
+    `allow_private` is TRACKER_NOTIFY_ALLOW_PRIVATE (development).
+    """
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValidationError(field, f"{field} must be a string")
+    value = value.strip()
+    if len(value) > MAX_NOTIFY_URL:
+        raise ValidationError(field, f"{field} is longer than {MAX_NOTIFY_URL} characters")
+    if not value.isascii() or any(ch <= " " or ch == "\x7f" for ch in value):
+        raise ValidationError(field, f"{field} must be a URL without spaces or control characters")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (raises on a bad port)
+    except ValueError:
+        raise ValidationError(field, f"{field} is not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError(field, f"{field} must be an http:// or https:// URL")
+    try:
+        netguard.pinned_session_for(value, netguard.Guard(allow_private=allow_private)).close()
+    except netguard.FetchError as exc:  # FetchRefused too: its words name the host, not the URL
+        raise ValidationError(field, f"{field}: {exc}") from None
+    return value
+
+
+def new_task(body: Any, flavor: str = "proxy", *, allow_private: bool = False) -> NewTask:
     """A JSON body (already decoded) -> NewTask for this dialect, or ValidationError.
 
     The error names the field; a field the dialect cannot take (a base64 image for Luma's
-    own API) is refused here, before anything is stored or sent.
+    own API) is refused here, before anything is stored or sent. `allow_private` is
+    TRACKER_NOTIFY_ALLOW_PRIVATE, for `notify_url`.
     """
     if not isinstance(body, dict):
         raise ValidationError(None, "the body must be a JSON object")
@@ -150,6 +190,7 @@ def new_task(body: Any, flavor: str = "proxy") -> NewTask:
             raise ValidationError("duration", 'duration must look like "5s"')
         options = {k: v for k, v in options.items() if v is not None}
 
+    target = notify_url(body.get("notify_url"), allow_private=allow_private)
     new = NewTask(
         kind="extend" if source else "generate",
         user_prompt=prompt.strip(),
@@ -159,6 +200,7 @@ def new_task(body: Any, flavor: str = "proxy") -> NewTask:
         image_end_url=image_end_url,
         options=options,
         upstream=flavor,
+        notify_url=target,
     )
     problem = dialects.get(flavor).unsupported(new)
     if problem is not None:
@@ -171,7 +213,7 @@ def upstream_id(body: Any) -> str:
     if not isinstance(body, dict):
         raise ValidationError(None, "the body must be a JSON object")
     for key in body:
-        if key != "upstream_id":
+        if key not in ("upstream_id", "notify_url"):
             raise ValidationError(str(key)[:64], f"{str(key)[:64]} is not a known field")
     if body.get("upstream_id") is None:
         raise ValidationError("upstream_id", "upstream_id is required")

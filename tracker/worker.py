@@ -13,6 +13,9 @@ unset), and the upstream limits how many tasks may run at once. So each pass:
 5. the credit balance is read, at most once a minute (`credits.refresh`, Luma only);
 6. a few finished videos are archived (`media.archive_due`) while their links are fresh.
 
+Outgoing webhooks are sent by a thread of their own (`webhooks.sender`), as archival has
+one: a receiver that hangs holds up neither the passes nor the downloads.
+
 The lease (claimed_until, claimed_by) is written in the transaction that picks the rows:
 PostgreSQL's FOR UPDATE SKIP LOCKED lets claimers pass each other, SQLite's BEGIN IMMEDIATE
 serializes them. A worker killed mid-pass leaves leases that expire, or that others take
@@ -35,12 +38,13 @@ from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import selectinload
 
-from . import credits, heartbeat, lifecycle, make_client, media, redact, warn_about
+from . import credits, heartbeat, lifecycle, make_client, media, redact, warn_about, webhooks
 from .db import Database
 from .models import StateCount, Task, utcnow
 from .parse import Update
 from .settings import Settings
 from .upstream import APIStatusError, LumaClient, RateLimitError, UpstreamError
+from .webhooks.sender import Sender
 
 log = logging.getLogger(__name__)
 
@@ -345,11 +349,16 @@ def run_once(
     """One pass (`tracker poll --once`, cron, tests); returns what it did."""
     database = db or Database(settings.database_url)
     upstream = client or make_client(settings)
+    webhooks.configure(settings)
     worker = Worker(settings, database, upstream)
+    sender = Sender(settings, database, worker.name)
     worker.heartbeat.start()
     try:
-        return worker.run_once()
+        summary = worker.run_once()
+        sender.run_once()  # the events this pass made (and any due), sent before returning
+        return summary
     finally:
+        sender.close()
         worker.close()
         worker.heartbeat.stop()
         if client is None:
@@ -383,12 +392,15 @@ def _archive_forever(worker: Worker) -> None:
 def run_forever(settings: Settings) -> int:
     """The Procfile's `poller`: passes until SIGTERM or SIGINT, then a clean exit (0)."""
     redact.register(settings.luma_api_key)
+    webhooks.configure(settings)
     database, client = Database(settings.database_url), make_client(settings)
     worker = Worker(settings, database, client)
+    sender = Sender(settings, database, worker.name)
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("%s: finishing the requests in hand, then stopping", signal.Signals(signum).name)
         worker.stopping.set()
+        sender.stopping.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -402,6 +414,8 @@ def run_forever(settings: Settings) -> int:
     worker.heartbeat.start()
     archiver = threading.Thread(target=_archive_forever, args=(worker,), name="archive")
     archiver.start()
+    deliverer = threading.Thread(target=sender.run_forever, name="deliver")
+    deliverer.start()
     while not worker.stopping.is_set():
         delay = settings.worker_interval
         try:
@@ -413,6 +427,9 @@ def run_forever(settings: Settings) -> int:
             log.exception("the pass failed; trying again in %g s", delay)
         worker.stopping.wait(delay)
     archiver.join()
+    sender.stopping.set()
+    deliverer.join()
+    sender.close()
     try:
         worker.close()
     except Exception:

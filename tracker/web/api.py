@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, request
+from flask import Blueprint, make_response, request
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
@@ -12,6 +12,7 @@ from .. import MAX_ID, credits, importing, jsonsafe, lifecycle, services, valida
 from ..models import STATES, Task
 from ..serialize import account_json, task_json
 from ..upstream import UpstreamError
+from . import waiting
 from .auth import request_has_token
 from .errors import error
 
@@ -47,7 +48,9 @@ def submit():  # type: ignore[no-untyped-def]
         if isinstance(body, validate.ValidationError):
             raise body
         svc = services()
-        new = validate.new_task(body, svc.settings.luma_api_flavor)
+        new = validate.new_task(
+            body, svc.settings.luma_api_flavor, allow_private=svc.settings.notify_allow_private
+        )
     except validate.ValidationError as exc:
         return error(400, exc.message, exc.field)
     task = lifecycle.submit(svc.db, svc.settings, svc.client, new)
@@ -62,11 +65,16 @@ def import_task():  # type: ignore[no-untyped-def]
         if isinstance(body, validate.ValidationError):
             raise body
         upstream_id = validate.upstream_id(body)
+        svc = services()
+        target = validate.notify_url(
+            body.get("notify_url"), allow_private=svc.settings.notify_allow_private
+        )
     except validate.ValidationError as exc:
         return error(400, exc.message, exc.field)
-    svc = services()
     try:
-        task, created = importing.import_task(svc.db, svc.settings, svc.client, upstream_id)
+        task, created = importing.import_task(
+            svc.db, svc.settings, svc.client, upstream_id, notify_url=target
+        )
     except importing.UnknownUpstreamTask as exc:
         return error(404, f"the upstream does not know {upstream_id}: {exc.reason}")
     except importing.ImportFailed as exc:
@@ -132,6 +140,15 @@ def list_tasks():  # type: ignore[no-untyped-def]
 
 @bp.get("/tasks/<int:task_id>")
 def show(task_id: int):  # type: ignore[no-untyped-def]
+    """One task; with ?wait=SECONDS (0-60) the answer waits until the task is final."""
+    try:
+        seconds = waiting.wait_arg(request.args.get("wait"))
+    except validate.ValidationError as exc:
+        return error(400, exc.message, exc.field)
+    if seconds and not waiting.until_final(services().db, task_id, seconds):
+        response = make_response(_task_answer(task_id))
+        response.headers["X-Tracker-Wait"] = "skipped"  # too many waiting: ask again
+        return response
     return _task_answer(task_id)
 
 

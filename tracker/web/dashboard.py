@@ -29,10 +29,11 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from .. import credits, importing, jsonsafe, lifecycle, services, validate
-from ..models import FINAL_STATES, STATES, Task
+from ..models import FINAL_STATES, STATES, Delivery, Task
 from ..serialize import short_image, task_json
 from ..upstream import UpstreamError
-from . import csrf, forms, links, listing, throttle
+from ..webhooks import queue
+from . import csrf, deliveries, forms, links, listing, throttle
 from .auth import request_has_token
 
 log = logging.getLogger(__name__)
@@ -238,7 +239,10 @@ def detail(task_id: int):  # type: ignore[no-untyped-def]
     if found is None:
         return _message(404, "No such task", f"There is no task {task_id}.")
     template = "_detail.html" if _is_live() else "detail.html"
-    return render_template(template, d=found, task=found.task, data=task_json(found.task))
+    sent = deliveries.delivery_rows(services().db, task_id) or []
+    return render_template(
+        template, d=found, task=found.task, data=task_json(found.task), deliveries=sent
+    )
 
 
 def _form(values: dict[str, str], errors: dict[str, str]) -> str:
@@ -257,8 +261,13 @@ def new_task():  # type: ignore[no-untyped-def]
     if request.method == "GET":
         values = {"source_task_id": request.args.get("source", "").strip()[:128]}
         return _form(values, {})
-    flavor = services().settings.luma_api_flavor
-    values, errors, new = forms.read_new_task(request.form, request.files, flavor)
+    settings = services().settings
+    values, errors, new = forms.read_new_task(
+        request.form,
+        request.files,
+        settings.luma_api_flavor,
+        allow_private=settings.notify_allow_private,
+    )
     if new is None:
         return _form(values, errors), 400
     svc = services()
@@ -305,6 +314,19 @@ def poll(task_id: int):  # type: ignore[no-untyped-def]
         flash(str(exc), "error")
     except UpstreamError as exc:
         flash(f"The upstream query failed: {exc.message}", "error")
+    return redirect(url_for("dashboard.detail", task_id=task_id), code=303)
+
+
+@bp.post("/tasks/<int:task_id>/deliveries/<int:delivery_id>/redeliver")
+def redeliver(task_id: int, delivery_id: int):  # type: ignore[no-untyped-def]
+    """The detail page's Redeliver: the same webhook-id, sent again by the worker."""
+    db = services().db
+    with db.read() as session:
+        row = session.get(Delivery, delivery_id)
+        found = row is not None and row.task_id == task_id
+    if not found or not queue.redeliver(db, delivery_id):
+        return _message(404, "No such delivery", f"Task {task_id} has no delivery {delivery_id}.")
+    flash("Queued again; the worker sends it with the same webhook-id.", "ok")
     return redirect(url_for("dashboard.detail", task_id=task_id), code=303)
 
 

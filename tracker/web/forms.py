@@ -25,6 +25,7 @@ TEXT_FIELDS = (
     "image_end_url",
     "duration",
     "model_name",
+    "notify_url",
 )
 CHOICE_FIELDS = ("expand_prompt", "loop", "aspect_ratio", "resolution")
 GENERATE_FIELDS = ("aspect_ratio", "loop", "resolution", "duration", "model_name")
@@ -69,13 +70,15 @@ def read_new_task(
     form: ImmutableMultiDict[str, str],
     files: ImmutableMultiDict[str, FileStorage],
     flavor: str = "proxy",
+    *,
+    allow_private: bool = False,
 ) -> tuple[dict[str, str], dict[str, str], NewTask | None]:
     """(the values to show again, errors by field, the task when there are no errors)."""
     values = {name: form.get(name, "").strip() for name in TEXT_FIELDS + CHOICE_FIELDS}
     values["user_prompt"] = form.get("user_prompt", "")  # kept as typed
     errors: dict[str, str] = {}
     body: dict[str, Any] = {}
-    for name in ("source_task_id", "user_prompt", "duration", "model_name"):
+    for name in ("source_task_id", "user_prompt", "duration", "model_name", "notify_url"):
         if values[name].strip():
             body[name] = values[name]
     if "user_prompt" not in body:
@@ -106,15 +109,17 @@ def read_new_task(
         body.pop(name, None)
     if flavor == "luma":
         body.pop("expand_prompt", None)  # no Luma counterpart; the form hides it
-    new = _check(body, errors, flavor)
+    new = _check(body, errors, flavor, allow_private)
     return values, errors, (new if not errors else None)
 
 
-def _check(body: dict[str, Any], errors: dict[str, str], flavor: str) -> NewTask | None:
+def _check(
+    body: dict[str, Any], errors: dict[str, str], flavor: str, allow_private: bool = False
+) -> NewTask | None:
     """validate.new_task, repeated to collect a message for every wrong field."""
     for _ in range(len(body) + 1):
         try:
-            return validate.new_task(body, flavor)
+            return validate.new_task(body, flavor, allow_private=allow_private)
         except validate.ValidationError as exc:
             field = exc.field or "form"
             errors.setdefault(field, exc.message)
