@@ -70,9 +70,8 @@ def _move(db: Database, settings: Settings, task_id: int, state: str, **fields: 
 
 def _deliveries(db: Database, task_id: int) -> list[Delivery]:
     with db.read() as session:
-        return list(
-            session.scalars(select(Delivery).where(Delivery.task_id == task_id).order_by(Delivery.id))
-        )
+        query = select(Delivery).where(Delivery.task_id == task_id).order_by(Delivery.id)
+        return list(session.scalars(query))
 
 
 def test_refused_then_accepted_same_id_signed_and_logged(
@@ -153,7 +152,8 @@ def test_the_seven_types_and_nothing_for_queued_or_submitting(
 def test_rotation_signs_with_every_secret(
     db: Database, make_settings: Any, receiver: Receiver
 ) -> None:
-    settings = _settings(make_settings, notify_url=receiver.url, notify_secrets=(OLD_SECRET, SECRET))
+    secrets = (OLD_SECRET, SECRET)
+    settings = _settings(make_settings, notify_url=receiver.url, notify_secrets=secrets)
     webhooks.configure(settings)
     task = lifecycle.create(db, NewTask(kind="generate", user_prompt="two secrets"))
     _move(db, settings, task.id, "pending")
@@ -273,7 +273,8 @@ def test_two_senders_never_send_one_delivery_at_once(
 
     settings = _settings(make_settings, notify_url=receiver.url)
     webhooks.configure(settings)
-    ids = [lifecycle.create(db, NewTask(kind="generate", user_prompt=f"r{n}")).id for n in range(60)]
+    new = NewTask(kind="generate", user_prompt="race")
+    ids = [lifecycle.create(db, new).id for _ in range(60)]
     for task_id in ids:
         _move(db, settings, task_id, "pending")
     databases = [Database(db.url), Database(db.url)]
