@@ -110,9 +110,7 @@ def test_the_seven_types_and_nothing_for_queued_or_submitting(
 ) -> None:
     settings = _settings(make_settings, notify_url=receiver.url)
     webhooks.configure(settings)
-    ids = [
-        lifecycle.create(db, NewTask(kind="generate", user_prompt=f"p{n}")).id for n in range(4)
-    ]
+    ids = [lifecycle.create(db, NewTask(kind="generate", user_prompt=f"p{n}")).id for n in range(4)]
     with db.write() as session:
         lifecycle.set_state(session, session.get(Task, ids[0]), "submitting")  # type: ignore[arg-type]
     assert _deliveries(db, ids[0]) == []

@@ -3,8 +3,8 @@
 A webhook's body carries signed links (`webhooks.signing`) that open one file for 24 hours
 without the token. Otherwise the same door as the dashboard: the admin token (Bearer or
 Basic), or a session signed in through the dashboard's login. The login's mark is bound to
-the token (`csrf.signed_in`), so changing TRACKER_API_TOKEN shuts the videos to old sessions as it shuts the dashboard;
-the bare `authenticated` flag alone would outlive the change.
+the token (`csrf.signed_in`), so changing TRACKER_API_TOKEN shuts the videos to old
+sessions as it shuts the dashboard; the bare `authenticated` flag alone would outlive the change.
 
 From a folder, werkzeug's `send_file(conditional=True)` answers Range (206), bad ranges
 (416) and conditional GETs. From a bucket, the answer is a redirect to a presigned URL good
