@@ -183,9 +183,9 @@ def _schedule(env: Mapping[str, str]) -> tuple[float, ...]:
     if raw == "":
         return DEFAULT_RETRY_SCHEDULE
     try:
-        delays = tuple(float(part) for part in raw.split(",") if part.strip() != "")
+        delays = tuple(float(part) for part in raw.split(","))
     except ValueError:
-        delays = ()
+        delays = (-1.0,)
     if not all(0 <= delay < 10**7 for delay in delays) or len(delays) > 50:
         raise SettingsError(
             f"TRACKER_NOTIFY_RETRY_SCHEDULE must be comma-separated seconds, got {raw[:40]!r}"
