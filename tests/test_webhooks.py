@@ -293,3 +293,36 @@ def test_two_senders_never_send_one_delivery_at_once(
     seen = [r.webhook_id for r in receiver.received]
     assert len(seen) == len(set(seen)) == 60
     assert max(receiver.max_at_once.values()) == 1
+
+
+def test_detail_page_shows_deliveries_and_redeliver_needs_the_csrf_token(
+    db: Database, make_settings: Any, receiver: Receiver
+) -> None:
+    import re
+
+    from tracker import create_app
+
+    settings = _settings(make_settings, notify_url=receiver.url, notify_retry_schedule=())
+    app = create_app(settings, db=db)
+    receiver.plan = ["refuse"]
+    task = lifecycle.create(db, NewTask(kind="generate", user_prompt="show my webhooks"))
+    _move(db, settings, task.id, "pending")
+    _deliver(settings, db)
+    (row,) = _deliveries(db, task.id)
+    assert row.state == "failed"
+
+    client = app.test_client()
+    page = client.get(f"/tasks/{task.id}").get_data(as_text=True)
+    assert "Deliveries" in page and "task.pending" in page and row.webhook_id in page
+    assert "503" in page and "Redeliver" in page and SECRET not in page
+    action = f"/tasks/{task.id}/deliveries/{row.id}/redeliver"
+    refused = client.post(action, data={}, headers={"Accept": "text/html"})
+    assert refused.status_code == 400
+    assert _deliveries(db, task.id)[0].state == "failed"  # nothing changed
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert token is not None
+    done = client.post(action, data={"csrf_token": token.group(1)})
+    assert done.status_code == 303
+    assert _deliveries(db, task.id)[0].state == "pending"
+    _deliver(settings, db)
+    assert [r.webhook_id for r in receiver.received] == [row.webhook_id] * 2
