@@ -1,11 +1,13 @@
 """The WSGI entry point: `gunicorn wsgi:app` (see gunicorn.conf.py and the Procfile)."""
 
 import logging
+import os
 import sys
 
 from tracker import create_app
 from tracker.cli import setup_logging
 from tracker.settings import SettingsError
+from tracker.web import admission
 
 setup_logging()  # the app's own lines, with secrets masked, beside gunicorn's
 try:
@@ -15,3 +17,7 @@ except SettingsError as exc:
     # to boot", which stops the whole server instead of respawning the worker for ever
     logging.getLogger("tracker").error("%s", exc)
     sys.exit(3)
+
+if "gevent.monkey" in sys.modules and sys.modules["gevent.monkey"].is_module_patched("socket"):
+    # gunicorn's gevent worker: as many requests in the app at once as threads would have been
+    app = admission.limit(app, int(os.environ.get("GUNICORN_THREADS", "8")))  # type: ignore[assignment]

@@ -463,21 +463,21 @@ def main() -> int:
 
 
 @contextmanager
-def _bench_database(test_url: str) -> Iterator[str]:
+def _bench_database(test_url: str, name: str = BENCH_DB) -> Iterator[str]:
     """A database of its own beside TEST_DATABASE_URL's, so a test run there is not disturbed."""
     url = make_url(test_url.replace("postgres://", "postgresql://", 1)).set(
         drivername="postgresql+psycopg"
     )
     admin = create_engine(url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(text(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)"))
-        conn.execute(text(f"CREATE DATABASE {BENCH_DB}"))
+        conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        conn.execute(text(f"CREATE DATABASE {name}"))
         version = conn.execute(text("SHOW server_version")).scalar_one()
     try:
-        yield url.set(database=BENCH_DB).render_as_string(hide_password=False) + f"#{version}"
+        yield url.set(database=name).render_as_string(hide_password=False) + f"#{version}"
     finally:
         with admin.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)"))
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         admin.dispose()
 
 

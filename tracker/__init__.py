@@ -10,7 +10,7 @@ from werkzeug.routing import IntegerConverter
 
 from . import redact
 from . import settings as settings_module
-from .db import Database
+from .db import WEB_LOCK_WAIT, Database
 from .settings import Settings
 from .upstream import LumaClient
 
@@ -86,7 +86,9 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     # every <int:...> in every route: a number past what the database holds is a 404, not a 500
     app.url_map.converters["int"] = BoundedInt
     app.extensions["tracker"] = Services(
-        settings=settings, db=db or Database(settings.database_url), client=make_client(settings)
+        settings=settings,
+        db=db or Database(settings.database_url, lock_wait=WEB_LOCK_WAIT),
+        client=make_client(settings),
     )
 
     from .web import api, dashboard, deliveries, errors, hooks, openapi, readiness, security

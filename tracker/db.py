@@ -4,57 +4,99 @@ SQLite gets WAL (readers never wait for the writer) and a busy timeout, and its
 write transactions start with BEGIN IMMEDIATE: a deferred transaction that reads
 and then writes can fail at once with "database is locked" when another process
 wrote in between, and the busy timeout cannot help with that case.
+
+The worker and the CLI wait up to 30 s for the write lock. The web process must not:
+SQLite's busy wait sleeps inside the C library, which holds a thread for the whole wait
+and, under gevent, the whole process (its /healthz included). So the web process gives
+SQLite no busy timeout and retries BEGIN IMMEDIATE itself with `time.sleep`, which
+gevent makes cooperative, for at most `lock_wait` seconds; then the request fails with
+OperationalError, which the web app answers with 503 and Retry-After.
 """
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_BUSY_TIMEOUT_MS = 30_000  # the worker and the CLI
+WEB_LOCK_WAIT = 2.0  # seconds a web request waits for SQLite's write lock, then 503
+# the web process never waits inside SQLite: under gevent that wait would stop every request of
+# the process while the lock's holder (in another process) is off the CPU
+_NO_BUSY_WAIT_MS = 0
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, lock_wait: float | None = None) -> Engine:
+    """`lock_wait`: wait at most this long for SQLite's write lock, cooperatively (the web)."""
     if url.startswith("sqlite"):
         database = make_url(url).database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
-        _tune_sqlite(engine)
+        busy_ms = SQLITE_BUSY_TIMEOUT_MS if lock_wait is None else _NO_BUSY_WAIT_MS
+        engine = create_engine(
+            url,
+            connect_args={"timeout": busy_ms / 1000},
+            # a request waiting for a pooled connection gives up as soon as one waiting for
+            # the lock would; SQLite connections are cheap, so the pool is not the limit
+            **({} if lock_wait is None else {"pool_size": 20, "pool_timeout": lock_wait}),
+        )
+        _tune_sqlite(engine, busy_ms, lock_wait)
         return engine
     # pre-ping: a connection dropped by a database restart is replaced, not handed out
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
 
 
-def _tune_sqlite(engine: Engine) -> None:
+def _is_busy(exc: OperationalError) -> bool:
+    return getattr(exc.orig, "sqlite_errorcode", None) in (
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+    )
+
+
+def _tune_sqlite(engine: Engine, busy_ms: int, lock_wait: float | None) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
         # let SQLAlchemy, not the driver, emit BEGIN (the documented pysqlite recipe)
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn) -> None:  # type: ignore[no-untyped-def]
-        immediate = conn.get_execution_options().get("tracker_write", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        if not conn.get_execution_options().get("tracker_write", False):
+            conn.exec_driver_sql("BEGIN")
+            return
+        deadline = None if lock_wait is None else time.monotonic() + lock_wait
+        pause = 0.001
+        while True:
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                return
+            except OperationalError as exc:
+                if deadline is None or not _is_busy(exc) or time.monotonic() >= deadline:
+                    raise
+            # time.sleep: another thread runs meanwhile, or under gevent another greenlet
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, 0.02)
 
 
 class Database:
     """One engine and two session factories: reads, and writes that take the lock up front."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, lock_wait: float | None = None) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, lock_wait)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self.is_postgres = self.engine.dialect.name == "postgresql"
         write_engine = self.engine.execution_options(tracker_write=True)

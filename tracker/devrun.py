@@ -46,9 +46,9 @@ def _submit_demo_tasks(base: str, token: str) -> None:
     deadline = time.monotonic() + 30
     while True:
         try:
-            listing = requests.get(f"{base}/api/tasks?limit=1", headers=headers, timeout=2)
+            listing = requests.get(f"{base}/api/tasks?limit=1", headers=headers, timeout=10)
             break
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or too busy starting to answer
             if time.monotonic() > deadline:
                 log.warning("the web process did not answer; no demo tasks submitted")
                 return
@@ -56,9 +56,13 @@ def _submit_demo_tasks(base: str, token: str) -> None:
     if listing.status_code != 200 or listing.json().get("tasks"):
         return
     for prompt in DEMO_PROMPTS:
-        requests.post(
-            f"{base}/api/tasks", json={"user_prompt": prompt}, headers=headers, timeout=10
-        )
+        try:
+            requests.post(
+                f"{base}/api/tasks", json={"user_prompt": prompt}, headers=headers, timeout=30
+            )
+        except requests.RequestException as exc:  # a demo is a courtesy: never stop the service
+            log.warning("a demo task was not submitted: %s", type(exc).__name__)
+            return
     log.warning(
         "Submitted %d demo tasks to the simulator (SIMULATOR_DEMO=0 skips this)", len(DEMO_PROMPTS)
     )

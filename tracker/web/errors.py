@@ -6,6 +6,7 @@ import logging
 
 from flask import Flask, jsonify, request
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -43,9 +44,11 @@ def init_app(app: Flask) -> None:
         return response, status
 
     @app.errorhandler(OperationalError)
-    def database_down(exc: OperationalError):  # type: ignore[no-untyped-def]
+    @app.errorhandler(PoolTimeout)  # every pooled connection busy (waiting for a locked SQLite)
+    def database_down(exc: Exception):  # type: ignore[no-untyped-def]
         # the sender (the upstream for callbacks) should try again; nothing was half-written
-        log.error("database unavailable: %s", type(exc.orig).__name__ if exc.orig else exc)
+        orig = getattr(exc, "orig", None)
+        log.error("database unavailable: %s", type(orig or exc).__name__)
         response, status = error(503, "the database is unavailable; try again shortly")
         response.headers["Retry-After"] = "5"
         return response, status
