@@ -180,3 +180,26 @@ def test_cli_submit_wait_exit_codes_and_download(
     assert out.read_bytes() == b"video bytes"
     watched = runner.invoke(cli.main, ["watch", "--once"])
     assert watched.exit_code == 0 and "completed" in watched.output
+
+
+def test_a_waiter_gives_back_its_admission_slot_while_it_sleeps(
+    db: Database, make_settings: Any
+) -> None:
+    """With one slot (web/admission.py), a sleeping ?wait= must not turn others away (503)."""
+    from tests.conftest import serve
+    from tracker import create_app
+    from tracker.web import admission
+
+    task = lifecycle.create(db, NewTask(kind="generate", user_prompt="slot"))
+    server = serve(lambda url: admission.limit(create_app(make_settings(), db=db), 1))
+    try:
+        waiter = threading.Thread(
+            target=requests.get, args=(f"{server.url}/api/tasks/{task.id}?wait=4",), daemon=True
+        )
+        waiter.start()
+        time.sleep(0.5)  # the waiter is inside, asleep
+        other = requests.get(f"{server.url}/api/tasks/{task.id}", timeout=10)
+        assert other.status_code == 200
+        waiter.join()
+    finally:
+        server.stop()

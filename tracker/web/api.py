@@ -145,7 +145,8 @@ def show(task_id: int):  # type: ignore[no-untyped-def]
         seconds = waiting.wait_arg(request.args.get("wait"))
     except validate.ValidationError as exc:
         return error(400, exc.message, exc.field)
-    if seconds and not waiting.until_final(services().db, task_id, seconds):
+    gate = request.environ.get("tracker.gate")
+    if seconds and not waiting.until_final(services().db, task_id, seconds, gate):
         response = make_response(_task_answer(task_id))
         response.headers["X-Tracker-Wait"] = "skipped"  # too many waiting: ask again
         return response

@@ -2,7 +2,11 @@
 
 A waiter reads one column of one row every POLL_EVERY seconds and sleeps in between: under
 gunicorn's gevent worker (gunicorn.conf.py) `time.sleep` is cooperative, so a waiter holds
-no OS thread and callbacks are served beside any number of them. Still, waiters are capped
+no OS thread and callbacks are served beside any number of them. The admission gate's slot
+(web/admission.py, "8 requests in the app at once") is given back while the waiter sleeps,
+and taken again, in turn, before it answers: sleeping waiters take no slot from callbacks.
+Its reads of the one column run without a slot (a read never waits on SQLite's write lock).
+Still, waiters are capped
 per process (MAX_WAITERS; a few under a thread-per-request server, where each one does hold
 a thread): past the cap the answer comes at once with the current state, and the
 `X-Tracker-Wait` header says `skipped`, so a client knows to ask again.
@@ -14,6 +18,7 @@ import math
 import sys
 import threading
 import time
+from typing import Any
 
 from sqlalchemy import select
 
@@ -63,13 +68,18 @@ def _state(db: Database, task_id: int) -> str | None:
         return session.scalar(select(Task.state).where(Task.id == task_id))
 
 
-def until_final(db: Database, task_id: int, seconds: float) -> bool:
-    """Sleep until the task is final (or gone) or `seconds` pass; False when past the cap."""
+def until_final(db: Database, task_id: int, seconds: float, gate: Any = None) -> bool:
+    """Sleep until the task is final (or gone) or `seconds` pass; False when past the cap.
+
+    `gate` is the admission gate whose slot this request holds (None outside gevent).
+    """
     global _waiters
     with _lock:
         if _waiters >= cap():
             return False
         _waiters += 1
+    if gate is not None:
+        gate.leave()
     try:
         deadline = time.monotonic() + seconds
         while True:
@@ -81,3 +91,5 @@ def until_final(db: Database, task_id: int, seconds: float) -> bool:
     finally:
         with _lock:
             _waiters -= 1
+        if gate is not None:
+            gate.enter(timeout=3600.0)  # back in line; admission gives it back after the answer
