@@ -687,14 +687,14 @@ def test_a_changed_token_signs_everyone_out(make_app: Callable[..., Flask]) -> N
 def test_without_a_secret_key_every_process_gets_the_same_one(
     make_settings: Callable[..., Settings], db: Database, tmp_path: Any, monkeypatch: Any
 ) -> None:
-    from tracker.web import csrf
+    from tracker.web import sessions
 
     monkeypatch.chdir(tmp_path)  # PostgreSQL keeps it in ./instance
     settings = make_settings()
     first = create_app(settings, db=db)
     second = create_app(settings, db=db)
     assert first.secret_key and first.secret_key == second.secret_key
-    path = csrf.key_file(settings)
+    path = sessions.key_file(settings)
     assert path.read_text().strip() == first.secret_key
     assert path.stat().st_mode & 0o077 == 0
     # with the admin token set, it is derived from it: no file needed
@@ -735,7 +735,7 @@ def test_a_cookie_signed_with_another_key_is_not_trusted(
     ],
 )
 def test_only_web_links_reach_href_and_src(url: str | None, shown: str | None) -> None:
-    from tracker.web.dashboard import safe_url
+    from tracker.web.filters import safe_url
 
     assert safe_url(url) == shown
 
@@ -744,7 +744,7 @@ def test_ages_read_like_a_person_would_say_them() -> None:
     from datetime import timedelta
 
     from tracker.models import utcnow
-    from tracker.web.dashboard import ago
+    from tracker.web.filters import ago
 
     now = utcnow()
     assert ago(now, now) == "just now"

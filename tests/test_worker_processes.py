@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +172,7 @@ def test_two_workers_never_query_the_same_task_at_once(
 def test_poll_once_prints_its_summary(db: Database, make_sim: SimFactory, spawn: Any) -> None:
     sim = make_sim()
     [task_id] = new_tasks(db, 1)
+    started = utcnow()
     proc = spawn(sim, "poll", "--once")
     assert proc.popen.wait(timeout=30) == 0
     summary = json.loads(proc.out.read_text())
@@ -182,4 +182,5 @@ def test_poll_once_prints_its_summary(db: Database, make_sim: SimFactory, spawn:
     with db.read() as session:
         task = session.get(Task, task_id)
         assert task is not None and task.next_check_at is not None
-        assert task.next_check_at > utcnow() - timedelta(seconds=1)
+        # scheduled by the send this pass made (not a wall-clock bound: the machine may be busy)
+        assert task.next_check_at >= started

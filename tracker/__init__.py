@@ -91,15 +91,29 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         client=make_client(settings),
     )
 
-    from .web import api, dashboard, deliveries, errors, hooks, openapi, readiness, security
+    from .web import (
+        api,
+        dashboard,
+        deliveries,
+        errors,
+        filters,
+        hooks,
+        openapi,
+        readiness,
+        security,
+        sessions,
+    )
     from .web import media as media_routes
 
     errors.init_app(app)
     security.init_app(app)
+    # the session key and cookie; CSRF on every form, but not the API and callbacks (sameorigin.py)
+    sessions.init_app(app, settings, exempt=(api.bp, deliveries.bp, hooks.bp))
+    filters.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(deliveries.bp)  # the webhook delivery log, behind the API's token
     app.register_blueprint(hooks.bp)
-    app.register_blueprint(dashboard.bp)  # also sets the session key (web/csrf.py)
+    app.register_blueprint(dashboard.bp)
     app.register_blueprint(media_routes.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(readiness.bp)  # GET /readyz, no token (like /healthz)

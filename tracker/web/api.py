@@ -156,12 +156,8 @@ def show(task_id: int):  # type: ignore[no-untyped-def]
 @bp.post("/tasks/<int:task_id>/poll")
 def poll(task_id: int):  # type: ignore[no-untyped-def]
     svc = services()
-    try:
+    try:  # no such task (404), or not one to query (409): errors.py answers
         lifecycle.poll_one(svc.db, svc.settings, svc.client, task_id)
-    except LookupError:
-        return error(404, f"no task {task_id}")
-    except lifecycle.InvalidAction as exc:
-        return error(409, str(exc))
     except UpstreamError as exc:
         return error(502, f"the upstream query failed: {exc.message}")
     return _task_answer(task_id)
@@ -170,10 +166,5 @@ def poll(task_id: int):  # type: ignore[no-untyped-def]
 @bp.post("/tasks/<int:task_id>/resend")
 def resend(task_id: int):  # type: ignore[no-untyped-def]
     svc = services()
-    try:
-        lifecycle.resend(svc.db, svc.settings, svc.client, task_id)
-    except LookupError:
-        return error(404, f"no task {task_id}")
-    except lifecycle.InvalidAction as exc:
-        return error(409, str(exc))
+    lifecycle.resend(svc.db, svc.settings, svc.client, task_id)  # 404, 409: errors.py
     return _task_answer(task_id)

@@ -1,22 +1,65 @@
-"""Errors as JSON with a clear message: never a stack trace, never a secret."""
+"""Every error answered in one place, in the form the asker reads: a page or JSON.
+
+The dashboard's requests get a page (or, for its live refresh, one line of text); API,
+callback and other clients get JSON with a clear message. Never a stack trace, never a
+secret. Views raise and let these handlers speak: a task that is not there (LookupError,
+from `lifecycle`) is 404, an action the task's state does not allow (`InvalidAction`) is
+409 in JSON and a message back on the task's page on the dashboard.
+"""
 
 from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify, request
+from flask import (
+    Flask,
+    Response,
+    flash,
+    jsonify,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
+from .. import lifecycle
+
 log = logging.getLogger(__name__)
 
+PAGES = frozenset({"dashboard"})  # the blueprints whose answers are pages
+LIVE_HEADER = "X-Live"  # static/dashboard.js asks for a page's changing part with it
+_PAGE_TITLES = {404: "Not found", 405: "Not allowed", 413: "Too large"}
+_JSON_MESSAGES = {413: "the request body is too large", 404: "not found", 405: "method not allowed"}
 
-def error(status: int, message: str, field: str | None = None):  # type: ignore[no-untyped-def]
+Answer = Response | tuple[Response, int]
+
+
+def error(status: int, message: str, field: str | None = None) -> tuple[Response, int]:
     body: dict[str, str] = {"error": message}
     if field is not None:
         body["field"] = field
     return jsonify(body), status
+
+
+def is_live() -> bool:
+    return request.headers.get(LIVE_HEADER) == "1"
+
+
+def page(status: int, title: str, text: str) -> Response:
+    """An error page; for the live refresh, just the line (the script shows it)."""
+    if is_live():
+        return make_response(text, status, {"Content-Type": "text/plain; charset=utf-8"})
+    body = render_template("message.html", status=status, title=title, text=text)
+    return make_response(body, status)
+
+
+def _for_pages() -> bool:
+    return request.blueprint in PAGES
 
 
 def _wants_json() -> bool:
@@ -25,35 +68,76 @@ def _wants_json() -> bool:
     )
 
 
+def _task_id(exc: Exception) -> object:
+    """The task a view was asked about (lifecycle names it in the exception too)."""
+    view_args = request.view_args or {}
+    return view_args.get("task_id", exc.args[0] if exc.args else "")
+
+
+def http_error(exc: HTTPException) -> Answer | HTTPException:
+    status = exc.code or 500
+    if _for_pages():
+        if isinstance(exc, CSRFError):
+            response = page(
+                400,
+                "The form has expired",
+                "Nothing was changed. Go back, reload the page and try again.",
+            )
+        else:
+            title = _PAGE_TITLES.get(status, exc.name)
+            response = page(status, title, exc.description or exc.name)
+    elif _wants_json():
+        response, _ = error(status, _JSON_MESSAGES.get(status, exc.description or exc.name))
+    else:
+        return exc
+    for name, value in exc.get_headers():  # Retry-After on 429, Allow on 405
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response, status
+
+
+def database_down(exc: OperationalError | PoolTimeout) -> Answer:
+    # the sender (the upstream for callbacks) should try again; nothing was half-written
+    orig = getattr(exc, "orig", None)
+    log.error("database unavailable: %s", type(orig or exc).__name__)
+    if _for_pages():
+        response = page(503, "The database is unavailable", "Try again in a few seconds.")
+    else:
+        response, _ = error(503, "the database is unavailable; try again shortly")
+    response.headers["Retry-After"] = "5"
+    return response, 503
+
+
+def unexpected(exc: Exception) -> Answer:
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    if _for_pages():
+        return page(500, "Something went wrong", "The error has been logged.")
+    return error(500, "internal error; it has been logged")
+
+
+def not_found(exc: LookupError) -> Answer:
+    if isinstance(exc, KeyError | IndexError):
+        return unexpected(exc)  # a bug in our code, not a task that is not there
+    task_id = _task_id(exc)
+    if _for_pages():
+        return page(404, "No such task", f"There is no task {task_id}.")
+    return error(404, f"no task {task_id}")
+
+
+def invalid_action(exc: lifecycle.InvalidAction) -> Answer:
+    if not _for_pages():
+        return error(409, str(exc))
+    flash(str(exc), "error")  # shown on the task's page, where the button was
+    task_id = (request.view_args or {}).get("task_id")
+    target = url_for("dashboard.detail", task_id=task_id) if task_id is not None else "/"
+    return redirect(target, code=303)
+
+
 def init_app(app: Flask) -> None:
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
-        if not _wants_json():
-            return exc
-        messages = {
-            413: "the request body is too large",
-            404: "not found",
-            405: "method not allowed",
-        }
-        response, status = error(
-            exc.code or 500, messages.get(exc.code or 0, exc.description or exc.name)
-        )
-        for name, value in exc.get_headers():  # Allow on 405, for one
-            if name.lower() != "content-type":
-                response.headers[name] = value
-        return response, status
-
-    @app.errorhandler(OperationalError)
-    @app.errorhandler(PoolTimeout)  # every pooled connection busy (waiting for a locked SQLite)
-    def database_down(exc: Exception):  # type: ignore[no-untyped-def]
-        # the sender (the upstream for callbacks) should try again; nothing was half-written
-        orig = getattr(exc, "orig", None)
-        log.error("database unavailable: %s", type(orig or exc).__name__)
-        response, status = error(503, "the database is unavailable; try again shortly")
-        response.headers["Retry-After"] = "5"
-        return response, status
-
-    @app.errorhandler(Exception)
-    def unexpected(exc: Exception):  # type: ignore[no-untyped-def]
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return error(500, "internal error; it has been logged")
+    app.register_error_handler(HTTPException, http_error)
+    app.register_error_handler(OperationalError, database_down)
+    # every pooled connection busy (waiting for a locked SQLite): as if the database were down
+    app.register_error_handler(PoolTimeout, database_down)
+    app.register_error_handler(LookupError, not_found)
+    app.register_error_handler(lifecycle.InvalidAction, invalid_action)
+    app.register_error_handler(Exception, unexpected)

@@ -3,7 +3,7 @@
 A webhook's body carries signed links (`webhooks.signing`) that open one file for 24 hours
 without the token. Otherwise the same door as the dashboard: the admin token (Bearer or
 Basic), or a session signed in through the dashboard's login. The login's mark is bound to
-the token (`csrf.signed_in`), so changing TRACKER_API_TOKEN shuts the videos to old
+the token (`auth.signed_in`), so changing TRACKER_API_TOKEN shuts the videos to old
 sessions as it shuts the dashboard; the bare `authenticated` flag alone would outlive the change.
 
 From a folder, werkzeug's `send_file(conditional=True)` answers Range (206), bad ranges
@@ -17,14 +17,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, redirect, request, send_file, session
+from flask import Blueprint, Response, redirect, request, send_file, session
 from werkzeug.http import quote_etag, unquote_etag
 
 from .. import services, storage
 from ..models import Task
 from ..webhooks import signing
-from . import csrf
-from .auth import request_has_token
+from .auth import request_has_token, signed_in
 from .errors import error
 
 bp = Blueprint("media", __name__, url_prefix="/media")
@@ -39,7 +38,7 @@ def require_login():  # type: ignore[no-untyped-def]
     expires, signature = request.args.get("expires"), request.args.get("signature")
     if expires and signing.link_valid(settings, request.path, expires, signature):
         return None  # a webhook's signed link (24 hours): its receiver is not signed in
-    if request_has_token() or (session.get("authenticated") and csrf.signed_in(current_app, token)):
+    if request_has_token() or (session.get("authenticated") and signed_in(token)):
         return None
     response, status = error(401, "log in, or send the token (Authorization: Bearer <token>)")
     response.headers["WWW-Authenticate"] = 'Bearer realm="tracker"'

@@ -78,9 +78,11 @@ def foreign_origin() -> bool:
     if given is None:
         return False  # not a browser, or a browser that says it is same-origin (old ones)
     if given.strip() == "null":
-        # our pages send `Referrer-Policy: no-referrer`, with which a browser sends
-        # "Origin: null" even on same-origin requests; Sec-Fetch-Site tells them apart and
-        # cannot be set by a page's script
+        # an opaque origin: a sandboxed frame, a file:// or data: page, a redirect across
+        # sites. Our pages send `Referrer-Policy: same-origin`, so their own requests carry
+        # their real Origin; but a page cached under the former `no-referrer` (or a browser
+        # set to strip it) sends "null" on same-origin requests too. Sec-Fetch-Site tells
+        # them apart, and no page's script can set it
         return request.headers.get("Sec-Fetch-Site") != "same-origin"
     origin = _origin(given)
     return origin is None or origin not in own_origins(services().settings)

@@ -67,7 +67,10 @@ def init_app(app: Flask) -> None:
     @app.after_request
     def harden(response: Response) -> Response:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        # same-origin: our own forms carry a Referer (Flask-WTF asks for one over https, see
+        # sessions.py) and their real Origin; no other site learns our URLs, which hold
+        # task ids and search terms
+        response.headers.setdefault("Referrer-Policy", "same-origin")
         if response.mimetype == "text/html":
             response.headers.setdefault("Content-Security-Policy", csp)
             response.headers.setdefault("X-Frame-Options", "DENY")
