@@ -104,6 +104,8 @@ def test_bad_input_is_400_naming_the_field(
     assert answer.get("field") == field
     if field:
         assert field in answer["error"]
+    # issue 10: every problem is listed too, the first being `error` and `field`
+    assert answer["errors"][0] == {"field": field, "error": answer["error"]}
     assert upstream.posts() == []
     assert count_tasks(app_url) == 0
 

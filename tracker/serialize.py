@@ -1,4 +1,11 @@
-"""A task as JSON, the same for the API, the CLI and the dashboard's data."""
+"""A task as JSON, the same for the API, the CLI and the dashboard's data.
+
+The shape is `tracker.schemas.answers` (Task, TaskDetail, Event, Account), which
+/api/openapi.json is generated from; these functions build exactly those fields as plain
+dicts, because a list page builds up to 200 of them and a model per task would cost time
+for nothing. tests/test_schemas.py reads every answer back through its model, strictly, so
+a field added here and not there (or the other way round) fails the tests.
+"""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, make_response, request
+from flask import Blueprint, jsonify, make_response, request
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
@@ -31,6 +31,15 @@ def require_token():  # type: ignore[no-untyped-def]
     return None
 
 
+def invalid(exc: validate.ValidationError):  # type: ignore[no-untyped-def]
+    """A 400: the first problem as `error` and `field` (as ever), every problem in `errors`."""
+    body: dict[str, Any] = {"error": exc.message}
+    if exc.field is not None:
+        body["field"] = exc.field
+    body["errors"] = [{"field": p.field, "error": p.error} for p in exc.problems]
+    return jsonify(body), 400
+
+
 def _json_body() -> Any:
     # JSON only: a cross-site form can post text/plain that looks like JSON, never this type
     if not request.is_json:
@@ -52,7 +61,7 @@ def submit():  # type: ignore[no-untyped-def]
             body, svc.settings.luma_api_flavor, allow_private=svc.settings.notify_allow_private
         )
     except validate.ValidationError as exc:
-        return error(400, exc.message, exc.field)
+        return invalid(exc)
     task = lifecycle.submit(svc.db, svc.settings, svc.client, new)
     return _task_answer(task.id, 201)
 
@@ -64,13 +73,11 @@ def import_task():  # type: ignore[no-untyped-def]
     try:
         if isinstance(body, validate.ValidationError):
             raise body
-        upstream_id = validate.upstream_id(body)
         svc = services()
-        target = validate.notify_url(
-            body.get("notify_url"), allow_private=svc.settings.notify_allow_private
-        )
+        checked = validate.import_body(body, allow_private=svc.settings.notify_allow_private)
+        upstream_id, target = checked.upstream_id, checked.notify_url
     except validate.ValidationError as exc:
-        return error(400, exc.message, exc.field)
+        return invalid(exc)
     try:
         task, created = importing.import_task(
             svc.db, svc.settings, svc.client, upstream_id, notify_url=target
@@ -119,10 +126,12 @@ def list_tasks():  # type: ignore[no-untyped-def]
         limit = _int_arg("limit", DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT) or DEFAULT_LIMIT
         cursor = _int_arg("cursor", None, minimum=0, maximum=10**18)
     except validate.ValidationError as exc:
-        return error(400, exc.message, exc.field)
+        return invalid(exc)
     state = request.args.get("state") or None
     if state is not None and state not in STATES:
-        return error(400, f"state must be one of {', '.join(STATES)}", "state")
+        return invalid(
+            validate.ValidationError("state", f"state must be one of {', '.join(STATES)}")
+        )
     query = select(Task).order_by(Task.id.desc()).limit(limit + 1)
     if state:
         query = query.where(Task.state == state)

@@ -1,9 +1,10 @@
 """The new-task form: form fields and uploads -> the API's JSON body -> validate.new_task.
 
-The form is checked by the same code as the API (`validate.new_task`), so the rules and
-their messages are the same. That function stops at the first problem; to show every
-problem beside its field at once, a field found wrong is set aside and the rest checked
-again. An uploaded image is sent as a base64 data URI.
+The form is checked by the same models as the API (`tracker.schemas`, through
+`validate.new_task`), which report every problem at once, so the rules and their messages
+are the same and each problem is shown beside its field. What only a form has is checked
+here: an uploaded image (sent on as a base64 data URI), and a URL and a file given for
+one image.
 """
 
 from __future__ import annotations
@@ -28,8 +29,6 @@ TEXT_FIELDS = (
     "notify_url",
 )
 CHOICE_FIELDS = ("expand_prompt", "loop", "aspect_ratio", "resolution")
-GENERATE_FIELDS = ("aspect_ratio", "loop", "resolution", "duration", "model_name")
-_PLACEHOLDER = {"user_prompt": "x", "source_task_id": None}
 _SIGNATURES = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),
     (b"\xff\xd8\xff", "image/jpeg"),
@@ -101,33 +100,14 @@ def read_new_task(
             values[name + "_file"] = "chosen"
         elif values[name]:
             body[name] = values[name]
-    if body.get("source_task_id"):
-        for name in GENERATE_FIELDS:
-            if name in body:
-                errors.setdefault(name, "only for a new generation (leave the source empty)")
     for name in errors:
         body.pop(name, None)
     if flavor == "luma":
         body.pop("expand_prompt", None)  # no Luma counterpart; the form hides it
-    new = _check(body, errors, flavor, allow_private)
+    try:
+        new: NewTask | None = validate.new_task(body, flavor, allow_private=allow_private)
+    except validate.ValidationError as exc:
+        new = None
+        for found in exc.problems:
+            errors.setdefault(found.field or "form", found.error)
     return values, errors, (new if not errors else None)
-
-
-def _check(
-    body: dict[str, Any], errors: dict[str, str], flavor: str, allow_private: bool = False
-) -> NewTask | None:
-    """validate.new_task, repeated to collect a message for every wrong field."""
-    for _ in range(len(body) + 1):
-        try:
-            return validate.new_task(body, flavor, allow_private=allow_private)
-        except validate.ValidationError as exc:
-            field = exc.field or "form"
-            errors.setdefault(field, exc.message)
-            if field not in body:
-                return None
-            placeholder = _PLACEHOLDER.get(field)
-            if placeholder is None:
-                body.pop(field)
-            else:
-                body[field] = placeholder
-    return None

@@ -1,0 +1,294 @@
+"""One schema for a task (issue 10, item 4): the models in tracker.schemas check every input
+(API, form, CLI), report every problem, document every answer, and /api/openapi.json is
+generated from them."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import requests
+from flask import Flask
+from openapi_spec_validator import validate as validate_openapi
+from pydantic import BaseModel
+
+from tests.scripted import Reply, ScriptedUpstream, raw_task
+from tracker import create_app, lifecycle, schemas, validate
+from tracker.db import Database
+from tracker.lifecycle import NewTask
+from tracker.models import Task, utcnow
+from tracker.settings import Settings
+from tracker.web.openapi import SPEC
+
+PNG_BASE64 = "iVBORw0KGgo" + "A" * 80
+
+
+def submit(app: str, body: Any) -> requests.Response:
+    return requests.post(f"{app}/api/tasks", json=body, timeout=10)
+
+
+def strictly(model: type[BaseModel], response: requests.Response) -> Any:
+    """The answer read by its model: strict, every field present, none unknown."""
+    return model.model_validate_json(response.content, strict=True)
+
+
+# -- a 400 names every problem -------------------------------------------------------------
+
+
+def test_a_400_lists_every_problem_and_leads_with_the_first(
+    live: Any, upstream: ScriptedUpstream
+) -> None:
+    app = live(luma_api_base=upstream.url).url
+    body = {
+        "user_prompt": "   ",
+        "expand_prompt": "yes",
+        "image_url": "not an image",
+        "aspect_ratio": "2:1",
+        "loop": "no",
+        "duration": "five",
+        "progress": 5,
+    }
+    answer = submit(app, body).json()
+    assert answer["errors"] == [
+        {"field": "progress", "error": "progress is not a known field (the tracker sets it)"},
+        {"field": "user_prompt", "error": "user_prompt must not be empty"},
+        {"field": "expand_prompt", "error": "expand_prompt must be true or false"},
+        {"field": "image_url", "error": "image_url must be an http(s) URL or base64 image data"},
+        {"field": "aspect_ratio", "error": "aspect_ratio must be one of " + ", ".join(
+            validate.ASPECT_RATIOS)},
+        {"field": "loop", "error": "loop must be true or false"},
+        {"field": "duration", "error": 'duration must look like "5s"'},
+    ]  # fmt: skip
+    # `error` and `field` are the first problem, as they were before `errors`
+    assert (answer["field"], answer["error"]) == ("progress", answer["errors"][0]["error"])
+    assert upstream.posts() == []
+
+
+def test_an_extend_names_each_generation_option_it_cannot_take(live: Any) -> None:
+    app = live().url
+    body = {"user_prompt": "more", "source_task_id": "src-1", "loop": True, "duration": "5s"}
+    answer = submit(app, body).json()
+    assert answer["errors"] == [
+        {"field": "loop", "error": "loop is not supported when extending a video"},
+        {"field": "duration", "error": "duration is not supported when extending a video"},
+    ]
+    # null and "" still mean "not given"
+    response = submit(app, {**body, "loop": None, "duration": ""})
+    assert response.status_code == 201
+
+
+def test_the_dialect_rule_is_one_problem_among_the_others(live: Any) -> None:
+    app = live(luma_api_flavor="luma").url
+    body = {"user_prompt": "a fox", "image_url": "QUFB" * 20, "duration": "long", "x": 1}
+    answer = submit(app, body).json()
+    assert [e["field"] for e in answer["errors"]] == ["x", "image_url", "duration"]
+    assert "LUMA_API_FLAVOR=luma" in answer["errors"][1]["error"]
+    # an extend with a start image: Luma's own API has no place for it
+    extend = {"user_prompt": "on", "source_task_id": "gen-1", "image_url": "https://i.example/a"}
+    answer = submit(app, extend).json()
+    assert answer["field"] == "image_url" and "source_task_id" in answer["error"]
+    # the proxy takes both
+    proxy = live().url
+    assert submit(proxy, {"user_prompt": "a fox", "image_url": "QUFB" * 20}).status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("expand_prompt", "true"),
+        ("expand_prompt", 1),
+        ("loop", 0),
+        ("loop", "false"),
+        ("user_prompt", 5),
+        ("source_task_id", 5),
+        ("duration", 5),
+        ("model_name", ["ray-v2"]),
+        ("aspect_ratio", 1.5),
+    ],
+)
+def test_types_are_checked_strictly(live: Any, field: str, value: Any) -> None:
+    body = {"user_prompt": "a fox", field: value}
+    response = submit(live().url, body)
+    assert response.status_code == 400
+    assert response.json()["field"] == field
+    assert response.json()["errors"] == [{"field": field, "error": response.json()["error"]}]
+
+
+def test_every_400_of_the_api_has_the_same_shape(live: Any) -> None:
+    app = live().url
+    answers = [
+        requests.post(f"{app}/api/tasks/import", json={"upstream_id": 5, "n": 1}, timeout=5),
+        requests.post(f"{app}/api/tasks", data=b"{", timeout=5, headers=JSON),
+        requests.get(f"{app}/api/tasks", params={"limit": "x"}, timeout=5),
+        requests.get(f"{app}/api/tasks", params={"state": "nope"}, timeout=5),
+        submit(app, [1]),
+    ]
+    for response in answers:
+        assert response.status_code == 400
+        error = strictly(schemas.Error, response)
+        assert error.errors and error.errors[0].error == error.error
+        assert error.errors[0].field == error.field
+    assert [e["field"] for e in answers[0].json()["errors"]] == ["n", "upstream_id"]
+
+
+JSON = {"Content-Type": "application/json"}
+
+
+# -- the form: the same model, every problem beside its field --------------------------------
+
+
+def _csrf(page: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert match
+    return match.group(1)
+
+
+@pytest.fixture
+def make_app(make_settings: Callable[..., Settings], db: Database) -> Callable[..., Flask]:
+    return lambda **overrides: create_app(make_settings(**overrides), db=db)
+
+
+def test_the_form_shows_the_models_problems_each_beside_its_field(
+    make_app: Callable[..., Flask],
+) -> None:
+    client = make_app(luma_api_flavor="luma").test_client()
+    page = client.get("/tasks/new", headers={"Accept": "text/html"}).get_data(as_text=True)
+    response = client.post(
+        "/tasks/new",
+        data={
+            "csrf_token": _csrf(page),
+            "user_prompt": "a fox",
+            "image_url": "QUFB" * 20,  # base64: not on Luma's own API
+            "image_end_url": "https://ok.example/end.png",
+            "resolution": "8k",
+            "duration": "long",
+        },
+    )
+    page = response.get_data(as_text=True)
+    assert response.status_code == 400
+    for field in ("image_url", "resolution", "duration"):
+        assert f'id="{field}-error"' in page, field
+    assert "takes no base64 images" in page
+    assert "fix the 3 fields marked below" in page
+    assert "image_end_url-error" not in page
+
+
+def test_the_form_and_the_api_give_the_same_words(make_app: Callable[..., Flask]) -> None:
+    client = make_app().test_client()
+    page = client.get("/tasks/new", headers={"Accept": "text/html"}).get_data(as_text=True)
+    form = {"user_prompt": "a fox", "source_task_id": "src-1", "model_name": "ray-v2"}
+    response = client.post("/tasks/new", data={"csrf_token": _csrf(page), **form})
+    api = client.post("/api/tasks", json=form)
+    assert response.status_code == api.status_code == 400
+    assert api.json is not None and api.json["error"] in response.get_data(as_text=True)
+
+
+# -- the answers are what their models say ---------------------------------------------------
+
+
+def _tasks_in_every_shape(db: Database) -> None:
+    """Tasks as the service leaves them: queued, running with progress, done with archived
+    media, failed, an extend with base64 images, events with odd payloads."""
+    now = utcnow()
+    generate = NewTask("generate", "a fox", options={"loop": True, "duration": "5s"})
+    extend = NewTask("extend", "on", "src-1", True, PNG_BASE64 * 40, PNG_BASE64)
+    shapes: list[tuple[NewTask, str, dict[str, Any], list[Any]]] = [
+        (generate, "queued", {}, []),
+        (generate, "processing", {"progress": 40, "estimate_wait_seconds": 12}, [{"a": [1]}]),
+        (
+            generate,
+            "completed",
+            {
+                "progress": 100,
+                "upstream_id": "up-1",
+                "video_url": "https://cdn.example/v.mp4",
+                "media_path": "1/video.mp4",
+                "thumbnail_path": "1/thumb.jpg",
+                "completed_at": now + timedelta(seconds=3),
+            },
+            ["plain text", None, 1.5, [None, True]],
+        ),
+        (extend, "failed", {"failure_reason": "moderation", "upstream_state": "failed"}, []),
+    ]
+    for new, state, fields, payloads in shapes:
+        task = lifecycle.create(db, new)
+        with db.write() as session:
+            row = session.get(Task, task.id)
+            assert row is not None
+            before = row.state
+            lifecycle.set_state(session, row, state)
+            for name, value in fields.items():
+                setattr(row, name, value)
+            for payload in payloads:
+                lifecycle.record(session, row, "callback", before=before, payload=payload)
+
+
+def test_every_task_answer_is_exactly_its_model(db: Database, live: Any) -> None:
+    _tasks_in_every_shape(db)
+    app = live().url
+    page = strictly(schemas.TaskPage, requests.get(f"{app}/api/tasks", timeout=5))
+    assert len(page.tasks) == 4
+    assert {task.state for task in page.tasks} == {"queued", "processing", "completed", "failed"}
+    for task in page.tasks:
+        detail = strictly(schemas.TaskDetail, requests.get(f"{app}/api/tasks/{task.id}", timeout=5))
+        assert detail.model_dump(exclude={"events"}) == task.model_dump()
+    done = next(t for t in page.tasks if t.state == "completed")
+    assert done.media_url == f"/media/{done.id}/video" and done.progress == 100
+
+
+def test_submit_import_and_account_answers_are_their_models(
+    live: Any, upstream: ScriptedUpstream
+) -> None:
+    upstream.then(Reply(201, raw_task("up-1")))
+    app = live(luma_api_base=upstream.url).url
+    strictly(schemas.TaskDetail, submit(app, {"user_prompt": "a fox", "loop": False}))
+    upstream.then(Reply(200, raw_task("up-made-elsewhere", "completed")))
+    imported = requests.post(
+        f"{app}/api/tasks/import", json={"upstream_id": "up-made-elsewhere"}, timeout=10
+    )
+    assert imported.status_code == 201
+    strictly(schemas.TaskDetail, imported)
+    luma = live(luma_api_flavor="luma", luma_api_base=upstream.url).url
+    account = requests.get(f"{luma}/api/account", timeout=5)
+    assert strictly(schemas.Account, account).upstream == "luma"
+    strictly(schemas.Error, requests.get(f"{app}/api/account", timeout=5))
+
+
+# -- the document is generated from the models -----------------------------------------------
+
+
+def test_the_openapi_document_is_valid_and_generated_from_the_models() -> None:
+    validate_openapi(SPEC)  # OpenAPI 3.1, every $ref resolvable
+    components = SPEC["components"]["schemas"]
+    for model in (schemas.Task, schemas.TaskDetail, schemas.Event, schemas.Extend):
+        assert set(components[model.__name__]["properties"]) == set(model.model_fields)
+    assert set(components["Generate"]["properties"]) == set(schemas.Generate.model_fields)
+    assert set(components["Error"]["properties"]) == {"error", "field", "errors"}
+    submit_body = SPEC["paths"]["/api/tasks"]["post"]["requestBody"]["content"]
+    one_of = submit_body["application/json"]["schema"]["oneOf"]
+    assert one_of == [components["Extend"], components["Generate"]]
+
+
+def test_unsafe_routes_document_403_415_and_429() -> None:
+    for path, operations in SPEC["paths"].items():
+        for method, operation in operations.items():
+            answers = operation["responses"]
+            assert {"401", "429", "503"} <= set(answers), (method, path)
+            if method == "post":
+                assert {"403", "415"} <= set(answers), (method, path)
+                assert "application/json" in operation["requestBody"]["content"]
+            for status, answer in answers.items():
+                assert answer["description"], (method, path, status)
+
+
+def test_the_cli_and_the_api_check_with_the_same_rules() -> None:
+    with pytest.raises(validate.ValidationError) as refused:
+        validate.new_task({"user_prompt": "a fox", "image_url": "QUFB" * 20}, "luma")
+    assert refused.value.field == "image_url"
+    assert validate.new_task({"user_prompt": " a fox "}).user_prompt == "a fox"
+    assert validate.check_upstream_id(" up-1 ") == "up-1"
+    with pytest.raises(validate.ValidationError, match="upstream_id must not be empty"):
+        validate.check_upstream_id("  ")
