@@ -221,10 +221,10 @@ def bench_fanout() -> list[str]:
 
 def _follow(url: str, hang_port: int | None) -> float:
     """Seconds until 20 tasks are completed and archived by a `tracker worker`."""
+    from lumasim.simulator import Simulator
     from tracker import lifecycle
     from tracker.lifecycle import NewTask
     from tracker.models import Task
-    from tracker.simulator import Simulator
 
     sim = Simulator(processing_after=0.2, complete_after=0.5, callbacks=False).start()
     with tempfile.TemporaryDirectory() as folder:

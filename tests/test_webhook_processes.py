@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from tests.conftest import wait_for
-from tests.support.receiver import Receiver
+from tests.support.waiting import wait_for
+from tests.support.webhook_receiver import Receiver
 from tracker import lifecycle, webhooks
 from tracker.db import Database
 from tracker.lifecycle import NewTask

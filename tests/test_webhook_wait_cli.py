@@ -186,7 +186,7 @@ def test_a_waiter_gives_back_its_admission_slot_while_it_sleeps(
     db: Database, make_settings: Any
 ) -> None:
     """With one slot (web/admission.py), a sleeping ?wait= must not turn others away (503)."""
-    from tests.conftest import serve
+    from tests.support.servers import serve
     from tracker import create_app
     from tracker.web import admission
 

@@ -15,8 +15,8 @@ import pytest
 import requests
 from sqlalchemy import select, text
 
-from tests.conftest import wait_for
-from tests.support.receiver import Receiver
+from tests.support.waiting import wait_for
+from tests.support.webhook_receiver import Receiver
 from tracker import lifecycle, webhooks, worker
 from tracker.db import Database
 from tracker.lifecycle import NewTask

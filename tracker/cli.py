@@ -13,13 +13,13 @@ from pathlib import Path
 
 import click
 
-from . import lifecycle, make_client, validate
+from . import lifecycle, validate
 from . import settings as settings_module
 from .db import Database
+from .migrate import alembic_config, upgrade
 from .serialize import task_json
+from .services import make_client
 from .settings import Settings, SettingsError
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _settings() -> Settings:
@@ -38,11 +38,10 @@ def _settings() -> Settings:
 
 
 def setup_logging(level: int = logging.INFO) -> None:
+    from . import logs
     from .redact import install_logging_filter
 
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    logs.configure(level)  # text, or one JSON object a line (TRACKER_LOG_FORMAT=json)
     install_logging_filter()
     # alembic announces each of its plugins at INFO on every start; the migrations themselves stay
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
@@ -55,23 +54,6 @@ def main() -> None:
 
 
 # -- database -------------------------------------------------------------------------------
-
-
-def alembic_config(url: str | None = None):  # type: ignore[no-untyped-def]
-    from alembic.config import Config
-
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "migrations"))
-    if url:
-        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    config.attributes["configure_logger"] = False
-    return config
-
-
-def upgrade(url: str) -> None:
-    from alembic import command
-
-    command.upgrade(alembic_config(url), "head")
 
 
 @main.group()
@@ -144,7 +126,7 @@ def simulate(
     flavor: str,
 ) -> None:
     """Run the simulated upstream in the foreground."""
-    from . import simulator
+    from lumasim import run
 
     argv = ["--host", host, "--port", str(port), "--flavor", flavor]
     argv += ["--processing-after", str(processing_after), "--complete-after", str(complete_after)]
@@ -152,7 +134,7 @@ def simulate(
         argv += ["--key", key]
     if no_callbacks:
         argv.append("--no-callbacks")
-    sys.exit(simulator.main(argv))
+    sys.exit(run.main(argv))
 
 
 @main.command()

@@ -71,6 +71,10 @@ class Settings:
     notify_secrets: tuple[str, ...] = field(default=(), repr=False)
     notify_retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
     notify_allow_private: bool = False
+    # operations: Prometheus metrics (tracker/metrics.py) and the log format (tracker/logs.py)
+    metrics: bool = True
+    metrics_dir: str = ""  # PROMETHEUS_MULTIPROC_DIR; "" is instance/metrics (metrics_files)
+    log_format: str = "text"
 
     def __post_init__(self) -> None:
         # here rather than in `load`, so that no way of building settings (tests, tools) can
@@ -193,6 +197,15 @@ def _schedule(env: Mapping[str, str]) -> tuple[float, ...]:
     return delays
 
 
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return choices[0]
+    if raw not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
 def normalize_database_url(raw: str, *, name: str = "DATABASE_URL") -> str:
     """SQLAlchemy's spelling of a sqlite:// or postgresql:// URL (`name` is told when bad)."""
     # Heroku-style URLs name the scheme "postgres"; SQLAlchemy wants a driver.
@@ -264,6 +277,9 @@ def load(env: Mapping[str, str] | None = None, *, instance: Path | None = None) 
         notify_secrets=_notify_secrets(env),
         notify_retry_schedule=_schedule(env),
         notify_allow_private=_flag(env, "TRACKER_NOTIFY_ALLOW_PRIVATE"),
+        metrics=env.get("TRACKER_METRICS", "").strip() == "" or _flag(env, "TRACKER_METRICS"),
+        metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR", "").strip() or str(instance / "metrics"),
+        log_format=_choice(env, "TRACKER_LOG_FORMAT", ("text", "json")),
     )
     if settings.notify_url and not settings.notify_secrets and not settings.is_sqlite:
         # several machines may sign: one generated here would differ from the next one's

@@ -12,12 +12,13 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 
-from .. import credits, importing, lifecycle, services, validate
+from .. import credits, importing, lifecycle, validate
 from ..models import STATES, Delivery, Task
 from ..serialize import task_json
 from ..upstream import UpstreamError
 from ..webhooks import queue
 from . import auth, deliveries, errors, forms, listing
+from .context import services
 from .errors import LIVE_HEADER, is_live
 
 bp = Blueprint(

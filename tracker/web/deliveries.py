@@ -11,11 +11,11 @@ from typing import Any
 from flask import Blueprint
 from sqlalchemy import select
 
-from .. import services
 from ..db import Database
 from ..models import Delivery, Task
 from ..webhooks import queue
 from .api import require_token
+from .context import services
 from .errors import error
 
 bp = Blueprint("deliveries", __name__, url_prefix="/api")

@@ -21,10 +21,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, Integer, Row, column, func, literal_column, select, table
 from sqlalchemy.orm import Session, selectinload
 
-from .. import MAX_ID
 from ..db import Database
 from ..dialects import FLAVORS
 from ..models import STATES, StateCount, Task
+from .routing import MAX_ID
 
 UNFINISHED = ("queued", "submitting", "pending", "processing")
 PAGE_SIZE = 50

@@ -11,7 +11,8 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 from sqlalchemy.exc import SQLAlchemyError
 
-from .. import schema, services
+from .. import schema
+from .context import services
 
 bp = Blueprint("readiness", __name__)
 
