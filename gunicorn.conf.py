@@ -80,7 +80,20 @@ access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
 
 
 def on_starting(server):  # type: ignore[no-untyped-def]
-    """Before any web process exists: the metrics folder, pruned of processes that are gone."""
+    """Before any web process exists: the settings checked once, then the metrics folder.
+
+    A bad setting stops the master here with one line naming the variable; checked only in
+    the web processes, each of them would fail to boot and gunicorn, halting, could print a
+    traceback of its own. tracker.settings imports the standard library only (its import is
+    pinned by tests/test_layout.py), so nothing that gevent patches is loaded here.
+    """
+    from tracker.settings import SettingsError, load
+
+    try:
+        load()
+    except SettingsError as exc:
+        server.log.error("%s", exc)
+        sys.exit(3)
     if _metrics_files.enabled():
         _metrics_files.prepare()  # sets PROMETHEUS_MULTIPROC_DIR for the web processes too
 

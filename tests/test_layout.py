@@ -133,6 +133,17 @@ def test_the_worker_and_the_cli_do_not_import_flask(module: str) -> None:
 
 
 @pytest.mark.slow
+def test_settings_load_nothing_that_gevent_patches() -> None:
+    """gunicorn's master checks the settings (gunicorn.conf.py's on_starting) before gevent
+    patches its workers: tracker.settings must stay standard-library only."""
+    _python(
+        "import sys, tracker.settings; "
+        "bad = [m for m in ('flask', 'requests', 'urllib3', 'ssl', 'sqlalchemy', 'psycopg',"
+        " 'prometheus_client') if m in sys.modules]; assert not bad, bad"
+    )
+
+
+@pytest.mark.slow
 def test_cli_commands_but_the_web_run_without_flask(tmp_path: Path) -> None:
     """`tracker poll --once` (a worker pass) and `tracker list` never load the web stack."""
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 't.db'}", "LUMA_API_KEY": ""}
