@@ -11,12 +11,14 @@ from typing import Any
 import pytest
 import requests
 from click.testing import CliRunner
+from sqlalchemy import select
 
 from lumasim.simulator import Simulator
 from tests.support.scripted import Reply, ScriptedUpstream
 from tests.support.waiting import api_task, wait_for
 from tracker import cli, worker
 from tracker.db import Database
+from tracker.models import Task
 
 
 @pytest.fixture(params=["proxy", "luma"])
@@ -210,3 +212,45 @@ def test_the_dashboard_field_imports(live: Any, sim: Simulator, flavor: str) -> 
         timeout=10,
     )
     assert "Nothing imported" in missing.text and "not found" in missing.text
+
+
+def test_the_dashboard_field_takes_a_webhook_url_through_the_address_guard(
+    live: Any, sim: Simulator, flavor: str, db: Database
+) -> None:
+    """Issue 11: a per-task notify_url on import, from the dashboard too, guarded as the API's."""
+    upstream_id = made_elsewhere(sim)
+    app = live(luma_api_base=sim.url, luma_api_flavor=flavor).url
+    browser = requests.Session()
+    page = browser.get(app + "/", timeout=5).text
+    assert 'name="notify_url"' in page
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert token
+    private = browser.post(
+        app + "/tasks/import",
+        data={
+            "csrf_token": token.group(1),
+            "upstream_id": upstream_id,
+            "notify_url": "http://127.0.0.1:9/hook",
+        },
+        timeout=10,
+    )
+    assert "Nothing imported" in private.text and "notify_url" in private.text
+    assert requests.get(app + "/api/tasks", timeout=5).json()["tasks"] == []
+
+    allowed = live(luma_api_base=sim.url, luma_api_flavor=flavor, notify_allow_private=True).url
+    page = browser.get(allowed + "/", timeout=5).text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert token
+    done = browser.post(
+        allowed + "/tasks/import",
+        data={
+            "csrf_token": token.group(1),
+            "upstream_id": upstream_id,
+            "notify_url": "http://127.0.0.1:9/hook",
+        },
+        timeout=10,
+    )
+    assert "Imported as task" in done.text
+    with db.read() as session:
+        stored = session.scalars(select(Task.notify_url)).all()
+    assert stored == ["http://127.0.0.1:9/hook"]

@@ -135,16 +135,25 @@ def new_task():  # type: ignore[no-untyped-def]
 
 @bp.post("/tasks/import")
 def import_task():  # type: ignore[no-untyped-def]
-    """The list page's import field: track a task made elsewhere by its upstream id."""
-    raw = request.form.get("upstream_id", "")
+    """The list page's import field: track a task made elsewhere by its upstream id.
+
+    Checked by the same model as `POST /api/tasks/import` (the webhook target's guard too).
+    """
+    svc = services()
+    body = {
+        "upstream_id": request.form.get("upstream_id", ""),
+        "notify_url": request.form.get("notify_url", "").strip() or None,
+    }
     try:
-        upstream_id = validate.check_upstream_id(raw)
+        checked = validate.import_body(body, allow_private=svc.settings.notify_allow_private)
     except validate.ValidationError as exc:
         flash(f"Nothing imported: {exc.message}.", "error")
         return redirect(url_for("dashboard.index"), code=303)
-    svc = services()
+    upstream_id = checked.upstream_id
     try:
-        task, created = importing.import_task(svc.db, svc.settings, svc.client, upstream_id)
+        task, created = importing.import_task(
+            svc.db, svc.settings, svc.client, upstream_id, notify_url=checked.notify_url
+        )
     except importing.UnknownUpstreamTask as exc:
         flash(
             f"Nothing imported: the upstream does not know {upstream_id} ({exc.reason}).", "error"
