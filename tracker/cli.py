@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -18,6 +19,9 @@ from . import settings as settings_module
 from .db import Database
 from .serialize import task_json
 from .settings import Settings, SettingsError
+
+if TYPE_CHECKING:  # alembic is imported by the commands that need it, not at start-up
+    from alembic.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,7 +58,7 @@ def main() -> None:
 # -- database -------------------------------------------------------------------------------
 
 
-def alembic_config(url: str | None = None):  # type: ignore[no-untyped-def]
+def alembic_config(url: str | None = None) -> Config:
     from alembic.config import Config
 
     config = Config(str(ROOT / "alembic.ini"))

@@ -18,8 +18,18 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, Row, column, func, literal_column, select, table
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import (
+    ColumnClause,
+    ColumnElement,
+    Integer,
+    Row,
+    column,
+    func,
+    literal_column,
+    select,
+    table,
+)
+from sqlalchemy.orm import QueryableAttribute, Session, selectinload
 
 from .. import MAX_ID
 from ..db import Database
@@ -59,8 +69,8 @@ LIST_COLUMNS = (
 
 _fts = table("tasks_fts", column("rowid", Integer))
 _MATCH = literal_column("tasks_fts").op("MATCH")
-_SIMPLE = literal_column("'simple'::regconfig")
-_VECTOR = literal_column("tasks.search_vector")
+_SIMPLE: ColumnClause[Any] = literal_column("'simple'::regconfig")
+_VECTOR: ColumnClause[Any] = literal_column("tasks.search_vector")
 
 
 def cursor_from(raw: str) -> int | None:
@@ -128,7 +138,7 @@ def tsquery(tokens: list[str], prefix: bool) -> str:
     return " & ".join(parts)
 
 
-def _prefix(col: Any, text: str, db: Database) -> ColumnElement[bool]:
+def _prefix(col: QueryableAttribute[str | None], text: str, db: Database) -> ColumnElement[bool]:
     if db.is_postgres:
         # served by the varchar_pattern_ops index of migration 0002, whatever the collation
         escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
