@@ -40,4 +40,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) instance .pytest_cache .ruff_cache
+	rm -rf $(VENV) instance .pytest_cache .ruff_cache .mypy_cache
