@@ -145,7 +145,7 @@ def floor_qps(upstream: Upstream) -> float:
 
 def fill(url: str, count: int, state: str = "pending") -> None:
     """`count` tasks already sent (with upstream ids) in `state`, all due for a query now."""
-    from tracker.cli import upgrade
+    from tracker.migrate import upgrade
     from tracker.models import StateCount, Task, TaskEvent
 
     upgrade(url)
@@ -266,7 +266,7 @@ def _serve(factory: Callable[[str], Any]) -> tuple[str, Any]:
 
 
 def _simulator(callbacks: bool) -> Any:
-    from tracker.simulator import Simulator
+    from lumasim.simulator import Simulator
 
     processing, complete = GENERATION
     return Simulator(
@@ -283,10 +283,11 @@ def _lags(done: dict[str, float], known: dict[str, float]) -> list[float]:
 
 def tracker_run(callbacks: bool, workdir: Path) -> dict[str, Any]:
     """The tracker (web app + worker thread) on SQLite; the simulator calls back or not."""
-    from tracker import create_app, make_client, worker
-    from tracker.cli import upgrade
+    from tracker import create_app, worker
     from tracker.db import Database
+    from tracker.migrate import upgrade
     from tracker.models import Task
+    from tracker.services import make_client
     from tracker.settings import Settings
 
     sim = _simulator(callbacks)

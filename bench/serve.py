@@ -49,8 +49,8 @@ def procfile_web(app: str = "wsgi:app") -> list[str]:
 
 def fill_tasks(url: str, count: int) -> list[tuple[str, str]]:
     """`count` processing tasks with callback tokens: [(token, upstream id)]."""
-    from tracker.cli import upgrade
     from tracker.lifecycle import hash_token
+    from tracker.migrate import upgrade
     from tracker.models import StateCount, Task, TaskEvent
 
     upgrade(url)

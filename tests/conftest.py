@@ -7,33 +7,27 @@ session; each test starts from empty tables.
 
 from __future__ import annotations
 
-import os
-import threading
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import requests
-from sqlalchemy import create_engine, text
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from sqlalchemy import text
 
+from tests.support.databases import (
+    BACKENDS,
+    drop_postgres_database,
+    own_postgres_database,
+    postgres_url,
+)
+from tests.support.receiver import Receiver
+from tests.support.servers import LiveServer, serve
 from tracker import create_app
-from tracker.cli import upgrade
 from tracker.db import Database
+from tracker.migrate import upgrade
 from tracker.settings import Settings
 
-TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
-BACKENDS = ["sqlite"] + (["postgresql"] if TEST_DATABASE_URL else [])
-
-
-def postgres_url() -> str:
-    url = TEST_DATABASE_URL
-    for prefix in ("postgres://", "postgresql://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    return url
+# fails a test that starts a process without the `slow` mark (tests/support/spawning.py)
+pytest_plugins = ["tests.support.spawning"]
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
@@ -45,26 +39,6 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         request.addfinalizer(lambda: drop_postgres_database(url))
     upgrade(url)
     return url
-
-
-def own_postgres_database(url: str) -> str:
-    """A database of this test run's own beside the given one, so parallel runs never collide."""
-    name = f"tracker_test_{os.getpid()}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return url.rsplit("/", 1)[0] + "/" + name
-
-
-def drop_postgres_database(url: str) -> None:
-    admin = create_engine(url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -86,50 +60,9 @@ def db(_session_database: Database) -> Database:
     return _session_database
 
 
-class _QuietHandler(WSGIRequestHandler):
-    """No request log: callback paths hold secrets, and the test output stays readable."""
-
-    def log_request(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-
-class _Dispatch:
-    """Lets the server pick its port before the app (which needs its own URL) exists."""
-
-    app: Callable[..., Any] | None = None
-
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        assert self.app is not None
-        return self.app(environ, start_response)
-
-
-@dataclass
-class LiveServer:
-    url: str
-    server: BaseWSGIServer
-    thread: threading.Thread
-    app: Any = None
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
-
-
-def serve(app_factory: Callable[[str], Any]) -> LiveServer:
-    """Serve an app on 127.0.0.1 in a thread; `app_factory(url)` builds it knowing its URL."""
-    dispatch = _Dispatch()
-    server = make_server("127.0.0.1", 0, dispatch, threaded=True, request_handler=_QuietHandler)
-    url = f"http://127.0.0.1:{server.port}"
-    dispatch.app = app_factory(url)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    return LiveServer(url=url, server=server, thread=thread, app=dispatch.app)
-
-
 @pytest.fixture
 def sim() -> Iterator[Any]:
-    from tracker.simulator import Simulator
+    from lumasim.simulator import Simulator
 
     simulator = Simulator(processing_after=0.2, complete_after=0.6).start()
     yield simulator
@@ -137,9 +70,18 @@ def sim() -> Iterator[Any]:
 
 
 @pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A notify_hook receiver on 127.0.0.1 (tests/support/receiver.py)."""
+    receiving = Receiver()
+    yield receiving
+    receiving.server.shutdown()
+    receiving.server.server_close()
+
+
+@pytest.fixture
 def upstream() -> Iterator[Any]:
-    """A test's own upstream that answers from a script (tests/scripted.py)."""
-    from tests.scripted import ScriptedUpstream
+    """A test's own upstream that answers from a script (tests/support/scripted.py)."""
+    from tests.support.scripted import ScriptedUpstream
 
     server = ScriptedUpstream()  # by default it accepts every create
     yield server
@@ -185,21 +127,3 @@ def live(
     yield start
     for server in servers:
         server.stop()
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
-    """Poll until predicate() is truthy; fail with a clear message otherwise."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(interval)
-
-
-def api_task(base: str, task_id: int, **kwargs: Any) -> dict[str, Any]:
-    response = requests.get(f"{base}/api/tasks/{task_id}", timeout=5, **kwargs)
-    response.raise_for_status()
-    return response.json()

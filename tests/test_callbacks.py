@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import api_task, wait_for
-from tests.scripted import Reply, ScriptedUpstream, raw_task
+from tests.support.scripted import Reply, ScriptedUpstream, raw_task
+from tests.support.waiting import api_task, wait_for
 
 VIDEO = "https://cdn.example/video.mp4?X-Amz-Signature=abc"
 THUMB = "https://cdn.example/thumb.jpg"

@@ -10,10 +10,10 @@ import pytest
 import requests
 from sqlalchemy import update
 
+from lumasim.simulator import Simulator
 from tracker import worker
 from tracker.db import Database
 from tracker.models import Account
-from tracker.simulator import Simulator
 
 
 @pytest.fixture

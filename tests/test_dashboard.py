@@ -17,54 +17,16 @@ from flask.testing import FlaskClient
 from markupsafe import escape
 from sqlalchemy import func, select, update
 
-from tracker import create_app, lifecycle, validate
+from tests.support.dashboard import PNG, add_task, csrf_of, get, row_ids
+from tracker import create_app
 from tracker.db import Database
 from tracker.models import StateCount, Task, TaskEvent
 from tracker.settings import Settings
 
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)> & "quotes"'
-PNG = base64.b64decode(
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
-)
 
 
 # -- helpers (the browser tests use them too) -----------------------------------------------
-
-
-def add_task(
-    db: Database,
-    prompt: str = "a quiet harbour at dawn",
-    *,
-    state: str = "queued",
-    source: str | None = None,
-    events: list[dict[str, Any]] | None = None,
-    **fields: Any,
-) -> int:
-    """A task in any state, its counters kept by lifecycle.set_state, as the service keeps them."""
-    body: dict[str, Any] = {"user_prompt": prompt}
-    if source:
-        body["source_task_id"] = source
-    task = lifecycle.create(db, validate.new_task(body))
-    with db.write() as session:
-        row = session.get(Task, task.id)
-        assert row is not None
-        before = row.state
-        lifecycle.set_state(session, row, state)
-        for name, value in fields.items():
-            setattr(row, name, value)
-        for payload in events or []:
-            lifecycle.record(session, row, "callback", before=before, payload=payload)
-    return task.id
-
-
-def csrf_of(page: str) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert match, "the page has a form with a CSRF token"
-    return match.group(1)
-
-
-def row_ids(page: str) -> list[int]:
-    return [int(x) for x in re.findall(r'<tr data-task-id="(\d+)"', page)]
 
 
 def tab_count(page: str, label: str) -> int:
@@ -94,11 +56,6 @@ def make_app(make_settings: Callable[..., Settings], db: Database) -> Callable[.
 @pytest.fixture
 def client(make_app: Callable[..., Flask]) -> FlaskClient:
     return make_app().test_client()
-
-
-def get(client: FlaskClient, path: str, **kwargs: Any) -> tuple[int, str]:
-    response = client.get(path, headers={"Accept": "text/html"}, **kwargs)
-    return response.status_code, response.get_data(as_text=True)
 
 
 # -- the list -------------------------------------------------------------------------------

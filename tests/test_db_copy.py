@@ -16,11 +16,14 @@ import requests
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from tests.blankdb import blank_database
-from tests.conftest import BACKENDS, LiveServer, serve, wait_for
+from tests.support.blankdb import blank_database
+from tests.support.databases import BACKENDS
+from tests.support.servers import LiveServer, serve
+from tests.support.waiting import wait_for
 from tracker import create_app
-from tracker.cli import main, upgrade
+from tracker.cli import main
 from tracker.db import Database
+from tracker.migrate import upgrade
 from tracker.models import StateCount, Task, TaskEvent
 from tracker.settings import Settings
 
@@ -95,6 +98,7 @@ def copy_cli(source_url: str, target: str, tmp_path: Path) -> subprocess.Complet
     )
 
 
+@pytest.mark.slow  # starts a process
 @pytest.mark.parametrize("kind", BACKENDS)
 def test_copy_moves_every_row_and_says_what_to_change(
     kind: str, source: tuple[str, list[dict[str, Any]]], sim: Any, tmp_path: Path

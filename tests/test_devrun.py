@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import wait_for
+from tests.support.waiting import wait_for
 
 
 def _free_port() -> int:
@@ -21,6 +21,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow  # starts a process
 @pytest.mark.parametrize("flavor", ["proxy", "luma"])
 def test_tracker_dev_runs_the_whole_loop(tmp_path: Path, flavor: str) -> None:
     port, sim_port = _free_port(), _free_port()

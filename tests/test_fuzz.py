@@ -12,7 +12,7 @@ import schemathesis
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tests.scripted import ScriptedUpstream
+from tests.support.scripted import ScriptedUpstream
 from tracker.web.openapi import SPEC
 
 schema = schemathesis.openapi.from_dict(SPEC)
@@ -216,7 +216,7 @@ dashboard_paths = st.sampled_from(
 @pytest.fixture
 def dashboards(live, db) -> dict[str, object]:  # type: ignore[no-untyped-def]
     """Three views of the dashboard: open (no token), signed in, and a stranger to it."""
-    from tests.test_dashboard import add_task, csrf_of
+    from tests.support.dashboard import add_task, csrf_of
 
     for n in range(3):
         add_task(db, f"fuzzed harbour {n}", state="completed", upstream_id=f"up-fuzz-{n}")
@@ -258,7 +258,7 @@ def test_dashboard_query_strings_never_500_nor_lead_off_site(
 ) -> None:
     from urllib.parse import quote, urlencode
 
-    from tests.test_hardening_web import browser_reads
+    from tests.support.urls import browser_reads
 
     target = path.format(quote(task_id.encode("utf-8", "surrogatepass"), safe=""))
     query = urlencode(params)
@@ -287,7 +287,7 @@ url_like = st.lists(url_pieces, max_size=8).map("".join) | st.text(max_size=20)
 @settings(max_examples=500)
 def test_a_url_becomes_a_link_or_redirect_only_as_a_browser_would_read_it(url: str) -> None:
     """What `links` lets through is, read as a browser reads it, on this site or http(s)."""
-    from tests.test_hardening_web import browser_reads, stays_on_site
+    from tests.support.urls import browser_reads, stays_on_site
     from tracker.web import links
     from tracker.web.filters import safe_url
 

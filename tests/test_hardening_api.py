@@ -23,8 +23,9 @@ import pytest
 import requests
 from sqlalchemy import select, update
 
-from tests.conftest import LiveServer, wait_for
-from tests.scripted import Reply, ScriptedUpstream
+from tests.support.scripted import Reply, ScriptedUpstream
+from tests.support.servers import LiveServer
+from tests.support.waiting import wait_for
 from tracker import create_app
 from tracker.db import Database
 from tracker.models import SignIn, Task, TaskEvent, utcnow
@@ -300,6 +301,7 @@ def test_login_form_and_basic_share_the_limit(live) -> None:  # type: ignore[no-
     assert signed_in.get(f"{app}/", allow_redirects=False, timeout=5).status_code == 200
 
 
+@pytest.mark.slow  # starts a process
 def test_a_short_api_token_is_refused_at_start(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="TRACKER_API_TOKEN"):
         load({"TRACKER_API_TOKEN": "fifteen-chars!!"}, instance=tmp_path)

@@ -22,8 +22,9 @@ import requests
 from sqlalchemy import select
 from werkzeug.wrappers import Request, Response
 
-from tests.conftest import LiveServer, serve, wait_for
-from tests.scripted import Reply, ScriptedUpstream, raw_task
+from tests.support.scripted import Reply, ScriptedUpstream, raw_task
+from tests.support.servers import LiveServer, serve
+from tests.support.waiting import wait_for
 from tracker import redact
 from tracker.db import Database
 from tracker.models import Base, Task, TaskEvent, utcnow

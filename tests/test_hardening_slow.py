@@ -26,7 +26,7 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from tests.conftest import wait_for
+from tests.support.waiting import wait_for
 from tracker import lifecycle
 from tracker.db import Database
 from tracker.lifecycle import NewTask
@@ -202,6 +202,7 @@ def test_locked_database_gets_a_quick_503_and_healthz_answers(
     assert "Traceback" not in log.read_text(errors="replace")
 
 
+@pytest.mark.slow  # starts a process
 def test_gunicorn_conf_imports_nothing_that_gevent_patches() -> None:
     """gunicorn reads its config in the master, before the gevent worker patches the
     standard library: modules imported there would keep unpatched sockets and ssl."""

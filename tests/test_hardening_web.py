@@ -16,14 +16,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from threading import Thread
 from typing import Any
-from urllib.parse import SplitResult, urlsplit
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.scripted import ScriptedUpstream
-from tests.test_dashboard import add_task, csrf_of, get, row_ids
+from tests.support.dashboard import add_task, csrf_of, get, row_ids
+from tests.support.scripted import ScriptedUpstream
+from tests.support.urls import browser_reads
 from tracker import create_app
 from tracker.db import Database
 from tracker.download import TooLarge, download
@@ -47,19 +47,6 @@ OFF_SITE_TARGETS = [
     "/\n/x",
 ]
 LOCAL_TARGETS = ["/tasks/new?source=up-1", "/?state=failed&q=harbour", "/tasks/7"]
-
-
-def browser_reads(url: str) -> SplitResult:
-    """How a browser on an http(s) page parses a URL (WHATWG URL): C0 controls and spaces
-    trimmed at the ends, tabs and newlines removed anywhere, backslashes read as slashes."""
-    url = url.strip("".join(chr(c) for c in range(0x21)))
-    url = re.sub("[\t\n\r]", "", url).replace("\\", "/")
-    return urlsplit(url)
-
-
-def stays_on_site(url: str) -> bool:
-    parts = browser_reads(url)
-    return not parts.scheme and not parts.netloc
 
 
 class _Links(HTMLParser):

@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from tests.conftest import wait_for
-from tests.test_media import Origin, add_completed, load
-from tests.test_worker_processes import KEY, TRACKER, Proc
+from tests.support.media import Origin, add_completed, load
+from tests.support.waiting import wait_for
+from tests.support.workers import KEY, TRACKER, Proc
 from tracker import heartbeat, lifecycle, media, worker
 from tracker.db import Database
 from tracker.lifecycle import NewTask

@@ -12,11 +12,11 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from tests.conftest import api_task, wait_for
-from tests.scripted import Reply, ScriptedUpstream
+from lumasim.simulator import Simulator
+from tests.support.scripted import Reply, ScriptedUpstream
+from tests.support.waiting import api_task, wait_for
 from tracker import cli, worker
 from tracker.db import Database
-from tracker.simulator import Simulator
 
 
 @pytest.fixture(params=["proxy", "luma"])

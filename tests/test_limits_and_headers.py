@@ -7,8 +7,8 @@ from urllib.parse import urlsplit
 
 import requests
 
-from tests.conftest import api_task
-from tests.scripted import Reply, ScriptedUpstream, raw_task
+from tests.support.scripted import Reply, ScriptedUpstream, raw_task
+from tests.support.waiting import api_task
 from tracker import create_app
 
 

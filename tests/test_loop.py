@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import api_task, wait_for
+from lumasim.simulator import Simulator
+from tests.support.waiting import api_task, wait_for
 from tracker import worker
-from tracker.simulator import Simulator
 
 FLAVORS = ["proxy", "luma"]
 

@@ -1,7 +1,7 @@
 """LUMA_API_FLAVOR=luma: what reaches Luma's own API, what is refused before, and how the
 worker leaves the other dialect's tasks alone.
 
-The upstream is a scripted server (tests/scripted.py) or the simulator speaking Luma's API,
+The upstream is a scripted server (tests/support/scripted.py) or the simulator speaking Luma's API,
 over real HTTP; the tracker is the real app or real worker passes.
 """
 
@@ -16,17 +16,18 @@ import pytest
 import requests
 from sqlalchemy import update
 
-from tests.conftest import api_task
-from tests.scripted import Reply, ScriptedUpstream
-from tests.shapes import check_final, final_task_payloads, load, named_id, unnamed_in_flight
-from tracker import lifecycle, make_client, worker
+from lumasim.simulator import Simulator
+from tests.support.scripted import Reply, ScriptedUpstream
+from tests.support.shapes import check_final, final_task_payloads, load, named_id, unnamed_in_flight
+from tests.support.waiting import api_task
+from tracker import lifecycle, worker
 from tracker import settings as settings_module
 from tracker.db import Database
 from tracker.lifecycle import NewTask
 from tracker.models import Task, utcnow
 from tracker.serialize import task_json
+from tracker.services import make_client
 from tracker.settings import SettingsError
-from tracker.simulator import Simulator
 
 KEY = "sk-test-upstream-key-0123456789"
 FINAL = final_task_payloads()

@@ -5,23 +5,22 @@ bodies past the cap). Every test runs on SQLite and, when TEST_DATABASE_URL is s
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import ipaddress
 import logging
 import re
 import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from tests.conftest import wait_for
-from tracker import lifecycle, media
+from tests.support.media import SAMPLE, SAMPLE_JPG, Origin, add_completed, load, sha, sim_completed
+from tests.support.waiting import wait_for
+from tracker import media
 from tracker.db import Database
 from tracker.models import Task, utcnow
 from tracker.netguard import Guard
@@ -29,93 +28,10 @@ from tracker.serialize import task_json
 from tracker.settings import Settings
 from tracker.upstream import LumaClient
 
-STATIC = Path(__file__).resolve().parent.parent / "tracker" / "web" / "static"
-SAMPLE = (STATIC / "sample.mp4").read_bytes()
-SAMPLE_JPG = (STATIC / "sample.jpg").read_bytes()
 NOWHERE = "http://127.0.0.1:9"  # an upstream nobody listens on
 
 
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 # -- a tiny origin server -----------------------------------------------------------------------
-
-Handler = Callable[[BaseHTTPRequestHandler], None]
-
-
-class Origin:
-    """An HTTP/1.0 server on a loopback address whose answer per path a test sets."""
-
-    def __init__(self, host: str = "127.0.0.1") -> None:
-        self.routes: dict[str, Handler] = {}
-        self.hits: list[tuple[str, str]] = []  # (path, Host header)
-        origin = self
-
-        class _Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                path = self.path.split("?")[0]
-                origin.hits.append((path, self.headers.get("Host", "")))
-                handler = origin.routes.get(path)
-                if handler is None:
-                    self.send_error(404)
-                    return
-                # the client hanging up is what an aborted download looks like
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    handler(self)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer((host, 0), _Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://{host}:{self.server.server_address[1]}"
-        self.thread = threading.Thread(
-            target=lambda: self.server.serve_forever(poll_interval=0.05), daemon=True
-        )
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def paths(self) -> list[str]:
-        return [path for path, _host in self.hits]
-
-    def file(self, path: str, data: bytes, *, length: bool = True, ctype: str = "video/mp4"):
-        def handle(h: BaseHTTPRequestHandler) -> None:
-            h.send_response(200)
-            h.send_header("Content-Type", ctype)
-            if length:
-                h.send_header("Content-Length", str(len(data)))
-            h.end_headers()
-            h.wfile.write(data)
-
-        self.routes[path] = handle
-        return f"{self.url}{path}?expires=1&sig=secret-signature"
-
-    def status(self, path: str, code: int) -> str:
-        def handle(h: BaseHTTPRequestHandler) -> None:
-            h.send_response(code)
-            h.send_header("Content-Length", "0")
-            h.end_headers()
-
-        self.routes[path] = handle
-        return self.url + path
-
-    def redirect(self, path: str, location: str, code: int = 302) -> str:
-        def handle(h: BaseHTTPRequestHandler) -> None:
-            h.send_response(code)
-            h.send_header("Location", location)
-            h.send_header("Content-Length", "0")
-            h.end_headers()
-
-        self.routes[path] = handle
-        return self.url + path
-
-    def raw(self, path: str, handle: Handler) -> str:
-        self.routes[path] = handle
-        return self.url + path
 
 
 @pytest.fixture
@@ -140,46 +56,6 @@ PUBLIC_GUARD = Guard(allowed=(ipaddress.ip_network("127.0.0.2/32"),))
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def add_completed(
-    db: Database,
-    video_url: str | None,
-    *,
-    thumbnail_url: str | None = None,
-    upstream_id: str | None = None,
-    due: bool = True,
-) -> int:
-    """A completed task as lifecycle.apply leaves it (next_archive_at = now)."""
-    now = utcnow()
-    with db.write() as session:
-        task = Task(
-            kind="generate",
-            state=None,
-            user_prompt="a red fox in the snow",
-            options={},
-            upstream_id=upstream_id,
-            video_url=video_url,
-            thumbnail_url=thumbnail_url,
-            created_at=now,
-            updated_at=now,
-            completed_at=now,
-            next_archive_at=now if due else None,
-            attempts=1,
-            quiet_polls=0,
-            archive_attempts=0,
-        )
-        lifecycle.set_state(session, task, "completed")
-        session.add(task)
-        session.flush()
-        return task.id
-
-
-def load(db: Database, task_id: int) -> Task:
-    with db.read() as session:
-        task = session.get(Task, task_id)
-        assert task is not None
-        return task
-
-
 def make_due(db: Database, task_id: int) -> None:
     """What the passing of the backoff delay does, without waiting for it."""
     with db.write() as session:
@@ -191,15 +67,6 @@ def make_due(db: Database, task_id: int) -> None:
 def media_files(settings: Settings) -> list[str]:
     root = Path(settings.media_dir)
     return sorted(p.name for p in root.iterdir()) if root.exists() else []
-
-
-def sim_completed(sim: Any) -> tuple[str, LumaClient]:
-    """A generation the simulator considers completed, and a client for it."""
-    client = LumaClient(sim.url, "", connect_timeout=2, read_timeout=3)
-    upstream_id = client.create({"user_prompt": "a lighthouse at dusk"}).update.upstream_id
-    assert upstream_id
-    sim.set_state(upstream_id, "completed")
-    return upstream_id, client
 
 
 # -- archiving from the simulator ---------------------------------------------------------------

@@ -7,8 +7,8 @@ from pathlib import Path
 from alembic import command
 from sqlalchemy import create_engine, inspect, text
 
-from tests.conftest import TEST_DATABASE_URL, postgres_url
-from tracker.cli import alembic_config
+from tests.support.databases import TEST_DATABASE_URL, postgres_url
+from tracker.migrate import alembic_config
 
 
 def _fresh_urls(tmp_path: Path) -> list[str]:

@@ -189,6 +189,7 @@ def tls_origin(tmp_path: Path) -> Iterator[tuple[int, str]]:
     server.server_close()
 
 
+@pytest.mark.slow  # starts a process
 def test_a_pinned_https_connection_still_verifies_the_host_name(
     tls_origin: tuple[int, str],
 ) -> None:

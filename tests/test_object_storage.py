@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from tests.conftest import wait_for
-from tests.s3server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, Bucket, S3Server
-from tests.test_media import SAMPLE, SAMPLE_JPG, add_completed, load, sha, sim_completed
+from tests.support.media import SAMPLE, SAMPLE_JPG, add_completed, load, sha, sim_completed
+from tests.support.s3server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, Bucket, S3Server
+from tests.support.waiting import wait_for
 from tracker import media, storage, worker
 from tracker.db import Database
 from tracker.settings import Settings, SettingsError
@@ -236,6 +236,7 @@ def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
     )
 
 
+@pytest.mark.slow  # starts a process
 def test_archive_missing_moves_local_copies_into_the_bucket(
     db: Database, sim: Any, live: Any, bucket: Bucket, make_settings: Callable[..., Settings]
 ) -> None:
@@ -273,6 +274,7 @@ def test_archive_missing_moves_local_copies_into_the_bucket(
     assert again.returncode == 0 and "moved 0 local copies" in again.stdout
 
 
+@pytest.mark.slow  # starts a process
 def test_a_local_copy_stays_when_the_bucket_refuses(
     db: Database, sim: Any, bucket: Bucket, make_settings: Callable[..., Settings]
 ) -> None:

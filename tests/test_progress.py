@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import api_task
-from tests.scripted import Reply, ScriptedUpstream, raw_task
+from tests.support.scripted import Reply, ScriptedUpstream, raw_task
+from tests.support.waiting import api_task
 from tracker.web.openapi import SPEC
 
 VIDEO = "https://cdn.example/v.mp4"

@@ -10,11 +10,12 @@ import pytest
 import requests
 from alembic import command
 
-from tests.blankdb import blank_database
-from tests.conftest import BACKENDS, serve
+from tests.support.blankdb import blank_database
+from tests.support.databases import BACKENDS
+from tests.support.servers import serve
 from tracker import create_app
-from tracker.cli import alembic_config, upgrade
 from tracker.db import Database
+from tracker.migrate import alembic_config, upgrade
 from tracker.settings import Settings
 
 

@@ -13,12 +13,14 @@ import requests
 from sqlalchemy import select, update
 from werkzeug.wrappers import Request, Response
 
-from tests.conftest import TEST_DATABASE_URL, api_task
-from tests.scripted import Reply, raw_task
-from tracker import lifecycle, make_client, worker
+from tests.support.databases import TEST_DATABASE_URL
+from tests.support.scripted import Reply, raw_task
+from tests.support.waiting import api_task
+from tracker import lifecycle, worker
 from tracker.lifecycle import NewTask
 from tracker.models import StateCount, Task, utcnow
 from tracker.parse import parse
+from tracker.services import make_client
 
 
 def _cut_off_answers() -> tuple[socket.socket, list[bytes]]:

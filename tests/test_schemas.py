@@ -15,7 +15,7 @@ from flask import Flask
 from openapi_spec_validator import validate as validate_openapi
 from pydantic import BaseModel
 
-from tests.scripted import Reply, ScriptedUpstream, raw_task
+from tests.support.scripted import Reply, ScriptedUpstream, raw_task
 from tracker import create_app, lifecycle, schemas, validate
 from tracker.db import Database
 from tracker.lifecycle import NewTask

@@ -12,10 +12,10 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from tests.conftest import api_task, wait_for
+from lumasim.simulator import Simulator
+from tests.support.waiting import api_task, wait_for
 from tracker import worker
 from tracker.models import Base
-from tracker.simulator import Simulator
 
 KEY = "sk-live-UPSTREAM-7f3a9c0b1d2e4f56"
 ADMIN = "admin-4c1d8e2b-9a7f-ADMIN-TOKEN"

@@ -47,6 +47,7 @@ def test_bad_values_name_the_variable(tmp_path: Path, name: str, value: str) -> 
         load({name: value}, instance=tmp_path)
 
 
+@pytest.mark.slow  # starts a process
 def test_a_bad_setting_stops_the_cli_with_one_line(tmp_path: Path) -> None:
     tracker = Path(sys.executable).parent / "tracker"
     result = subprocess.run(

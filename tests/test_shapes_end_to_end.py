@@ -1,6 +1,6 @@
 """Every corpus shape, played end to end: by callback, by polling only, by batch, as a create.
 
-The upstream is a scripted server over real HTTP (tests/scripted.py); the tracker is the
+The upstream is a scripted server over real HTTP (tests/support/scripted.py); the tracker is the
 real app (callbacks) or real worker passes (polling). A new file in tests/fixtures/upstream
 is played here too.
 """
@@ -14,14 +14,22 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import api_task
-from tests.scripted import Reply, ScriptedUpstream, raw_task
-from tests.shapes import check_final, corpus, final_task_payloads, load, named_id, unnamed_in_flight
-from tracker import lifecycle, make_client, worker
+from tests.support.scripted import Reply, ScriptedUpstream, raw_task
+from tests.support.shapes import (
+    check_final,
+    corpus,
+    final_task_payloads,
+    load,
+    named_id,
+    unnamed_in_flight,
+)
+from tests.support.waiting import api_task
+from tracker import lifecycle, worker
 from tracker.db import Database
 from tracker.lifecycle import NewTask
 from tracker.models import Task
 from tracker.serialize import task_json
+from tracker.services import make_client
 from tracker.settings import Settings
 
 FINAL = final_task_payloads()

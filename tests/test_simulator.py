@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 import requests
-from werkzeug.serving import WSGIRequestHandler, make_server
-from werkzeug.wrappers import Request, Response
 
-from tracker.simulator import SAMPLE_JPG, SAMPLE_MP4, Simulator
+from lumasim.media import SAMPLE_JPG, SAMPLE_MP4
+from lumasim.simulator import Simulator
+from tests.support.receiver import Receiver
 from tracker.upstream import APIStatusError, APITimeoutError, LumaClient, RateLimitError
 
 
@@ -49,38 +49,6 @@ def client(fast: Simulator) -> Iterator[LumaClient]:
     luma = LumaClient(fast.url, "", read_timeout=3.0)
     yield luma
     luma.close()
-
-
-class _Quiet(WSGIRequestHandler):
-    def log_request(self, *args: Any, **kwargs: Any) -> None:
-        pass  # callback paths hold secret tokens
-
-
-class Receiver:
-    """A callback receiver on a real socket; answers `status` and records every POST."""
-
-    def __init__(self) -> None:
-        self.status = 200
-        self.got: list[tuple[str, Any]] = []
-        self.server = make_server("127.0.0.1", 0, self.app, threaded=True, request_handler=_Quiet)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-
-    def app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        request = Request(environ)
-        self.got.append((request.path, request.get_json(silent=True)))
-        return Response("ok", self.status)(environ, start_response)
-
-    def states(self) -> list[str]:
-        return [body["state"] for _, body in list(self.got)]
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    receiving = Receiver()
-    yield receiving
-    receiving.server.shutdown()
-    receiving.server.server_close()
 
 
 def completed(client: LumaClient, upstream_id: str) -> Any:
@@ -264,7 +232,7 @@ def test_main_serves_until_sigterm() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "tracker.simulator", "--port", str(port), "--key", "k"]
+    command = [sys.executable, "-m", "lumasim", "--port", str(port), "--key", "k"]
     child = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
     try:
         line = child.stderr.readline() if child.stderr else ""

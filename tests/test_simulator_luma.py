@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 import requests
 
-from tests.test_simulator import Receiver, receiver, wait_for  # noqa: F401 (a fixture)
-from tracker.simulator import Simulator
+from lumasim.simulator import Simulator
+from tests.support.receiver import Receiver
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture
@@ -85,7 +86,7 @@ def test_refusals_in_lumas_words(luma: Simulator) -> None:
 
 def test_callbacks_post_the_generation_at_dreaming_and_completed(
     luma: Simulator,
-    receiver: Receiver,  # noqa: F811
+    receiver: Receiver,
 ) -> None:
     hook = f"{receiver.url}/callbacks/luma/tok"
     made = create(luma, {"prompt": "a kite", "callback_url": hook}).json()
@@ -104,6 +105,7 @@ def test_credits_answer_the_balance_in_cents(luma: Simulator) -> None:
     assert requests.get(f"{luma.url}/credits", timeout=5).json()["credit_balance"] < start
 
 
+@pytest.mark.slow  # starts a process
 def test_the_cli_speaks_luma_with_flavor() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

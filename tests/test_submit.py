@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from tests.scripted import Reply, ScriptedUpstream, raw_task
+from tests.support.scripted import Reply, ScriptedUpstream, raw_task
 
 KEY = "sk-test-upstream-key-0123456789"
 

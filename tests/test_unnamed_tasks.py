@@ -14,13 +14,14 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import api_task, wait_for
-from tests.scripted import Reply, ScriptedUpstream, raw_task
-from tests.shapes import unnamed_in_flight
-from tracker import lifecycle, make_client
+from tests.support.scripted import Reply, ScriptedUpstream, raw_task
+from tests.support.shapes import unnamed_in_flight
+from tests.support.waiting import api_task, wait_for
+from tracker import lifecycle
 from tracker.db import Database
 from tracker.lifecycle import NewTask
 from tracker.models import Task
+from tracker.services import make_client
 
 VIDEO = "https://cdn.example/v.mp4"
 

@@ -16,14 +16,12 @@ import pytest
 import requests
 from sqlalchemy import select, update
 
+from lumasim.simulator import Simulator
+from tests.support.workers import SimFactory, all_in, new_tasks, simulators, states
 from tracker import lifecycle, worker
 from tracker.db import Database
-from tracker.lifecycle import NewTask
 from tracker.models import Task, utcnow
 from tracker.settings import Settings
-from tracker.simulator import Simulator
-
-SimFactory = Callable[..., Simulator]
 
 
 @pytest.fixture(autouse=True)
@@ -32,43 +30,9 @@ def _forget_upstreams() -> None:
     worker._manners.clear()
 
 
-def simulators() -> Iterator[SimFactory]:
-    """A factory of started simulators, all stopped when the test ends."""
-    started: list[Simulator] = []
-
-    def build(**options: Any) -> Simulator:
-        options = {"processing_after": 0.2, "complete_after": 0.6} | options
-        simulator = Simulator(**options).start()
-        started.append(simulator)
-        return simulator
-
-    yield build
-    for simulator in started:
-        simulator.stop()
-
-
 @pytest.fixture
 def make_sim() -> Iterator[SimFactory]:
     yield from simulators()
-
-
-def new_tasks(db: Database, count: int, prompt: str = "a slow pan over the sea") -> list[int]:
-    return [
-        lifecycle.create(db, NewTask(kind="generate", user_prompt=prompt)).id for _ in range(count)
-    ]
-
-
-def states(db: Database, ids: list[int] | None = None) -> dict[int, str]:
-    query = select(Task.id, Task.state)
-    if ids is not None:
-        query = query.where(Task.id.in_(ids))
-    with db.read() as session:
-        return {row.id: row.state for row in session.execute(query)}
-
-
-def all_in(db: Database, wanted: set[str]) -> bool:
-    found = states(db)
-    return bool(found) and set(found.values()) <= wanted
 
 
 def drive(

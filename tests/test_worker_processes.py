@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,30 +16,23 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import TEST_DATABASE_URL, wait_for
-from tests.test_worker import SimFactory, all_in, new_tasks, simulators, states
+from lumasim.simulator import Simulator
+from tests.support.databases import TEST_DATABASE_URL
+from tests.support.waiting import wait_for
+from tests.support.workers import (
+    KEY,
+    TRACKER,
+    Proc,
+    SimFactory,
+    all_in,
+    new_tasks,
+    simulators,
+    states,
+)
 from tracker.db import Database
 from tracker.models import Task, utcnow
-from tracker.simulator import Simulator
-
-TRACKER = str(Path(sys.executable).parent / "tracker")
-KEY = "sk-test-worker-process-key-42"
 
 pytestmark = pytest.mark.slow
-
-
-class Proc:
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
-        self.log, self.out = log, log.with_suffix(".out")
-        with log.open("wb") as err, self.out.open("wb") as out:
-            self.popen = subprocess.Popen(args, env=env, stdout=out, stderr=err)
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def signal(self, signum: int) -> int:
-        self.popen.send_signal(signum)
-        return self.popen.wait(timeout=20)
 
 
 @pytest.fixture

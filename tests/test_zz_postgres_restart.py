@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import TEST_DATABASE_URL, api_task, wait_for
+from tests.support.databases import TEST_DATABASE_URL
+from tests.support.waiting import api_task, wait_for
 from tracker import lifecycle
 from tracker.lifecycle import NewTask
 from tracker.models import Task
@@ -26,6 +27,7 @@ pytestmark = [
     ),
     # PostgreSQL only: the `db` fixture's SQLite twin has no server to restart
     pytest.mark.parametrize("database_url", ["postgresql"], indirect=True),
+    pytest.mark.slow,  # restarts PostgreSQL and starts a worker process
 ]
 
 

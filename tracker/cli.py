@@ -9,21 +9,16 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
-from . import lifecycle, make_client, validate
+from . import lifecycle, validate
 from . import settings as settings_module
 from .db import Database
+from .migrate import alembic_config, upgrade
 from .serialize import task_json
+from .services import make_client
 from .settings import Settings, SettingsError
-
-if TYPE_CHECKING:  # alembic is imported by the commands that need it, not at start-up
-    from alembic.config import Config
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _settings() -> Settings:
@@ -56,23 +51,6 @@ def main() -> None:
 
 
 # -- database -------------------------------------------------------------------------------
-
-
-def alembic_config(url: str | None = None) -> Config:
-    from alembic.config import Config
-
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "migrations"))
-    if url:
-        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    config.attributes["configure_logger"] = False
-    return config
-
-
-def upgrade(url: str) -> None:
-    from alembic import command
-
-    command.upgrade(alembic_config(url), "head")
 
 
 @main.group()
@@ -145,7 +123,7 @@ def simulate(
     flavor: str,
 ) -> None:
     """Run the simulated upstream in the foreground."""
-    from . import simulator
+    from lumasim import run
 
     argv = ["--host", host, "--port", str(port), "--flavor", flavor]
     argv += ["--processing-after", str(processing_after), "--complete-after", str(complete_after)]
@@ -153,7 +131,7 @@ def simulate(
         argv += ["--key", key]
     if no_callbacks:
         argv.append("--no-callbacks")
-    sys.exit(simulator.main(argv))
+    sys.exit(run.main(argv))
 
 
 @main.command()

@@ -22,7 +22,7 @@ import time
 import requests
 
 from . import settings as settings_module
-from .cli import upgrade
+from .migrate import upgrade
 from .settings import SettingsError
 
 log = logging.getLogger("tracker.dev")

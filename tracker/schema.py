@@ -11,7 +11,7 @@ from sqlalchemy import Connection
 
 @functools.cache
 def _script() -> ScriptDirectory:
-    from .cli import alembic_config
+    from .migrate import alembic_config
 
     return ScriptDirectory.from_config(alembic_config())
 

@@ -35,10 +35,11 @@ from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import selectinload
 
-from . import credits, heartbeat, lifecycle, make_client, media, redact, warn_about
+from . import credits, heartbeat, lifecycle, media, redact
 from .db import Database
 from .models import StateCount, Task, utcnow
 from .parse import Update
+from .services import make_client, warn_about
 from .settings import Settings
 from .upstream import APIStatusError, LumaClient, RateLimitError, UpstreamError
 

@@ -25,7 +25,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "img"
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +72,7 @@ def page(browser: Any, dialogs: Dialogs) -> Iterator[Any]:
 @pytest.fixture
 def slow_sim() -> Iterator[Any]:
     """An upstream whose tasks stay `processing` until a test completes them."""
-    from tracker.simulator import Simulator
+    from lumasim.simulator import Simulator
 
     simulator = Simulator(processing_after=0.2, complete_after=3600).start()
     yield simulator

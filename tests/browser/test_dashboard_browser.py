@@ -11,9 +11,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.browser.conftest import SCREENSHOTS
-from tests.conftest import api_task, wait_for
-from tests.test_dashboard import PNG, add_task
+from tests.support.dashboard import PNG, SCREENSHOTS, add_task
+from tests.support.waiting import api_task, wait_for
 from tracker.db import Database
 
 pytestmark = pytest.mark.browser

@@ -12,67 +12,14 @@ it was sent with in `tasks.upstream`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Protocol
+from . import luma, proxy
+from .base import FLAVORS, Dialect, Request, TaskLike
 
-FLAVORS = ("proxy", "luma")
-
-
-class TaskLike(Protocol):
-    """What a request body is built from: a stored Task or a NewTask.
-
-    Read-only properties: a dialect only reads them, and so a Task, whose `options` is never
-    None, fits as well as a NewTask, whose `options` may be.
-    """
-
-    @property
-    def kind(self) -> str: ...
-    @property
-    def user_prompt(self) -> str: ...
-    @property
-    def source_task_id(self) -> str | None: ...
-    @property
-    def expand_prompt(self) -> bool | None: ...
-    @property
-    def image_url(self) -> str | None: ...
-    @property
-    def image_end_url(self) -> str | None: ...
-    @property
-    def options(self) -> dict[str, Any] | None: ...
-
-
-@dataclass(frozen=True)
-class Request:
-    """One create as the upstream wants it."""
-
-    path: str
-    body: dict[str, Any]
-
-
-class Dialect(Protocol):
-    name: str
-    default_base: str
-    has_batch: bool
-    has_download_url: bool
-    credits_path: str | None
-
-    def create_request(self, task: TaskLike, callback_url: str | None) -> Request: ...
-
-    def query_path(self, upstream_id: str) -> str: ...
-
-    def batch_path(self) -> str | None: ...
-
-    def download_url_path(self, upstream_id: str) -> str | None: ...
-
-    def unsupported(self, task: TaskLike) -> tuple[str, str] | None:
-        """(field, reason) when this API cannot take the task as given, else None."""
-        ...
+__all__ = ["FLAVORS", "Dialect", "Request", "TaskLike", "default_base", "get"]
 
 
 def get(flavor: str) -> Dialect:
     """The dialect named by LUMA_API_FLAVOR; ValueError for an unknown name."""
-    from . import luma, proxy
-
     dialects: dict[str, Dialect] = {"proxy": proxy.DIALECT, "luma": luma.DIALECT}
     try:
         return dialects[flavor]

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from . import Request, TaskLike
+from .base import Request, TaskLike
 
 MODEL_NAMES = {"ray-v1": "ray-1-6", "ray-v2": "ray-2"}
 IMAGE_FIELDS = ("image_url", "image_end_url")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from . import Request, TaskLike
+from .base import Request, TaskLike
 
 
 def _segment(value: str) -> str:

@@ -9,12 +9,14 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from .. import MAX_ID, credits, importing, jsonsafe, lifecycle, services, validate
+from .. import credits, importing, jsonsafe, lifecycle, validate
 from ..models import STATES, Task
 from ..serialize import account_json, task_json
 from ..upstream import UpstreamError
 from .auth import request_has_token
+from .context import services
 from .errors import error
+from .routing import MAX_ID
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 

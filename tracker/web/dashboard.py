@@ -13,11 +13,12 @@ from urllib.parse import urlencode
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
-from .. import credits, importing, lifecycle, services, validate
+from .. import credits, importing, lifecycle, validate
 from ..models import STATES, Task
 from ..serialize import task_json
 from ..upstream import UpstreamError
 from . import auth, errors, forms, listing
+from .context import services
 from .errors import LIVE_HEADER, is_live
 
 bp = Blueprint(

@@ -14,9 +14,10 @@ from flask import Blueprint, request
 from sqlalchemy import select
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from .. import lifecycle, services
+from .. import lifecycle
 from ..models import Task
 from ..parse import parse_body
+from .context import services
 from .errors import error
 
 bp = Blueprint("hooks", __name__)

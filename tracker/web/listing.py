@@ -31,10 +31,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import QueryableAttribute, Session, selectinload
 
-from .. import MAX_ID
 from ..db import Database
 from ..dialects import FLAVORS
 from ..models import STATES, StateCount, Task
+from .routing import MAX_ID
 
 UNFINISHED = ("queued", "submitting", "pending", "processing")
 PAGE_SIZE = 50

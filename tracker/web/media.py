@@ -19,9 +19,10 @@ from typing import Any
 from flask import Blueprint, Response, redirect, request, send_file, session
 from werkzeug.http import quote_etag, unquote_etag
 
-from .. import services, storage
+from .. import storage
 from ..models import Task
 from .auth import request_has_token, signed_in
+from .context import services
 from .errors import Answer, error
 
 bp = Blueprint("media", __name__, url_prefix="/media")

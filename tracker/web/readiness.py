@@ -12,7 +12,8 @@ from flask import Blueprint, Response, jsonify
 from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import SQLAlchemyError
 
-from .. import schema, services
+from .. import schema
+from .context import services
 
 bp = Blueprint("readiness", __name__)
 

@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 
 from flask import Flask, Response, request
 
-from .. import services
 from ..settings import Settings
+from .context import services
 from .errors import error
 
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})

@@ -13,8 +13,8 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from .. import services
 from . import sameorigin, throttle
+from .context import services
 
 
 def content_security_policy(*, allow_http_media: bool) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
-from tests.conftest import LiveServer, serve
+from tests.support.servers import LiveServer, serve
 
 
 @dataclass

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from tests.conftest import drop_postgres_database, postgres_url
+from tests.support.databases import drop_postgres_database, postgres_url
 
 
 @contextmanager

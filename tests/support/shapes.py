@@ -12,7 +12,7 @@ from tracker.db import Database
 from tracker.models import Task
 from tracker.parse import parse
 
-CORPUS = Path(__file__).parent / "fixtures" / "upstream"
+CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "upstream"
 
 
 def load(path: Path) -> dict[str, Any]:

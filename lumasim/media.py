@@ -1,0 +1,60 @@
+"""The simulator's own sample media and the presigned links to it.
+
+Why here: the tracker serves the dashboard's files only; the simulated upstream hands out
+links to its own server (`/files/<task id>.mp4|jpg?expires=...&sig=...`), which expire like
+the real CDN's and serve these two small files for every completed task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import time
+from collections.abc import Container
+from pathlib import Path
+
+from werkzeug.utils import send_file
+from werkzeug.wrappers import Request, Response
+
+SAMPLES = Path(__file__).parent / "samples"
+SAMPLE_MP4 = SAMPLES / "sample.mp4"
+SAMPLE_JPG = SAMPLES / "sample.jpg"
+_FILE_NAME = re.compile(r"([0-9a-f-]{36})\.(mp4|jpg)")
+
+
+def _detail(message: str, status: int) -> Response:
+    return Response(json.dumps({"detail": message}), status, mimetype="application/json")
+
+
+class SampleMedia:
+    """Signs links with a secret of its own and serves the files behind valid ones."""
+
+    def __init__(self) -> None:
+        self._secret = secrets.token_bytes(32)
+
+    def _sign(self, name: str, expires: int) -> str:
+        return hmac.new(self._secret, f"{name}:{expires}".encode(), hashlib.sha256).hexdigest()
+
+    def link(self, base: str, task_id: str, ext: str, ttl: float) -> str:
+        """A presigned link, fresh each time it is asked for, valid `ttl` seconds."""
+        expires, name = int(time.time() + ttl), f"{task_id}.{ext}"
+        return f"{base}/files/{name}?expires={expires}&sig={self._sign(name, expires)}"
+
+    def serve(self, request: Request, name: str, tasks: Container[str]) -> Response:
+        match = _FILE_NAME.fullmatch(name)
+        if match is None or match.group(1) not in tasks:
+            return _detail("Not Found", 404)
+        expires_text = request.args.get("expires", "")
+        expires = int(expires_text) if expires_text.isdigit() else -1
+        expected = self._sign(name, expires).encode()
+        if not hmac.compare_digest(request.args.get("sig", "").encode(), expected):
+            return _detail("Invalid signature", 403)
+        if expires < time.time():
+            return _detail("Request has expired", 403)
+        path, mimetype = (
+            (SAMPLE_MP4, "video/mp4") if match.group(2) == "mp4" else (SAMPLE_JPG, "image/jpeg")
+        )
+        return send_file(path, request.environ, mimetype=mimetype, conditional=True, max_age=0)

@@ -1,0 +1,61 @@
+"""`tracker simulate` and `python -m lumasim`: the simulator in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+
+from .simulator import FLAVORS, Simulator
+
+log = logging.getLogger(__name__)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the simulator in the foreground until SIGINT or SIGTERM."""
+    parser = argparse.ArgumentParser(
+        prog="tracker simulate", description="A local stand-in for the upstream video API."
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9100)
+    parser.add_argument("--key", default="", help="require Authorization: Bearer <key>")
+    parser.add_argument("--no-callbacks", action="store_true", help="never call notify_hook")
+    parser.add_argument("--processing-after", type=float, default=1.0)
+    parser.add_argument("--complete-after", type=float, default=3.0)
+    parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--public-url", default=None, help="base of the video links it hands out")
+    parser.add_argument("--flavor", choices=FLAVORS, default="proxy", help="the API to speak")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    simulator = Simulator(
+        api_key=args.key,
+        callbacks=not args.no_callbacks,
+        processing_after=args.processing_after,
+        complete_after=args.complete_after,
+        latency=args.latency,
+        public_url=args.public_url,
+        flavor=args.flavor,
+    )
+    try:
+        simulator.start(args.host, args.port)
+    except OSError as exc:
+        log.error("cannot listen on %s:%s: %s", args.host, args.port, exc.strerror or exc)
+        return 1
+    stopping = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopping.set())
+    log.info(
+        "Luma simulator (%s API) listening on %s (bound to %s; callbacks %s)",
+        "Luma's own" if args.flavor == "luma" else "the proxy's",
+        simulator.url,
+        args.host,
+        "on" if simulator.callbacks else "off",
+    )
+    while not stopping.wait(0.5):
+        pass
+    simulator.stop()
+    log.info("Luma simulator stopped")
+    return 0

@@ -1,0 +1,51 @@
+"""An app served by a real HTTP server on 127.0.0.1, in a thread of the test process."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No request log: callback paths hold secrets, and the test output stays readable."""
+
+    def log_request(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+class _Dispatch:
+    """Lets the server pick its port before the app (which needs its own URL) exists."""
+
+    app: Callable[..., Any] | None = None
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        assert self.app is not None
+        return self.app(environ, start_response)
+
+
+@dataclass
+class LiveServer:
+    url: str
+    server: BaseWSGIServer
+    thread: threading.Thread
+    app: Any = None
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+def serve(app_factory: Callable[[str], Any]) -> LiveServer:
+    """Serve an app on 127.0.0.1 in a thread; `app_factory(url)` builds it knowing its URL."""
+    dispatch = _Dispatch()
+    server = make_server("127.0.0.1", 0, dispatch, threaded=True, request_handler=_QuietHandler)
+    url = f"http://127.0.0.1:{server.port}"
+    dispatch.app = app_factory(url)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    return LiveServer(url=url, server=server, thread=thread, app=dispatch.app)

@@ -1,0 +1,53 @@
+"""What every process builds once from its settings: the database, the upstream client.
+
+Why its own module: the web app, the worker and the CLI all need these, and none of it
+needs Flask, so the worker and the CLI can import it without pulling the web stack in.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from . import redact
+from .db import Database
+from .settings import Settings
+from .upstream import LumaClient
+
+log = logging.getLogger("tracker")
+
+
+@dataclass
+class Services:
+    """What every request needs, built once per process."""
+
+    settings: Settings
+    db: Database
+    client: LumaClient
+
+
+def make_client(settings: Settings) -> LumaClient:
+    """A connection pool at least as large as the worker's concurrency: none thrown away."""
+    return LumaClient(
+        settings.luma_api_base,
+        settings.luma_api_key,
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        pool_size=max(10, settings.poll_concurrency + 2),
+        flavor=settings.luma_api_flavor,
+    )
+
+
+def warn_about(settings: Settings, *, web: bool) -> None:
+    """The start-up warnings a person running the service should see once."""
+    # every process (web, worker) passes here first: the AWS keys are masked from the start
+    redact.register(settings.aws_access_key_id, settings.aws_secret_access_key)
+    if not settings.public_base_url:
+        log.warning(
+            "PUBLIC_BASE_URL is not set: tasks are sent without notify_hook, "
+            "and only polling will track them"
+        )
+    if web and not settings.api_token:
+        log.warning(
+            "TRACKER_API_TOKEN is not set: anyone who can reach this service can submit work"
+        )

@@ -1,0 +1,57 @@
+"""The Flask app: settings in, blueprints and error handlers wired, Services attached."""
+
+from __future__ import annotations
+
+from flask import Flask
+from flask.json.provider import DefaultJSONProvider
+
+from .. import redact
+from .. import settings as settings_module
+from ..db import WEB_LOCK_WAIT, Database
+from ..services import Services, make_client, warn_about
+from ..settings import Settings
+from .routing import BoundedInt
+
+
+def create_app(settings: Settings | None = None, *, db: Database | None = None) -> Flask:
+    settings = settings or settings_module.load()
+    redact.register(settings.luma_api_key, settings.api_token)
+    redact.register(settings.aws_access_key_id, settings.aws_secret_access_key)
+    redact.install_logging_filter()
+    app = Flask("tracker", instance_relative_config=False)
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        JSON_SORT_KEYS=False,
+        SECRET_KEY=settings.secret_key or None,
+    )
+    if isinstance(app.json, DefaultJSONProvider):  # Flask's own, unless an extension swapped it
+        app.json.sort_keys = False
+    # every <int:...> in every route: a number past what the database holds is a 404, not a 500
+    app.url_map.converters["int"] = BoundedInt
+    app.extensions["tracker"] = Services(
+        settings=settings,
+        db=db or Database(settings.database_url, lock_wait=WEB_LOCK_WAIT),
+        client=make_client(settings),
+    )
+
+    from . import api, dashboard, errors, filters, hooks, openapi, readiness, security, sessions
+    from . import media as media_routes
+
+    errors.init_app(app)
+    security.init_app(app)
+    # the session key and cookie; CSRF on every form, but not the API and callbacks (sameorigin.py)
+    sessions.init_app(app, settings, exempt=(api.bp, hooks.bp))
+    filters.init_app(app)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(hooks.bp)
+    app.register_blueprint(dashboard.bp)
+    app.register_blueprint(media_routes.bp)
+    app.register_blueprint(openapi.bp)
+    app.register_blueprint(readiness.bp)  # GET /readyz, no token (like /healthz)
+
+    @app.get("/healthz")
+    def healthz() -> tuple[dict[str, str], int]:
+        return {"status": "ok"}, 200
+
+    warn_about(settings, web=True)
+    return app
