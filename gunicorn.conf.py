@@ -9,16 +9,49 @@ wait short and retries cooperatively (tracker/db.py).
 
 gevent patches the standard library in each worker after the fork, and this file is read
 by the master before that: it must not import modules that keep references to what gevent
-patches (requests, urllib3, ssl-using code, the tracker), or the workers would get
-unpatched copies. Hence the import inside RedactingLogger.access.
+patches (requests, urllib3, ssl-using code, prometheus_client, the tracker package), or the
+workers would get unpatched copies. Hence the imports inside RedactingLogger.access, and
+the two standard-library-only files of the tracker (metrics_files.py, logs.py) loaded here
+by their path rather than imported.
 
 The access log goes through a logger that masks callback tokens, which sit in the
-callback route's path, and escapes control characters (no forged lines).
+callback route's path, and escapes control characters (no forged lines). With
+TRACKER_LOG_FORMAT=json every line (the master's, the error log's, the access log's and
+the app's) is one JSON object (tracker/logs.py); the access line carries the request's id.
+
+Metrics (tracker/metrics.py): the web processes and the worker share one folder
+(PROMETHEUS_MULTIPROC_DIR, default instance/metrics). Starting, the master removes the
+files of processes that are gone; `child_exit` marks a web process that died.
 """
 
+import importlib.util
+import logging
 import os
+import sys
+import traceback
 
 from gunicorn.glogging import Logger
+
+
+def _standalone(name):  # type: ignore[no-untyped-def]
+    """tracker/<name>.py without importing the tracker package (see above)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tracker", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"_gunicorn_{name}", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+_metrics_files = _standalone("metrics_files")
+_logs = _standalone("logs")
+
+
+def _seconds(name, default):  # type: ignore[no-untyped-def]
+    try:
+        return float(os.environ.get(name, "") or default)
+    except ValueError:
+        return default  # the app stops with one line naming the variable (tracker/settings.py)
+
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -26,7 +59,13 @@ worker_class = "gevent"
 worker_connections = 1000  # connections a process holds open at once (gevent's default)
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))  # `-k gthread`; under gevent, wsgi.py
 timeout = 60
-graceful_timeout = 20
+# On SIGTERM a web process finishes the requests in hand; the longest is a submit waiting on
+# the upstream (connect + read timeout), so that, plus a margin, is how long it may take.
+# The worker stops within the same bound (tracker/shutdown.py); give the platform's own stop
+# timeout (Heroku: 30 s, Kubernetes: terminationGracePeriodSeconds) at least this much.
+graceful_timeout = (
+    int(_seconds("LUMA_CONNECT_TIMEOUT", 5.0) + _seconds("LUMA_READ_TIMEOUT", 30.0)) + 5
+)
 keepalive = 5
 accesslog = "-"
 errorlog = "-"
@@ -34,11 +73,51 @@ errorlog = "-"
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
 
 
+def on_starting(server):  # type: ignore[no-untyped-def]
+    """Before any web process exists: the metrics folder, pruned of processes that are gone."""
+    if _metrics_files.enabled():
+        _metrics_files.prepare()  # sets PROMETHEUS_MULTIPROC_DIR for the web processes too
+
+
+def child_exit(server, worker):  # type: ignore[no-untyped-def]
+    """A web process died (or was replaced): its live gauges no longer count."""
+    if _metrics_files.enabled():
+        _metrics_files.mark_dead(worker.pid)
+
+
 class RedactingLogger(Logger):
+    def setup(self, cfg):  # type: ignore[no-untyped-def]
+        super().setup(cfg)
+        if _logs.log_format() == "json":
+            _logs.use_json([self.error_log, self.access_log])
+            # the app's own lines: the web processes inherit this handler (tracker/logs.py)
+            root = logging.getLogger()
+            if not root.handlers:
+                handler = logging.StreamHandler(sys.stderr)
+                handler.setFormatter(_logs.JsonFormatter())
+                root.addHandler(handler)
+            root.setLevel(logging.INFO)
+            logging.captureWarnings(True)
+
     def access(self, resp, req, environ, request_time):  # type: ignore[no-untyped-def]
         from tracker.redact import loggable_environ  # in the worker, after gevent's patching
 
-        super().access(resp, req, loggable_environ(environ), request_time)
+        if not getattr(self, "access_log_enabled", True):  # gunicorn 23+; older: always
+            return
+        atoms = self.atoms_wrapper_class(
+            self.atoms(resp, req, loggable_environ(environ), request_time)
+        )
+        # set by tracker.logs.RequestIds and tracker.web.requestlog while the app ran
+        ids = {"request_id": environ.get(_logs.ENVIRON_KEY)}
+        ids["task_id"] = environ.get(_logs.TASK_ENVIRON_KEY)
+        try:
+            self.access_log.info(
+                self.cfg.access_log_format,
+                atoms,
+                extra={key: value for key, value in ids.items() if value is not None},
+            )
+        except Exception:
+            self.error(traceback.format_exc())
 
 
 logger_class = RedactingLogger

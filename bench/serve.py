@@ -91,7 +91,14 @@ def fill_tasks(url: str, count: int) -> list[tuple[str, str]]:
 class Web:
     """A gunicorn started with the Procfile's web line (plus `extra` options), until stop()."""
 
-    def __init__(self, app: str, database_url: str, port: int, extra: list[str]) -> None:
+    def __init__(
+        self,
+        app: str,
+        database_url: str,
+        port: int,
+        extra: list[str],
+        settings: dict[str, str] | None = None,
+    ) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TRACKER_", "LUMA_"))}
         env.update(
             PORT=str(port),
@@ -100,6 +107,7 @@ class Web:
             PUBLIC_BASE_URL="",
             TRACKER_MEDIA_DIR="",
         )
+        env.update(settings or {})  # a variant's own settings (TRACKER_METRICS=0, say)
         self.url = f"http://127.0.0.1:{port}"
         # a file, not a pipe: a full pipe would stall the server mid-benchmark
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())

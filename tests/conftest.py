@@ -27,7 +27,8 @@ from tracker.migrate import upgrade
 from tracker.settings import Settings
 
 # fails a test that starts a process without the `slow` mark (tests/support/spawning.py)
-pytest_plugins = ["tests.support.spawning"]
+# the held-video origin and the archiving-worker spawner (tests/support/held.py): fixtures
+pytest_plugins = ["tests.support.spawning", "tests.support.held"]
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

@@ -13,85 +13,22 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select, update
 
+from tests.support.held import VIDEO, held_video, partials
 from tests.support.media import Origin, add_completed, load
 from tests.support.waiting import wait_for
-from tests.support.workers import KEY, TRACKER, Proc
+from tests.support.workers import KEY
 from tracker import heartbeat, lifecycle, media, worker
 from tracker.db import Database
 from tracker.lifecycle import NewTask
 from tracker.models import Task, WorkerBeat, utcnow
 from tracker.upstream import LumaClient
-
-VIDEO = os.urandom(3 * 1024 * 1024)
-HEAD = 256 * 1024  # sent at once; the rest waits for the test's word
-
-
-@pytest.fixture
-def origin() -> Iterator[Origin]:
-    server = Origin("127.0.0.1")
-    yield server
-    server.stop()
-
-
-def held_video(release: threading.Event) -> Any:
-    """A video whose first bytes come at once and the rest only after `release` is set."""
-
-    def handle(h: BaseHTTPRequestHandler) -> None:
-        h.send_response(200)
-        h.send_header("Content-Type", "video/mp4")
-        h.send_header("Content-Length", str(len(VIDEO)))
-        h.end_headers()
-        if not release.is_set():
-            h.wfile.write(VIDEO[:HEAD])
-            h.wfile.flush()
-            release.wait(120)
-            h.wfile.write(VIDEO[HEAD:])  # to a killed worker: a broken pipe, ignored
-            return
-        h.wfile.write(VIDEO)
-
-    return handle
-
-
-def partials(media_dir: Path) -> list[str]:
-    return sorted(p.name for p in media_dir.glob(".*.part")) if media_dir.exists() else []
-
-
-@pytest.fixture
-def spawn(db: Database, tmp_path: Path) -> Iterator[Any]:
-    """Start `tracker <args>` (a worker by default) archiving into `media_dir`."""
-    started: list[Proc] = []
-
-    def start(media_dir: Path, *args: str) -> Proc:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("TRACKER_", "LUMA_"))}
-        env.pop("PUBLIC_BASE_URL", None)
-        env.update(
-            DATABASE_URL=db.url,
-            LUMA_API_BASE="http://127.0.0.1:9",  # no upstream: the stored link is enough
-            LUMA_API_KEY=KEY,
-            LUMA_CONNECT_TIMEOUT="2",
-            LUMA_READ_TIMEOUT="30",  # the held download outlives the kill
-            TRACKER_MEDIA_DIR=str(media_dir),
-            TRACKER_MEDIA_ALLOW_PRIVATE="1",
-            TRACKER_WORKER_INTERVAL="0.2",
-        )
-        proc = Proc([TRACKER, *(args or ("worker",))], env, tmp_path / f"proc{len(started)}.log")
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.popen.poll() is None:
-            proc.popen.kill()
-            proc.popen.wait(timeout=10)
 
 
 def kill_mid_download(db: Database, origin: Origin, spawn: Any, media_dir: Path) -> int:

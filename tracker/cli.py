@@ -34,11 +34,10 @@ def _settings() -> Settings:
 
 
 def setup_logging(level: int = logging.INFO) -> None:
+    from . import logs
     from .redact import install_logging_filter
 
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    logs.configure(level)  # text, or one JSON object a line (TRACKER_LOG_FORMAT=json)
     install_logging_filter()
     # alembic announces each of its plugins at INFO on every start; the migrations themselves stay
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

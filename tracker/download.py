@@ -28,7 +28,7 @@ from typing import BinaryIO
 
 import requests
 
-from . import netguard
+from . import netguard, shutdown
 from .settings import Settings
 
 CHUNK = 64 * 1024
@@ -82,6 +82,9 @@ def download(
     except BaseException as exc:
         with suppress(FileNotFoundError):
             os.unlink(tmp)
+        if shutdown.requested() and isinstance(exc, Exception):
+            # cut by a shutdown (whatever error the cut caused): given back, not a failure
+            raise shutdown.Abandoned("the process is stopping") from None
         if isinstance(exc, OSError):  # a full disk, say (network errors were converted already)
             raise DownloadError(f"cannot write the file ({_why(exc)})") from None
         raise
@@ -169,13 +172,15 @@ def _stream(url: str, out: BinaryIO, settings: Settings, guard: netguard.Guard) 
                 raise TooLarge(f"larger than the {cap}-byte limit ({declared} bytes announced)")
             total = 0
             deadline = time.monotonic() + DOWNLOAD_DEADLINE
-            for chunk in response.iter_content(CHUNK):
-                total += len(chunk)
-                if total > cap:  # counted, whatever Content-Length said
-                    raise TooLarge(f"larger than the {cap}-byte limit")
-                out.write(chunk)
-                if time.monotonic() > deadline:
-                    raise DownloadError(f"took longer than {DOWNLOAD_DEADLINE:g} s")
+            with shutdown.interruptible(response):  # SIGTERM cuts it (tracker/shutdown.py)
+                for chunk in response.iter_content(CHUNK):
+                    total += len(chunk)
+                    if total > cap:  # counted, whatever Content-Length said
+                        raise TooLarge(f"larger than the {cap}-byte limit")
+                    out.write(chunk)
+                    if time.monotonic() > deadline:
+                        raise DownloadError(f"took longer than {DOWNLOAD_DEADLINE:g} s")
+                shutdown.check()  # a cut answer may end without an error: never kept as whole
     except netguard.FetchRefused as exc:
         raise DownloadError(str(exc), permanent=True) from None
     except netguard.FetchError as exc:

@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from . import dialects, heartbeat, jsonsafe
+from . import dialects, heartbeat, jsonsafe, metrics
 from .db import Database
 from .models import IN_FLIGHT_STATES, StateCount, Task, TaskEvent, utcnow
 from .parse import CreateAnswer, Update, parse_create
@@ -350,6 +350,7 @@ def send(db: Database, settings: Settings, client: LumaClient, task_id: int, tok
         else:
             assert error is not None
             mark_outcome_unknown(session, task, redact(error.message, (token,)), request_shown)
+    metrics.submit(task.state, outcome_unknown(task))
     return task
 
 

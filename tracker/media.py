@@ -33,7 +33,7 @@ from sqlalchemy import and_, case, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
-from . import heartbeat, netguard, storage
+from . import heartbeat, metrics, netguard, shutdown, storage
 from .db import Database
 from .download import DOWNLOAD_DEADLINE, DownloadError, TooLarge, download, remove_partials
 from .heartbeat import Heartbeat
@@ -201,6 +201,7 @@ def _archive_one(
             name = f"{job.task_id}.mp4"
             size = _fetch(job.video_url, links.video, name, store, settings, guard, job.tag)
             video_name = name
+            metrics.archived_bytes(size)
             log.info("archived task %d video: %d bytes", job.task_id, size)
     except DownloadError as exc:
         _note_failure(db, job.task_id, exc, holder=job.holder)
@@ -210,6 +211,7 @@ def _archive_one(
         try:
             size = _fetch(job.thumbnail_url, links.thumbnail, name, store, settings, guard, job.tag)
             thumb_name = name
+            metrics.archived_bytes(size)
             log.info("archived task %d thumbnail: %d bytes", job.task_id, size)
         except DownloadError as exc:  # the video is what matters; no retry for a thumbnail
             log.warning("task %d: thumbnail not archived: %s", job.task_id, redact(exc.reason))
@@ -230,6 +232,21 @@ def _note_success(db: Database, task_id: int, video: str | None, thumbnail: str 
         task.archive_error = None
         task.archive_attempts = 0
         task.next_archive_at = None
+
+
+def _give_back(db: Database, task_id: int, holder: str | None) -> None:
+    """A download abandoned by a shutdown: due again at once, for whichever worker is next.
+
+    Not a failed attempt (nothing is counted against the task); only this holder's lease.
+    """
+    log.info("task %d: archival abandoned (stopping); its lease is given back", task_id)
+    with db.write() as session:
+        session.execute(
+            update(Task)
+            .where(Task.id == task_id, Task.claimed_by == holder, Task.state == "completed")
+            .values(next_archive_at=utcnow(), claimed_by=None)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def retry_delay(attempts: int) -> float:
@@ -366,6 +383,9 @@ def _run(
             archived += _archive_one(db, settings, client, guard, job)
         except SQLAlchemyError:
             raise  # the database is the caller's business (the worker survives restarts)
+        except shutdown.Abandoned:
+            _give_back(db, task_id, job.holder)
+            break
         except Exception as exc:  # one bad task must not stop the pass
             # the type only: exception texts from HTTP libraries may hold the link
             log.error("task %d: archival failed: %s", task_id, type(exc).__name__)

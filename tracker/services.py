@@ -47,6 +47,13 @@ def warn_about(settings: Settings, *, web: bool) -> None:
             "PUBLIC_BASE_URL is not set: tasks are sent without notify_hook, "
             "and only polling will track them"
         )
+    if not settings.is_sqlite and not (settings.secret_key or settings.api_token):
+        # several machines on one PostgreSQL: each would sign sessions and forms with its own
+        # random key, and a form served by one would fail on the next
+        log.warning(
+            "neither TRACKER_SECRET_KEY nor TRACKER_API_TOKEN is set: on PostgreSQL, where "
+            "several machines may serve the dashboard, set TRACKER_SECRET_KEY to one value on all"
+        )
     if web and not settings.api_token:
         log.warning(
             "TRACKER_API_TOKEN is not set: anyone who can reach this service can submit work"

@@ -63,6 +63,10 @@ class Settings:
     aws_region: str = ""
     aws_access_key_id: str = field(default="", repr=False)
     aws_secret_access_key: str = field(default="", repr=False)
+    # operations: Prometheus metrics (tracker/metrics.py) and the log format (tracker/logs.py)
+    metrics: bool = True
+    metrics_dir: str = ""  # PROMETHEUS_MULTIPROC_DIR; "" is instance/metrics (metrics_files)
+    log_format: str = "text"
 
     def __post_init__(self) -> None:
         # here rather than in `load`, so that no way of building settings (tests, tools) can
@@ -154,6 +158,15 @@ def _media_url(env: Mapping[str, str]) -> str:
     return raw
 
 
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return choices[0]
+    if raw not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
 def normalize_database_url(raw: str, *, name: str = "DATABASE_URL") -> str:
     """SQLAlchemy's spelling of a sqlite:// or postgresql:// URL (`name` is told when bad)."""
     # Heroku-style URLs name the scheme "postgres"; SQLAlchemy wants a driver.
@@ -221,6 +234,9 @@ def load(env: Mapping[str, str] | None = None, *, instance: Path | None = None) 
         aws_region=env.get("AWS_DEFAULT_REGION", "").strip(),
         aws_access_key_id=env.get("AWS_ACCESS_KEY_ID", "").strip(),
         aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY", "").strip(),
+        metrics=env.get("TRACKER_METRICS", "").strip() == "" or _flag(env, "TRACKER_METRICS"),
+        metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR", "").strip() or str(instance / "metrics"),
+        log_format=_choice(env, "TRACKER_LOG_FORMAT", ("text", "json")),
     )
     # a send must end before its lease does, or the task is given up while it is still in flight
     floor = 2 * (settings.connect_timeout + settings.read_timeout)

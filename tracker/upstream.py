@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -28,7 +29,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import NewConnectionError
 from urllib3.util.retry import Retry
 
-from . import dialects, jsonsafe, parse
+from . import dialects, jsonsafe, metrics, parse
 from .dialects import Dialect, Request
 from .parse import Update
 
@@ -165,35 +166,39 @@ class LumaClient:
 
     def send(self, request: Request) -> Answer:
         """A create as the dialect built it (`Dialect.create_request`)."""
-        return self._request("POST", request.path, request.body)
+        return self._request("POST", request.path, request.body, kind="create")
 
     def create(self, body: dict[str, Any]) -> Answer:
         """A new generation from a body already in this dialect's words."""
         path = "/generations" if self.dialect.name == "luma" else "/luma/generations"
-        return self._request("POST", path, body)
+        return self._request("POST", path, body, kind="create")
 
     def extend(self, source_task_id: str, body: dict[str, Any]) -> Answer:
         if self.dialect.name == "luma":  # one create route; the source is the first keyframe
             frames = dict(body.get("keyframes") or {})
             frames["frame0"] = {"type": "generation", "id": source_task_id}
-            return self._request("POST", "/generations", {**body, "keyframes": frames})
-        return self._request("POST", f"/luma/generations/{_segment(source_task_id)}/extend", body)
+            return self._request(
+                "POST", "/generations", {**body, "keyframes": frames}, kind="create"
+            )
+        return self._request(
+            "POST", f"/luma/generations/{_segment(source_task_id)}/extend", body, kind="create"
+        )
 
     def query(self, upstream_id: str) -> Answer:
-        return self._request("GET", self.dialect.query_path(upstream_id))
+        return self._request("GET", self.dialect.query_path(upstream_id), kind="query")
 
     def query_many(self, upstream_ids: list[str]) -> list[Update]:
         path = self.dialect.batch_path()
         if path is None:  # callers check dialect.has_batch; this guards against a slip
             raise APIStatusError(404, f"the {self.dialect.name} API has no batch query")
-        answer = self._request("POST", path, {"ids": upstream_ids})
+        answer = self._request("POST", path, {"ids": upstream_ids}, kind="batch")
         return parse.parse_batch(answer.body)
 
     def download_url(self, upstream_id: str) -> str | None:
         path = self.dialect.download_url_path(upstream_id)
         if path is None:
             return None
-        answer = self._request("GET", path)
+        answer = self._request("GET", path, kind="download_url")
         url = answer.body.get("url") if isinstance(answer.body, dict) else None
         return url if isinstance(url, str) and url.startswith(("http://", "https://")) else None
 
@@ -206,7 +211,7 @@ class LumaClient:
         path = self.dialect.credits_path
         if path is None:
             raise APIStatusError(404, f"the {self.dialect.name} API has no credit balance")
-        body = self._request("GET", path).body
+        body = self._request("GET", path, kind="credits").body
         value = body.get("credit_balance") if isinstance(body, dict) else None
         if isinstance(value, bool) or not isinstance(value, int | float):
             return None
@@ -216,7 +221,29 @@ class LumaClient:
 
     # -- the choke point -------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Answer:
+    def _request(
+        self, method: str, path: str, body: dict[str, Any] | None = None, *, kind: str
+    ) -> Answer:
+        """One request, counted and timed by `kind` (tracker_upstream_requests_total)."""
+        started = time.perf_counter()
+        code = "invalid"  # a 2xx that is not JSON (InvalidResponseError)
+        try:
+            answer = self._exchange(method, path, body)
+            code = str(answer.status)
+            return answer
+        except APIStatusError as exc:
+            code = str(exc.status)
+            raise
+        except APIConnectionError:
+            code = "connect_error"
+            raise
+        except APITimeoutError:
+            code = "timeout"
+            raise
+        finally:
+            metrics.upstream_request(kind, code, time.perf_counter() - started)
+
+    def _exchange(self, method: str, path: str, body: dict[str, Any] | None) -> Answer:
         url = self.base_url + path
         try:
             response = self.session.request(method, url, json=body, timeout=self.timeout)

@@ -35,7 +35,7 @@ from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import selectinload
 
-from . import credits, heartbeat, lifecycle, media, redact
+from . import credits, heartbeat, lifecycle, media, metrics, redact, shutdown
 from .db import Database
 from .models import StateCount, Task, utcnow
 from .parse import Update
@@ -384,12 +384,15 @@ def _archive_forever(worker: Worker) -> None:
 def run_forever(settings: Settings) -> int:
     """The Procfile's `poller`: passes until SIGTERM or SIGINT, then a clean exit (0)."""
     redact.register(settings.luma_api_key)
+    # a starting process: the metrics files of processes that are gone are removed
+    metrics.setup(settings.metrics, settings.metrics_dir, kind="worker", prune=True)
     database, client = Database(settings.database_url), make_client(settings)
     worker = Worker(settings, database, client)
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("%s: finishing the requests in hand, then stopping", signal.Signals(signum).name)
         worker.stopping.set()
+        shutdown.request()  # downloads in progress stop at their next chunk (tracker/shutdown.py)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)

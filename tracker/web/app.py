@@ -34,8 +34,24 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         client=make_client(settings),
     )
 
-    from . import api, dashboard, errors, filters, hooks, openapi, readiness, security, sessions
+    from . import (
+        api,
+        dashboard,
+        errors,
+        filters,
+        hooks,
+        openapi,
+        readiness,
+        requestlog,
+        security,
+        sessions,
+        workers,
+    )
     from . import media as media_routes
+    from . import metrics as metrics_routes
+
+    metrics_routes.init_app(app)  # first: its timing covers the other hooks; GET /metrics
+    requestlog.init_app(app)  # X-Request-ID, and request_id/task_id on log lines
 
     errors.init_app(app)
     security.init_app(app)
@@ -48,6 +64,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     app.register_blueprint(media_routes.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(readiness.bp)  # GET /readyz, no token (like /healthz)
+    workers.init_app(app)  # GET /api/workers, the dashboard's workers panel
 
     @app.get("/healthz")
     def healthz() -> tuple[dict[str, str], int]:

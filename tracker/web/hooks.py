@@ -17,6 +17,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from .. import lifecycle
 from ..models import Task
 from ..parse import parse_body
+from . import metrics
 from .context import services
 from .errors import error
 
@@ -41,4 +42,5 @@ def luma_callback(token: str):  # type: ignore[no-untyped-def]
         if task is None or not hmac.compare_digest(task.callback_token_hash or "", token_hash):
             return error(404, "unknown callback")
         lifecycle.apply(session, svc.settings, task, update, "callback", payload=payload)
+    metrics.note_callback(update.understood)
     return {"received": True, "understood": update.understood}, 200

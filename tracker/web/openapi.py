@@ -40,6 +40,11 @@ class _Compact(GenerateJsonSchema):
         return super().nullable_schema(schema)
 
 
+WORKER_FIELDS = (
+    "id", "host", "pid", "started_at", "last_seen_at", "tasks_claimed", "paused_until", "stale"
+)  # fmt: skip
+
+
 def _components() -> dict[str, Any]:
     models: list[type[BaseModel]] = [schemas.Task, schemas.TaskDetail, schemas.Event]
     models += [schemas.TaskPage, schemas.Account, schemas.Error]
@@ -52,6 +57,31 @@ def _components() -> dict[str, Any]:
     components: dict[str, Any] = found["$defs"]
     for component in components.values():
         component.pop("title", None)
+    # GET /api/workers (tracker/web/workers.py): a hand-written shape, as small as it is
+    when = {"type": ["string", "null"], "format": "date-time"}
+    components["Workers"] = {
+        "type": "object",
+        "required": ["workers"],
+        "properties": {
+            "workers": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": [*WORKER_FIELDS],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "host": {"type": "string"},
+                        "pid": {"type": "integer"},
+                        "started_at": {"type": "string", "format": "date-time"},
+                        "last_seen_at": {"type": "string", "format": "date-time"},
+                        "tasks_claimed": {"type": "integer"},
+                        "paused_until": when,
+                        "stale": {"type": "boolean", "description": "no heartbeat for 60 s"},
+                    },
+                },
+            }
+        },
+    }
     components["NewTask"] = {
         "oneOf": [{"$ref": REF.format(model=m)} for m in ("Extend", "Generate")]
     }
@@ -140,6 +170,10 @@ ROUTES = [
         {200: ("the stored balance", "Account")}, (404,),
     ),
     Route(
+        "get", "/api/workers", "Worker processes and their heartbeats (stale: none for 60 s)",
+        {200: ("every registered worker", "Workers")},
+    ),
+    Route(
         "get", "/api/tasks/{task_id}", "One task with its events",
         {200: ("the task", "TaskDetail")}, (404,),
     ),
@@ -190,6 +224,21 @@ def _paths() -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for route in ROUTES:
         paths.setdefault(route.path, {})[route.method] = _operation(route)
+    # Prometheus's text format, not JSON (tracker/web/metrics.py; absent with TRACKER_METRICS=0)
+    text = {"text/plain": {"schema": {"type": "string"}}}
+    error = {"$ref": REF.format(model="Error")}
+    paths["/metrics"] = {
+        "get": {
+            "summary": "Metrics of every tracker process on this machine, for Prometheus",
+            "responses": {
+                "200": {"description": "Prometheus's text exposition format", "content": text},
+                **{
+                    str(status): {"description": STATUS[status], "content": _json(error)}
+                    for status in ALWAYS
+                },
+            },
+        }
+    }
     return paths
 
 

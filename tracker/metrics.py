@@ -1,0 +1,277 @@
+"""Prometheus metrics (`GET /metrics`, tracker/web/metrics.py), with prometheus_client.
+
+Counters and histograms are counted where things happen, through the one-line helpers
+below (`callback`, `upstream_request`, `submit`, `archived_bytes`, `delivery`,
+`http_request`); gauges that describe the shared database (`tracker_tasks{state}`,
+`tracker_poll_lag_seconds`, `tracker_workers{state}`) are read from it at scrape time.
+
+Multiprocess mode (tracker/metrics_files.py): gunicorn's web processes and the worker
+write into one folder per machine, and a scrape of any web process adds them all up, so
+one scrape per machine sees everything. The database gauges are the same on every
+machine (one database): aggregate them with max(), not sum().
+
+`TRACKER_METRICS=0` turns it all off: no folder, no route, and every helper returns at
+once (how the overhead is measured, docs/benchmarks.md). Labels never carry a raw path:
+requests are labelled by their route template (`/callbacks/luma/<token>`), since paths
+hold callback tokens.
+
+Outcomes, as counted:
+- `tracker_callbacks_total{result}`: understood, not_understood (stored, the task made due
+  for a query), unknown_token (404), too_large (413), refused (another 4xx), error (5xx).
+- `tracker_submits_total{outcome}`: accepted (the upstream named the task), deferred (not
+  acted on: 429 or unreachable; queued again), refused (the upstream said no), unknown
+  (sent, outcome unknown: never resent on its own).
+- `tracker_upstream_requests_total{kind,code}`: kind is create, query, batch, credits or
+  download_url; code the HTTP status, or timeout, connect_error, invalid (a 2xx that is
+  not JSON).
+- `tracker_deliveries_total{outcome}` (outgoing webhooks, issue 11): delivered (2xx),
+  retry (failed, another attempt scheduled), failed (given up), abandoned (stopped
+  mid-send by a shutdown; sent again later). Call `delivery(outcome)` once per attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from . import metrics_files
+
+log = logging.getLogger(__name__)
+
+HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+UPSTREAM_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+POLLED = ("pending", "processing")
+CALLBACK_RESULTS = (
+    "understood",
+    "not_understood",
+    "unknown_token",
+    "too_large",
+    "refused",
+    "error",
+)
+SUBMIT_OUTCOMES = ("accepted", "deferred", "refused", "unknown")
+DELIVERY_OUTCOMES = ("delivered", "retry", "failed", "abandoned")
+UPSTREAM_KINDS = ("create", "query", "batch", "credits", "download_url")
+
+
+@dataclass
+class _Metrics:
+    callbacks: Any
+    upstream_requests: Any
+    upstream_seconds: Any
+    submits: Any
+    archive_bytes: Any
+    deliveries: Any
+    http_seconds: Any
+    processes: Any
+
+
+_m: _Metrics | None = None
+_dir = ""
+_lock = threading.Lock()
+# labelled children by (metric, labels): a dict lookup instead of `.labels()` (half the cost
+# of a count, which sits on the callback path)
+_children: dict[tuple[Any, ...], Any] = {}
+
+
+def _child(metric: Any, *labels: str) -> Any:
+    key = (id(metric), *labels)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*labels)
+    return found
+
+
+def _build() -> _Metrics:
+    from prometheus_client import Counter, Gauge, Histogram
+
+    # registry=None: nothing in the library's global registry; a scrape reads the files
+    def counter(name: str, text: str, labels: tuple[str, ...] = ()) -> Any:
+        return Counter(name, text, labels, registry=None)
+
+    return _Metrics(
+        callbacks=counter("tracker_callbacks", "Upstream callbacks received.", ("result",)),
+        upstream_requests=counter(
+            "tracker_upstream_requests", "Requests to the upstream API.", ("kind", "code")
+        ),
+        upstream_seconds=Histogram(
+            "tracker_upstream_request_seconds",
+            "Time the upstream took to answer (or to fail).",
+            ("kind",),
+            buckets=UPSTREAM_BUCKETS,
+            registry=None,
+        ),
+        submits=counter("tracker_submits", "Creates sent to the upstream.", ("outcome",)),
+        archive_bytes=counter("tracker_archive_bytes", "Bytes of videos and thumbnails archived."),
+        deliveries=counter(
+            "tracker_deliveries", "Outgoing webhook delivery attempts.", ("outcome",)
+        ),
+        http_seconds=Histogram(
+            "tracker_http_request_seconds",
+            "Time to answer a request, by route template (never the raw path).",
+            ("method", "route", "status"),
+            buckets=HTTP_BUCKETS,
+            registry=None,
+        ),
+        processes=Gauge(
+            "tracker_processes",
+            "Tracker processes running on this machine.",
+            ("kind",),
+            multiprocess_mode="livesum",
+            registry=None,
+        ),
+    )
+
+
+def setup(enabled: bool, directory: str = "", *, kind: str, prune: bool = False) -> bool:
+    """Start counting in this process (once; later calls only say whether it is on).
+
+    `prune`: remove the files of processes that are gone (a starting worker; the gunicorn
+    master does it in gunicorn.conf.py, before its web processes exist).
+    """
+    global _m, _dir
+    if not enabled:
+        return False
+    with _lock:
+        if _m is not None:
+            return True
+        from prometheus_client import values
+
+        path = directory or metrics_files.default_dir()
+        os.makedirs(path, exist_ok=True)
+        os.environ[metrics_files.ENV] = path  # read by prometheus_client for every file
+        if prune:
+            metrics_files.prune_dead(path)
+        values.ValueClass = values.MultiProcessValue()
+        _dir, _m = path, _build()
+        _m.processes.labels(kind).set(1)
+        # every known outcome shows from the first scrape, at 0: rates and alerts need a series
+        for metric, names in (
+            (_m.callbacks, CALLBACK_RESULTS),
+            (_m.submits, SUBMIT_OUTCOMES),
+            (_m.deliveries, DELIVERY_OUTCOMES),
+            (_m.upstream_seconds, UPSTREAM_KINDS),
+        ):
+            for name in names:
+                _child(metric, name)
+        return True
+
+
+def enabled() -> bool:
+    return _m is not None
+
+
+def directory() -> str:
+    return _dir
+
+
+# -- the one-line helpers -------------------------------------------------------------------
+
+
+def callback(result: str) -> None:
+    if _m is not None:
+        _child(_m.callbacks, result).inc()
+
+
+def upstream_request(kind: str, code: str, seconds: float) -> None:
+    if _m is not None:
+        _child(_m.upstream_requests, kind, code).inc()
+        _child(_m.upstream_seconds, kind).observe(seconds)
+
+
+def submit(state: str, outcome_unknown: bool) -> None:
+    """After a send: the task's state then, and whether its outcome is unknown."""
+    if _m is None:
+        return
+    if state == "queued":
+        outcome = "deferred"
+    elif state == "rejected":
+        outcome = "unknown" if outcome_unknown else "refused"
+    else:
+        outcome = "accepted"
+    _child(_m.submits, outcome).inc()
+
+
+def archived_bytes(size: int) -> None:
+    if _m is not None:
+        _m.archive_bytes.inc(size)
+
+
+def delivery(outcome: str) -> None:
+    if _m is not None:
+        _child(_m.deliveries, outcome).inc()
+
+
+def http_request(method: str, route: str, status: int, seconds: float) -> None:
+    if _m is not None:
+        method = method if method in METHODS else "other"
+        _child(_m.http_seconds, method, route, str(status)).observe(seconds)
+
+
+# -- a scrape -------------------------------------------------------------------------------
+
+
+class DatabaseGauges:
+    """Gauges read from the shared database at scrape time: the same on every machine."""
+
+    def __init__(self, db: Any, flavor: str) -> None:
+        self.db, self.flavor = db, flavor
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+        from sqlalchemy import func, select
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from .heartbeat import stale_before
+        from .models import StateCount, Task, WorkerBeat, utcnow
+
+        now = utcnow()
+        try:
+            with self.db.read() as session:
+                counts = session.execute(select(StateCount.state, StateCount.count)).all()
+                due = session.scalar(
+                    select(func.min(Task.next_check_at)).where(
+                        Task.state.in_(POLLED),
+                        Task.upstream == self.flavor,
+                        Task.upstream_id.is_not(None),
+                    )
+                )
+                seen = list(session.scalars(select(WorkerBeat.last_seen_at)))
+        except SQLAlchemyError as exc:
+            log.warning("metrics: the database did not answer (%s)", type(exc).__name__)
+            return
+        tasks = GaugeMetricFamily("tracker_tasks", "Tasks in each state.", labels=["state"])
+        for state, count in counts:
+            tasks.add_metric([state], count)
+        yield tasks
+        lag = max(0.0, (now - due).total_seconds()) if due is not None else 0.0
+        yield GaugeMetricFamily(
+            "tracker_poll_lag_seconds",
+            "How overdue the most overdue task waiting for a query is (0: none is).",
+            value=lag,
+        )
+        stale = stale_before(now)
+        workers = GaugeMetricFamily(
+            "tracker_workers",
+            "Worker processes by heartbeat (stale: none for 60 s).",
+            labels=["state"],
+        )
+        workers.add_metric(["live"], sum(1 for at in seen if at >= stale))
+        workers.add_metric(["stale"], sum(1 for at in seen if at < stale))
+        yield workers
+
+
+def render(db: Any, flavor: str) -> tuple[bytes, str]:
+    """The text exposition of every process's metrics on this machine, and its content type."""
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=_dir)
+    registry.register(DatabaseGauges(db, flavor))
+    return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,26 @@
+"""Request ids and task ids on the web process's log lines (see tracker/logs.py)."""
+
+from __future__ import annotations
+
+from flask import Flask, request
+
+from .. import logs, redact
+
+
+def _note_task() -> None:
+    """A request about one task (/api/tasks/<task_id>, /tasks/<task_id>...): its lines say so."""
+    task = (request.view_args or {}).get("task_id")
+    if isinstance(task, int):
+        logs.task_id.set(task)  # RequestIds puts the previous value back after the request
+        request.environ[logs.TASK_ENVIRON_KEY] = task  # for gunicorn's access line
+
+
+def _not_secret(given: str) -> bool:
+    return redact.redact(given) == given
+
+
+def init_app(app: Flask) -> None:
+    logs.install_context()
+    # an incoming id that holds a secret (a token pasted by mistake) is replaced, not logged
+    app.wsgi_app = logs.RequestIds(app.wsgi_app, _not_secret)  # type: ignore[method-assign]
+    app.before_request(_note_task)
