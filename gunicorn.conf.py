@@ -54,7 +54,13 @@ def _seconds(name, default):  # type: ignore[no-untyped-def]
 
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# One process on SQLite, two elsewhere, unless WEB_CONCURRENCY says: SQLite has one write lock,
+# and two processes wanting it wait for each other in cooperative retries (tracker/db.py) where
+# one process's greenlets never do (a transaction runs to its end without yielding). Measured
+# with `python -m bench ingest` (docs/benchmarks.md, "Callback ingest"): on SQLite one process
+# took 20 to 26 % more callbacks a second than two, at less CPU per callback.
+_sqlite = os.environ.get("DATABASE_URL", "sqlite").startswith("sqlite")
+workers = int(os.environ.get("WEB_CONCURRENCY", "1" if _sqlite else "2"))
 worker_class = "gevent"
 worker_connections = 1000  # connections a process holds open at once (gevent's default)
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))  # `-k gthread`; under gevent, wsgi.py

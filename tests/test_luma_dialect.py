@@ -20,11 +20,12 @@ from lumasim.simulator import Simulator
 from tests.support.scripted import Reply, ScriptedUpstream
 from tests.support.shapes import check_final, final_task_payloads, load, named_id, unnamed_in_flight
 from tests.support.waiting import api_task
-from tracker import lifecycle, worker
+from tracker import dispatch, lifecycle, worker
 from tracker import settings as settings_module
 from tracker.db import Database
 from tracker.lifecycle import NewTask
 from tracker.models import Task, utcnow
+from tracker.scheduler import sweeps
 from tracker.serialize import task_json
 from tracker.services import make_client
 from tracker.settings import SettingsError
@@ -217,7 +218,7 @@ def test_by_polling_only(
     upstream.route("GET", f"/generations/{upstream_id}", Reply(200, case["body"]))
     settings = make_settings(luma_api_base=upstream.url, luma_api_flavor="luma", poll_after=0.0)
     client = make_client(settings)
-    task = lifecycle.submit(db, settings, client, NewTask(kind="generate", user_prompt="a fox"))
+    task = dispatch.submit(db, settings, client, NewTask(kind="generate", user_prompt="a fox"))
     client.close()
     for _ in range(20):
         worker.run_once(settings.with_overrides(media_dir=""), db=db)
@@ -264,7 +265,7 @@ def test_after_a_switch_the_worker_leaves_the_other_dialects_tasks_alone(
             luma_api_base=sim.url, luma_api_flavor="luma", poll_after=0.0, max_in_flight=2
         )
         client = make_client(settings)
-        mine = lifecycle.submit(
+        mine = dispatch.submit(
             db, settings, client, NewTask(kind="generate", user_prompt="a new one")
         )
         client.close()
@@ -297,6 +298,6 @@ def test_after_a_switch_the_worker_leaves_the_other_dialects_tasks_alone(
         # back on the proxy flavor, the same worker code would time them out
         with db.write() as session:
             session.execute(update(Task).where(Task.id.in_(proxy_ids)).values(next_check_at=None))
-        assert lifecycle.time_out_overdue(db, make_settings(task_timeout=60)) == 3
+        assert sweeps.time_out_overdue(db, make_settings(task_timeout=60)) == 3
     finally:
         sim.stop()

@@ -16,10 +16,11 @@ from werkzeug.wrappers import Request, Response
 from tests.support.databases import TEST_DATABASE_URL
 from tests.support.scripted import Reply, raw_task
 from tests.support.waiting import api_task
-from tracker import lifecycle, worker
+from tracker import dispatch, lifecycle, worker
 from tracker.lifecycle import NewTask
 from tracker.models import StateCount, Task, utcnow
 from tracker.parse import parse
+from tracker.scheduler import claims, sweeps
 from tracker.services import make_client
 
 
@@ -66,7 +67,7 @@ def test_a_cut_off_answer_to_a_create_is_never_resent(db, make_settings) -> None
     settings = make_settings(luma_api_base=f"http://127.0.0.1:{server.getsockname()[1]}")
     client = make_client(settings)
     try:
-        task = lifecycle.submit(db, settings, client, NewTask(kind="generate", user_prompt="a fox"))
+        task = dispatch.submit(db, settings, client, NewTask(kind="generate", user_prompt="a fox"))
         worker.run_once(settings, db=db, client=client)
     finally:
         server.close()
@@ -81,7 +82,7 @@ def test_a_resend_starts_a_new_timeout_clock(db, make_settings, upstream) -> Non
     settings = make_settings(luma_api_base=upstream.url, task_timeout=3600.0)
     client = make_client(settings)
     upstream.then(Reply(500, {"detail": "boom"}), Reply(200, raw_task("up-2")))
-    task = lifecycle.submit(db, settings, client, NewTask(kind="generate", user_prompt="a fox"))
+    task = dispatch.submit(db, settings, client, NewTask(kind="generate", user_prompt="a fox"))
     two_hours_ago = utcnow() - timedelta(hours=2)
     with db.write() as session:  # the person waited two hours before resending, as advised
         session.execute(
@@ -89,7 +90,7 @@ def test_a_resend_starts_a_new_timeout_clock(db, make_settings, upstream) -> Non
             .where(Task.id == task.id)
             .values(created_at=two_hours_ago, submitted_at=two_hours_ago)
         )
-    lifecycle.resend(db, settings, client, task.id)
+    dispatch.resend(db, settings, client, task.id)
     worker.run_once(settings, db=db, client=client)
     with db.read() as session:
         assert session.get(Task, task.id).state == "pending"
@@ -164,12 +165,12 @@ def test_an_answer_after_the_lease_revives_the_task(db, make_settings, upstream)
     sender = threading.Thread(
         target=lambda: done.setdefault(
             "task",
-            lifecycle.submit(db, settings, client, NewTask(kind="generate", user_prompt="a fox")),
+            dispatch.submit(db, settings, client, NewTask(kind="generate", user_prompt="a fox")),
         )
     )
     sender.start()
     deadline = utcnow() + timedelta(seconds=10)
-    while not lifecycle.recover_interrupted_submissions(db):  # the lease runs out mid-send
+    while not sweeps.recover_interrupted_submissions(db):  # the lease runs out mid-send
         assert utcnow() < deadline
     sender.join(timeout=10)
     with db.read() as session:
@@ -184,7 +185,7 @@ def test_an_answer_after_the_lease_revives_the_task(db, make_settings, upstream)
 def test_absurd_retry_after_is_bounded(db, make_settings, upstream, retry_after: str) -> None:  # type: ignore[no-untyped-def]
     settings = make_settings(luma_api_base=upstream.url)
     upstream.then(Reply(429, {"detail": "slow down"}, headers={"Retry-After": retry_after}))
-    task = lifecycle.submit(
+    task = dispatch.submit(
         db, settings, make_client(settings), NewTask(kind="generate", user_prompt="a fox")
     )
     with db.read() as session:
@@ -202,18 +203,18 @@ def test_a_claim_never_overwrites_a_timeout(db, make_settings, monkeypatch) -> N
         old = utcnow() - timedelta(hours=1)
         session.execute(update(Task).where(Task.id == task.id).values(created_at=old))
     go, selected = threading.Event(), threading.Event()
-    real = lifecycle.secrets.token_urlsafe
+    real = claims.secrets.token_urlsafe
 
     def slow_token(n: int) -> str:  # hold the claim between its read and its write
         selected.set()
         go.wait(10)
         return real(n)
 
-    monkeypatch.setattr(lifecycle.secrets, "token_urlsafe", slow_token)
-    claimer = threading.Thread(target=lambda: lifecycle.claim_for_dispatch(db, settings))
+    monkeypatch.setattr(claims.secrets, "token_urlsafe", slow_token)
+    claimer = threading.Thread(target=lambda: claims.claim_for_dispatch(db, settings))
     claimer.start()
     assert selected.wait(10)
-    lifecycle.time_out_overdue(db, settings)  # runs in the gap
+    sweeps.time_out_overdue(db, settings)  # runs in the gap
     go.set()
     claimer.join(timeout=10)
     with db.read() as session:

@@ -24,7 +24,7 @@ from tests.support.shapes import (
     unnamed_in_flight,
 )
 from tests.support.waiting import api_task
-from tracker import lifecycle, worker
+from tracker import dispatch, worker
 from tracker.db import Database
 from tracker.lifecycle import NewTask
 from tracker.models import Task
@@ -88,7 +88,7 @@ def test_by_polling_only(
     upstream.route("GET", f"/luma/generations/{upstream_id}", Reply(200, case["body"]))
     settings = make_settings(luma_api_base=upstream.url, poll_after=0.0)  # no callback URL
     client = make_client(settings)
-    task = lifecycle.submit(db, settings, client, NewTask(kind="generate", user_prompt="a fox"))
+    task = dispatch.submit(db, settings, client, NewTask(kind="generate", user_prompt="a fox"))
     client.close()
     assert "notify_hook" not in upstream.creates()[0].body
     passes(settings, db, [task.id])
@@ -113,7 +113,7 @@ def test_by_batch_query(
     settings = make_settings(luma_api_base=upstream.url, poll_after=0.0)
     client = make_client(settings)
     ids = [
-        lifecycle.submit(db, settings, client, NewTask(kind="generate", user_prompt="a fox")).id
+        dispatch.submit(db, settings, client, NewTask(kind="generate", user_prompt="a fox")).id
         for _ in wanted
     ]
     client.close()

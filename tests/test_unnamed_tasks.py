@@ -17,10 +17,11 @@ import requests
 from tests.support.scripted import Reply, ScriptedUpstream, raw_task
 from tests.support.shapes import unnamed_in_flight
 from tests.support.waiting import api_task, wait_for
-from tracker import lifecycle
+from tracker import dispatch
 from tracker.db import Database
 from tracker.lifecycle import NewTask
 from tracker.models import Task
+from tracker.scheduler import sweeps
 from tracker.services import make_client
 
 VIDEO = "https://cdn.example/v.mp4"
@@ -114,11 +115,11 @@ def test_an_answer_after_the_lease_ran_out(
     sender = threading.Thread(
         target=lambda: done.setdefault(
             "task",
-            lifecycle.submit(db, settings, client, NewTask(kind="generate", user_prompt="a fox")),
+            dispatch.submit(db, settings, client, NewTask(kind="generate", user_prompt="a fox")),
         )
     )
     sender.start()
-    wait_for(lambda: lifecycle.recover_interrupted_submissions(db))  # the lease ran out
+    wait_for(lambda: sweeps.recover_interrupted_submissions(db))  # the lease ran out
     hold.set()
     sender.join(10)
     client.close()

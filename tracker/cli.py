@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from . import lifecycle, validate
+from . import dispatch, lifecycle, validate
 from . import settings as settings_module
 from .db import Database
 from .migrate import alembic_config, upgrade
@@ -228,7 +228,7 @@ def submit(
     except validate.ValidationError as exc:
         raise click.BadParameter(exc.message, param_hint=exc.field) from None
     database = _db(settings)
-    task = lifecycle.submit(database, settings, make_client(settings), new)
+    task = dispatch.submit(database, settings, make_client(settings), new)
     _show(database, task.id)
 
 
@@ -302,7 +302,7 @@ def resend(task_id: int) -> None:
     settings = _settings()
     database = _db(settings)
     try:
-        lifecycle.resend(database, settings, make_client(settings), task_id)
+        dispatch.resend(database, settings, make_client(settings), task_id)
     except (LookupError, lifecycle.InvalidAction) as exc:
         raise click.ClickException(str(exc)) from None
     _show(database, task_id)

@@ -100,7 +100,7 @@ class Database:
         self.engine = make_engine(url, lock_wait)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self.is_postgres = self.engine.dialect.name == "postgresql"
-        write_engine = self.engine.execution_options(tracker_write=True)
+        write_engine = self._write_engine = self.engine.execution_options(tracker_write=True)
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(write_engine, expire_on_commit=False)
 
@@ -114,6 +114,13 @@ class Database:
         """A transaction that commits on success and rolls back on any error."""
         with self._write() as session, session.begin():
             yield session
+
+    @contextmanager
+    def write_connection(self) -> Iterator[Connection]:
+        """A write transaction on a bare connection (SQLAlchemy Core, no Session): the callback
+        route's, where a Session's bookkeeping would cost more than the statements."""
+        with self._write_engine.begin() as connection:
+            yield connection
 
     def dispose(self) -> None:
         self.engine.dispose()

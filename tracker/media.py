@@ -23,33 +23,29 @@ pass; `tracker archive --missing` calls `archive_missing`.
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import and_, case, or_, select, update
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.sql.elements import ColumnElement
 
 from . import heartbeat, metrics, netguard, shutdown, storage
 from .db import Database
-from .download import DOWNLOAD_DEADLINE, DownloadError, TooLarge, download, remove_partials
+from .download import DownloadError, TooLarge, download, remove_partials
 from .heartbeat import Heartbeat
-from .models import Task, utcnow
+from .models import Task
 from .redact import redact
+from .scheduler import archives, timing
 from .settings import Settings
 from .upstream import Answer, LumaClient, UpstreamError
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 8
-RETRY_BASE = 30.0
-RETRY_MAX = 3600.0
-# a claimed task is left alone this long: past the longest video + thumbnail downloads
-# (unless its holder's heartbeat goes stale first)
-MIN_LEASE = 2 * DOWNLOAD_DEADLINE + 60.0
+# the claims and their backoff are the scheduler's (scheduler.archives, scheduler.timing)
+MAX_ATTEMPTS = timing.ARCHIVE_MAX_ATTEMPTS
+RETRY_BASE = timing.ARCHIVE.base
+MIN_LEASE = archives.MIN_LEASE
 
 
 def guard_for(settings: Settings) -> netguard.Guard:
@@ -74,15 +70,6 @@ def remove_stale_partials(db: Database, settings: Settings, task_id: int | None 
     if removed:
         log.info("removed %d partial download(s) left by a stopped process", len(removed))
     return len(removed)
-
-
-def _taken_over(now: datetime) -> ColumnElement[bool]:
-    """An archive lease (future next_archive_at, no error) whose holder's heartbeat is stale."""
-    return and_(
-        Task.next_archive_at > now,
-        Task.archive_error.is_(None),
-        heartbeat.held_by_dead(Task.claimed_by, now),
-    )
 
 
 # -- one task ---------------------------------------------------------------------------------
@@ -220,72 +207,25 @@ def _archive_one(
 
 
 def _note_success(db: Database, task_id: int, video: str | None, thumbnail: str | None) -> None:
-    with db.write() as session:
-        task = session.get(Task, task_id)
-        if task is None:
-            return
-        if video:
-            task.media_path = video
-            task.archived_at = utcnow()
-        if thumbnail:
-            task.thumbnail_path = thumbnail
-        task.archive_error = None
-        task.archive_attempts = 0
-        task.next_archive_at = None
+    archives.succeeded(db, task_id, video, thumbnail)
 
 
 def _give_back(db: Database, task_id: int, holder: str | None) -> None:
-    """A download abandoned by a shutdown: due again at once, for whichever worker is next.
-
-    Not a failed attempt (nothing is counted against the task); only this holder's lease.
-    """
+    """A download abandoned by a shutdown: its lease goes back (`scheduler.archives.give_back`)."""
     log.info("task %d: archival abandoned (stopping); its lease is given back", task_id)
-    with db.write() as session:
-        session.execute(
-            update(Task)
-            .where(Task.id == task_id, Task.claimed_by == holder, Task.state == "completed")
-            .values(next_archive_at=utcnow(), claimed_by=None)
-            .execution_options(synchronize_session=False)
-        )
+    archives.give_back(db, task_id, holder)
 
 
 def retry_delay(attempts: int) -> float:
     """Exponential backoff with jitter: 30 s, 1 min, 2 min, ... up to an hour."""
-    return min(RETRY_MAX, RETRY_BASE * 2 ** max(0, attempts - 1)) * random.uniform(0.8, 1.0)
+    return timing.archive_delay(attempts)
 
 
 def _note_failure(
     db: Database, task_id: int, exc: DownloadError, *, holder: str | None = None
 ) -> None:
     reason = redact(exc.reason)[:500]
-    now = utcnow()
-    with db.write() as session:
-        task = session.get(Task, task_id)
-        if task is None:
-            return
-        if holder and task.claimed_by != holder:
-            # taken over while this process looked dead: the new holder's attempt decides
-            log.warning("task %d: archival attempt abandoned: %s", task_id, reason)
-            return
-        attempts = (task.archive_attempts or 0) + 1
-        task.archive_attempts = attempts
-        if exc.permanent or attempts >= MAX_ATTEMPTS:
-            task.next_archive_at = None
-            task.archive_error = (
-                reason if exc.permanent else f"gave up after {attempts} attempts: {reason}"
-            )
-            log.warning("task %d: archival given up: %s", task_id, reason)
-        else:
-            wait = retry_delay(attempts)
-            task.next_archive_at = now + timedelta(seconds=wait)
-            task.archive_error = reason
-            log.warning(
-                "task %d: archival attempt %d failed: %s; next try in %.0f s",
-                task_id,
-                attempts,
-                reason,
-                wait,
-            )
+    archives.failed(db, task_id, reason, permanent=exc.permanent, holder=holder)
 
 
 # -- choosing and claiming tasks --------------------------------------------------------------
@@ -294,68 +234,36 @@ def _note_failure(
 def _claim(
     db: Database, settings: Settings, task_id: int, *, due_only: bool, holder: Heartbeat | None
 ) -> _Job | None:
-    """Take the task for one attempt with a conditional UPDATE; None when another has it.
-
-    The lease is next_archive_at pushed past the download with archive_error cleared, which
-    is how `archive_missing` tells a task in someone's hands from one waiting out a backoff;
-    claimed_by names the holder, so that a dead one's lease is taken over.
-    """
-    now = utcnow()
-    lease_until = now + timedelta(seconds=max(MIN_LEASE, settings.lease_seconds))
-    conditions = [Task.id == task_id, Task.state == "completed"]
-    if due_only:
-        conditions.append(or_(Task.next_archive_at <= now, _taken_over(now)))
-    else:
-        conditions.append(
-            or_(
-                Task.next_archive_at.is_(None),
-                Task.next_archive_at <= now,
-                Task.archive_error.is_not(None),
-                _taken_over(now),
-            )
-        )
+    """Take the task for one attempt (`scheduler.archives.claim`); None when another has it."""
     # only a registered holder's name goes on the lease: an unknown one is never taken for dead
     owner = holder.id if holder is not None and holder.registered else None
-    with db.write() as session:
-        claimed = session.execute(
-            update(Task)
-            .where(*conditions)
-            .values(next_archive_at=lease_until, archive_error=None, claimed_by=owner)
-            .execution_options(synchronize_session=False)
-        )
-        if claimed.rowcount != 1:
-            return None
-        task = session.get(Task, task_id)
-        assert task is not None
-        names = (task.media_path, task.thumbnail_path)
-        job = _Job(
-            task_id=task.id,
-            upstream_id=task.upstream_id,
-            video_url=task.video_url,
-            thumbnail_url=task.thumbnail_url,
-            need_video=True,
-            need_thumbnail=True,
-            upstream=task.upstream,
-            holder=owner,
-            tag=heartbeat.file_tag(owner) if owner else "",
-        )
+    claim = archives.claim(db, settings, task_id, due_only=due_only, owner=owner)
+    if claim is None:
+        return None
+    job = _Job(
+        task_id=claim.task_id,
+        upstream_id=claim.upstream_id,
+        video_url=claim.video_url,
+        thumbnail_url=claim.thumbnail_url,
+        need_video=True,
+        need_thumbnail=True,
+        upstream=claim.upstream,
+        holder=owner,
+        tag=heartbeat.file_tag(owner) if owner else "",
+    )
     # asked after the claim's commit: a bucket's HEAD must not hold the database's write lock
     store = storage.primary(settings)
-    assert store is not None
+    if store is None:
+        raise RuntimeError("archival is off (no TRACKER_MEDIA_DIR) but a claim was made")
     try:
-        need_video, need_thumbnail = (not _has(store, name) for name in names)
+        need_video, need_thumbnail = (
+            not _has(store, name) for name in (claim.media_path, claim.thumbnail_path)
+        )
     except storage.StorageError as exc:
         _note_failure(db, task_id, DownloadError(exc.reason), holder=job.holder)
         return None
     if not need_video and not (need_thumbnail and job.thumbnail_url):
-        # already archived and stored: nothing to fetch, nothing to schedule
-        with db.write() as session:
-            session.execute(
-                update(Task)
-                .where(Task.id == task_id, Task.next_archive_at == lease_until)
-                .values(next_archive_at=None)
-                .execution_options(synchronize_session=False)
-            )
+        archives.nothing_to_do(db, claim)  # already archived and stored
         return None
     return replace(job, need_video=need_video, need_thumbnail=need_thumbnail)
 
@@ -410,19 +318,7 @@ def archive_due(
     """
     if not settings.archives:
         return 0
-    now = utcnow()
-    with db.read() as session:
-        ids = list(
-            session.scalars(
-                select(Task.id)
-                .where(
-                    Task.state == "completed", or_(Task.next_archive_at <= now, _taken_over(now))
-                )
-                .order_by(case((Task.next_archive_at > now, 0), else_=1), Task.next_archive_at)
-                .order_by(Task.id)
-                .limit(limit)
-            )
-        )
+    ids = archives.due(db, limit)
     return _run(db, settings, client, ids, due_only=True, guard=guard, holder=holder)
 
 

@@ -21,7 +21,10 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
 )
+from sqlalchemy import false as sa_false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from .states import FINAL_STATES, TaskState
 
 
 def utcnow() -> datetime:
@@ -51,20 +54,20 @@ class Base(DeclarativeBase):
     pass
 
 
-STATES = (
-    "queued",
-    "submitting",
-    "pending",
-    "processing",
-    "completed",
-    "failed",
-    "rejected",
-    "timed_out",
-)
-FINAL_STATES = ("completed", "failed", "rejected", "timed_out")
-IN_FLIGHT_STATES = ("submitting", "pending", "processing")
+class StateColumn(TypeDecorator[TaskState]):
+    """A state name as text in the database, a `TaskState` in Python."""
+
+    impl = String(16)
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
+        return None if value is None else TaskState(value).value
+
+    def process_result_value(self, value: str | None, dialect: Any) -> TaskState | None:
+        return None if value is None else TaskState(value)
+
+
 KINDS = ("extend", "generate")
-EVENT_SOURCES = ("submit", "callback", "poll", "user", "system")
 
 
 class Task(Base):
@@ -74,7 +77,7 @@ class Task(Base):
     upstream_id: Mapped[str | None] = mapped_column(String(128), index=True)
     source_task_id: Mapped[str | None] = mapped_column(String(128), index=True)
     kind: Mapped[str] = mapped_column(String(16))
-    state: Mapped[str] = mapped_column(String(16))
+    state: Mapped[TaskState] = mapped_column(StateColumn)
     # the API the task was sent with (LUMA_API_FLAVOR then): only that dialect's worker follows it
     upstream: Mapped[str] = mapped_column(String(16), default="proxy", server_default="proxy")
     upstream_state: Mapped[str | None] = mapped_column(String(32))
@@ -89,6 +92,9 @@ class Task(Base):
     video_url: Mapped[str | None] = mapped_column(Text)
     thumbnail_url: Mapped[str | None] = mapped_column(Text)
     failure_reason: Mapped[str | None] = mapped_column(Text)
+    # rejected because a create may or may not have happened upstream (never resent on our own;
+    # the upstream's word may still revive it). failure_reason says so in words.
+    outcome_unknown: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
     # how far along the upstream says it is (0-100) and its own wait guess, where it gives them
     progress: Mapped[int | None] = mapped_column(Integer)
     estimate_wait_seconds: Mapped[int | None] = mapped_column(Integer)
@@ -147,12 +153,15 @@ class TaskEvent(Base):
     note: Mapped[str | None] = mapped_column(Text)
     # the payload as received (secrets removed), as JSON text when it was JSON
     payload: Mapped[str | None] = mapped_column(Text)
-    # sha256 of source + payload; identical deliveries are recorded once
+    # sha256 of source + payload, on upstream inputs only: identical deliveries are recorded
+    # once (INSERT ... ON CONFLICT DO NOTHING on the unique index; NULLs never collide)
     fingerprint: Mapped[str | None] = mapped_column(String(64))
 
     task: Mapped[Task] = relationship(back_populates="events")
 
-    __table_args__ = (Index("ix_task_events_task_id_fingerprint", "task_id", "fingerprint"),)
+    __table_args__ = (
+        Index("ix_task_events_task_id_fingerprint", "task_id", "fingerprint", unique=True),
+    )
 
 
 class StateCount(Base):

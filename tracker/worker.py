@@ -13,11 +13,11 @@ unset), and the upstream limits how many tasks may run at once. So each pass:
 5. the credit balance is read, at most once a minute (`credits.refresh`, Luma only);
 6. a few finished videos are archived (`media.archive_due`) while their links are fresh.
 
-The lease (claimed_until, claimed_by) is written in the transaction that picks the rows:
-PostgreSQL's FOR UPDATE SKIP LOCKED lets claimers pass each other, SQLite's BEGIN IMMEDIATE
-serializes them. A worker killed mid-pass leaves leases that expire, or that others take
-over as soon as its heartbeat (`heartbeat`, a row in `workers`) goes stale. Every state
-change goes through `lifecycle`; this module only schedules and claims.
+Every claim, lease and backoff is the scheduler's (`scheduler.claims`, `scheduler.sweeps`,
+`scheduler.timing`), every state change lifecycle's: this module runs the passes, talks to
+the upstream from a thread pool and hands the answers over. A worker killed mid-pass leaves
+leases that expire, or that others take over as soon as its heartbeat (`heartbeat`, a row
+in `workers`) goes stale.
 """
 
 from __future__ import annotations
@@ -28,30 +28,29 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, or_, select, update
+from sqlalchemy import case, select
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import selectinload
 
-from . import credits, heartbeat, lifecycle, media, metrics, redact, shutdown
+from . import credits, dispatch, heartbeat, lifecycle, media, metrics, redact, shutdown
 from .db import Database
 from .models import StateCount, Task, utcnow
 from .parse import Update
+from .scheduler import claims, sweeps, timing
+from .scheduler.claims import Job
 from .services import make_client, warn_about
 from .settings import Settings
+from .states import RANK, Source, TaskState
 from .upstream import APIStatusError, LumaClient, RateLimitError, UpstreamError
 
 log = logging.getLogger(__name__)
 
-POLLED = ("pending", "processing")
 COUNTS = ("dispatched", "polled", "timed_out", "recovered", "archived", "errors")
 BATCH_SIZE = 50
-RATE_LIMIT_PAUSE = 5.0  # a 429 that names no Retry-After still means "not now"
 BATCH_REPROBE = 600.0  # an upstream without a usable batch endpoint is asked again after this
-Job = list[tuple[int, str]]  # (task id, upstream id) pairs asked about together
-COUNTER_ORDER = (case(lifecycle.RANK, value=StateCount.state), StateCount.state)
+COUNTER_ORDER = (case(RANK, value=StateCount.state), StateCount.state)
 
 
 @dataclass
@@ -98,20 +97,6 @@ def manners_for(base_url: str) -> Manners:
         return _manners.setdefault(base_url, Manners())
 
 
-def _pollable(now: datetime, flavor: str) -> tuple[Any, ...]:
-    """Tasks this worker may query: its own dialect's (another API cannot answer for them)."""
-    return (
-        Task.state.in_(POLLED),
-        Task.upstream == flavor,
-        Task.upstream_id.is_not(None),
-        or_(
-            Task.claimed_until.is_(None),
-            Task.claimed_until < now,
-            heartbeat.held_by_dead(Task.claimed_by, now),
-        ),
-    )
-
-
 class Worker:
     """One process's worker: its name on leases, its thread pool, its stop flag."""
 
@@ -132,8 +117,8 @@ class Worker:
         must not hold up the polling of everything else.
         """
         self.counts = dict.fromkeys(COUNTS, 0)
-        self.counts["recovered"] = lifecycle.recover_interrupted_submissions(self.db)
-        self.counts["timed_out"] = lifecycle.time_out_overdue(self.db, self.settings)
+        self.counts["recovered"] = sweeps.recover_interrupted_submissions(self.db)
+        self.counts["timed_out"] = sweeps.time_out_overdue(self.db, self.settings)
         self._dispatch()
         self._poll(cutoff=utcnow())
         if not self.stopping.is_set():
@@ -151,16 +136,17 @@ class Worker:
     def _dispatch(self) -> None:
         """One claim, then its send: a claim's lease never has to outlive other sends."""
         while not self.stopping.is_set() and not self.manners.pause_left("create"):
-            claimed = lifecycle.claim_for_dispatch(self.db, self.settings, limit=1, owner=self.name)
+            claimed = claims.claim_for_dispatch(self.db, self.settings, limit=1, owner=self.name)
             if not claimed:
                 return
             self.heartbeat.claimed(len(claimed))
-            task = lifecycle.send(self.db, self.settings, self.client, *claimed[0])
-            if task.state == "queued" and task.next_check_at:  # 429 or refused: "not now"
+            task = dispatch.send(self.db, self.settings, self.client, *claimed[0])
+            if task.state == TaskState.QUEUED and task.next_check_at:  # 429 or refused: "not now"
                 # no other create before this one's turn: Retry-After kept, oldest still first
                 wait_s = (task.next_check_at - utcnow()).total_seconds()
                 self.manners.pause("create", wait_s)
-            self.counts["dispatched" if task.state not in ("queued", "rejected") else "errors"] += 1
+            failed = task.state in (TaskState.QUEUED, TaskState.REJECTED)
+            self.counts["errors" if failed else "dispatched"] += 1
 
     def _poll(self, cutoff: datetime) -> None:
         """Query what was due when the pass began; keep the pool busy, hoard no claims.
@@ -196,38 +182,13 @@ class Worker:
         return self.stopping.is_set() or self.manners.pause_left("query") > 0
 
     def _claim(self, cutoff: datetime, limit: int) -> Job:
-        now = utcnow()
-        query = select(Task.id, Task.upstream_id).where(
-            *_pollable(now, self.settings.luma_api_flavor), Task.next_check_at <= cutoff
-        )
-        with self.db.write() as session:
-            rows = session.execute(
-                query.order_by(Task.next_check_at, Task.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            ).all()
-            if rows:
-                until = now + timedelta(seconds=self.settings.lease_seconds)
-                session.execute(
-                    update(Task)
-                    .where(Task.id.in_([row.id for row in rows]))
-                    .values(claimed_until=until, claimed_by=self.name)
-                    .execution_options(synchronize_session=False)
-                )
-                self.heartbeat.claimed(len(rows))
-        return [(row.id, row.upstream_id) for row in rows]
+        job = claims.claim_polls(self.db, self.settings, self.name, cutoff, limit)
+        self.heartbeat.claimed(len(job))
+        return job
 
     def release(self, job: Job | None = None) -> None:
         """Give back the leases this worker holds on tasks it will not query (all when None)."""
-        query = update(Task).where(
-            Task.claimed_by == self.name, Task.claimed_until.is_not(None), Task.state.in_(POLLED)
-        )
-        if job is not None:
-            query = query.where(Task.id.in_([task_id for task_id, _ in job]))
-        with self.db.write() as session:
-            session.execute(
-                query.values(claimed_until=None).execution_options(synchronize_session=False)
-            )
+        claims.release_polls(self.db, self.name, job)
 
     def _record(self, results: list[Result]) -> None:
         """Answers through lifecycle.apply, failures through lifecycle.note_poll_failure.
@@ -254,7 +215,7 @@ class Worker:
         query = select(Task).where(Task.id.in_([r.task_id for r in answers])).order_by(Task.id)
         # each task once here, so nothing needs flushing before the commit
         with self.db.write() as session, session.no_autoflush:
-            tasks = session.scalars(query.options(selectinload(Task.events)).with_for_update())
+            tasks = session.scalars(query.with_for_update())
             by_id = {task.id: task for task in tasks}
             if self.db.is_postgres:
                 # the counters in the order every single transition takes them (forward):
@@ -264,9 +225,10 @@ class Worker:
                 task = by_id.get(result.task_id)
                 if task is None or result.update is None:
                     continue
-                task.claimed_until = None
+                for name, value in timing.released().items():
+                    setattr(task, name, value)
                 lifecycle.apply(
-                    session, self.settings, task, result.update, "poll", payload=result.body
+                    session, self.settings, task, result.update, Source.POLL, payload=result.body
                 )
         self.counts["polled"] += len(answers)
 
@@ -291,7 +253,7 @@ class Worker:
         return results
 
     def _rate_limited(self, exc: RateLimitError) -> None:
-        pause = exc.retry_after if exc.retry_after is not None else RATE_LIMIT_PAUSE
+        pause = timing.RATE_LIMIT.delay(retry_after=exc.retry_after)
         self.manners.pause("query", pause)
         log.warning("upstream says slow down (HTTP %s): no queries for %.1f s", exc.status, pause)
 
@@ -322,15 +284,9 @@ class Worker:
 
     def next_delay(self) -> float:
         """The interval, or less when a poll falls due sooner (but not before a Retry-After)."""
-        now = utcnow()
-        with self.db.read() as session:
-            due = session.scalar(
-                select(func.min(Task.next_check_at)).where(
-                    *_pollable(now, self.settings.luma_api_flavor)
-                )
-            )
+        due = claims.next_poll_due(self.db, self.settings)
         interval = self.settings.worker_interval
-        soon = interval if due is None else (due - now).total_seconds()
+        soon = interval if due is None else (due - utcnow()).total_seconds()
         return min(interval, max(0.01, soon, self.manners.pause_left("query")))
 
     def close(self) -> None:

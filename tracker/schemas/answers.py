@@ -14,7 +14,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..dialects import FLAVORS
-from ..models import EVENT_SOURCES, KINDS, STATES
+from ..models import KINDS
+from ..states import EVENT_SOURCES, STATES
 
 
 def _one_of(values: tuple[str, ...]) -> Any:

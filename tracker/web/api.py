@@ -9,9 +9,10 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from .. import credits, importing, jsonsafe, lifecycle, validate
-from ..models import STATES, Task
+from .. import credits, dispatch, importing, jsonsafe, polling, validate
+from ..models import Task
 from ..serialize import account_json, task_json
+from ..states import STATES
 from ..upstream import UpstreamError
 from .auth import request_has_token
 from .context import services
@@ -62,7 +63,7 @@ def submit() -> ResponseReturnValue:
         new = validate.new_task(body, svc.settings.luma_api_flavor)
     except validate.ValidationError as exc:
         return invalid(exc)
-    task = lifecycle.submit(svc.db, svc.settings, svc.client, new)
+    task = dispatch.submit(svc.db, svc.settings, svc.client, new)
     return _task_answer(task.id, 201)
 
 
@@ -153,7 +154,7 @@ def show(task_id: int) -> ResponseReturnValue:
 def poll(task_id: int) -> ResponseReturnValue:
     svc = services()
     try:  # no such task (404), or not one to query (409): errors.py answers
-        lifecycle.poll_one(svc.db, svc.settings, svc.client, task_id)
+        polling.poll_one(svc.db, svc.settings, svc.client, task_id)
     except UpstreamError as exc:
         return error(502, f"the upstream query failed: {exc.message}")
     return _task_answer(task_id)
@@ -162,5 +163,5 @@ def poll(task_id: int) -> ResponseReturnValue:
 @bp.post("/tasks/<int:task_id>/resend")
 def resend(task_id: int) -> ResponseReturnValue:
     svc = services()
-    lifecycle.resend(svc.db, svc.settings, svc.client, task_id)  # 404, 409: errors.py
+    dispatch.resend(svc.db, svc.settings, svc.client, task_id)  # 404, 409: errors.py
     return _task_answer(task_id)

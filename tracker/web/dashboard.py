@@ -13,9 +13,10 @@ from urllib.parse import urlencode
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
-from .. import credits, importing, lifecycle, validate
-from ..models import STATES, Task
+from .. import credits, dispatch, importing, polling, validate
+from ..models import Task
 from ..serialize import task_json
+from ..states import STATES
 from ..upstream import UpstreamError
 from . import auth, errors, forms, listing
 from .context import services
@@ -119,7 +120,7 @@ def new_task() -> ResponseReturnValue:
     if new is None:
         return _form(values, errors), 400
     svc = services()
-    task = lifecycle.submit(svc.db, svc.settings, svc.client, new)
+    task = dispatch.submit(svc.db, svc.settings, svc.client, new)
     flash(f"Task {task.id} submitted.", "ok")
     return redirect(url_for("dashboard.detail", task_id=task.id), code=303)
 
@@ -154,7 +155,7 @@ def import_task() -> ResponseReturnValue:
 def poll(task_id: int) -> ResponseReturnValue:
     svc = services()
     try:  # no such task, or nothing to query: errors.py answers
-        lifecycle.poll_one(svc.db, svc.settings, svc.client, task_id)
+        polling.poll_one(svc.db, svc.settings, svc.client, task_id)
         flash("Asked the upstream; the answer is in the timeline.", "ok")
     except UpstreamError as exc:
         flash(f"The upstream query failed: {exc.message}", "error")
@@ -164,7 +165,7 @@ def poll(task_id: int) -> ResponseReturnValue:
 @bp.post("/tasks/<int:task_id>/resend")
 def resend(task_id: int) -> ResponseReturnValue:
     svc = services()
-    lifecycle.resend(svc.db, svc.settings, svc.client, task_id)  # refusals: errors.py
+    dispatch.resend(svc.db, svc.settings, svc.client, task_id)  # refusals: errors.py
     with svc.db.read() as session:
         task = session.get(Task, task_id)
     if task is not None and task.state == "queued":

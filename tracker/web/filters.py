@@ -12,8 +12,8 @@ from datetime import datetime
 from flask import Flask
 
 from .. import jsonsafe, lifecycle
-from ..models import FINAL_STATES, STATES
 from ..serialize import short_image
+from ..states import FINAL_STATES, STATES
 from . import links
 
 

@@ -33,7 +33,8 @@ from sqlalchemy.orm import QueryableAttribute, Session, selectinload
 
 from ..db import Database
 from ..dialects import FLAVORS
-from ..models import STATES, StateCount, Task
+from ..models import StateCount, Task
+from ..states import STATES
 from .routing import MAX_ID
 
 UNFINISHED = ("queued", "submitting", "pending", "processing")

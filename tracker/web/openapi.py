@@ -17,7 +17,7 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, models_jso
 from pydantic_core import core_schema
 
 from .. import schemas
-from ..models import STATES
+from ..states import STATES
 from .api import MAX_LIMIT
 
 bp = Blueprint("openapi", __name__)

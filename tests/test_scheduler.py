@@ -1,0 +1,134 @@
+"""The scheduler: one backoff helper, and the claims that keep two holders off one task."""
+
+from __future__ import annotations
+
+import ast
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+
+from tracker import heartbeat, lifecycle
+from tracker.db import Database
+from tracker.lifecycle import NewTask
+from tracker.models import Task, WorkerBeat, utcnow
+from tracker.scheduler import archives, claims, timing
+from tracker.states import TaskState
+
+TRACKER = Path(__file__).resolve().parent.parent / "tracker"
+
+
+def test_the_poll_backoff_doubles_with_jitter_up_to_its_cap(make_settings: Any) -> None:
+    settings = make_settings(poll_after=60.0, poll_max_interval=600.0)
+    for quiet, (low, high) in enumerate([(48, 60), (96, 120), (192, 240), (384, 480)]):
+        assert low <= timing.poll_delay(settings, quiet) <= high
+    assert 480 <= timing.poll_delay(settings, 30) <= 600
+    # a Retry-After longer than the backoff is honoured
+    wait, when = timing.poll_retry(settings, 1, 900.0)
+    assert wait == 900.0 and when > utcnow() + timedelta(seconds=890)
+
+
+def test_archive_retries_and_upstream_pauses_keep_their_timings() -> None:
+    assert 24 <= timing.archive_delay(1) <= 30 and 48 <= timing.archive_delay(2) <= 60
+    assert 2880 <= timing.archive_delay(20) <= 3600
+    assert timing.REQUEUE.delay() == 10.0 and timing.REQUEUE.delay(retry_after=3.0) == 3.0
+    assert timing.RATE_LIMIT.delay() == 5.0 and timing.RATE_LIMIT.delay(retry_after=0.5) == 0.5
+
+
+def _in_flight(db: Database, count: int, **fields: Any) -> list[int]:
+    ids = [
+        lifecycle.create(db, NewTask(kind="generate", user_prompt="fog")).id for _ in range(count)
+    ]
+    with db.write() as session:
+        for n, task_id in enumerate(ids):
+            task = session.get(Task, task_id)
+            assert task is not None
+            lifecycle.set_state(session, task, TaskState.PROCESSING)
+            task.upstream_id = f"up-{task_id}-{n}"
+            task.next_check_at = utcnow() - timedelta(seconds=1)
+            for name, value in fields.items():
+                setattr(task, name, value)
+    return ids
+
+
+def test_a_poll_claim_is_held_until_released(db: Database, make_settings: Any) -> None:
+    settings = make_settings()
+    ids = _in_flight(db, 3)
+    first = claims.claim_polls(db, settings, "worker-a", utcnow(), 10)
+    assert sorted(task_id for task_id, _ in first) == ids
+    assert claims.claim_polls(db, settings, "worker-b", utcnow(), 10) == []
+    claims.release_polls(db, "worker-a", first[:1])
+    again = claims.claim_polls(db, settings, "worker-b", utcnow(), 10)
+    assert [task_id for task_id, _ in again] == [first[0][0]]
+
+
+def test_a_dead_holders_poll_claim_is_taken_over(db: Database, make_settings: Any) -> None:
+    settings = make_settings()
+    (task_id,) = _in_flight(db, 1)
+    now = utcnow()
+    with db.write() as session:
+        session.add(
+            WorkerBeat(
+                id="dead-worker",
+                host="h",
+                pid=1,
+                started_at=now - timedelta(hours=1),
+                last_seen_at=now - timedelta(seconds=heartbeat.STALE_AFTER + 5),
+            )
+        )
+    assert claims.claim_polls(db, settings, "dead-worker", utcnow(), 10)
+    taken = claims.claim_polls(db, settings, "alive", utcnow(), 10)
+    assert [claimed for claimed, _ in taken] == [task_id]
+
+
+def test_dispatch_claims_stop_at_the_in_flight_cap(db: Database, make_settings: Any) -> None:
+    settings = make_settings(max_in_flight=2)
+    for _ in range(3):
+        lifecycle.create(db, NewTask(kind="generate", user_prompt="fog", upstream="proxy"))
+    claimed = claims.claim_for_dispatch(db, settings, limit=5, owner="w")
+    assert len(claimed) == 2
+    assert claims.claim_for_dispatch(db, settings, limit=5, owner="w") == []
+    with db.read() as session:
+        task = session.get(Task, claimed[0][0])
+        assert task is not None and task.state == TaskState.SUBMITTING
+        assert task.claimed_by == "w" and task.claimed_until is not None
+        assert task.callback_token_hash == lifecycle.hash_token(claimed[0][1])
+
+
+def test_an_archive_claim_has_one_holder(db: Database, make_settings: Any) -> None:
+    settings = make_settings()
+    (task_id,) = _in_flight(db, 1)
+    with db.write() as session:
+        task = session.get(Task, task_id)
+        assert task is not None
+        lifecycle.set_state(session, task, TaskState.COMPLETED)
+        session.execute(update(Task).where(Task.id == task_id).values(next_archive_at=utcnow()))
+    first = archives.claim(db, settings, task_id, due_only=True, owner=None)
+    assert first is not None and first.lease_until > utcnow() + timedelta(minutes=10)
+    assert archives.claim(db, settings, task_id, due_only=True, owner=None) is None
+    archives.failed(db, task_id, "link expired", permanent=False, holder=None)
+    with db.read() as session:
+        task = session.get(Task, task_id)
+        assert task is not None and task.archive_attempts == 1
+        assert task.next_archive_at is not None and task.archive_error == "link expired"
+
+
+@pytest.mark.parametrize("column", ["claimed_until", "claimed_by"])
+def test_only_the_scheduler_names_a_lease_column(column: str) -> None:
+    """Nothing outside tracker/scheduler/ writes a lease column by name."""
+    writers = []
+    for path in TRACKER.rglob("*.py"):
+        if "scheduler" in path.parts or path.name == "models.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = (
+                [t for t in node.targets if isinstance(t, ast.Attribute)]
+                if isinstance(node, ast.Assign)
+                else []
+            )
+            keywords = [k.arg for k in node.keywords] if isinstance(node, ast.Call) else []
+            if any(t.attr == column for t in targets) or column in keywords:
+                writers.append(f"{path.name}:{node.lineno}")
+    assert writers == []
