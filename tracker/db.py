@@ -20,11 +20,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, CursorResult, Engine, Result, Table, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000  # the worker and the CLI
@@ -124,3 +125,24 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def table_of(model: type[DeclarativeBase]) -> Table:
+    """The Table a model maps, for Core statements.
+
+    SQLAlchemy types `__table__` as any FromClause; insert() and update() want a Table.
+    """
+    table = model.__table__
+    if not isinstance(table, Table):
+        raise TypeError(f"{model.__name__} is not mapped to one table")
+    return table
+
+
+def rowcount(result: Result[Any]) -> int:
+    """The rows an UPDATE or DELETE matched.
+
+    Session.execute returns a CursorResult for those, but is typed to return a plain Result.
+    """
+    if not isinstance(result, CursorResult):
+        raise TypeError("rowcount is known for an UPDATE or DELETE only")
+    return result.rowcount

@@ -113,7 +113,7 @@ def other_dialect_waiting(session: Session, flavor: str) -> dict[str, int]:
 
 
 def state_counts(session: Session) -> dict[str, int]:
-    counts = dict.fromkeys(STATES, 0)
+    counts: dict[str, int] = dict.fromkeys(STATES, 0)
     for state, count in session.execute(select(StateCount.state, StateCount.count)):
         counts[state] = max(0, int(count or 0))
     return counts
