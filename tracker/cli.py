@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from pathlib import Path
 
 import click
 
@@ -30,6 +31,9 @@ def _settings() -> Settings:
         raise click.ClickException(str(exc)) from None
     redact.register(settings.luma_api_key, settings.api_token)
     redact.register(settings.aws_access_key_id, settings.aws_secret_access_key)
+    from . import webhooks
+
+    webhooks.configure(settings)  # events this command causes go to TRACKER_NOTIFY_URL too
     return settings
 
 
@@ -205,12 +209,16 @@ def _db(settings: Settings) -> Database:
 @click.option("--expand-prompt/--no-expand-prompt", default=None)
 @click.option("--image-url", default=None)
 @click.option("--image-end-url", default=None)
+@click.option("--notify-url", default=None, help="POST this task's events there (signed webhooks)")
+@click.option("--wait", "wait_", is_flag=True, help="follow it to the end: exit 0 completed, 1 not")
 def submit(
     source_task_id: str | None,
     user_prompt: str,
     expand_prompt: bool | None,
     image_url: str | None,
     image_end_url: str | None,
+    notify_url: str | None,
+    wait_: bool,
 ) -> None:
     """Submit an extend (with --source) or a new generation."""
     settings = _settings()
@@ -220,21 +228,29 @@ def submit(
         "expand_prompt": expand_prompt,
         "image_url": image_url,
         "image_end_url": image_end_url,
+        "notify_url": notify_url,
     }
     try:
         new = validate.new_task(
-            {k: v for k, v in body.items() if v is not None}, settings.luma_api_flavor
+            {k: v for k, v in body.items() if v is not None},
+            settings.luma_api_flavor,
+            allow_private=settings.notify_allow_private,
         )
     except validate.ValidationError as exc:
         raise click.BadParameter(exc.message, param_hint=exc.field) from None
     database = _db(settings)
     task = dispatch.submit(database, settings, make_client(settings), new)
+    if wait_:
+        from . import cli_follow
+
+        sys.exit(cli_follow.wait_for(database, settings, task.id))
     _show(database, task.id)
 
 
 @main.command("import")
 @click.argument("upstream_id")
-def import_(upstream_id: str) -> None:
+@click.option("--notify-url", default=None, help="POST this task's events there (signed webhooks)")
+def import_(upstream_id: str, notify_url: str | None) -> None:
     """Track a task made elsewhere (Luma's web app, another tool) by its upstream id."""
     from . import importing
 
@@ -243,10 +259,14 @@ def import_(upstream_id: str) -> None:
         upstream_id = validate.check_upstream_id(upstream_id)
     except validate.ValidationError as exc:
         raise click.BadParameter(exc.message, param_hint="UPSTREAM_ID") from None
+    try:
+        target = validate.notify_url(notify_url, allow_private=settings.notify_allow_private)
+    except validate.ValidationError as exc:
+        raise click.BadParameter(exc.message, param_hint="--notify-url") from None
     database = _db(settings)
     try:
         task, created = importing.import_task(
-            database, settings, make_client(settings), upstream_id
+            database, settings, make_client(settings), upstream_id, notify_url=target
         )
     except importing.UnknownUpstreamTask as exc:
         message = f"the upstream does not know {upstream_id}: {exc.reason}"
@@ -306,3 +326,56 @@ def resend(task_id: int) -> None:
     except (LookupError, lifecycle.InvalidAction) as exc:
         raise click.ClickException(str(exc)) from None
     _show(database, task_id)
+
+
+# -- following tasks, webhooks ------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("task_id", type=int)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def download(task_id: int, output: Path | None) -> None:
+    """Write the task's archived video to FILE (default ID.mp4).
+
+    Without an archived copy yet, the upstream's link is fetched through the address guard.
+    """
+    from . import cli_follow
+
+    settings = _settings()
+    written = cli_follow.download_to(_db(settings), settings, task_id, output)
+    click.echo(str(written))
+
+
+@main.command()
+@click.option("--limit", default=15, show_default=True, type=int)
+@click.option("--once", is_flag=True, help="print once and exit")
+def watch(limit: int, once: bool) -> None:
+    """Follow the newest tasks live (Ctrl-C stops)."""
+    from . import cli_follow
+
+    try:
+        cli_follow.watch(_db(_settings()), limit, once=once)
+    except KeyboardInterrupt:
+        click.echo()
+
+
+@main.group()
+def notify() -> None:
+    """Outgoing webhooks."""
+
+
+@notify.command("secret")
+@click.option("--new", "make_new", is_flag=True, help="print a fresh secret (to rotate one in)")
+def notify_secret(make_new: bool) -> None:
+    """Print the signing secret(s) your receiver verifies with (whsec_...)."""
+    from .webhooks import signing
+
+    if make_new:
+        click.echo(signing.new_secret())
+        return
+    settings = _settings()
+    secrets = signing.signing_secrets(settings)
+    if not secrets:
+        raise click.ClickException("TRACKER_NOTIFY_SECRET is not set (and none is generated here)")
+    for secret in secrets:
+        click.echo(secret)

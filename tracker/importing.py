@@ -58,9 +58,17 @@ def _lock_id(session: Session, db: Database, upstream_id: str) -> None:
 
 
 def import_task(
-    db: Database, settings: Settings, client: LumaClient, upstream_id: str
+    db: Database,
+    settings: Settings,
+    client: LumaClient,
+    upstream_id: str,
+    *,
+    notify_url: str | None = None,
 ) -> tuple[Task, bool]:
     """(the task, True when it was stored now) for an upstream id already validated.
+
+    `notify_url` (already checked by the address guard) is the new task's webhook target; an
+    id already tracked keeps the target it has.
 
     Raises UnknownUpstreamTask (the upstream's words) or ImportFailed; nothing is stored then.
     """
@@ -105,6 +113,7 @@ def import_task(
             attempts=0,
             quiet_polls=0,
             archive_attempts=0,
+            notify_url=notify_url,
         )
         lifecycle.set_state(session, task, "pending")
         session.add(task)

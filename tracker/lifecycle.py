@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from . import events, machine
+from . import events, machine, webhooks
 from .db import Database, table_of
 from .events import Executor, record, scrub
 from .events import hash_token as hash_token  # the callback route and the claims hash with it
@@ -76,6 +76,8 @@ class NewTask:
     options: dict[str, Any] | None = None
     # the dialect it is for ("proxy"/"luma"); None: LUMA_API_FLAVOR at submit ("proxy" in create)
     upstream: str | None = None
+    # the caller's webhook target for this task's events (checked by the address guard)
+    notify_url: str | None = None
 
 
 # -- the one place a state changes ------------------------------------------------------------
@@ -101,6 +103,8 @@ def set_state(session: Session, task: Task, new_state: str) -> None:
     moved(session, task.id, old, new_state)
     task.state = TaskState(new_state)
     task.updated_at = utcnow()
+    # the event's deliveries, in this same transaction (sent later by the worker)
+    webhooks.enqueue(session, task, new_state)
 
 
 # -- create -----------------------------------------------------------------------------------
@@ -119,6 +123,7 @@ def create(db: Database, new: NewTask) -> Task:
             image_end_url=new.image_end_url,
             options=new.options or {},
             upstream=new.upstream or "proxy",
+            notify_url=new.notify_url,
             created_at=now,
             updated_at=now,
             next_check_at=now,
@@ -199,6 +204,8 @@ def ingest(
             values["state"] = after = change.state
         values["id_"] = row.id
         conn.execute(_UPDATE_TASK, values)
+        if change.state is not None:  # outgoing webhooks: rows in this transaction
+            webhooks.enqueue_in(conn, row.id, change.state)
     events.insert(
         conn,
         row.id,

@@ -123,6 +123,8 @@ class Task(Base):
     archive_attempts: Mapped[int] = mapped_column(Integer, default=0)
     archive_error: Mapped[str | None] = mapped_column(Text)
     next_archive_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    # the caller's own webhook target for this task (checked by the address guard at submit)
+    notify_url: Mapped[str | None] = mapped_column(Text)
 
     events: Mapped[list[TaskEvent]] = relationship(
         back_populates="task", order_by="TaskEvent.id", cascade="all, delete-orphan"
@@ -223,6 +225,43 @@ class WorkerBeat(Base):
     tasks_claimed: Mapped[int] = mapped_column(Integer, default=0)
     # the upstream said "not now" (Retry-After): no queries or creates until then
     paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+DELIVERY_STATES = ("pending", "succeeded", "failed")
+
+
+class Delivery(Base):
+    """One webhook event for one target: sent by a worker until a 2xx, or marked failed.
+
+    Written in the transaction that changed the task (`tracker.webhooks.enqueue`), so an
+    event is never lost and never sent from inside a request. `webhook_id` is the same on
+    every attempt and redelivery. `payload` is the body without its media links, which are
+    signed afresh at each attempt. `claimed_until`/`claimed_by` are the sending lease.
+    """
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
+    webhook_id: Mapped[str] = mapped_column(String(64), unique=True)
+    type: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str] = mapped_column(Text)
+    # "global" (TRACKER_NOTIFY_URL, the operator's own) or "task" (notify_url: guarded)
+    target_kind: Mapped[str] = mapped_column(String(8))
+    payload: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    # attempts in this round (the index into TRACKER_NOTIFY_RETRY_SCHEDULE); a redelivery resets it
+    tries: Mapped[int] = mapped_column(Integer, default=0)
+    # every attempt ever: [{"at", "status", "latency_ms", "response"}]
+    attempts: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+
+    task: Mapped[Task] = relationship()
+
+    __table_args__ = (Index("ix_deliveries_state_next_attempt_at", "state", "next_attempt_at"),)
 
 
 # Search structures made by hand in migration 0002, different on each database (SQLite's FTS5

@@ -251,6 +251,16 @@ def _target(url: str) -> tuple[str, int]:
     return parts.hostname, port or (443 if parts.scheme == "https" else 80)
 
 
+def pinned_session_for(url: str, guard: Guard) -> requests.Session:
+    """A session whose connections go to the checked address of `url`'s host (one hop).
+
+    For a caller that follows no redirects (outgoing webhooks): raises FetchRefused for a
+    non-public address or a bad URL, FetchError when the name does not resolve.
+    """
+    host, port = _target(url)
+    return _pinned_session(guard.resolve(host, port))
+
+
 @contextmanager
 def checked_get(
     url: str,

@@ -6,6 +6,8 @@ failing minutes later inside a request or a worker pass.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -22,6 +24,7 @@ class SettingsError(ValueError):
 
 
 MIN_API_TOKEN_LENGTH = 16
+DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,12 @@ class Settings:
     aws_region: str = ""
     aws_access_key_id: str = field(default="", repr=False)
     aws_secret_access_key: str = field(default="", repr=False)
+    # outgoing webhooks (tracker/webhooks/): every task's events go to notify_url, and a task's
+    # own notify_url gets its own; signed with every secret of notify_secrets (rotation)
+    notify_url: str = ""
+    notify_secrets: tuple[str, ...] = field(default=(), repr=False)
+    notify_retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
+    notify_allow_private: bool = False
     # operations: Prometheus metrics (tracker/metrics.py) and the log format (tracker/logs.py)
     metrics: bool = True
     metrics_dir: str = ""  # PROMETHEUS_MULTIPROC_DIR; "" is instance/metrics (metrics_files)
@@ -158,6 +167,47 @@ def _media_url(env: Mapping[str, str]) -> str:
     return raw
 
 
+def _notify_secrets(env: Mapping[str, str]) -> tuple[str, ...]:
+    """TRACKER_NOTIFY_SECRET: one or more `whsec_<base64>` secrets separated by spaces."""
+    secrets = tuple(env.get("TRACKER_NOTIFY_SECRET", "").split())
+    for number, secret in enumerate(secrets, 1):
+        body = secret.removeprefix("whsec_")
+        try:
+            key = base64.b64decode(body, validate=True) if secret.startswith("whsec_") else b""
+        except binascii.Error:
+            key = b""
+        if len(key) < 16:
+            # the value itself is never echoed: it is a secret
+            raise SettingsError(
+                f"TRACKER_NOTIFY_SECRET: secret {number} must be whsec_ followed by the base64 "
+                "of at least 16 bytes (`tracker notify secret --new` makes one)"
+            )
+    return secrets
+
+
+def _notify_url(env: Mapping[str, str]) -> str:
+    """TRACKER_NOTIFY_URL as given (a receiver's path may end in a slash it needs)."""
+    raw = env.get("TRACKER_NOTIFY_URL", "").strip()
+    if raw:
+        _http_url({"TRACKER_NOTIFY_URL": raw}, "TRACKER_NOTIFY_URL", "")
+    return raw
+
+
+def _schedule(env: Mapping[str, str]) -> tuple[float, ...]:
+    raw = env.get("TRACKER_NOTIFY_RETRY_SCHEDULE", "").strip()
+    if raw == "":
+        return DEFAULT_RETRY_SCHEDULE
+    try:
+        delays = tuple(float(part) for part in raw.split(","))
+    except ValueError:
+        delays = (-1.0,)
+    if not all(0 <= delay < 10**7 for delay in delays) or len(delays) > 50:
+        raise SettingsError(
+            f"TRACKER_NOTIFY_RETRY_SCHEDULE must be comma-separated seconds, got {raw[:40]!r}"
+        )
+    return delays
+
+
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
     raw = env.get(name, "").strip().lower()
     if raw == "":
@@ -234,10 +284,20 @@ def load(env: Mapping[str, str] | None = None, *, instance: Path | None = None) 
         aws_region=env.get("AWS_DEFAULT_REGION", "").strip(),
         aws_access_key_id=env.get("AWS_ACCESS_KEY_ID", "").strip(),
         aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY", "").strip(),
+        notify_url=_notify_url(env),
+        notify_secrets=_notify_secrets(env),
+        notify_retry_schedule=_schedule(env),
+        notify_allow_private=_flag(env, "TRACKER_NOTIFY_ALLOW_PRIVATE"),
         metrics=env.get("TRACKER_METRICS", "").strip() == "" or _flag(env, "TRACKER_METRICS"),
         metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR", "").strip() or str(instance / "metrics"),
         log_format=_choice(env, "TRACKER_LOG_FORMAT", ("text", "json")),
     )
+    if settings.notify_url and not settings.notify_secrets and not settings.is_sqlite:
+        # several machines may sign: one generated here would differ from the next one's
+        raise SettingsError(
+            "TRACKER_NOTIFY_SECRET must be set when TRACKER_NOTIFY_URL is and the database is "
+            "PostgreSQL (every machine must sign with the same secret)"
+        )
     # a send must end before its lease does, or the task is given up while it is still in flight
     floor = 2 * (settings.connect_timeout + settings.read_timeout)
     if settings.lease_seconds < floor:

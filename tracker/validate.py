@@ -29,6 +29,7 @@ from .schemas.fields import (
     RESOLUTIONS,
     TEXT_PATTERN,
     TRACKER_SETS,
+    check_notify_url,
     check_task_id,
 )
 
@@ -114,15 +115,17 @@ def problems(exc: pydantic.ValidationError) -> list[Problem]:
     return [_problem(error) for error in sorted(errors, key=rank)]
 
 
-def new_task(body: Any, flavor: str = "proxy") -> NewTask:
+def new_task(body: Any, flavor: str = "proxy", *, allow_private: bool = False) -> NewTask:
     """A JSON body (already decoded) -> NewTask for this dialect, or ValidationError.
 
     A field the dialect cannot take (a base64 image for Luma's own API) is refused here,
-    before anything is stored or sent.
+    before anything is stored or sent. `allow_private` is TRACKER_NOTIFY_ALLOW_PRIVATE
+    (the address guard of `notify_url`).
     """
     model = submit_model(body)
+    context = {"flavor": flavor, "notify_allow_private": allow_private}
     try:
-        checked = model.model_validate(body, context={"flavor": flavor})
+        checked = model.model_validate(body, context=context)
     except pydantic.ValidationError as exc:
         raise ValidationError.of(problems(exc)) from None
     return NewTask(
@@ -134,15 +137,31 @@ def new_task(body: Any, flavor: str = "proxy") -> NewTask:
         image_end_url=checked.image_end_url,
         options=checked.options(),
         upstream=flavor,
+        notify_url=checked.notify_url,
     )
 
 
 def upstream_id(body: Any) -> str:
     """The body of an import, `{"upstream_id": "..."}` -> the id, or ValidationError."""
+    return import_body(body).upstream_id
+
+
+def import_body(body: Any, *, allow_private: bool = False) -> Import:
+    """The body of an import, `{"upstream_id", "notify_url"?}`, checked; or ValidationError."""
     try:
-        return Import.model_validate(body).upstream_id
+        return Import.model_validate(body, context={"notify_allow_private": allow_private})
     except pydantic.ValidationError as exc:
         raise ValidationError.of(problems(exc)) from None
+
+
+def notify_url(value: Any, *, allow_private: bool = False, field: str = "notify_url") -> str | None:
+    """A webhook target as a user gives it (the CLI's --notify-url): checked by the guard."""
+    if value is None or value == "":
+        return None
+    try:
+        return check_notify_url(field, value, allow_private)
+    except pydantic_core.PydanticCustomError as exc:
+        raise ValidationError(field, str(exc.context["message"] if exc.context else exc)) from None
 
 
 def check_upstream_id(value: Any, field: str = "upstream_id") -> str:

@@ -18,6 +18,9 @@ Every claim, lease and backoff is the scheduler's (`scheduler.claims`, `schedule
 the upstream from a thread pool and hands the answers over. A worker killed mid-pass leaves
 leases that expire, or that others take over as soon as its heartbeat (`heartbeat`, a row
 in `workers`) goes stale.
+
+Outgoing webhooks are sent by a thread of their own (`webhooks.sender`), as archival has
+one: a receiver that hangs holds up neither the passes nor the downloads.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from typing import Any
 from sqlalchemy import case, select
 from sqlalchemy.exc import DBAPIError
 
-from . import credits, dispatch, heartbeat, lifecycle, media, metrics, redact, shutdown
+from . import credits, dispatch, heartbeat, lifecycle, media, metrics, redact, shutdown, webhooks
 from .db import Database
 from .models import StateCount, Task, utcnow
 from .parse import Update
@@ -44,6 +47,7 @@ from .services import make_client, warn_about
 from .settings import Settings
 from .states import RANK, Source, TaskState
 from .upstream import APIStatusError, LumaClient, RateLimitError, UpstreamError
+from .webhooks.sender import Sender
 
 log = logging.getLogger(__name__)
 
@@ -302,11 +306,16 @@ def run_once(
     """One pass (`tracker poll --once`, cron, tests); returns what it did."""
     database = db or Database(settings.database_url)
     upstream = client or make_client(settings)
+    webhooks.configure(settings)
     worker = Worker(settings, database, upstream)
+    sender = Sender(settings, database, worker.name)
     worker.heartbeat.start()
     try:
-        return worker.run_once()
+        summary = worker.run_once()
+        sender.run_once()  # the events this pass made (and any due), sent before returning
+        return summary
     finally:
+        sender.close()
         worker.close()
         worker.heartbeat.stop()
         if client is None:
@@ -342,13 +351,16 @@ def run_forever(settings: Settings) -> int:
     redact.register(settings.luma_api_key)
     # a starting process: the metrics files of processes that are gone are removed
     metrics.setup(settings.metrics, settings.metrics_dir, kind="worker", prune=True)
+    webhooks.configure(settings)
     database, client = Database(settings.database_url), make_client(settings)
     worker = Worker(settings, database, client)
+    sender = Sender(settings, database, worker.name)
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("%s: finishing the requests in hand, then stopping", signal.Signals(signum).name)
         worker.stopping.set()
         shutdown.request()  # downloads in progress stop at their next chunk (tracker/shutdown.py)
+        sender.stopping.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -362,6 +374,8 @@ def run_forever(settings: Settings) -> int:
     worker.heartbeat.start()
     archiver = threading.Thread(target=_archive_forever, args=(worker,), name="archive")
     archiver.start()
+    deliverer = threading.Thread(target=sender.run_forever, name="deliver")
+    deliverer.start()
     while not worker.stopping.is_set():
         delay = settings.worker_interval
         try:
@@ -373,6 +387,9 @@ def run_forever(settings: Settings) -> int:
             log.exception("the pass failed; trying again in %g s", delay)
         worker.stopping.wait(delay)
     archiver.join()
+    sender.stopping.set()
+    deliverer.join()
+    sender.close()
     try:
         worker.close()
     except Exception:

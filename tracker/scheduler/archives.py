@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, case, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
-from .. import heartbeat
+from .. import heartbeat, webhooks
 from ..db import Database, rowcount
 from ..download import DOWNLOAD_DEADLINE
 from ..models import Task, utcnow
@@ -138,6 +138,7 @@ def succeeded(db: Database, task_id: int, video: str | None, thumbnail: str | No
         if video:
             task.media_path = video
             task.archived_at = utcnow()
+            webhooks.enqueue(session, task, "archived")  # task.archived, in this transaction
         if thumbnail:
             task.thumbnail_path = thumbnail
         task.archive_error = None

@@ -40,6 +40,7 @@ from .fields import (
     ExtendImage,
     GenerateImage,
     ModelName,
+    NotifyUrl,
     NullableBool,
     Probe,
     Prompt,
@@ -59,6 +60,7 @@ class _Body(BaseModel):
 
     user_prompt: Prompt
     expand_prompt: NullableBool = None
+    notify_url: NotifyUrl = None
     # a new field every submission may carry goes here (its rule in `fields`, its place in
     # fields.FIELD_ORDER, and its way into NewTask in validate.new_task)
 
@@ -138,3 +140,4 @@ class Import(BaseModel):
             }
         ),
     ]
+    notify_url: NotifyUrl = None

@@ -76,6 +76,9 @@ def limit(app: WSGIApp, slots: int) -> WSGIApp:
         _read_ahead(environ)
         if not gate.enter(QUEUE_WAIT):
             return _busy(start_response)
+        # a request that sleeps (GET /api/tasks/<id>?wait=, web/waiting.py) gives its slot
+        # back while it sleeps and takes one again before it answers
+        environ["tracker.gate"] = gate
         try:
             return app(environ, start_response)
         finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify, make_response, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
@@ -14,6 +14,7 @@ from ..models import Task
 from ..serialize import account_json, task_json
 from ..states import STATES
 from ..upstream import UpstreamError
+from . import waiting
 from .auth import request_has_token
 from .context import services
 from .errors import error
@@ -60,7 +61,9 @@ def submit() -> ResponseReturnValue:
         if isinstance(body, validate.ValidationError):
             raise body
         svc = services()
-        new = validate.new_task(body, svc.settings.luma_api_flavor)
+        new = validate.new_task(
+            body, svc.settings.luma_api_flavor, allow_private=svc.settings.notify_allow_private
+        )
     except validate.ValidationError as exc:
         return invalid(exc)
     task = dispatch.submit(svc.db, svc.settings, svc.client, new)
@@ -74,12 +77,15 @@ def import_task() -> ResponseReturnValue:
     try:
         if isinstance(body, validate.ValidationError):
             raise body
-        upstream_id = validate.upstream_id(body)
+        svc = services()
+        checked = validate.import_body(body, allow_private=svc.settings.notify_allow_private)
+        upstream_id, target = checked.upstream_id, checked.notify_url
     except validate.ValidationError as exc:
         return invalid(exc)
-    svc = services()
     try:
-        task, created = importing.import_task(svc.db, svc.settings, svc.client, upstream_id)
+        task, created = importing.import_task(
+            svc.db, svc.settings, svc.client, upstream_id, notify_url=target
+        )
     except importing.UnknownUpstreamTask as exc:
         return error(404, f"the upstream does not know {upstream_id}: {exc.reason}")
     except importing.ImportFailed as exc:
@@ -147,6 +153,16 @@ def list_tasks() -> ResponseReturnValue:
 
 @bp.get("/tasks/<int:task_id>")
 def show(task_id: int) -> ResponseReturnValue:
+    """One task; with ?wait=SECONDS (0-60) the answer waits until the task is final."""
+    try:
+        seconds = waiting.wait_arg(request.args.get("wait"))
+    except validate.ValidationError as exc:
+        return error(400, exc.message, exc.field)
+    gate = request.environ.get("tracker.gate")
+    if seconds and not waiting.until_final(services().db, task_id, seconds, gate):
+        response = make_response(_task_answer(task_id))
+        response.headers["X-Tracker-Wait"] = "skipped"  # too many waiting: ask again
+        return response
     return _task_answer(task_id)
 
 

@@ -18,6 +18,9 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     redact.register(settings.luma_api_key, settings.api_token)
     redact.register(settings.aws_access_key_id, settings.aws_secret_access_key)
     redact.install_logging_filter()
+    from .. import webhooks
+
+    webhooks.configure(settings)  # events go to TRACKER_NOTIFY_URL; its secrets masked in logs
     app = Flask("tracker", instance_relative_config=False)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
@@ -37,6 +40,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     from . import (
         api,
         dashboard,
+        deliveries,
         errors,
         filters,
         hooks,
@@ -56,9 +60,10 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     errors.init_app(app)
     security.init_app(app)
     # the session key and cookie; CSRF on every form, but not the API and callbacks (sameorigin.py)
-    sessions.init_app(app, settings, exempt=(api.bp, hooks.bp))
+    sessions.init_app(app, settings, exempt=(api.bp, deliveries.bp, hooks.bp))
     filters.init_app(app)
     app.register_blueprint(api.bp)
+    app.register_blueprint(deliveries.bp)  # the webhook delivery log, behind the API's token
     app.register_blueprint(hooks.bp)
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(media_routes.bp)

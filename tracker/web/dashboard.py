@@ -14,11 +14,12 @@ from flask import Blueprint, Response, flash, redirect, render_template, request
 from flask.typing import ResponseReturnValue
 
 from .. import credits, dispatch, importing, polling, validate
-from ..models import Task
+from ..models import Delivery, Task
+from ..scheduler import deliveries as queue
 from ..serialize import task_json
 from ..states import STATES
 from ..upstream import UpstreamError
-from . import auth, errors, forms, listing
+from . import auth, deliveries, errors, forms, listing
 from .context import services
 from .errors import LIVE_HEADER, is_live
 
@@ -96,7 +97,10 @@ def detail(task_id: int) -> ResponseReturnValue:
     if found is None:
         raise LookupError(task_id)  # errors.py: "No such task"
     template = "_detail.html" if is_live() else "detail.html"
-    return render_template(template, d=found, task=found.task, data=task_json(found.task))
+    sent = deliveries.delivery_rows(services().db, task_id) or []
+    return render_template(
+        template, d=found, task=found.task, data=task_json(found.task), deliveries=sent
+    )
 
 
 def _form(values: dict[str, str], errors: dict[str, str]) -> str:
@@ -115,8 +119,13 @@ def new_task() -> ResponseReturnValue:
     if request.method == "GET":
         values = {"source_task_id": request.args.get("source", "").strip()[:128]}
         return _form(values, {})
-    flavor = services().settings.luma_api_flavor
-    values, errors, new = forms.read_new_task(request.form, request.files, flavor)
+    settings = services().settings
+    values, errors, new = forms.read_new_task(
+        request.form,
+        request.files,
+        settings.luma_api_flavor,
+        allow_private=settings.notify_allow_private,
+    )
     if new is None:
         return _form(values, errors), 400
     svc = services()
@@ -159,6 +168,19 @@ def poll(task_id: int) -> ResponseReturnValue:
         flash("Asked the upstream; the answer is in the timeline.", "ok")
     except UpstreamError as exc:
         flash(f"The upstream query failed: {exc.message}", "error")
+    return redirect(url_for("dashboard.detail", task_id=task_id), code=303)
+
+
+@bp.post("/tasks/<int:task_id>/deliveries/<int:delivery_id>/redeliver")
+def redeliver(task_id: int, delivery_id: int) -> ResponseReturnValue:
+    """The detail page's Redeliver: the same webhook-id, sent again by the worker."""
+    db = services().db
+    with db.read() as session:
+        row = session.get(Delivery, delivery_id)
+        found = row is not None and row.task_id == task_id
+    if not found or not queue.redeliver(db, delivery_id):
+        raise LookupError(task_id)  # errors.py: "not found"
+    flash("Queued again; the worker sends it with the same webhook-id.", "ok")
     return redirect(url_for("dashboard.detail", task_id=task_id), code=303)
 
 

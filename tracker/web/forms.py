@@ -26,6 +26,7 @@ TEXT_FIELDS = (
     "image_end_url",
     "duration",
     "model_name",
+    "notify_url",
 )
 CHOICE_FIELDS = ("expand_prompt", "loop", "aspect_ratio", "resolution")
 _SIGNATURES = (
@@ -68,13 +69,15 @@ def read_new_task(
     form: ImmutableMultiDict[str, str],
     files: ImmutableMultiDict[str, FileStorage],
     flavor: str = "proxy",
+    *,
+    allow_private: bool = False,
 ) -> tuple[dict[str, str], dict[str, str], NewTask | None]:
     """(the values to show again, errors by field, the task when there are no errors)."""
     values = {name: form.get(name, "").strip() for name in TEXT_FIELDS + CHOICE_FIELDS}
     values["user_prompt"] = form.get("user_prompt", "")  # kept as typed
     errors: dict[str, str] = {}
     body: dict[str, Any] = {}
-    for name in ("source_task_id", "user_prompt", "duration", "model_name"):
+    for name in ("source_task_id", "user_prompt", "duration", "model_name", "notify_url"):
         if values[name].strip():
             body[name] = values[name]
     if "user_prompt" not in body:
@@ -102,7 +105,7 @@ def read_new_task(
     if flavor == "luma":
         body.pop("expand_prompt", None)  # no Luma counterpart; the form hides it
     try:
-        new: NewTask | None = validate.new_task(body, flavor)
+        new: NewTask | None = validate.new_task(body, flavor, allow_private=allow_private)
     except validate.ValidationError as exc:
         new = None
         for found in exc.problems:

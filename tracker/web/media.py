@@ -1,9 +1,10 @@
 """Archived videos and thumbnails, served with HTTP Range so that browsers can seek.
 
-The same door as the dashboard: the admin token (Bearer or Basic), or a session signed
-in through the dashboard's login. The login's mark is bound to the token (`auth.signed_in`),
-so changing TRACKER_API_TOKEN shuts the videos to old sessions as it shuts the dashboard;
-the bare `authenticated` flag alone would outlive the change.
+A webhook's body carries signed links (`webhooks.signing`) that open one file for 24 hours
+without the token. Otherwise the same door as the dashboard: the admin token (Bearer or
+Basic), or a session signed in through the dashboard's login. The login's mark is bound to
+the token (`auth.signed_in`), so changing TRACKER_API_TOKEN shuts the videos to old
+sessions as it shuts the dashboard; the bare `authenticated` flag alone would outlive the change.
 
 From a folder, werkzeug's `send_file(conditional=True)` answers Range (206), bad ranges
 (416) and conditional GETs. From a bucket, the answer is a redirect to a presigned URL good
@@ -21,6 +22,7 @@ from werkzeug.http import quote_etag, unquote_etag
 
 from .. import storage
 from ..models import Task
+from ..webhooks import signing
 from .auth import request_has_token, signed_in
 from .context import services
 from .errors import Answer, error
@@ -32,7 +34,11 @@ CHUNK = 64 * 1024
 
 @bp.before_request
 def require_login() -> Answer | None:
-    token = services().settings.api_token
+    settings = services().settings
+    token = settings.api_token
+    expires, signature = request.args.get("expires"), request.args.get("signature")
+    if expires and signing.link_valid(settings, request.path, expires, signature):
+        return None  # a webhook's signed link (24 hours): its receiver is not signed in
     if request_has_token() or (session.get("authenticated") and signed_in(token)):
         return None
     response, status = error(401, "log in, or send the token (Authorization: Bearer <token>)")

@@ -25,5 +25,5 @@ def init_app(app: Flask) -> None:
     ids = logs.RequestIds(app.wsgi_app, _not_secret)
     # Flask documents this assignment as the way to add WSGI middleware, but types wsgi_app
     # as a method, which mypy will not let be assigned
-    app.wsgi_app = ids  # type: ignore[method-assign]  # see the two lines above
+    app.wsgi_app = ids  # type: ignore[method-assign]  # Flask's documented middleware hook
     app.before_request(_note_task)

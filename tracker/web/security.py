@@ -50,7 +50,7 @@ def init_app(app: Flask) -> None:
         proxied = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
         # Flask documents this assignment as the way to add WSGI middleware, but types wsgi_app
         # as a method, which mypy will not let be assigned
-        app.wsgi_app = proxied  # type: ignore[method-assign]  # see the two lines above
+        app.wsgi_app = proxied  # type: ignore[method-assign]  # Flask's documented hook
 
     @app.before_request
     def limit_body() -> None:
