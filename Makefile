@@ -16,13 +16,14 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/tracker dev
 
-## test: lint, then every test (SQLite; PostgreSQL too when TEST_DATABASE_URL is set)
+## test: lint and type-check, then every test (SQLite; PostgreSQL too when TEST_DATABASE_URL is set)
 test: $(STAMP) browser lint
 	$(BIN)/pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff format .
@@ -39,4 +40,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) instance .pytest_cache .ruff_cache
+	rm -rf $(VENV) instance .pytest_cache .ruff_cache .mypy_cache

@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -222,7 +222,7 @@ class Simulator:
         self,
         endpoint: str,
         route: str,
-        args: dict[str, str],
+        args: Mapping[str, Any],
         request: Request,
         record: RequestRecord,
     ) -> Response | None:

@@ -20,11 +20,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, CursorResult, Engine, Result, Table, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000  # the worker and the CLI
 WEB_LOCK_WAIT = 2.0  # seconds a web request waits for SQLite's write lock, then 503
@@ -62,7 +64,7 @@ def _is_busy(exc: OperationalError) -> bool:
 
 def _tune_sqlite(engine: Engine, busy_ms: int, lock_wait: float | None) -> None:
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    def _on_connect(dbapi_connection: sqlite3.Connection, _record: ConnectionPoolEntry) -> None:
         # let SQLAlchemy, not the driver, emit BEGIN (the documented pysqlite recipe)
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -73,7 +75,7 @@ def _tune_sqlite(engine: Engine, busy_ms: int, lock_wait: float | None) -> None:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(conn) -> None:  # type: ignore[no-untyped-def]
+    def _on_begin(conn: Connection) -> None:
         if not conn.get_execution_options().get("tracker_write", False):
             conn.exec_driver_sql("BEGIN")
             return
@@ -123,3 +125,24 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def table_of(model: type[DeclarativeBase]) -> Table:
+    """The Table a model maps, for Core statements.
+
+    SQLAlchemy types `__table__` as any FromClause; insert() and update() want a Table.
+    """
+    table = model.__table__
+    if not isinstance(table, Table):
+        raise TypeError(f"{model.__name__} is not mapped to one table")
+    return table
+
+
+def rowcount(result: Result[Any]) -> int:
+    """The rows an UPDATE or DELETE matched.
+
+    Session.execute returns a CursorResult for those, but is typed to return a plain Result.
+    """
+    if not isinstance(result, CursorResult):
+        raise TypeError("rowcount is known for an UPDATE or DELETE only")
+    return result.rowcount

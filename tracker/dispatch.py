@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from . import dialects, lifecycle, metrics, submission
 from .db import Database
 from .lifecycle import InvalidAction, NewTask
@@ -35,7 +37,7 @@ def _shorten_images(body: dict[str, Any]) -> dict[str, Any]:
     return shown
 
 
-def _task(session: Any, task_id: int, *, lock: bool = False) -> Task:
+def _task(session: Session, task_id: int, *, lock: bool = False) -> Task:
     task = session.get(Task, task_id, with_for_update=lock)
     if task is None:  # claimed tasks are never deleted; a bug if it happens
         raise LookupError(task_id)

@@ -17,11 +17,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from . import jsonsafe
+from .db import table_of
 from .models import Task, TaskEvent, utcnow
 from .redact import mask_token, redact
 
 MAX_PAYLOAD_CHARS = 256_000
-_events = TaskEvent.__table__
+_events = table_of(TaskEvent)
 _INSERT_EVENT = {
     "sqlite": sqlite.insert(_events).on_conflict_do_nothing(
         index_elements=["task_id", "fingerprint"]
@@ -113,7 +114,8 @@ def record(
     token: str | None = None,
 ) -> None:
     """Add an event; with dedupe, an identical payload from the same source is stored once."""
-    if task.id is None:
+    task_id: int | None = task.id  # Mapped[int], but None until the task's first flush
+    if task_id is None:
         session.add(task)
         session.flush()
     insert(

@@ -34,9 +34,10 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import QueryableAttribute
 from sqlalchemy.sql.elements import ColumnElement
 
-from .db import Database
+from .db import Database, rowcount
 from .models import WorkerBeat, utcnow
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,9 @@ def stale_before(now: datetime | None = None) -> datetime:
     return (now or utcnow()) - timedelta(seconds=STALE_AFTER)
 
 
-def held_by_dead(column: Any, now: datetime | None = None) -> ColumnElement[bool]:
+def held_by_dead(
+    column: QueryableAttribute[str | None], now: datetime | None = None
+) -> ColumnElement[bool]:
     """SQL: the lease holder named in `column` has a row and it has gone stale."""
     dead = select(WorkerBeat.id).where(WorkerBeat.last_seen_at < stale_before(now))
     return column.in_(dead.scalar_subquery())
@@ -130,9 +133,11 @@ class Heartbeat:
         """Say "still here"; prune rows of processes long gone. Raises on database errors."""
         now = utcnow()
         with self.db.write() as session:
-            found = session.execute(
-                update(WorkerBeat).where(WorkerBeat.id == self.id).values(**self._values(now))
-            ).rowcount
+            found = rowcount(
+                session.execute(
+                    update(WorkerBeat).where(WorkerBeat.id == self.id).values(**self._values(now))
+                )
+            )
             session.execute(
                 delete(WorkerBeat).where(
                     WorkerBeat.last_seen_at < now - timedelta(seconds=PRUNE_AFTER)

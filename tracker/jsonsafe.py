@@ -14,6 +14,7 @@ import json
 import math
 import operator
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import accumulate, repeat
 from typing import Any
@@ -90,7 +91,9 @@ def _walk(value: Any, *, replace: bool) -> tuple[Any, str | None, str | None]:
     stack: list[tuple[Any, str | None]] = [(value, None)]
     while stack:
         node, top = stack.pop()
-        items = list(node.items()) if isinstance(node, dict) else enumerate(node)
+        items: Iterable[tuple[Any, Any]] = (
+            list(node.items()) if isinstance(node, dict) else enumerate(node)
+        )
         for key, child in items:
             where = top if top is not None else (key if isinstance(node, dict) else None)
             found = None

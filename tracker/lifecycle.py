@@ -24,7 +24,7 @@ from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from . import events, machine, webhooks
-from .db import Database
+from .db import Database, table_of
 from .events import Executor, record, scrub
 from .events import hash_token as hash_token  # the callback route and the claims hash with it
 from .machine import Change, TaskFields
@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 
 S = TaskState
 OUTCOME_UNKNOWN = "outcome unknown"
-_tasks = Task.__table__
-_counts = StateCount.__table__
+_tasks = table_of(Task)
+_counts = table_of(StateCount)
 # the task's columns `machine.decide` needs, and the id and token hash (Core reads them)
 _FIELDS = (
     _tasks.c.id,

@@ -99,16 +99,23 @@ def install_context() -> None:
     current = logging.getLogRecordFactory()
     if getattr(current, "adds_ids", False):
         return
+    logging.setLogRecordFactory(_ContextFactory(current))
 
-    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = current(*args, **kwargs)
+
+class _ContextFactory:
+    """The record factory that was in place, then the current request's and task's ids."""
+
+    adds_ids = True  # the mark by which install_context knows it is in place
+
+    def __init__(self, current: Callable[..., logging.LogRecord]) -> None:
+        self.current = current
+
+    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = self.current(*args, **kwargs)
         # names of their own: extra={"request_id": ...} must not collide with these
         record._ctx_request_id = request_id.get()
         record._ctx_task_id = task_id.get()
         return record
-
-    factory.adds_ids = True  # type: ignore[attr-defined]
-    logging.setLogRecordFactory(factory)
 
 
 def configure(level: int = logging.INFO, fmt: str | None = None) -> None:
@@ -122,7 +129,6 @@ def configure(level: int = logging.INFO, fmt: str | None = None) -> None:
     if not root.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(formatter(fmt))
-        handler._tracker = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     logging.captureWarnings(True)  # warnings are lines too: in the same format
     install_context()

@@ -178,7 +178,8 @@ def _archive_one(
 ) -> bool:
     """Fetch what the task lacks and record the outcome; True when a file was archived."""
     store = storage.primary(settings)
-    assert store is not None
+    if store is None:
+        raise RuntimeError("archival is off (no TRACKER_MEDIA_DIR) but a claim was made")
     # only the API that made the task can hand out a fresh link for it
     same_api = job.upstream == client.dialect.name
     links = _FreshLinks(client, job.upstream_id if same_api else None)

@@ -170,15 +170,15 @@ class Guard:
 # -- connections pinned to the checked address ------------------------------------------------
 
 
-class _PinnedMixin:
-    """Open the socket to `pinned_ip`, whatever DNS says now; everything else uses the name."""
+class _PinnedMixin(HTTPConnection):
+    """Open the socket to `pinned_ip`, whatever DNS says now; everything else uses the name.
 
-    pinned_ip: str
-    port: int
-    timeout: Any
-    source_address: Any
-    socket_options: Any
-    host: str
+    The pool hands `pinned_ip` over with the rest of its connection keywords (its `conn_kw`).
+    """
+
+    def __init__(self, *args: Any, pinned_ip: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pinned_ip = pinned_ip
 
     def _new_conn(self) -> socket.socket:
         try:
@@ -204,24 +204,12 @@ class _PinnedHTTPSConnection(_PinnedMixin, HTTPSConnection):
     pass
 
 
-class _PinnedPoolMixin:
-    """Hands every new connection the address that was checked."""
-
-    def __init__(self, *args: Any, pinned_ip: str, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.pinned_ip = pinned_ip
-
-    def _new_conn(self) -> Any:
-        conn = super()._new_conn()  # type: ignore[misc]
-        conn.pinned_ip = self.pinned_ip
-        return conn
-
-
-class _PinnedHTTPPool(_PinnedPoolMixin, HTTPConnectionPool):
+# A pool passes keywords it does not know (here `pinned_ip=`) to every connection it makes.
+class _PinnedHTTPPool(HTTPConnectionPool):
     ConnectionCls = _PinnedHTTPConnection
 
 
-class _PinnedHTTPSPool(_PinnedPoolMixin, HTTPSConnectionPool):
+class _PinnedHTTPSPool(HTTPSConnectionPool):
     ConnectionCls = _PinnedHTTPSConnection
 
 

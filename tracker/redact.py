@@ -18,7 +18,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from itertools import chain
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -163,9 +163,19 @@ def install_logging_filter() -> None:
     current = logging.getLogRecordFactory()
     if getattr(current, "redacting", False):
         return
+    logging.setLogRecordFactory(_RedactingFactory(current))
 
-    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = current(*args, **kwargs)
+
+class _RedactingFactory:
+    """The record factory that was in place, then the masking of what it made."""
+
+    redacting = True  # the mark by which install_logging_filter knows it is in place
+
+    def __init__(self, current: Callable[..., logging.LogRecord]) -> None:
+        self.current = current
+
+    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = self.current(*args, **kwargs)
         try:
             message = record.getMessage()
         except Exception:  # a bad format string: logging reports it when the line is written
@@ -177,6 +187,3 @@ def install_logging_filter() -> None:
             # formatters reuse exc_text when set: a traceback naming a URL is masked too
             record.exc_text = redact(_formatter.formatException(record.exc_info))
         return record
-
-    factory.redacting = True  # type: ignore[attr-defined]
-    logging.setLogRecordFactory(factory)

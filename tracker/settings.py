@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, Literal, overload
 from urllib.parse import urlsplit
 
 from . import dialects
@@ -85,9 +86,9 @@ class Settings:
                 "(for example: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
             )
 
-    def with_overrides(self, **changes: object) -> Settings:
+    def with_overrides(self, **changes: Any) -> Settings:
         """Tests and tools take the environment's settings and change a few."""
-        return replace(self, **changes)  # type: ignore[arg-type]
+        return replace(self, **changes)
 
     @property
     def is_sqlite(self) -> bool:
@@ -104,7 +105,17 @@ class Settings:
         return f"{self.public_base_url}/callbacks/luma/{token}"
 
 
-def _number(env: Mapping[str, str], name: str, default: float, *, integer: bool, minimum: float):
+@overload
+def _number(
+    env: Mapping[str, str], name: str, default: int, *, integer: Literal[True], minimum: float
+) -> int: ...
+@overload
+def _number(
+    env: Mapping[str, str], name: str, default: float, *, integer: Literal[False], minimum: float
+) -> float: ...
+def _number(
+    env: Mapping[str, str], name: str, default: float, *, integer: bool, minimum: float
+) -> float:
     raw = env.get(name, "").strip()
     if raw == "":
         return default

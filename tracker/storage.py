@@ -27,11 +27,14 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 from urllib.parse import urlsplit
 
 from . import redact
 from .settings import Settings
+
+if TYPE_CHECKING:  # boto3's types come from the stubs the test extras install
+    from mypy_boto3_s3.type_defs import GetObjectOutputTypeDef
 
 # what a stored name may look like: no folders, no dot-files, nothing to climb out with
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
@@ -59,7 +62,7 @@ class Stored:
     etag: str | None = None
 
 
-def valid_name(name: str | None) -> bool:
+def valid_name(name: str | None) -> TypeGuard[str]:
     return bool(name) and NAME.fullmatch(name or "") is not None and ".." not in (name or "")
 
 
@@ -265,7 +268,7 @@ class S3Store(Store):
             "get_object", Params=params, ExpiresIn=PRESIGN_SECONDS
         )
 
-    def get(self, name: str, **conditions: str) -> dict[str, Any]:
+    def get(self, name: str, **conditions: Any) -> GetObjectOutputTypeDef:
         """get_object (Range=, IfNoneMatch=); botocore's errors pass through for the caller."""
         return self.client.get_object(Bucket=self.bucket, Key=self.key(name), **conditions)
 
@@ -281,7 +284,7 @@ def status_of(exc: Exception) -> int | None:
     code = str(response.get("Error", {}).get("Code", ""))
     if code in ("404", "NoSuchKey", "NotFound"):
         return 404
-    return status
+    return status if isinstance(status, int) else None
 
 
 def why(exc: BaseException) -> str:

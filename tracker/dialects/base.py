@@ -13,15 +13,26 @@ FLAVORS = ("proxy", "luma")
 
 
 class TaskLike(Protocol):
-    """What a request body is built from: a stored Task or a NewTask."""
+    """What a request body is built from: a stored Task or a NewTask.
 
-    kind: str
-    user_prompt: str
-    source_task_id: str | None
-    expand_prompt: bool | None
-    image_url: str | None
-    image_end_url: str | None
-    options: dict[str, Any] | None
+    Read-only properties: a dialect only reads them, and so a Task, whose `options` is never
+    None, fits as well as a NewTask, whose `options` may be.
+    """
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def user_prompt(self) -> str: ...
+    @property
+    def source_task_id(self) -> str | None: ...
+    @property
+    def expand_prompt(self) -> bool | None: ...
+    @property
+    def image_url(self) -> str | None: ...
+    @property
+    def image_end_url(self) -> str | None: ...
+    @property
+    def options(self) -> dict[str, Any] | None: ...
 
 
 @dataclass(frozen=True)

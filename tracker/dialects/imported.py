@@ -36,7 +36,9 @@ def origin(body: Any, _depth: int = 0) -> Origin:
         return origin(body[0], _depth + 1)
     if not isinstance(body, dict):
         return Origin()
-    request = body.get("request") if isinstance(body.get("request"), dict) else {}
+    request = body.get("request")
+    if not isinstance(request, dict):
+        request = {}
     prompt = (
         _text(request.get("prompt"), MAX_PROMPT)
         or _text(body.get("prompt"), MAX_PROMPT)

@@ -18,7 +18,7 @@ from sqlalchemy import and_, case, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from .. import heartbeat, webhooks
-from ..db import Database
+from ..db import Database, rowcount
 from ..download import DOWNLOAD_DEADLINE
 from ..models import Task, utcnow
 from ..settings import Settings
@@ -103,7 +103,7 @@ def claim(
             .values(next_archive_at=lease_until, archive_error=None, claimed_by=owner)
             .execution_options(synchronize_session=False)
         )
-        if claimed.rowcount != 1:
+        if rowcount(claimed) != 1:
             return None
         row = session.execute(
             select(

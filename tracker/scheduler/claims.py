@@ -37,10 +37,13 @@ def _others(settings: Settings) -> tuple[str, ...]:
 
 def slots_free(session: Session, settings: Settings, now: datetime) -> int:
     """Free create slots against this dialect's upstream (the other one's tasks do not count)."""
-    in_flight = session.scalar(
-        select(func.coalesce(func.sum(StateCount.count), 0)).where(
-            StateCount.state.in_(IN_FLIGHT_STATES)
+    in_flight = (
+        session.scalar(
+            select(func.coalesce(func.sum(StateCount.count), 0)).where(
+                StateCount.state.in_(IN_FLIGHT_STATES)
+            )
         )
+        or 0  # coalesce: never None, but Session.scalar is typed to allow it
     )
     elsewhere = session.scalar(
         select(func.count())
@@ -48,13 +51,16 @@ def slots_free(session: Session, settings: Settings, now: datetime) -> int:
         .where(Task.upstream.in_(_others(settings)), Task.state.in_(IN_FLIGHT_STATES))
     )
     in_flight -= elsewhere or 0
-    recent = session.scalar(
-        select(func.count())
-        .select_from(Task)
-        .where(
-            Task.submitted_at >= now - timedelta(seconds=60),
-            Task.upstream == settings.luma_api_flavor,
+    recent = (
+        session.scalar(
+            select(func.count())
+            .select_from(Task)
+            .where(
+                Task.submitted_at >= now - timedelta(seconds=60),
+                Task.upstream == settings.luma_api_flavor,
+            )
         )
+        or 0  # count(): never None, but Session.scalar is typed to allow it
     )
     return max(0, min(settings.max_in_flight - in_flight, settings.submits_per_minute - recent))
 

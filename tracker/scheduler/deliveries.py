@@ -82,7 +82,11 @@ def claim_deliveries(db: Database, owner: str, limit: int) -> list[Claimed]:
                 .values(claimed_until=now + timedelta(seconds=LEASE_SECONDS), claimed_by=owner)
                 .execution_options(synchronize_session=False)
             )
-    return [Claimed(*row) for row in rows]
+    # the query asks for a payload; the column itself allows none, hence the `or ""`
+    return [
+        Claimed(r.id, r.task_id, r.webhook_id, r.type, r.target, r.target_kind, r.payload or "")
+        for r in rows
+    ]
 
 
 def attempt_record(

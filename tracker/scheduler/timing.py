@@ -32,7 +32,7 @@ class Backoff:
     def delay(self, attempt: int = 0, retry_after: float | None = None) -> float:
         if retry_after is not None and self.retry_after_wins:
             return retry_after
-        wait = min(self.cap, self.base * 2 ** min(max(attempt, 0), 20))
+        wait: float = min(self.cap, self.base * 2 ** min(max(attempt, 0), 20))
         if self.jitter:
             wait *= random.uniform(0.8, 1.0)
         return wait if retry_after is None else max(wait, retry_after)

@@ -89,12 +89,12 @@ def _text(field: str, value: Any, *, limit: int, blank: str = "blank") -> str:
     if not isinstance(value, str):
         raise problem(f"{field} must be a string")
     _storable(field, value)
-    value = value.strip()
-    if not value:
+    text = value.strip()
+    if not text:
         raise problem(f"{field} must not be {blank}")
-    if len(value) > limit:
+    if len(text) > limit:
         raise problem(f"{field} is longer than {limit} characters")
-    return value
+    return text
 
 
 def _optional(check: Callable[[str, str], str | None]) -> Callable[[Any, ValidationInfo], Any]:
@@ -124,18 +124,18 @@ def _prompt(value: Any, info: ValidationInfo) -> str:
 
 def check_task_id(field: str, value: Any) -> str:
     """An upstream task id as a user gives it (JSON, form or CLI)."""
-    value = _text(field, value, limit=MAX_ID, blank="empty")
-    if not _ID.fullmatch(value):
+    text = _text(field, value, limit=MAX_ID, blank="empty")
+    if not _ID.fullmatch(text):
         raise problem(f"{field} is not a valid task id")
-    return value
+    return text
 
 
 def _choice(choices: tuple[str, ...]) -> Callable[[str, str], str]:
     def check(field: str, value: Any) -> str:
-        value = _text(field, value, limit=32)
-        if value not in choices:
+        text = _text(field, value, limit=32)
+        if text not in choices:
             raise problem(f"{field} must be one of {', '.join(choices)}")
-        return value
+        return text
 
     return check
 
@@ -145,10 +145,10 @@ def _model_name(field: str, value: Any) -> str:
 
 
 def _duration(field: str, value: Any) -> str:
-    value = _text(field, value, limit=8)
-    if not _DURATION.fullmatch(value):
+    text = _text(field, value, limit=8)
+    if not _DURATION.fullmatch(text):
         raise problem(f'{field} must look like "5s"')
-    return value
+    return text
 
 
 @dataclass
@@ -176,15 +176,16 @@ def _image(kind: str) -> Callable[[Any, ValidationInfo], str | None]:
         if value is None or value == "":
             return None
         field = str(info.field_name)
-        value = _text(field, value, limit=MAX_IMAGE)
-        if not IMAGE.fullmatch(value):
+        text = _text(field, value, limit=MAX_IMAGE)
+        if not IMAGE.fullmatch(text):
             raise problem(f"{field} must be an http(s) URL or base64 image data")
         source = "given" if kind == "extend" else None
-        probe = Probe(kind, source_task_id=source, **{field: value})
+        image: dict[str, Any] = {field: text}  # image_url or image_end_url
+        probe = Probe(kind, source_task_id=source, **image)
         refused = dialects.get(flavor_of(info)).unsupported(probe)
         if refused is not None and refused[0] == field:
             raise problem(refused[1])
-        return value
+        return text
 
     return rule
 
@@ -259,23 +260,23 @@ def check_notify_url(field: str, value: Any, allow_private: bool) -> str:
 
     if not isinstance(value, str):
         raise problem(f"{field} must be a string")
-    value = value.strip()
-    if len(value) > MAX_NOTIFY_URL:
+    url = value.strip()
+    if len(url) > MAX_NOTIFY_URL:
         raise problem(f"{field} is longer than {MAX_NOTIFY_URL} characters")
-    if not value.isascii() or any(ch <= " " or ch == "\x7f" for ch in value):
+    if not url.isascii() or any(ch <= " " or ch == "\x7f" for ch in url):
         raise problem(f"{field} must be a URL without spaces or control characters")
     try:
-        parts = urlsplit(value)
+        parts = urlsplit(url)
         parts.port  # noqa: B018 (raises on a bad port)
     except ValueError:
         raise problem(f"{field} is not a valid URL") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise problem(f"{field} must be an http:// or https:// URL")
     try:
-        netguard.pinned_session_for(value, netguard.Guard(allow_private=allow_private)).close()
+        netguard.pinned_session_for(url, netguard.Guard(allow_private=allow_private)).close()
     except netguard.FetchError as exc:  # FetchRefused too
         raise problem(f"{field}: {exc}") from None
-    return value
+    return url
 
 
 def _notify_url(value: Any, info: ValidationInfo) -> Any:

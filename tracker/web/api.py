@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, jsonify, make_response, request
+from flask import Blueprint, Response, jsonify, make_response, request
+from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
@@ -26,7 +27,7 @@ MAX_LIMIT = 200
 
 
 @bp.before_request
-def require_token():  # type: ignore[no-untyped-def]
+def require_token() -> ResponseReturnValue | None:
     if not request_has_token(basic=False):
         response, status = error(401, "missing or wrong token (Authorization: Bearer <token>)")
         response.headers["WWW-Authenticate"] = 'Bearer realm="tracker"'
@@ -34,7 +35,7 @@ def require_token():  # type: ignore[no-untyped-def]
     return None
 
 
-def invalid(exc: validate.ValidationError):  # type: ignore[no-untyped-def]
+def invalid(exc: validate.ValidationError) -> tuple[Response, int]:
     """A 400: the first problem as `error` and `field` (as ever), every problem in `errors`."""
     body: dict[str, Any] = {"error": exc.message}
     if exc.field is not None:
@@ -54,7 +55,7 @@ def _json_body() -> Any:
 
 
 @bp.post("/tasks")
-def submit():  # type: ignore[no-untyped-def]
+def submit() -> ResponseReturnValue:
     body = _json_body()
     try:
         if isinstance(body, validate.ValidationError):
@@ -70,7 +71,7 @@ def submit():  # type: ignore[no-untyped-def]
 
 
 @bp.post("/tasks/import")
-def import_task():  # type: ignore[no-untyped-def]
+def import_task() -> ResponseReturnValue:
     """Track a task made elsewhere: 201 new, 200 already tracked, 404 unknown, 502 failing."""
     body = _json_body()
     try:
@@ -93,7 +94,7 @@ def import_task():  # type: ignore[no-untyped-def]
 
 
 @bp.get("/account")
-def account():  # type: ignore[no-untyped-def]
+def account() -> ResponseReturnValue:
     """The upstream account's balance as the worker last read it (Luma's API only)."""
     svc = services()
     if svc.client.dialect.credits_path is None:
@@ -101,7 +102,7 @@ def account():  # type: ignore[no-untyped-def]
     return account_json(credits.read(svc.db, svc.settings.luma_api_flavor))
 
 
-def _task_answer(task_id: int, status: int = 200):  # type: ignore[no-untyped-def]
+def _task_answer(task_id: int, status: int = 200) -> ResponseReturnValue:
     with services().db.read() as session:
         task = session.scalar(
             select(Task).where(Task.id == task_id).options(selectinload(Task.events))
@@ -124,7 +125,7 @@ def _int_arg(name: str, default: int | None, *, minimum: int, maximum: int) -> i
 
 
 @bp.get("/tasks")
-def list_tasks():  # type: ignore[no-untyped-def]
+def list_tasks() -> ResponseReturnValue:
     try:
         limit = _int_arg("limit", DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT) or DEFAULT_LIMIT
         cursor = _int_arg("cursor", None, minimum=0, maximum=10**18)
@@ -151,7 +152,7 @@ def list_tasks():  # type: ignore[no-untyped-def]
 
 
 @bp.get("/tasks/<int:task_id>")
-def show(task_id: int):  # type: ignore[no-untyped-def]
+def show(task_id: int) -> ResponseReturnValue:
     """One task; with ?wait=SECONDS (0-60) the answer waits until the task is final."""
     try:
         seconds = waiting.wait_arg(request.args.get("wait"))
@@ -166,7 +167,7 @@ def show(task_id: int):  # type: ignore[no-untyped-def]
 
 
 @bp.post("/tasks/<int:task_id>/poll")
-def poll(task_id: int):  # type: ignore[no-untyped-def]
+def poll(task_id: int) -> ResponseReturnValue:
     svc = services()
     try:  # no such task (404), or not one to query (409): errors.py answers
         polling.poll_one(svc.db, svc.settings, svc.client, task_id)
@@ -176,7 +177,7 @@ def poll(task_id: int):  # type: ignore[no-untyped-def]
 
 
 @bp.post("/tasks/<int:task_id>/resend")
-def resend(task_id: int):  # type: ignore[no-untyped-def]
+def resend(task_id: int) -> ResponseReturnValue:
     svc = services()
     dispatch.resend(svc.db, svc.settings, svc.client, task_id)  # 404, 409: errors.py
     return _task_answer(task_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 
 from .. import redact
 from .. import settings as settings_module
@@ -26,7 +27,8 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         JSON_SORT_KEYS=False,
         SECRET_KEY=settings.secret_key or None,
     )
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    if isinstance(app.json, DefaultJSONProvider):  # Flask's own, unless an extension swapped it
+        app.json.sort_keys = False
     # every <int:...> in every route: a number past what the database holds is a 404, not a 500
     app.url_map.converters["int"] = BoundedInt
     app.extensions["tracker"] = Services(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
 
 from .. import credits, dispatch, importing, polling, validate
 from ..models import Delivery, Task
@@ -35,7 +36,7 @@ auth.add_views(bp)  # /login and /logout
 
 
 @bp.before_request
-def _guard():  # type: ignore[no-untyped-def]
+def _guard() -> ResponseReturnValue | None:
     if request.endpoint in PUBLIC_ENDPOINTS or auth.allowed():
         return None
     if is_live() or request.method != "GET":
@@ -64,7 +65,7 @@ def list_url(state: str | None, query: str, cursor: int | None = None) -> str:
 
 
 @bp.get("/")
-def index():  # type: ignore[no-untyped-def]
+def index() -> ResponseReturnValue:
     state = request.args.get("state") or None
     if state not in STATES:
         state = None
@@ -90,7 +91,7 @@ def index():  # type: ignore[no-untyped-def]
 
 
 @bp.get("/tasks/<int:task_id>")
-def detail(task_id: int):  # type: ignore[no-untyped-def]
+def detail(task_id: int) -> ResponseReturnValue:
     with services().db.read() as session:
         found = listing.detail(session, task_id)
     if found is None:
@@ -114,7 +115,7 @@ def _form(values: dict[str, str], errors: dict[str, str]) -> str:
 
 
 @bp.route("/tasks/new", methods=["GET", "POST"])
-def new_task():  # type: ignore[no-untyped-def]
+def new_task() -> ResponseReturnValue:
     if request.method == "GET":
         values = {"source_task_id": request.args.get("source", "").strip()[:128]}
         return _form(values, {})
@@ -134,7 +135,7 @@ def new_task():  # type: ignore[no-untyped-def]
 
 
 @bp.post("/tasks/import")
-def import_task():  # type: ignore[no-untyped-def]
+def import_task() -> ResponseReturnValue:
     """The list page's import field: track a task made elsewhere by its upstream id.
 
     Checked by the same model as `POST /api/tasks/import` (the webhook target's guard too).
@@ -169,7 +170,7 @@ def import_task():  # type: ignore[no-untyped-def]
 
 
 @bp.post("/tasks/<int:task_id>/poll")
-def poll(task_id: int):  # type: ignore[no-untyped-def]
+def poll(task_id: int) -> ResponseReturnValue:
     svc = services()
     try:  # no such task, or nothing to query: errors.py answers
         polling.poll_one(svc.db, svc.settings, svc.client, task_id)
@@ -180,7 +181,7 @@ def poll(task_id: int):  # type: ignore[no-untyped-def]
 
 
 @bp.post("/tasks/<int:task_id>/deliveries/<int:delivery_id>/redeliver")
-def redeliver(task_id: int, delivery_id: int):  # type: ignore[no-untyped-def]
+def redeliver(task_id: int, delivery_id: int) -> ResponseReturnValue:
     """The detail page's Redeliver: the same webhook-id, sent again by the worker."""
     db = services().db
     with db.read() as session:
@@ -193,7 +194,7 @@ def redeliver(task_id: int, delivery_id: int):  # type: ignore[no-untyped-def]
 
 
 @bp.post("/tasks/<int:task_id>/resend")
-def resend(task_id: int):  # type: ignore[no-untyped-def]
+def resend(task_id: int) -> ResponseReturnValue:
     svc = services()
     dispatch.resend(svc.db, svc.settings, svc.client, task_id)  # refusals: errors.py
     with svc.db.read() as session:

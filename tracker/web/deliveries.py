@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint
+from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
 from ..db import Database
@@ -45,7 +46,7 @@ def delivery_rows(db: Database, task_id: int) -> list[dict[str, Any]] | None:
 
 
 @bp.get("/tasks/<int:task_id>/deliveries")
-def task_deliveries(task_id: int):  # type: ignore[no-untyped-def]
+def task_deliveries(task_id: int) -> ResponseReturnValue:
     rows = delivery_rows(services().db, task_id)
     if rows is None:
         return error(404, f"no task {task_id}")
@@ -53,7 +54,7 @@ def task_deliveries(task_id: int):  # type: ignore[no-untyped-def]
 
 
 @bp.post("/deliveries/<int:delivery_id>/redeliver")
-def redeliver(delivery_id: int):  # type: ignore[no-untyped-def]
+def redeliver(delivery_id: int) -> ResponseReturnValue:
     """Send it again, same webhook-id; 202: the worker sends it, not this request."""
     db = services().db
     if not queue.redeliver(db, delivery_id):

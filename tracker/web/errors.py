@@ -26,6 +26,7 @@ from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response as BaseResponse
 
 from .. import lifecycle
 
@@ -36,7 +37,8 @@ LIVE_HEADER = "X-Live"  # static/dashboard.js asks for a page's changing part wi
 _PAGE_TITLES = {404: "Not found", 405: "Not allowed", 413: "Too large"}
 _JSON_MESSAGES = {413: "the request body is too large", 404: "not found", 405: "method not allowed"}
 
-Answer = Response | tuple[Response, int]
+# werkzeug's Response: what `redirect` and `send_file` build (Flask's Response is one too)
+Answer = BaseResponse | tuple[BaseResponse, int]
 
 
 def error(status: int, message: str, field: str | None = None) -> tuple[Response, int]:

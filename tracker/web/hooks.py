@@ -13,6 +13,7 @@ UPDATE of the task, one INSERT ... ON CONFLICT DO NOTHING of its event).
 from __future__ import annotations
 
 from flask import Blueprint, request
+from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from .. import lifecycle
@@ -25,7 +26,7 @@ bp = Blueprint("hooks", __name__)
 
 
 @bp.post("/callbacks/luma/<token>")
-def luma_callback(token: str):  # type: ignore[no-untyped-def]
+def luma_callback(token: str) -> ResponseReturnValue:
     svc = services()
     limit = svc.settings.max_callback_bytes
     # a declared length past the limit is refused before reading (werkzeug); a chunked body

@@ -34,16 +34,20 @@ def _parsed(value: object) -> SplitResult | None:
 
 def local_path(value: object) -> str | None:
     """`value` when it is a path on this site (`/tasks/3?x=1`), else None."""
+    if not isinstance(value, str):
+        return None
     parts = _parsed(value)
     if parts is None or parts.scheme or parts.netloc:
         return None
     if not parts.path.startswith("/") or parts.path.startswith("//"):
         return None
-    return value  # type: ignore[return-value]  # _parsed accepted it: a str
+    return value
 
 
 def web_link(value: object) -> str | None:
     """`value` when it is an absolute http(s) URL naming a host, else None."""
+    if not isinstance(value, str):
+        return None
     parts = _parsed(value)
     if parts is None or parts.scheme.lower() not in WEB_SCHEMES:
         return None
@@ -51,7 +55,7 @@ def web_link(value: object) -> str | None:
         host = parts.hostname
     except ValueError:
         return None
-    return value if host else None  # type: ignore[return-value]
+    return value if host else None
 
 
 def safe_next(target: object, fallback: str) -> str:

@@ -18,8 +18,18 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, Row, column, func, literal_column, select, table
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import (
+    ColumnClause,
+    ColumnElement,
+    Integer,
+    Row,
+    column,
+    func,
+    literal_column,
+    select,
+    table,
+)
+from sqlalchemy.orm import QueryableAttribute, Session, selectinload
 
 from ..db import Database
 from ..dialects import FLAVORS
@@ -60,8 +70,8 @@ LIST_COLUMNS = (
 
 _fts = table("tasks_fts", column("rowid", Integer))
 _MATCH = literal_column("tasks_fts").op("MATCH")
-_SIMPLE = literal_column("'simple'::regconfig")
-_VECTOR = literal_column("tasks.search_vector")
+_SIMPLE: ColumnClause[Any] = literal_column("'simple'::regconfig")
+_VECTOR: ColumnClause[Any] = literal_column("tasks.search_vector")
 
 
 def cursor_from(raw: str) -> int | None:
@@ -103,7 +113,7 @@ def other_dialect_waiting(session: Session, flavor: str) -> dict[str, int]:
 
 
 def state_counts(session: Session) -> dict[str, int]:
-    counts = dict.fromkeys(STATES, 0)
+    counts: dict[str, int] = dict.fromkeys(STATES, 0)
     for state, count in session.execute(select(StateCount.state, StateCount.count)):
         counts[state] = max(0, int(count or 0))
     return counts
@@ -129,7 +139,7 @@ def tsquery(tokens: list[str], prefix: bool) -> str:
     return " & ".join(parts)
 
 
-def _prefix(col: Any, text: str, db: Database) -> ColumnElement[bool]:
+def _prefix(col: QueryableAttribute[str | None], text: str, db: Database) -> ColumnElement[bool]:
     if db.is_postgres:
         # served by the varchar_pattern_ops index of migration 0002, whatever the collation
         escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -25,7 +25,7 @@ from ..models import Task
 from ..webhooks import signing
 from .auth import request_has_token, signed_in
 from .context import services
-from .errors import error
+from .errors import Answer, error
 
 bp = Blueprint("media", __name__, url_prefix="/media")
 
@@ -33,7 +33,7 @@ CHUNK = 64 * 1024
 
 
 @bp.before_request
-def require_login():  # type: ignore[no-untyped-def]
+def require_login() -> Answer | None:
     settings = services().settings
     token = settings.api_token
     expires, signature = request.args.get("expires"), request.args.get("signature")
@@ -54,7 +54,7 @@ def _harden(response: Response) -> Response:
     return response
 
 
-def _serve(task_id: int, column: str):  # type: ignore[no-untyped-def]
+def _serve(task_id: int, column: str) -> Answer:
     svc = services()
     with svc.db.read() as db_session:
         task = db_session.get(Task, task_id)
@@ -64,7 +64,8 @@ def _serve(task_id: int, column: str):  # type: ignore[no-untyped-def]
         return error(404, "not found")
     if isinstance(store, storage.LocalStore):
         return _send_local(store, name)
-    assert isinstance(store, storage.S3Store)
+    if not isinstance(store, storage.S3Store):
+        raise TypeError(f"no way to serve from a {type(store).__name__}")
     try:
         stored = store.stat(name)
     except storage.StorageError as exc:
@@ -79,12 +80,12 @@ def _serve(task_id: int, column: str):  # type: ignore[no-untyped-def]
     mimetype = stored.content_type or storage.content_type(name, b"")
     if svc.settings.media_proxy:
         return _proxy(store, name, stored, mimetype)
-    response = redirect(store.presigned_url(name, mimetype), 302)
-    response.headers["Cache-Control"] = "no-store"  # the signed URL outlives no redirect
-    return response
+    moved = redirect(store.presigned_url(name, mimetype), 302)
+    moved.headers["Cache-Control"] = "no-store"  # the signed URL outlives no redirect
+    return moved
 
 
-def _send_local(store: storage.LocalStore, name: str):  # type: ignore[no-untyped-def]
+def _send_local(store: storage.LocalStore, name: str) -> Answer:
     path = store.path(name)
     if path is None:
         return error(404, "not found")
@@ -94,7 +95,7 @@ def _send_local(store: storage.LocalStore, name: str):  # type: ignore[no-untype
     return _harden(response)
 
 
-def _proxy(store: storage.S3Store, name: str, stored: storage.Stored, mimetype: str):  # type: ignore[no-untyped-def]
+def _proxy(store: storage.S3Store, name: str, stored: storage.Stored, mimetype: str) -> Answer:
     """Stream the object through, answering Range, If-Range and If-None-Match like send_file."""
     etag = unquote_etag(stored.etag)[0] if stored.etag else None
     if etag and request.if_none_match.contains(etag):
@@ -141,10 +142,10 @@ def _proxy(store: storage.S3Store, name: str, stored: storage.Stored, mimetype: 
 
 
 @bp.get("/<int:task_id>/video")
-def video(task_id: int):  # type: ignore[no-untyped-def]
+def video(task_id: int) -> Answer:
     return _serve(task_id, "media_path")
 
 
 @bp.get("/<int:task_id>/thumbnail")
-def thumbnail(task_id: int):  # type: ignore[no-untyped-def]
+def thumbnail(task_id: int) -> Answer:
     return _serve(task_id, "thumbnail_path")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 
 from flask import Blueprint, Flask, Response, g, request
+from flask.typing import ResponseReturnValue
 
 from .. import metrics
 from .auth import request_has_token
@@ -56,7 +57,7 @@ def _observe(response: Response) -> Response:
 
 
 @bp.get("/metrics")
-def scrape():  # type: ignore[no-untyped-def]
+def scrape() -> ResponseReturnValue:
     if not request_has_token(basic=False):
         response, status = error(401, "missing or wrong token (Authorization: Bearer <token>)")
         response.headers["WWW-Authenticate"] = 'Bearer realm="tracker"'

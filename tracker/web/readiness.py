@@ -8,7 +8,8 @@ database is down) is kept out of rotation instead of answering 500s. No token, l
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, Response, jsonify
+from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import schema
@@ -17,14 +18,14 @@ from .context import services
 bp = Blueprint("readiness", __name__)
 
 
-def _answer(body: dict[str, object], status: int):  # type: ignore[no-untyped-def]
+def _answer(body: dict[str, object], status: int) -> tuple[Response, int]:
     response = jsonify(body)
     response.headers["Cache-Control"] = "no-store"
     return response, status
 
 
 @bp.get("/readyz")
-def readyz():  # type: ignore[no-untyped-def]
+def readyz() -> ResponseReturnValue:
     try:
         with services().db.engine.connect() as conn:
             current = schema.current_heads(conn)

@@ -22,5 +22,8 @@ def _not_secret(given: str) -> bool:
 def init_app(app: Flask) -> None:
     logs.install_context()
     # an incoming id that holds a secret (a token pasted by mistake) is replaced, not logged
-    app.wsgi_app = logs.RequestIds(app.wsgi_app, _not_secret)  # type: ignore[method-assign]
+    ids = logs.RequestIds(app.wsgi_app, _not_secret)
+    # Flask documents this assignment as the way to add WSGI middleware, but types wsgi_app
+    # as a method, which mypy will not let be assigned
+    app.wsgi_app = ids  # type: ignore[method-assign]  # Flask's documented middleware hook
     app.before_request(_note_task)

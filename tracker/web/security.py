@@ -47,7 +47,10 @@ def init_app(app: Flask) -> None:
     csp = content_security_policy(allow_http_media=settings.media_allow_private)
     if settings.trusted_proxies:
         hops = settings.trusted_proxies
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
+        proxied = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+        # Flask documents this assignment as the way to add WSGI middleware, but types wsgi_app
+        # as a method, which mypy will not let be assigned
+        app.wsgi_app = proxied  # type: ignore[method-assign]  # Flask's documented hook
 
     @app.before_request
     def limit_body() -> None:

@@ -50,7 +50,10 @@ def init_app(app: Flask) -> None:
 
 
 def _counters() -> FailedAttempts:
-    return current_app.extensions["tracker_failed_attempts"]
+    counters = current_app.extensions["tracker_failed_attempts"]
+    if not isinstance(counters, FailedAttempts):
+        raise RuntimeError("the failed-attempt counters are set up by throttle.init_app")
+    return counters
 
 
 def _address() -> str:

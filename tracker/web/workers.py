@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Flask
+from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
 from .. import heartbeat
@@ -75,7 +76,7 @@ def workers() -> list[Worker]:
 
 
 @bp.get("/api/workers")
-def list_workers():  # type: ignore[no-untyped-def]
+def list_workers() -> ResponseReturnValue:
     if not request_has_token(basic=False):
         response, status = error(401, "missing or wrong token (Authorization: Bearer <token>)")
         response.headers["WWW-Authenticate"] = 'Bearer realm="tracker"'

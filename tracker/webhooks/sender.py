@@ -134,12 +134,15 @@ class Sender:
             return None, f"not sent: {exc}"
         except netguard.FetchError as exc:
             return None, f"not sent: {exc}"
+        # one deadline for the whole exchange: requests passes a urllib3 Timeout through
+        # (adapters.send), though its stubs accept only numbers and pairs
+        deadline = Timeout(total=queue.TIMEOUT)
         try:
             with session.post(
                 item.target,
                 data=body.encode(),
                 headers=headers,
-                timeout=Timeout(total=queue.TIMEOUT),
+                timeout=deadline,  # type: ignore[arg-type]  # requests takes a urllib3 Timeout
                 allow_redirects=False,
                 stream=True,
             ) as response:
