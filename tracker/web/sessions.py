@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
 import secrets
 from collections.abc import Iterable
 from datetime import timedelta
@@ -28,6 +27,7 @@ from flask import Blueprint, Flask
 from flask_wtf.csrf import CSRFProtect
 from sqlalchemy.engine import make_url
 
+from .. import secretfile
 from ..settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,29 +42,6 @@ def key_file(settings: Settings) -> Path:
     return Path.cwd() / "instance" / "secret_key"
 
 
-def _read_or_create(path: Path) -> str:
-    try:
-        existing = path.read_text().strip()
-    except FileNotFoundError:
-        existing = ""
-    if existing:
-        return existing
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # write a private temporary file, then link it into place: of several processes starting
-    # together exactly one link succeeds, and every one of them reads the winner's key
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(secrets.token_hex(32))
-    try:
-        os.link(temporary, path)
-    except FileExistsError:
-        pass
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path.read_text().strip()
-
-
 def secret_key(settings: Settings) -> str:
     if settings.secret_key:
         return settings.secret_key
@@ -74,7 +51,7 @@ def secret_key(settings: Settings) -> str:
         ).hexdigest()
     path = key_file(settings)
     try:
-        return _read_or_create(path)
+        return secretfile.read_or_create(path, lambda: secrets.token_hex(32))
     except OSError as exc:
         log.warning(
             "cannot keep a session key in %s (%s): using one for this process only; "

@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import secrets as random_secrets
 import time
 from datetime import UTC, datetime
@@ -28,7 +27,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 from standardwebhooks.webhooks import Webhook
 
-from .. import redact
+from .. import redact, secretfile
 from ..settings import Settings
 
 LINK_LIFETIME = 24 * 3600
@@ -49,28 +48,6 @@ def new_secret() -> str:
     return "whsec_" + base64.b64encode(random_secrets.token_bytes(32)).decode()
 
 
-def _read_or_create(path: Path) -> str:
-    """Read the file, or create it once atomically (several processes may start together)."""
-    try:
-        existing = path.read_text().strip()
-    except FileNotFoundError:
-        existing = ""
-    if existing:
-        return existing
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{random_secrets.token_hex(4)}")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(new_secret())
-    try:
-        os.link(temporary, path)  # exactly one process's file wins
-    except FileExistsError:
-        pass
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path.read_text().strip()
-
-
 def signing_secrets(settings: Settings, *, create: bool = True) -> tuple[str, ...]:
     """Every secret a body is signed with; () when there is none (PostgreSQL, unset)."""
     if settings.notify_secrets:
@@ -82,7 +59,7 @@ def signing_secrets(settings: Settings, *, create: bool = True) -> tuple[str, ..
     if cached is None:
         if not create and not path.exists():
             return ()
-        cached = _cache[path] = _read_or_create(path)
+        cached = _cache[path] = secretfile.read_or_create(path, new_secret)
         redact.register(cached)
     return (cached,)
 
