@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from tests.support.waiting import wait_for
-from tracker import logs, redact, settings
+from tracker import create_app, logs, redact, settings
 from tracker.db import Database
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -162,3 +162,23 @@ def test_every_line_of_the_web_process_and_the_worker_is_json(db: Database, tmp_
     assert any("stopped" in line["message"] for line in worker_lines)
     everything = web_out.read_text() + web_err.read_text() + worker_log.read_text()
     assert SECRET not in everything
+
+
+def test_apps_made_one_after_another_wrap_the_log_record_factory_once_each(
+    make_settings: Any, db: Database
+) -> None:
+    """Each create_app installs the masking and the id factories: checking only the top one,
+    each wrapped the other again, and a long test run overflowed the stack making a record."""
+
+    def chain() -> int:
+        length, factory = 0, logging.getLogRecordFactory()
+        while factory is not None:
+            length, factory = length + 1, getattr(factory, "current", None)
+        return length
+
+    create_app(make_settings(), db=db)
+    once = chain()
+    for _ in range(5):
+        create_app(make_settings(), db=db)
+    assert chain() == once
+    logging.getLogger("tracker.test").warning("still one record")

@@ -94,12 +94,26 @@ def formatter(fmt: str | None = None) -> logging.Formatter:
     return JsonFormatter() if (fmt or log_format()) == "json" else logging.Formatter(TEXT_FORMAT)
 
 
+def factory_installed(mark: str) -> bool:
+    """Whether a record factory carrying `mark` is anywhere in the chain now in place.
+
+    Factories wrap the one before them (`.current`); each installer looks down the whole
+    chain, not only at the top, or two of them installed in turn (every create_app does)
+    would wrap each other again and again until a record's making overflows the stack.
+    """
+    factory: object = logging.getLogRecordFactory()
+    while factory is not None:
+        if getattr(factory, mark, False):
+            return True
+        factory = getattr(factory, "current", None)
+    return False
+
+
 def install_context() -> None:
     """Every record made from now on carries the current request's and task's ids."""
-    current = logging.getLogRecordFactory()
-    if getattr(current, "adds_ids", False):
+    if factory_installed("adds_ids"):
         return
-    logging.setLogRecordFactory(_ContextFactory(current))
+    logging.setLogRecordFactory(_ContextFactory(logging.getLogRecordFactory()))
 
 
 class _ContextFactory:

@@ -23,6 +23,8 @@ from itertools import chain
 from typing import Any
 from urllib.parse import quote, quote_plus
 
+from . import logs
+
 CALLBACK_PATH = re.compile(r"(/callbacks/luma/)[^/\s\"'?#&<>\\]+")
 # the same path URL-encoded (once or twice) or JSON-escaped: callbacks%2Fluma%2F<token>
 ENCODED_CALLBACK_PATH = re.compile(
@@ -160,10 +162,9 @@ def install_logging_filter() -> None:
     log capture) are covered too, and a record is cleaned once, where it is made. The message
     becomes one line; a traceback (exc_text) keeps its lines and is only masked.
     """
-    current = logging.getLogRecordFactory()
-    if getattr(current, "redacting", False):
+    if logs.factory_installed("redacting"):
         return
-    logging.setLogRecordFactory(_RedactingFactory(current))
+    logging.setLogRecordFactory(_RedactingFactory(logging.getLogRecordFactory()))
 
 
 class _RedactingFactory:
