@@ -3,9 +3,10 @@
 Before the worker heartbeat, a worker killed with SIGKILL mid-download left a `.part` file
 for ever and its task leased for half an hour, `tracker archive --missing` included, while
 the upstream's link expires within the hour. Now every claiming process keeps a row in
-`workers`; a lease whose holder's row went stale (60 s) is taken over and its partial
-files removed. The process tests kill a real `tracker worker` mid-download from a video
-origin on 127.0.0.1 that holds its answer; the others check each kind of lease in-process.
+`workers`; a lease whose holder's row went stale (60 s; the spawned processes here are given
+STALE_AFTER) is taken over and its partial files removed. The process tests kill a real
+`tracker worker` mid-download from a video origin on 127.0.0.1 that holds its answer; the
+others check each kind of lease in-process.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from tests.support.held import VIDEO, held_video, partials
+from tests.support.held import STALE_AFTER, VIDEO, held_video, partials
 from tests.support.media import Origin, add_completed, load
 from tests.support.waiting import wait_for
 from tests.support.workers import KEY
@@ -35,7 +36,7 @@ def kill_mid_download(db: Database, origin: Origin, spawn: Any, media_dir: Path)
     """A worker downloading a completed task's video is killed with SIGKILL; the task's id."""
     release = threading.Event()
     task_id = add_completed(db, origin.raw("/held.mp4", held_video(release)))
-    first = spawn(media_dir)
+    first = spawn(media_dir, stale_after=STALE_AFTER)
     wait_for(lambda: origin.hits and partials(media_dir), timeout=60, interval=0.1)
     first.popen.kill()
     first.popen.wait(timeout=10)
@@ -53,8 +54,8 @@ def test_a_worker_killed_mid_download_is_taken_over_by_the_next_one(
     media_dir = tmp_path / "media"
     task_id = kill_mid_download(db, origin, spawn, media_dir)
 
-    second = spawn(media_dir)
-    # the killed worker's heartbeat goes stale after 60 s: generous bounds, a loaded machine
+    second = spawn(media_dir, stale_after=STALE_AFTER)
+    # the killed worker's heartbeat goes stale after STALE_AFTER: generous bounds, a loaded machine
     wait_for(lambda: load(db, task_id).media_path, timeout=180, interval=0.5)
 
     assert (media_dir / f"{task_id}.mp4").read_bytes() == VIDEO
@@ -85,12 +86,12 @@ def test_archive_missing_takes_over_from_a_killed_worker(
     task_id = kill_mid_download(db, origin, spawn, media_dir)
 
     def archive_missing() -> str | None:
-        proc = spawn(media_dir, "archive", "--missing")
+        proc = spawn(media_dir, "archive", "--missing", stale_after=STALE_AFTER)
         assert proc.popen.wait(timeout=60) == 0, proc.text()
         return load(db, task_id).media_path
 
-    # each run leaves alone what a live process may still be downloading; within about a
-    # minute the killed worker counts as dead and a run takes its task
+    # each run leaves alone what a live process may still be downloading; once STALE_AFTER
+    # has passed the killed worker counts as dead and a run takes its task
     wait_for(archive_missing, timeout=180, interval=3)
 
     assert (media_dir / f"{task_id}.mp4").read_bytes() == VIDEO

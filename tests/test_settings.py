@@ -5,10 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tracker.settings import SettingsError, load
+from tracker.settings import SettingsError, load, worker_stale_after
 
 
 def test_defaults(tmp_path: Path) -> None:
@@ -40,11 +41,27 @@ def test_postgres_urls_get_a_driver(tmp_path: Path) -> None:
         ("TRACKER_MAX_IN_FLIGHT", "0"),
         ("TRACKER_MEDIA_ALLOW_PRIVATE", "maybe"),
         ("TRACKER_LEASE_SECONDS", "30"),  # shorter than a send may take
+        ("TRACKER_WORKER_STALE_AFTER", "1"),  # under its minimum of 3
+        ("TRACKER_WORKER_STALE_AFTER", "a minute"),
     ],
 )
 def test_bad_values_name_the_variable(tmp_path: Path, name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
         load({name: value}, instance=tmp_path)
+
+
+def test_the_heartbeat_reads_its_staleness_from_the_environment(monkeypatch: Any) -> None:
+    """tracker/heartbeat.py reads TRACKER_WORKER_STALE_AFTER at import (no settings at hand)."""
+    from tracker import heartbeat
+
+    monkeypatch.delenv("TRACKER_WORKER_STALE_AFTER", raising=False)
+    assert heartbeat._stale_after() == worker_stale_after() == 60.0
+    monkeypatch.setenv("TRACKER_WORKER_STALE_AFTER", "5")
+    assert heartbeat._stale_after() == 5.0
+    # a bad value is settings.load's to report, with its one line; the default stands in
+    monkeypatch.setenv("TRACKER_WORKER_STALE_AFTER", "soon")
+    assert heartbeat._stale_after() == 60.0
+    assert heartbeat.BEAT_EVERY == heartbeat.STALE_AFTER / 6
 
 
 @pytest.mark.slow  # starts a process

@@ -6,8 +6,8 @@ minutes for a poll or a send, half an hour for a download, while the upstream's 
 link expires within the hour. So every process that claims tasks (`tracker worker`,
 `tracker poll --once`, `tracker archive --missing`) keeps a row in `workers`, named as
 its leases are (`tasks.claimed_by`), and rewrites `last_seen_at` every BEAT_EVERY seconds
-from a thread of its own. A lease whose holder's row is older than STALE_AFTER is held by
-nobody (`held_by_dead`).
+from a thread of its own. A lease whose holder's row is older than STALE_AFTER
+(`TRACKER_WORKER_STALE_AFTER`, a minute by default) is held by nobody (`held_by_dead`).
 
 Only an existing, stale row counts as dead: a holder that never registered (the web
 process sending a task, a test) is unknown, and its leases expire on their own as before.
@@ -37,15 +37,26 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import QueryableAttribute
 from sqlalchemy.sql.elements import ColumnElement
 
+from . import settings
 from .db import Database, rowcount
 from .models import WorkerBeat, utcnow
 
 log = logging.getLogger(__name__)
 
-# no beat for this long: the process is taken for dead (and shown stale by GET /api/workers)
-STALE_AFTER = 60.0
+
+def _stale_after() -> float:
+    try:
+        return settings.worker_stale_after()
+    except settings.SettingsError:  # settings.load stops the process with it, naming it
+        return settings.DEFAULT_STALE_AFTER
+
+
+# no beat for this long: the process is taken for dead (and shown stale by GET /api/workers).
+# Read at import from the environment (every process of a deployment shares it); the tests
+# that kill a worker shorten it rather than wait a minute for each take-over
+STALE_AFTER = _stale_after()
 # six beats per STALE_AFTER: a slow database or a busy machine may miss a few
-BEAT_EVERY = 10.0
+BEAT_EVERY = STALE_AFTER / 6
 # rows of processes gone this long are deleted (every lease they held has long expired)
 PRUNE_AFTER = 86400.0
 

@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from . import dialects
@@ -24,6 +24,8 @@ class SettingsError(ValueError):
 
 
 MIN_API_TOKEN_LENGTH = 16
+N = TypeVar("N", int, float)
+DEFAULT_STALE_AFTER = 60.0
 DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 
 
@@ -105,24 +107,15 @@ class Settings:
         return f"{self.public_base_url}/callbacks/luma/{token}"
 
 
-@overload
-def _number(
-    env: Mapping[str, str], name: str, default: int, *, integer: Literal[True], minimum: float
-) -> int: ...
-@overload
-def _number(
-    env: Mapping[str, str], name: str, default: float, *, integer: Literal[False], minimum: float
-) -> float: ...
-def _number(
-    env: Mapping[str, str], name: str, default: float, *, integer: bool, minimum: float
-) -> float:
+def _number(env: Mapping[str, str], name: str, default: N, *, minimum: float) -> N:
+    """A number of the default's type: an int setting refuses "2.5", a float one takes "2"."""
     raw = env.get(name, "").strip()
     if raw == "":
         return default
     try:
-        value = int(raw) if integer else float(raw)
+        value = type(default)(raw)
     except ValueError:
-        kind = "an integer" if integer else "a number"
+        kind = {int: "an integer", float: "a number"}[type(default)]
         raise SettingsError(f"{name} must be {kind}, got {raw!r}") from None
     if value < minimum:
         raise SettingsError(f"{name} must be at least {minimum:g}, got {raw!r}")
@@ -145,15 +138,6 @@ def _http_url(env: Mapping[str, str], name: str, default: str) -> str:
     parts = urlsplit(raw)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise SettingsError(f"{name} must be an http:// or https:// URL, got {raw!r}")
-    return raw
-
-
-def _flavor(env: Mapping[str, str]) -> str:
-    raw = env.get("LUMA_API_FLAVOR", "").strip().lower()
-    if raw == "":
-        return "proxy"
-    if raw not in FLAVORS:
-        raise SettingsError(f"LUMA_API_FLAVOR must be one of {', '.join(FLAVORS)}, got {raw!r}")
     return raw
 
 
@@ -229,6 +213,17 @@ def normalize_database_url(raw: str, *, name: str = "DATABASE_URL") -> str:
     return raw
 
 
+def worker_stale_after(env: Mapping[str, str] | None = None) -> float:
+    """TRACKER_WORKER_STALE_AFTER: seconds without a heartbeat before a process counts as dead.
+
+    Not a field of Settings: tracker/heartbeat.py reads it at import, since its SQL helpers run
+    where no settings are at hand (and every process of a deployment reads one environment).
+    `load` checks it at start like the rest.
+    """
+    env = os.environ if env is None else env
+    return _number(env, "TRACKER_WORKER_STALE_AFTER", DEFAULT_STALE_AFTER, minimum=3)
+
+
 def _database_url(env: Mapping[str, str], instance: Path) -> str:
     raw = env.get("DATABASE_URL", "").strip()
     if raw == "":
@@ -242,40 +237,33 @@ def load(env: Mapping[str, str] | None = None, *, instance: Path | None = None) 
     instance = instance or Path.cwd() / "instance"
     media_raw = env.get("TRACKER_MEDIA_DIR")
     media_dir = str(instance / "media") if media_raw is None else media_raw.strip()
-    flavor = _flavor(env)
+    flavor = _choice(env, "LUMA_API_FLAVOR", FLAVORS)
+    worker_stale_after(env)  # checked here, read by tracker/heartbeat.py
     settings = Settings(
         database_url=_database_url(env, instance),
         luma_api_flavor=flavor,
         luma_api_base=_http_url(env, "LUMA_API_BASE", dialects.default_base(flavor)),
         luma_api_key=env.get("LUMA_API_KEY", "").strip(),
         public_base_url=_http_url(env, "PUBLIC_BASE_URL", ""),
-        port=_number(env, "PORT", 8000, integer=True, minimum=1),
-        connect_timeout=_number(env, "LUMA_CONNECT_TIMEOUT", 5.0, integer=False, minimum=0.1),
-        read_timeout=_number(env, "LUMA_READ_TIMEOUT", 30.0, integer=False, minimum=0.1),
-        poll_after=_number(env, "TRACKER_POLL_AFTER", 60.0, integer=False, minimum=0),
-        poll_max_interval=_number(
-            env, "TRACKER_POLL_MAX_INTERVAL", 600.0, integer=False, minimum=1
-        ),
-        task_timeout=_number(env, "TRACKER_TASK_TIMEOUT", 21600.0, integer=False, minimum=1),
-        poll_concurrency=_number(env, "TRACKER_POLL_CONCURRENCY", 4, integer=True, minimum=1),
-        max_in_flight=_number(env, "TRACKER_MAX_IN_FLIGHT", 10, integer=True, minimum=1),
-        submits_per_minute=_number(env, "TRACKER_SUBMITS_PER_MINUTE", 20, integer=True, minimum=1),
-        worker_interval=_number(env, "TRACKER_WORKER_INTERVAL", 1.0, integer=False, minimum=0.01),
-        lease_seconds=_number(env, "TRACKER_LEASE_SECONDS", 120.0, integer=False, minimum=1),
+        port=_number(env, "PORT", 8000, minimum=1),
+        connect_timeout=_number(env, "LUMA_CONNECT_TIMEOUT", 5.0, minimum=0.1),
+        read_timeout=_number(env, "LUMA_READ_TIMEOUT", 30.0, minimum=0.1),
+        poll_after=_number(env, "TRACKER_POLL_AFTER", 60.0, minimum=0),
+        poll_max_interval=_number(env, "TRACKER_POLL_MAX_INTERVAL", 600.0, minimum=1),
+        task_timeout=_number(env, "TRACKER_TASK_TIMEOUT", 21600.0, minimum=1),
+        poll_concurrency=_number(env, "TRACKER_POLL_CONCURRENCY", 4, minimum=1),
+        max_in_flight=_number(env, "TRACKER_MAX_IN_FLIGHT", 10, minimum=1),
+        submits_per_minute=_number(env, "TRACKER_SUBMITS_PER_MINUTE", 20, minimum=1),
+        worker_interval=_number(env, "TRACKER_WORKER_INTERVAL", 1.0, minimum=0.01),
+        lease_seconds=_number(env, "TRACKER_LEASE_SECONDS", 120.0, minimum=1),
         api_token=env.get("TRACKER_API_TOKEN", "").strip(),
         secret_key=env.get("TRACKER_SECRET_KEY", "").strip(),
-        max_callback_bytes=_number(
-            env, "TRACKER_MAX_CALLBACK_BYTES", 1_000_000, integer=True, minimum=1
-        ),
-        max_body_bytes=_number(env, "TRACKER_MAX_BODY_BYTES", 20_000_000, integer=True, minimum=1),
-        trusted_proxies=_number(env, "TRACKER_TRUSTED_PROXIES", 0, integer=True, minimum=0),
-        session_lifetime=_number(
-            env, "TRACKER_SESSION_LIFETIME", 43200.0, integer=False, minimum=60
-        ),
+        max_callback_bytes=_number(env, "TRACKER_MAX_CALLBACK_BYTES", 1_000_000, minimum=1),
+        max_body_bytes=_number(env, "TRACKER_MAX_BODY_BYTES", 20_000_000, minimum=1),
+        trusted_proxies=_number(env, "TRACKER_TRUSTED_PROXIES", 0, minimum=0),
+        session_lifetime=_number(env, "TRACKER_SESSION_LIFETIME", 43200.0, minimum=60),
         media_dir=media_dir,
-        media_max_bytes=_number(
-            env, "TRACKER_MEDIA_MAX_BYTES", 500_000_000, integer=True, minimum=1
-        ),
+        media_max_bytes=_number(env, "TRACKER_MEDIA_MAX_BYTES", 500_000_000, minimum=1),
         media_allow_private=_flag(env, "TRACKER_MEDIA_ALLOW_PRIVATE"),
         media_url=_media_url(env),
         media_proxy=_flag(env, "TRACKER_MEDIA_PROXY"),

@@ -20,6 +20,9 @@ from tracker.db import Database
 
 VIDEO = os.urandom(3 * 1024 * 1024)
 HEAD = 256 * 1024  # sent at once; the rest waits for the test's word
+# TRACKER_WORKER_STALE_AFTER for the take-over tests: a killed worker counts as dead after
+# 5 s rather than a minute (the take-over is the same, the wait for it far shorter)
+STALE_AFTER = 5.0
 
 
 @pytest.fixture
@@ -54,10 +57,13 @@ def partials(media_dir: Path) -> list[str]:
 
 @pytest.fixture
 def spawn(db: Database, tmp_path: Path) -> Iterator[Any]:
-    """Start `tracker <args>` (a worker by default) archiving into `media_dir`."""
+    """Start `tracker <args>` (a worker by default) archiving into `media_dir`.
+
+    `stale_after` shortens the heartbeat's staleness for the processes of a take-over test.
+    """
     started: list[Proc] = []
 
-    def start(media_dir: Path, *args: str) -> Proc:
+    def start(media_dir: Path, *args: str, stale_after: float | None = None) -> Proc:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TRACKER_", "LUMA_"))}
         env.pop("PUBLIC_BASE_URL", None)
         env.update(
@@ -70,6 +76,8 @@ def spawn(db: Database, tmp_path: Path) -> Iterator[Any]:
             TRACKER_MEDIA_ALLOW_PRIVATE="1",
             TRACKER_WORKER_INTERVAL="0.2",
         )
+        if stale_after is not None:  # TRACKER_WORKER_STALE_AFTER, else the default minute
+            env["TRACKER_WORKER_STALE_AFTER"] = str(stale_after)
         proc = Proc([TRACKER, *(args or ("worker",))], env, tmp_path / f"proc{len(started)}.log")
         started.append(proc)
         return proc
