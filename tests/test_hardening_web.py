@@ -23,6 +23,7 @@ from flask.testing import FlaskClient
 
 from tests.support.dashboard import add_task, csrf_of, get, row_ids
 from tests.support.scripted import ScriptedUpstream
+from tests.support.servers import SHUTDOWN_POLL
 from tests.support.urls import browser_reads
 from tracker import create_app
 from tracker.db import Database
@@ -270,7 +271,7 @@ class _OddLength(BaseHTTPRequestHandler):
 @pytest.fixture
 def odd_origin() -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _OddLength)
-    thread = Thread(target=server.serve_forever, daemon=True)
+    thread = Thread(target=server.serve_forever, args=(SHUTDOWN_POLL,), daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()

@@ -24,6 +24,7 @@ from lumasim.simulator import Simulator
 from tests.support.blankdb import blank_database
 from tests.support.databases import TEST_DATABASE_URL
 from tests.support.s3server import S3Server
+from tests.support.servers import free_port
 from tests.support.waiting import wait_for
 from tracker.cli import upgrade
 
@@ -88,15 +89,20 @@ class Machine:
         return answer.content
 
     def stop(self) -> None:
+        """SIGTERM every process, then check each stopped cleanly; none is left running."""
         for proc, _log in self.procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
+        failures: list[str] = []
         for proc, path in self.procs:
             try:
-                assert proc.wait(timeout=60) == 0, path.read_text()[-3000:]
+                if proc.wait(timeout=60) != 0:
+                    failures.append(path.read_text()[-3000:])
             except subprocess.TimeoutExpired:
                 proc.kill()
-                raise
+                proc.wait(timeout=10)
+                failures.append(f"{path.name}: still running 60 s after SIGTERM")
+        assert failures == [], "\n".join(failures)
 
 
 @pytest.fixture
@@ -136,8 +142,8 @@ def settled(machine: Machine, ids: list[int]) -> bool:
 def test_two_trackers_share_one_database_and_one_bucket(
     shared: dict[str, str], tmp_path: Path
 ) -> None:
-    a = Machine("a", tmp_path / "a", 9741, shared)
-    b = Machine("b", tmp_path / "b", 9742, shared)
+    a = Machine("a", tmp_path / "a", free_port(), shared)
+    b = Machine("b", tmp_path / "b", free_port(), shared)
     try:
         a.web().worker()
         b.web().worker()
@@ -159,5 +165,7 @@ def test_two_trackers_share_one_database_and_one_bucket(
         assert "pass: " in log or "archived task" in log, "the third worker took a share"
         assert KEY not in log
     finally:
-        a.stop()
-        b.stop()
+        try:
+            a.stop()
+        finally:
+            b.stop()  # even when a's processes did not stop cleanly: none is left behind

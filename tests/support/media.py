@@ -11,6 +11,7 @@ from typing import Any
 
 from lumasim.media import SAMPLE_JPG as SAMPLE_JPG_FILE
 from lumasim.media import SAMPLE_MP4
+from tests.support.servers import SHUTDOWN_POLL
 from tracker import lifecycle
 from tracker.db import Database
 from tracker.models import Task, utcnow
@@ -52,7 +53,7 @@ class Origin:
         self.server.daemon_threads = True
         self.url = f"http://{host}:{self.server.server_address[1]}"
         self.thread = threading.Thread(
-            target=lambda: self.server.serve_forever(poll_interval=0.05), daemon=True
+            target=lambda: self.server.serve_forever(poll_interval=SHUTDOWN_POLL), daemon=True
         )
         self.thread.start()
 

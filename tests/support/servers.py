@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+# how often a test's server thread looks for a shutdown: every test with a server waits for
+# it when the server stops (serve_forever's default is half a second)
+SHUTDOWN_POLL = 0.01
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -46,6 +51,14 @@ def serve(app_factory: Callable[[str], Any]) -> LiveServer:
     server = make_server("127.0.0.1", 0, dispatch, threaded=True, request_handler=_QuietHandler)
     url = f"http://127.0.0.1:{server.port}"
     dispatch.app = app_factory(url)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(SHUTDOWN_POLL,), daemon=True)
     thread.start()
     return LiveServer(url=url, server=server, thread=thread, app=dispatch.app)
+
+
+def free_port() -> int:
+    """A port nothing listens on now, for a process a test starts (fixed ports collide when
+    several test runs share the machine)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
