@@ -196,6 +196,13 @@ def _answers(host: str, port: int) -> bool:
         return False
 
 
+def _serves(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
 @pytest.mark.slow
 def test_make_run_listens_on_loopback_only(tmp_path: Path) -> None:
     port, sim_port = _free_port(), _free_port()
@@ -215,7 +222,9 @@ def test_make_run_listens_on_loopback_only(tmp_path: Path) -> None:
     with log.open("wb") as out:
         dev = subprocess.Popen([str(tracker), "dev"], cwd=root, env=env, stdout=out, stderr=out)
     try:
-        wait_for(lambda: _answers("127.0.0.1", port), timeout=60, interval=0.3)
+        # served, not only accepted: gunicorn's master listens before its worker is booted, and
+        # a SIGTERM in between is lost in the booting worker (the stop then waits 15 s for it)
+        wait_for(lambda: _serves(f"http://127.0.0.1:{port}/healthz"), timeout=60, interval=0.3)
         # all of 127.0.0.0/8 is this machine: a socket bound to 0.0.0.0 answers on .2 too
         assert not _answers("127.0.0.2", port), "the web process listens beyond 127.0.0.1"
     finally:
