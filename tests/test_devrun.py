@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.support.servers import CLOSE
 from tests.support.waiting import wait_for
 
 
@@ -45,16 +46,16 @@ def test_tracker_dev_runs_the_whole_loop(tmp_path: Path, flavor: str) -> None:
 
         def demo_tasks_done() -> list[dict]:  # type: ignore[type-arg]
             try:
-                tasks = requests.get(f"{base}/api/tasks", timeout=2).json()["tasks"]
+                tasks = requests.get(f"{base}/api/tasks", timeout=2, headers=CLOSE).json()["tasks"]
             except requests.ConnectionError:
                 return []
             archived = [t for t in tasks if t["state"] == "completed" and t["media_url"]]
             return tasks if len(tasks) == 3 and len(archived) == 3 else []
 
         tasks = wait_for(demo_tasks_done, timeout=60, interval=0.5)
-        video = requests.get(base + tasks[0]["media_url"], timeout=5)
+        video = requests.get(base + tasks[0]["media_url"], timeout=5, headers=CLOSE)
         assert video.status_code == 200 and video.content[4:8] == b"ftyp"
-        page = requests.get(base + "/", timeout=5)
+        page = requests.get(base + "/", timeout=5, headers=CLOSE)
         assert page.status_code == 200 and "lighthouse" in page.text.lower()
         assert {t["upstream"] for t in tasks} == {flavor}
     finally:

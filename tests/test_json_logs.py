@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import requests
 
+from tests.support.servers import CLOSE, free_port
 from tests.support.waiting import wait_for
 from tracker import create_app, logs, redact, settings
 from tracker.db import Database
@@ -116,7 +117,7 @@ def _lines(path: Path) -> list[dict[str, Any]]:
 
 @pytest.mark.slow
 def test_every_line_of_the_web_process_and_the_worker_is_json(db: Database, tmp_path: Path) -> None:
-    port = 9721
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = _env(db, tmp_path, port)
     web_out, web_err = tmp_path / "web.out", tmp_path / "web.err"
@@ -137,14 +138,16 @@ def test_every_line_of_the_web_process_and_the_worker_is_json(db: Database, tmp_
 
         def up() -> bool:
             try:
-                return requests.get(f"{url}/healthz", timeout=1).status_code == 200
+                return requests.get(f"{url}/healthz", timeout=1, headers=CLOSE).status_code == 200
             except requests.RequestException:
                 return False
 
         wait_for(up, timeout=30)
-        given = requests.get(f"{url}/api/tasks/5", headers={"X-Request-ID": "trace-77"}, timeout=5)
+        given = requests.get(
+            f"{url}/api/tasks/5", headers={"X-Request-ID": "trace-77", **CLOSE}, timeout=5
+        )
         assert given.headers["X-Request-ID"] == "trace-77"
-        made = requests.get(f"{url}/callbacks/luma/{SECRET}", timeout=5)
+        made = requests.get(f"{url}/callbacks/luma/{SECRET}", timeout=5, headers=CLOSE)
         assert len(made.headers["X-Request-ID"]) == 32
     finally:
         worker.send_signal(signal.SIGTERM)

@@ -24,7 +24,7 @@ from lumasim.simulator import Simulator
 from tests.support.blankdb import blank_database
 from tests.support.databases import TEST_DATABASE_URL
 from tests.support.s3server import S3Server
-from tests.support.servers import free_port
+from tests.support.servers import CLOSE, free_port
 from tests.support.waiting import wait_for
 from tracker.cli import upgrade
 
@@ -71,20 +71,22 @@ class Machine:
 
     def up(self) -> bool:
         try:
-            return requests.get(f"{self.url}/readyz", timeout=2).status_code == 200
+            return requests.get(f"{self.url}/readyz", timeout=2, headers=CLOSE).status_code == 200
         except requests.RequestException:
             return False
 
     def submit(self, prompt: str) -> int:
-        answer = requests.post(f"{self.url}/api/tasks", json={"user_prompt": prompt}, timeout=30)
+        answer = requests.post(
+            f"{self.url}/api/tasks", json={"user_prompt": prompt}, timeout=30, headers=CLOSE
+        )
         assert answer.status_code == 201, answer.text
         return int(answer.json()["id"])
 
     def task(self, task_id: int) -> dict[str, Any]:
-        return requests.get(f"{self.url}/api/tasks/{task_id}", timeout=10).json()
+        return requests.get(f"{self.url}/api/tasks/{task_id}", timeout=10, headers=CLOSE).json()
 
     def video(self, task_id: int) -> bytes:
-        answer = requests.get(f"{self.url}/media/{task_id}/video", timeout=30)
+        answer = requests.get(f"{self.url}/media/{task_id}/video", timeout=30, headers=CLOSE)
         assert answer.status_code == 200, (self.name, task_id, answer.status_code)
         return answer.content
 

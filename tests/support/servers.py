@@ -15,6 +15,12 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 SHUTDOWN_POLL = 0.01
 
 
+# on requests to a web process the test stops next: gunicorn's worker waits out an idle
+# keep-alive connection (`keepalive`, 5 s) before it exits, and requests leaves the socket
+# open after its answer is read
+CLOSE = {"Connection": "close"}
+
+
 class _QuietHandler(WSGIRequestHandler):
     """No request log: callback paths hold secrets, and the test output stays readable."""
 
