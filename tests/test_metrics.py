@@ -18,6 +18,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.servers import free_port
 from tests.support.waiting import wait_for
 from tracker import lifecycle, metrics_files
 from tracker.db import Database
@@ -234,7 +235,7 @@ def test_one_scrape_sees_every_web_process_and_the_worker_and_a_dead_one_is_mark
     stale = _dead_pid()
     folder.mkdir()
     (folder / f"counter_{stale}.db").write_bytes(b"")  # a process gone since the last run
-    port = 9711
+    port = free_port()  # not a fixed one: another test run may be using it
     url = f"http://127.0.0.1:{port}"
     web = _gunicorn(_env(db, folder, port), tmp_path / "web.log")
     with (tmp_path / "worker.log").open("wb") as out:
