@@ -156,13 +156,15 @@ def test_the_refresh_pauses_while_the_tab_is_hidden(
     add_task(db, "anything", state="processing")
     fetched: list[str] = []
     page.on("request", lambda r: fetched.append(r.url) if r.headers.get("x-live") else None)
+    page.clock.install()  # the page's timers run on a clock the test moves, not in real time
     page.goto(server.url + "/")
     with page.expect_request(lambda r: r.headers.get("x-live") == "1", timeout=8000):
-        pass  # the first refresh, a few seconds in
+        page.clock.run_for(3000)  # the first refresh, the list's 3 s interval in
     page.evaluate(HIDE)
     expect(page.locator("[data-live-status]")).to_contain_text("Paused")
     seen = len(fetched)
-    page.wait_for_timeout(4000)  # longer than the 3 s interval
+    page.clock.run_for(4000)  # longer than the 3 s interval: every timer due by then fires
+    page.wait_for_timeout(500)  # (real time) for a request a timer may have started
     assert len(fetched) == seen, "no refresh while hidden"
     with page.expect_request(lambda r: r.headers.get("x-live") == "1", timeout=1500):
         page.evaluate(HIDE.replace("'hidden'", "'visible'"))  # back: refreshed at once
