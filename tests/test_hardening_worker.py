@@ -92,7 +92,7 @@ def test_archive_missing_takes_over_from_a_killed_worker(
 
     # each run leaves alone what a live process may still be downloading; once STALE_AFTER
     # has passed the killed worker counts as dead and a run takes its task
-    wait_for(archive_missing, timeout=180, interval=3)
+    wait_for(archive_missing, timeout=180, interval=1)
 
     assert (media_dir / f"{task_id}.mp4").read_bytes() == VIDEO
     assert partials(media_dir) == []
