@@ -1,9 +1,10 @@
 """Live workers: `GET /api/workers` and the dashboard's workers panel and warning.
 
 Each worker process keeps a row in `workers` (tracker/heartbeat.py) and rewrites its
-`last_seen_at` every 10 s; a row not rewritten for 60 s (`heartbeat.STALE_AFTER`) is
-stale: the process was killed, or its machine is gone. A clean stop deletes the row. With
-no live row, nothing sends, polls or archives: the dashboard says so.
+`last_seen_at` every 10 s; a row not rewritten for 60 s (`heartbeat.STALE_AFTER`, from
+TRACKER_WORKER_STALE_AFTER) is stale: the process was killed, or its machine is gone. A
+clean stop deletes the row. With no live row, nothing sends, polls or archives: the
+dashboard says so.
 """
 
 from __future__ import annotations
