@@ -19,6 +19,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +134,21 @@ class Database:
         with self._write_engine.begin() as connection:
             yield connection
 
+    @cached_property
+    def driver_engine(self) -> Engine:
+        """The callback route's pool (tracker/driver.py).
+
+        On PostgreSQL, one without pre-ping: the ping is a round trip on every checkout, a
+        fifth of the route's database work (measured, docs/benchmarks.md "Callback
+        ingest"). A connection found dead there is replaced by the route's one retry.
+        """
+        if not self.is_postgres:
+            return self.engine
+        return create_engine(self.url, pool_size=8, max_overflow=12)
+
     def dispose(self) -> None:
+        if "driver_engine" in self.__dict__ and self.driver_engine is not self.engine:
+            self.driver_engine.dispose()
         self.engine.dispose()
 
 

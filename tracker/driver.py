@@ -143,8 +143,9 @@ def write(db: Database) -> Iterator[Transaction]:
     SQLite's starts with BEGIN IMMEDIATE (the write lock up front, waited for
     cooperatively for at most the web's lock wait); PostgreSQL's driver begins one itself.
     """
-    dialect = db.engine.dialect
-    pooled = db.engine.raw_connection()
+    engine = db.driver_engine
+    dialect = engine.dialect
+    pooled = engine.raw_connection()
     connection = pooled.driver_connection
     if connection is None:  # only after close(): a fresh checkout always has one
         raise RuntimeError("the pool gave a closed connection")
@@ -164,8 +165,9 @@ def write(db: Database) -> Iterator[Transaction]:
             raise
     except dialect.loaded_dbapi.Error as exc:
         dead = dialect.is_disconnect(exc, connection, tx.cursor)
-        if dead:
+        if dead:  # the server restarted, say: the pool's other connections are gone too
             pooled.invalidate(exc)
+            engine.dispose()
         raise DBAPIError.instance(
             tx.statement,
             None,

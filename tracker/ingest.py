@@ -18,6 +18,7 @@ import hmac
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy.exc import DBAPIError
 
 from . import driver, events, lifecycle, machine, webhooks
 from .db import Database, table_of
@@ -67,11 +68,26 @@ def callback(
     """Write one callback: None when no task has this token, else whether the state moved."""
     token_hash = events.hash_token(token)
     try:
-        with driver.write(db) as tx:
-            return ingest(tx, settings, token_hash, upd, payload)
+        return _on_driver(db, settings, token_hash, upd, payload)
     except _NeedsSession:
         with db.write_connection() as connection:
             return ingest(_CoreTransaction(connection), settings, token_hash, upd, payload)
+
+
+def _on_driver(
+    db: Database, settings: Settings, token_hash: str, upd: Update, payload: Any
+) -> bool | None:
+    try:
+        with driver.write(db) as tx:
+            return ingest(tx, settings, token_hash, upd, payload)
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+    # the connection had died (a restarted server, say): nothing was written, so once more
+    # on a new one (the pool has no pre-ping: db.driver_engine); a second failure is the
+    # web's 503, and the sender tries again
+    with driver.write(db) as tx:
+        return ingest(tx, settings, token_hash, upd, payload)
 
 
 def ingest(
