@@ -144,7 +144,8 @@ class Database:
         """
         if not self.is_postgres:
             return self.engine
-        return create_engine(self.url, pool_size=8, max_overflow=12)
+        # autocommit: the route sends BEGIN and COMMIT itself, with its statements (driver.py)
+        return create_engine(self.url, pool_size=8, max_overflow=12, isolation_level="AUTOCOMMIT")
 
     def dispose(self) -> None:
         if "driver_engine" in self.__dict__ and self.driver_engine is not self.engine:

@@ -101,32 +101,39 @@ class Row(dict[str, Any]):
 
 
 class Transaction:
-    """Statements on one driver connection, in one transaction (see `write`)."""
+    """Statements on one driver connection, in one transaction (see `write`): SQLite's.
+
+    Each statement runs when called: SQLite is in the process, a statement costs no trip.
+    """
 
     def __init__(self, connection: Any, dialect: Dialect) -> None:
         self.connection = connection
         self.dialect = dialect
-        self.cursor = connection.cursor()
+        self.cursor = self._cursor()
         self.statement: str | None = None  # the last one, for the error SQLAlchemy would raise
 
-    def execute(self, statement: UpdateBase, values: dict[str, Any]) -> int:
-        """Run an INSERT, UPDATE or DELETE; the number of rows it touched.
+    def _cursor(self) -> Any:
+        return self.connection.cursor()
+
+    def execute(self, statement: UpdateBase, values: dict[str, Any]) -> None:
+        """An INSERT, UPDATE or DELETE.
 
         Like `Connection.execute`, the columns an INSERT or UPDATE sets are the keys of
         `values` that name its table's columns (the others fill its WHERE clause).
         """
         table = statement.table
-        keys = tuple(name for name in values if name in table.c)
-        compiled = compile_for(statement, self.dialect, keys)
-        self.statement = compiled.sql
-        self.cursor.execute(compiled.sql, compiled.parameters(values))
-        return int(self.cursor.rowcount)
+        compiled = compile_for(statement, self.dialect, tuple(k for k in values if k in table.c))
+        self._write(compiled.sql, compiled.parameters(values))
+
+    def _write(self, sql: str, parameters: Sequence[Any] | dict[str, Any]) -> None:
+        self.statement = sql
+        self.cursor.execute(sql, parameters)
 
     def first(self, statement: ClauseElement, values: dict[str, Any]) -> Row | None:
         """Run a SELECT; its first row, or None."""
         compiled = compile_for(statement, self.dialect)
         self.statement = compiled.sql
-        self.cursor.execute(compiled.sql, compiled.parameters(values))
+        self._select(compiled.sql, compiled.parameters(values))
         found = self.cursor.fetchone()
         if found is None:
             return None
@@ -135,33 +142,81 @@ class Transaction:
             for name, proc, value in zip(compiled.columns, compiled.results, found, strict=True)
         )
 
+    def _select(self, sql: str, parameters: Sequence[Any] | dict[str, Any]) -> None:
+        self.cursor.execute(sql, parameters)
+
+    def begin(self, lock_wait: float | None) -> None:
+        """BEGIN IMMEDIATE: the write lock up front, waited for cooperatively (db.py)."""
+        self.statement = "BEGIN IMMEDIATE"
+        busy = self.dialect.loaded_dbapi.OperationalError
+        begin_immediate(self.cursor.execute, lock_wait, busy)
+
+    def commit(self) -> None:
+        self.statement = "COMMIT"
+        self.connection.commit()
+
+
+class Batched(Transaction):
+    """PostgreSQL's: the same statements in two round trips instead of five.
+
+    BEGIN travels with the first SELECT, and the writes wait to travel with COMMIT: every
+    trip to the server is a send, a wake-up on both sides and, under gevent, a switch, and
+    measured that way they were most of the route's CPU on PostgreSQL, on both sides
+    (docs/benchmarks.md, "Callback ingest"). Several statements in one message need the
+    values bound in the client: psycopg's ClientCursor quotes them (its documented
+    client-side binding). The connection is in autocommit (db.driver_engine), so psycopg
+    sends no BEGIN of its own; the row lock (SELECT ... FOR UPDATE) lasts until COMMIT.
+    """
+
+    def __init__(self, connection: Any, dialect: Dialect) -> None:
+        super().__init__(connection, dialect)
+        self.begun = False
+        self.writes: list[str] = []
+
+    def _cursor(self) -> Any:
+        return self.dialect.loaded_dbapi.ClientCursor(self.connection)
+
+    def _write(self, sql: str, parameters: Sequence[Any] | dict[str, Any]) -> None:
+        self.writes.append(self.cursor.mogrify(sql, parameters))
+
+    def _select(self, sql: str, parameters: Sequence[Any] | dict[str, Any]) -> None:
+        if self.begun:
+            self.cursor.execute(sql, parameters)
+            return
+        self.cursor.execute(f"BEGIN; {sql}", parameters)
+        self.cursor.nextset()  # past BEGIN's empty result, to the SELECT's
+        self.begun = True
+
+    def begin(self, lock_wait: float | None) -> None:
+        """Nothing yet: BEGIN goes with the first SELECT, or with the writes."""
+
+    def commit(self) -> None:
+        batch = [*self.writes, "COMMIT"]
+        if not self.begun:
+            batch.insert(0, "BEGIN")
+        self.statement = "; ".join(batch)
+        self.writes = []
+        self.cursor.execute(self.statement)  # no parameters: nothing in it is read as one
+
 
 @contextmanager
 def write(db: Database) -> Iterator[Transaction]:
-    """A write transaction on a pooled connection, committed when the block ends cleanly.
-
-    SQLite's starts with BEGIN IMMEDIATE (the write lock up front, waited for
-    cooperatively for at most the web's lock wait); PostgreSQL's driver begins one itself.
-    """
+    """A write transaction on a pooled connection, committed when the block ends cleanly."""
     engine = db.driver_engine
     dialect = engine.dialect
     pooled = engine.raw_connection()
     connection = pooled.driver_connection
     if connection is None:  # only after close(): a fresh checkout always has one
         raise RuntimeError("the pool gave a closed connection")
-    tx = Transaction(connection, dialect)
+    tx = Batched(connection, dialect) if db.is_postgres else Transaction(connection, dialect)
     try:
         try:
-            if db.is_sqlite:
-                tx.statement = "BEGIN IMMEDIATE"
-                busy = dialect.loaded_dbapi.OperationalError
-                begin_immediate(tx.cursor.execute, db.lock_wait, busy)
+            tx.begin(db.lock_wait)
             yield tx
-            tx.statement = "COMMIT"
-            connection.commit()
+            tx.commit()
         except BaseException:
             with suppress(Exception):  # a dead connection: the error that killed it is raised
-                connection.rollback()
+                connection.rollback()  # psycopg: ROLLBACK if the server's transaction is open
             raise
     except dialect.loaded_dbapi.Error as exc:
         dead = dialect.is_disconnect(exc, connection, tx.cursor)

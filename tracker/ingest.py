@@ -29,11 +29,13 @@ from .settings import Settings
 from .states import Source
 
 _tasks = table_of(Task)
-# the columns `machine.decide` needs, the id, the token's hash, and the task's own webhook target
+# the columns `machine.decide` needs, the id, the token's hash, the task's own webhook
+# target, and its next query (kept when a callback would barely move it: scheduler.timing)
 _FIELDS = (
     _tasks.c.id,
     _tasks.c.callback_token_hash,
     _tasks.c.notify_url,
+    _tasks.c.next_check_at,
     *(_tasks.c[name] for name in TaskFields.__dataclass_fields__),
 )
 # built once: the driver compiles each once per dialect (and UPDATE once per set of columns)
@@ -54,8 +56,8 @@ class _CoreTransaction(driver.Transaction):
         self.core = connection
         self.dialect = connection.dialect
 
-    def execute(self, statement: Any, values: dict[str, Any]) -> int:
-        return int(self.core.execute(statement, values).rowcount)
+    def execute(self, statement: Any, values: dict[str, Any]) -> None:
+        self.core.execute(statement, values)
 
     def first(self, statement: Any, values: dict[str, Any]) -> driver.Row | None:
         row = self.core.execute(statement, values).first()
@@ -100,7 +102,7 @@ def ingest(
     change = machine.decide(TaskFields.of(row), upd, Source.CALLBACK, now)
     after = row.state
     if not change.ignored:
-        values = lifecycle.values_of(settings, change, token_hash, now)
+        values = lifecycle.values_of(settings, change, token_hash, now, row.next_check_at)
         if change.state is not None:
             if webhooks.wanted(change.state, row.notify_url) and not isinstance(
                 tx, _CoreTransaction

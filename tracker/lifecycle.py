@@ -128,14 +128,18 @@ def create(db: Database, new: NewTask) -> Task:
 
 
 def values_of(
-    settings: Settings, change: Change, token_hash: str | None, now: datetime
+    settings: Settings,
+    change: Change,
+    token_hash: str | None,
+    now: datetime,
+    next_check_at: datetime | None,
 ) -> dict[str, Any]:
     """The columns a Change sets: its fields, the reason masked, the schedule it leaves."""
     values = dict(change.fields)
     if change.failure_reason:
         values["failure_reason"] = scrub(token_hash, change.failure_reason)
     quiet = values.get("quiet_polls", 0)
-    values.update(timing.next_check_at(settings, change.next, quiet, now))
+    values.update(timing.next_check_at(settings, change.next, quiet, now, next_check_at))
     return values
 
 
@@ -157,7 +161,9 @@ def apply(
     before = task.state
     change = machine.decide(TaskFields.of(task), upd, Source(source), now)
     if not change.ignored:
-        for name, value in values_of(settings, change, task.callback_token_hash, now).items():
+        for name, value in values_of(
+            settings, change, task.callback_token_hash, now, task.next_check_at
+        ).items():
             setattr(task, name, value)
         if change.state is not None:
             set_state(session, task, change.state)
