@@ -16,13 +16,13 @@ from pathlib import Path
 import click
 from sqlalchemy import select
 
-from . import netguard, storage
-from .db import Database
-from .download import DownloadError, download
-from .models import FINAL_STATES, Task
-from .settings import Settings
-from .storage.local import LocalStore
-from .storage.s3 import S3Store
+from .. import netguard, storage
+from ..db import Database
+from ..download import DownloadError, download
+from ..models import FINAL_STATES, Task
+from ..settings import Settings
+from ..storage.local import LocalStore
+from ..storage.s3 import S3Store
 
 EVERY = 0.5  # seconds between looks at the row
 ARCHIVE_GRACE = 120.0  # after completion, how long `--wait` waits for the archived copy
