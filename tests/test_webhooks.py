@@ -17,7 +17,7 @@ from sqlalchemy import select, text
 
 from tests.support.waiting import wait_for
 from tests.support.webhook_receiver import Receiver
-from tracker import ingest, lifecycle, webhooks, worker
+from tracker import ingest, lifecycle, webhooks, worker_queries
 from tracker.db import Database
 from tracker.lifecycle import NewTask
 from tracker.models import Delivery, Task
@@ -35,7 +35,7 @@ def _no_global_target() -> Iterator[None]:
     """configure() names the process's target: no test leaves its receiver to the next."""
     yield
     webhooks.configure(None)
-    worker._manners.clear()
+    worker_queries._manners.clear()
 
 
 @pytest.fixture

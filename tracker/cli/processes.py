@@ -75,7 +75,8 @@ def archive(missing: bool) -> None:
     does, so it keeps a heartbeat while it runs: killed, its downloads are taken over within
     a minute like a worker's.
     """
-    from .. import heartbeat, media, media_move, storage
+    from .. import heartbeat, media, media_move
+    from ..storage.base import StorageError
 
     settings = load_settings()
     if not settings.archives:
@@ -93,7 +94,7 @@ def archive(missing: bool) -> None:
                 click.echo(f"kept in {settings.media_dir}: {line}", err=True)
         with heartbeat.Heartbeat(database, heartbeat.new_id()).running() as holder:
             count = media.archive_missing(database, settings, make_client(settings), holder=holder)
-    except storage.StorageError as exc:
+    except StorageError as exc:
         raise click.ClickException(exc.reason) from None
     click.echo(f"archived {count} task(s)")
 

@@ -46,6 +46,8 @@ RATE_LIMIT = Backoff(5.0, 5.0, jitter=False, retry_after_wins=True)
 # an archive attempt that failed: 30 s, 1 min, 2 min, ... up to an hour
 ARCHIVE = Backoff(30.0, 3600.0)
 ARCHIVE_MAX_ATTEMPTS = 8
+# the account's credit balance: read at most once in this many seconds, by one process
+CREDIT_CHECK_INTERVAL = 60.0
 
 
 def poll_backoff(settings: Settings) -> Backoff:
