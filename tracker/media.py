@@ -133,11 +133,6 @@ def _give_back(db: Database, task_id: int, holder: str | None) -> None:
     archives.give_back(db, task_id, holder)
 
 
-def retry_delay(attempts: int) -> float:
-    """Exponential backoff with jitter: 30 s, 1 min, 2 min, ... up to an hour."""
-    return timing.archive_delay(attempts)
-
-
 def _note_failure(
     db: Database, task_id: int, exc: DownloadError, *, holder: str | None = None
 ) -> None:
