@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Dialect
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -35,8 +36,9 @@ Processor = Callable[[Any], Any]
 class Compiled:
     """One statement for one dialect: its SQL text, and how its values go in and out."""
 
+    name: str  # PostgreSQL: its prepared statement's name on a connection
     sql: str
-    order: tuple[str, ...] | None  # parameter names in order (qmark), or None (named)
+    order: tuple[str, ...] | None  # parameter names in order (qmark, $1), or None (named)
     binds: Mapping[str, Processor | None]
     columns: tuple[str, ...]  # the names of a SELECT's columns
     results: tuple[Processor | None, ...]
@@ -55,6 +57,7 @@ class Compiled:
         }
 
 
+_NUMBERED = PGDialect_psycopg(paramstyle="numeric_dollar")
 _compiled: dict[tuple[int, str, tuple[str, ...] | None], Compiled] = {}
 
 
@@ -69,6 +72,8 @@ def compile_for(
     found = _compiled.get(key)
     if found is not None:
         return found
+    if dialect.name == "postgresql":  # $1, $2...: the form PREPARE takes (see Batched)
+        dialect = _NUMBERED
     compiled = statement.compile(dialect=dialect, column_keys=None if keys is None else list(keys))
     if not isinstance(compiled, SQLCompiler):
         raise TypeError(f"not a SQL statement: {statement!r}")
@@ -78,6 +83,7 @@ def compile_for(
     }
     columns = getattr(statement, "selected_columns", ())
     made = Compiled(
+        name=f"tracker_{len(_compiled)}",
         sql=compiled.string,
         order=tuple(compiled.positiontup or ()) if compiled.positional else None,
         binds=binds,
@@ -123,17 +129,17 @@ class Transaction:
         """
         table = statement.table
         compiled = compile_for(statement, self.dialect, tuple(k for k in values if k in table.c))
-        self._write(compiled.sql, compiled.parameters(values))
+        self._write(compiled, values)
 
-    def _write(self, sql: str, parameters: Sequence[Any] | dict[str, Any]) -> None:
-        self.statement = sql
-        self.cursor.execute(sql, parameters)
+    def _write(self, compiled: Compiled, values: dict[str, Any]) -> None:
+        self.statement = compiled.sql
+        self.cursor.execute(compiled.sql, compiled.parameters(values))
 
     def first(self, statement: ClauseElement, values: dict[str, Any]) -> Row | None:
         """Run a SELECT; its first row, or None."""
         compiled = compile_for(statement, self.dialect)
         self.statement = compiled.sql
-        self._select(compiled.sql, compiled.parameters(values))
+        self._select(compiled, values)
         found = self.cursor.fetchone()
         if found is None:
             return None
@@ -142,8 +148,8 @@ class Transaction:
             for name, proc, value in zip(compiled.columns, compiled.results, found, strict=True)
         )
 
-    def _select(self, sql: str, parameters: Sequence[Any] | dict[str, Any]) -> None:
-        self.cursor.execute(sql, parameters)
+    def _select(self, compiled: Compiled, values: dict[str, Any]) -> None:
+        self.cursor.execute(compiled.sql, compiled.parameters(values))
 
     def begin(self, lock_wait: float | None) -> None:
         """BEGIN IMMEDIATE: the write lock up front, waited for cooperatively (db.py)."""
@@ -155,6 +161,11 @@ class Transaction:
         self.statement = "COMMIT"
         self.connection.commit()
 
+    def abandon(self) -> None:
+        """After an error: roll back (psycopg: ROLLBACK if the server's transaction is open)."""
+        with suppress(Exception):  # a dead connection: the error that killed it is raised
+            self.connection.rollback()
+
 
 class Batched(Transaction):
     """PostgreSQL's: the same statements in two round trips instead of five.
@@ -162,30 +173,47 @@ class Batched(Transaction):
     BEGIN travels with the first SELECT, and the writes wait to travel with COMMIT: every
     trip to the server is a send, a wake-up on both sides and, under gevent, a switch, and
     measured that way they were most of the route's CPU on PostgreSQL, on both sides
-    (docs/benchmarks.md, "Callback ingest"). Several statements in one message need the
-    values bound in the client: psycopg's ClientCursor quotes them (its documented
-    client-side binding). The connection is in autocommit (db.driver_engine), so psycopg
-    sends no BEGIN of its own; the row lock (SELECT ... FOR UPDATE) lasts until COMMIT.
+    (docs/benchmarks.md, "Callback ingest"). Several statements in one message are the
+    simple protocol, so each statement is a prepared one (PREPARE once a connection, then
+    EXECUTE: the server neither parses nor plans it again) whose values psycopg's
+    ClientCursor quotes (its documented client-side binding). The connection is in
+    autocommit (db.driver_engine), so psycopg sends no BEGIN of its own; the row lock
+    (SELECT ... FOR UPDATE) lasts until COMMIT.
     """
 
-    def __init__(self, connection: Any, dialect: Dialect) -> None:
+    def __init__(self, connection: Any, dialect: Dialect, prepared: set[str]) -> None:
         super().__init__(connection, dialect)
         self.begun = False
         self.writes: list[str] = []
+        self.prepared = prepared  # the names this connection holds (the pool keeps the set)
+        self.preparing: set[str] = set()
 
     def _cursor(self) -> Any:
         return self.dialect.loaded_dbapi.ClientCursor(self.connection)
 
-    def _write(self, sql: str, parameters: Sequence[Any] | dict[str, Any]) -> None:
-        self.writes.append(self.cursor.mogrify(sql, parameters))
+    def _text(self, compiled: Compiled, values: dict[str, Any]) -> str:
+        """EXECUTE with the values quoted in, after a PREPARE the first time on this connection."""
+        parameters = compiled.parameters(values)
+        text = f"EXECUTE {compiled.name}"
+        if parameters:
+            marks = ", ".join(["%s"] * len(parameters))
+            text = self.cursor.mogrify(f"{text}({marks})", parameters)
+        if compiled.name in self.prepared or compiled.name in self.preparing:
+            return text
+        self.preparing.add(compiled.name)
+        return f"PREPARE {compiled.name} AS {compiled.sql}; {text}"
 
-    def _select(self, sql: str, parameters: Sequence[Any] | dict[str, Any]) -> None:
-        if self.begun:
-            self.cursor.execute(sql, parameters)
-            return
-        self.cursor.execute(f"BEGIN; {sql}", parameters)
-        self.cursor.nextset()  # past BEGIN's empty result, to the SELECT's
-        self.begun = True
+    def _write(self, compiled: Compiled, values: dict[str, Any]) -> None:
+        self.writes.append(self._text(compiled, values))
+
+    def _select(self, compiled: Compiled, values: dict[str, Any]) -> None:
+        text = self._text(compiled, values)
+        if not self.begun:
+            text, self.begun = f"BEGIN; {text}", True
+        self.statement = text
+        self.cursor.execute(text)  # no parameters: nothing in it is read as a placeholder
+        while self.cursor.nextset():  # past BEGIN's and PREPARE's empty results
+            pass
 
     def begin(self, lock_wait: float | None) -> None:
         """Nothing yet: BEGIN goes with the first SELECT, or with the writes."""
@@ -196,7 +224,16 @@ class Batched(Transaction):
             batch.insert(0, "BEGIN")
         self.statement = "; ".join(batch)
         self.writes = []
-        self.cursor.execute(self.statement)  # no parameters: nothing in it is read as one
+        self.cursor.execute(self.statement)
+        self.prepared |= self.preparing
+
+    def abandon(self) -> None:
+        """Roll back, and forget every prepared statement: a PREPARE outlives a rollback, and
+        whether this one's ran before the error is not known."""
+        super().abandon()
+        with suppress(Exception):
+            self.cursor.execute("DEALLOCATE ALL")
+        self.prepared.clear()
 
 
 @contextmanager
@@ -208,15 +245,18 @@ def write(db: Database) -> Iterator[Transaction]:
     connection = pooled.driver_connection
     if connection is None:  # only after close(): a fresh checkout always has one
         raise RuntimeError("the pool gave a closed connection")
-    tx = Batched(connection, dialect) if db.is_postgres else Transaction(connection, dialect)
+    tx: Transaction
+    if db.is_postgres:
+        tx = Batched(connection, dialect, pooled.info.setdefault("tracker_prepared", set()))
+    else:
+        tx = Transaction(connection, dialect)
     try:
         try:
             tx.begin(db.lock_wait)
             yield tx
             tx.commit()
         except BaseException:
-            with suppress(Exception):  # a dead connection: the error that killed it is raised
-                connection.rollback()  # psycopg: ROLLBACK if the server's transaction is open
+            tx.abandon()
             raise
     except dialect.loaded_dbapi.Error as exc:
         dead = dialect.is_disconnect(exc, connection, tx.cursor)
