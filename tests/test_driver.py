@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from sqlalchemy.exc import IntegrityError
 
+from tests.support.sent import sent_task
 from tracker import driver, events, ingest, lifecycle
 from tracker.db import Database
-from tracker.lifecycle import NewTask
 from tracker.models import Task
 from tracker.parse import Update
 from tracker.states import Source
@@ -23,14 +23,7 @@ TOKEN = "driver-test-token-" + "y" * 30
 
 
 def _processing(db: Database) -> int:
-    task_id = lifecycle.create(db, NewTask(kind="generate", user_prompt="p")).id
-    with db.write() as session:
-        task = session.get(Task, task_id)
-        assert task is not None
-        lifecycle.set_state(session, task, "processing")
-        task.upstream_id = "up-driver"
-        task.callback_token_hash = lifecycle.hash_token(TOKEN)
-    return task_id
+    return sent_task(db, TOKEN, "up-driver", "processing")
 
 
 def _progress(db: Database, settings: Any, progress: int) -> bool | None:

@@ -15,6 +15,7 @@ import pytest
 import requests
 from sqlalchemy import select, text
 
+from tests.support.sent import sent_task
 from tests.support.waiting import wait_for
 from tests.support.webhook_receiver import Receiver
 from tracker import ingest, lifecycle, webhooks, worker_queries
@@ -328,19 +329,7 @@ def test_detail_page_shows_deliveries_and_redeliver_needs_the_csrf_token(
     assert [r.webhook_id for r in receiver.received] == [row.webhook_id] * 2
 
 
-def _calling_back(db: Database, notify_url: str | None = None) -> tuple[int, str]:
-    """A pending task with an upstream id and a callback token, as a send leaves one."""
-    token = "cb-token-" + "x" * 40
-    task_id = lifecycle.create(
-        db, NewTask(kind="generate", user_prompt="p", notify_url=notify_url)
-    ).id
-    with db.write() as session:
-        task = session.get(Task, task_id)
-        assert task is not None
-        lifecycle.set_state(session, task, "pending")
-        task.upstream_id = "up-cb"
-        task.callback_token_hash = lifecycle.hash_token(token)
-    return task_id, token
+CALLBACK_TOKEN = "cb-token-" + "x" * 40
 
 
 @pytest.mark.parametrize("target", ["global", "task"])
@@ -354,7 +343,9 @@ def test_a_callback_that_moves_the_task_makes_its_delivery(
         notify_allow_private=True,  # the receiver is on 127.0.0.1
     )
     webhooks.configure(settings)
-    task_id, token = _calling_back(db, receiver.url if target == "task" else None)
+    notify_url = receiver.url if target == "task" else None
+    task_id = sent_task(db, CALLBACK_TOKEN, "up-cb", "pending", notify_url)
+    token = CALLBACK_TOKEN
     processing = Update(understood=True, state="processing", upstream_id="up-cb", progress=10)
     assert ingest.callback(db, settings, token, processing, {"state": "processing"}) is True
     further = Update(understood=True, state="processing", upstream_id="up-cb", progress=60)
@@ -372,7 +363,7 @@ def test_a_callback_with_no_target_moves_the_task_and_makes_no_delivery(
 ) -> None:
     settings = _settings(make_settings)
     webhooks.configure(settings)
-    task_id, token = _calling_back(db)
+    task_id, token = sent_task(db, CALLBACK_TOKEN, "up-cb", "pending"), CALLBACK_TOKEN
     done = Update(
         understood=True,
         state="completed",
