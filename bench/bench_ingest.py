@@ -232,6 +232,8 @@ def metrics_report(started: datetime, results: dict[str, Any], cost_us: float) -
     lines = [
         METRICS_HEADING,
         "",
+        f"### {started:%Y-%m-%d %H:%M} UTC",
+        "",
         f"`python -m bench ingest -- --metrics`, run {started:%Y-%m-%d %H:%M} UTC on "
         f"{machine()}: the callback ingest above (wrk, {THREADS} threads, {CONNECTIONS} "
         f"connections, {SECONDS} s a run, callbacks spread over {TASKS} tasks) against the "
@@ -262,6 +264,8 @@ def report(started: datetime, results: dict[str, Any]) -> str:
     lines = [
         HEADING,
         "",
+        f"### {started:%Y-%m-%d %H:%M} UTC",
+        "",
         f"`python -m bench ingest`, run {started:%Y-%m-%d %H:%M} UTC on {machine()}. wrk "
         f"({THREADS} threads, {CONNECTIONS} connections, {SECONDS} s a run) posts callbacks "
         f"spread over {TASKS} processing tasks, each body new, so each one is parsed, applied "
@@ -289,13 +293,23 @@ def report(started: datetime, results: dict[str, Any]) -> str:
 
 
 def write_section(body: str, heading: str = HEADING) -> None:
-    """Replace this benchmark's section of docs/benchmarks.md, leaving the others alone."""
+    """Put this run first in its section of docs/benchmarks.md; the earlier runs stay below it.
+
+    `body` is the heading and then this run under a `### ` heading of its own; what the
+    section held (earlier runs, each under its `### ` heading) follows it, so the history of
+    a figure stays readable in one place. The other sections are left alone.
+    """
     text_now = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n"
+    run = body.rstrip("\n")
     start = text_now.find(f"\n{heading}\n")
     if start < 0:
-        text_now = text_now.rstrip("\n") + "\n\n" + body.rstrip("\n") + "\n"
+        text_now = text_now.rstrip("\n") + "\n\n" + run + "\n"
     else:
-        end = text_now.find("\n## ", start + len(heading) + 2)
+        after = start + len(heading) + 2
+        end = text_now.find("\n## ", after)
+        earlier = (text_now[after:] if end < 0 else text_now[after:end]).strip("\n")
+        if earlier and not earlier.startswith("### "):
+            earlier = "### An earlier run\n\n" + earlier
         tail = "" if end < 0 else text_now[end:]
-        text_now = text_now[: start + 1] + body.rstrip("\n") + "\n" + tail
+        text_now = text_now[: start + 1] + run + ("\n\n" + earlier if earlier else "") + "\n" + tail
     DOC.write_text(text_now)

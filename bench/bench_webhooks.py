@@ -110,8 +110,8 @@ def counts(port: int) -> dict[str, int]:
 
 
 def _database(folder: Path) -> Any:
-    from tracker.cli import upgrade
     from tracker.db import Database
+    from tracker.migrate import upgrade
 
     url = f"sqlite:///{folder / 'tracker.db'}"
     upgrade(url)

@@ -6,7 +6,8 @@ under its own /files/ route), so the tracker's public /assets/ holds the dashboa
 only. It is still installed with the tracker (pyproject.toml), so `tracker simulate` and
 `make run` work after a plain `pip install`; `python -m lumasim` runs it too.
 
-- `simulator`: the `Simulator` (a WSGI app, served in a thread by `start()`) and its routes
+- `simulator`: the `Simulator` (a WSGI app, served in a thread by `start()`) and its test controls
+- `routes`: how it answers a request: the route handlers and the raw objects
 - `proxy`, `luma`: the two voices (the reseller proxy's API, Luma's own): routes, refusals, objects
 - `tasks`: tasks whose state follows the clock, and the requests seen
 - `callbacks`: the scheduler and senders of notify_hook callbacks

@@ -8,9 +8,12 @@ from typing import Any
 
 import pytest
 import requests
+from sqlalchemy import text
 
+from tests.support.databases import TEST_DATABASE_URL
 from tests.support.scripted import Reply, ScriptedUpstream, raw_task
 from tests.support.waiting import api_task, wait_for
+from tracker.db import Database
 
 VIDEO = "https://cdn.example/video.mp4?X-Amz-Signature=abc"
 THUMB = "https://cdn.example/thumb.jpg"
@@ -202,3 +205,33 @@ def test_callback_before_the_create_answer(live, upstream: ScriptedUpstream) -> 
     task = api_task(app, answer["id"])
     assert task["state"] == "processing"  # the answer's "pending" did not move it back
     assert task["upstream_id"] == "up-race"
+
+
+@pytest.mark.skipif(not TEST_DATABASE_URL, reason="needs TEST_DATABASE_URL (CI sets it)")
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # a server to drop us
+def test_a_callback_on_connections_the_server_dropped_is_stored(db: Database, new_task) -> None:  # type: ignore[no-untyped-def]
+    """The route's pool has no pre-ping (a round trip per callback): it retries once instead.
+
+    Every connection to this test's own database is ended by the server, as a restart or a
+    proxy's idle timeout would; the next callback still gets 200 and is stored, once.
+    """
+    sub = new_task()
+    for progress in (10, 20):  # the route's pool holds live connections now
+        assert sub.call({"id": sub.upstream_id, "state": "processing", "progress": progress}).ok
+    with db.engine.connect() as conn:
+        ended = conn.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalar()
+    assert ended, "the app held no connection to end"
+    answer = sub.call({"id": sub.upstream_id, "state": "processing", "progress": 30})
+    assert answer.status_code == 200, answer.text
+    task = sub.task()
+    assert task["progress"] == 30
+    assert [e["payload"].get("progress") for e in task["events"] if e["source"] == "callback"] == [
+        10,
+        20,
+        30,
+    ]

@@ -20,7 +20,7 @@ from lumasim.simulator import Simulator
 from tests.support.scripted import Reply, ScriptedUpstream
 from tests.support.shapes import check_final, final_task_payloads, load, named_id, unnamed_in_flight
 from tests.support.waiting import api_task
-from tracker import dispatch, lifecycle, worker
+from tracker import dispatch, lifecycle, worker, worker_queries
 from tracker import settings as settings_module
 from tracker.db import Database
 from tracker.lifecycle import NewTask
@@ -36,7 +36,7 @@ FINAL = final_task_payloads()
 
 @pytest.fixture(autouse=True)
 def _forget_upstreams() -> None:
-    worker._manners.clear()
+    worker_queries._manners.clear()
 
 
 def generation(gen_id: str, state: str = "queued", **extra: Any) -> dict[str, Any]:

@@ -24,6 +24,8 @@ from tracker import media, storage, worker
 from tracker.db import Database
 from tracker.settings import Settings, SettingsError
 from tracker.settings import load as load_settings
+from tracker.storage.base import StorageError
+from tracker.storage.s3 import S3Store
 from tracker.upstream import LumaClient
 
 TRACKER = Path(sys.executable).parent / "tracker"
@@ -207,7 +209,7 @@ def test_a_large_file_is_uploaded_in_parts_and_verified(
     bucket: Bucket, make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
     store = storage.primary(make_settings(**bucket.settings()))
-    assert isinstance(store, storage.S3Store)
+    assert isinstance(store, S3Store)
     big = tmp_path / "7.mp4"
     chunk = os.urandom(1024 * 1024)
     with big.open("wb") as f:
@@ -221,7 +223,7 @@ def test_a_large_file_is_uploaded_in_parts_and_verified(
     assert store.names() == {"7.mp4"}
     for bad in ("../7.mp4", ".hidden", "a/b.mp4", ""):
         assert store.stat(bad) is None
-        with pytest.raises(storage.StorageError):
+        with pytest.raises(StorageError):
             store.put(bad, big)
 
 

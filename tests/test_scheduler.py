@@ -13,6 +13,7 @@ from sqlalchemy import update
 from tracker import heartbeat, lifecycle
 from tracker.db import Database
 from tracker.lifecycle import NewTask
+from tracker.machine import Next
 from tracker.models import Task, WorkerBeat, utcnow
 from tracker.scheduler import archives, claims, timing
 from tracker.states import TaskState
@@ -28,6 +29,25 @@ def test_the_poll_backoff_doubles_with_jitter_up_to_its_cap(make_settings: Any) 
     # a Retry-After longer than the backoff is honoured
     wait, when = timing.poll_retry(settings, 1, 900.0)
     assert wait == 900.0 and when > utcnow() + timedelta(seconds=890)
+
+
+def test_the_callback_safety_net_is_kept_while_it_is_half_to_whole_the_interval_away(
+    make_settings: Any,
+) -> None:
+    """A run of progress callbacks leaves next_check_at alone (no index rewritten)."""
+    settings = make_settings(poll_max_interval=600.0)
+    now = utcnow()
+    latest = now + timedelta(seconds=600)
+
+    def after(current: Any) -> Any:
+        return timing.next_check_at(settings, Next.SAFETY_NET, 0, now, current)
+
+    assert after(None) == {"next_check_at": latest}
+    assert after(now + timedelta(seconds=300)) == {}  # half the interval away: kept
+    assert after(latest) == {}
+    assert after(now + timedelta(seconds=299)) == {"next_check_at": latest}  # too soon: pushed
+    assert after(now + timedelta(hours=1)) == {"next_check_at": latest}  # too late: pulled in
+    assert after(now - timedelta(seconds=5)) == {"next_check_at": latest}  # already due
 
 
 def test_archive_retries_and_upstream_pauses_keep_their_timings() -> None:
@@ -115,14 +135,34 @@ def test_an_archive_claim_has_one_holder(db: Database, make_settings: Any) -> No
         assert task.next_archive_at is not None and task.archive_error == "link expired"
 
 
-@pytest.mark.parametrize("column", ["claimed_until", "claimed_by"])
-def test_only_the_scheduler_names_a_lease_column(column: str) -> None:
+def _names(tree: ast.AST, model: str) -> bool:
+    return any(
+        (isinstance(node, ast.Name) and node.id == model)
+        or (isinstance(node, ast.Attribute) and node.attr == model)
+        for node in ast.walk(tree)
+    )
+
+
+@pytest.mark.parametrize(
+    ("column", "model"),
+    [
+        ("claimed_until", None),  # a task's or a delivery's lease, in any module
+        ("claimed_by", None),
+        # the account row's turn to read the balance: a claim. A task's next_check_at is a
+        # schedule lifecycle writes with timing's values, so only modules naming Account count.
+        ("next_check_at", "Account"),
+    ],
+)
+def test_only_the_scheduler_names_a_lease_column(column: str, model: str | None) -> None:
     """Nothing outside tracker/scheduler/ writes a lease column by name."""
     writers = []
     for path in TRACKER.rglob("*.py"):
         if "scheduler" in path.parts or path.name == "models.py":
             continue
-        for node in ast.walk(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        if model is not None and not _names(tree, model):
+            continue
+        for node in ast.walk(tree):
             targets = (
                 [t for t in node.targets if isinstance(t, ast.Attribute)]
                 if isinstance(node, ast.Assign)

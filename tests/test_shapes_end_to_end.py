@@ -24,7 +24,7 @@ from tests.support.shapes import (
     unnamed_in_flight,
 )
 from tests.support.waiting import api_task
-from tracker import dispatch, worker
+from tracker import dispatch, worker, worker_queries
 from tracker.db import Database
 from tracker.lifecycle import NewTask
 from tracker.models import Task
@@ -38,7 +38,7 @@ FINAL = final_task_payloads()
 @pytest.fixture(autouse=True)
 def _forget_upstreams() -> None:
     """Ports are reused between tests: what one upstream taught a process must not leak."""
-    worker._manners.clear()
+    worker_queries._manners.clear()
 
 
 def stored(db: Database, task_id: int) -> dict[str, Any]:

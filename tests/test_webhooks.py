@@ -15,9 +15,10 @@ import pytest
 import requests
 from sqlalchemy import select, text
 
+from tests.support.sent import sent_task
 from tests.support.waiting import wait_for
 from tests.support.webhook_receiver import Receiver
-from tracker import lifecycle, webhooks, worker
+from tracker import ingest, lifecycle, webhooks, worker_queries
 from tracker.db import Database
 from tracker.lifecycle import NewTask
 from tracker.models import Delivery, Task
@@ -35,7 +36,7 @@ def _no_global_target() -> Iterator[None]:
     """configure() names the process's target: no test leaves its receiver to the next."""
     yield
     webhooks.configure(None)
-    worker._manners.clear()
+    worker_queries._manners.clear()
 
 
 @pytest.fixture
@@ -326,3 +327,55 @@ def test_detail_page_shows_deliveries_and_redeliver_needs_the_csrf_token(
     assert _deliveries(db, task.id)[0].state == "pending"
     _deliver(settings, db)
     assert [r.webhook_id for r in receiver.received] == [row.webhook_id] * 2
+
+
+CALLBACK_TOKEN = "cb-token-" + "x" * 40
+
+
+@pytest.mark.parametrize("target", ["global", "task"])
+def test_a_callback_that_moves_the_task_makes_its_delivery(
+    db: Database, make_settings: Any, receiver: Receiver, target: str
+) -> None:
+    """The callback route writes through the driver; a move with a target still enqueues."""
+    settings = _settings(
+        make_settings,
+        notify_url=receiver.url if target == "global" else "",
+        notify_allow_private=True,  # the receiver is on 127.0.0.1
+    )
+    webhooks.configure(settings)
+    notify_url = receiver.url if target == "task" else None
+    task_id = sent_task(db, CALLBACK_TOKEN, "up-cb", "pending", notify_url)
+    token = CALLBACK_TOKEN
+    processing = Update(understood=True, state="processing", upstream_id="up-cb", progress=10)
+    assert ingest.callback(db, settings, token, processing, {"state": "processing"}) is True
+    further = Update(understood=True, state="processing", upstream_id="up-cb", progress=60)
+    assert ingest.callback(db, settings, token, further, {"progress": 60}) is False
+    # the pending one is the send's (set_state above); the callback adds one, not two
+    assert [d.type for d in _deliveries(db, task_id)] == ["task.pending", "task.processing"]
+    _deliver(settings, db)
+    got = [r.body for r in receiver.received if r.body and r.body["type"] == "task.processing"]
+    assert [body["data"]["state"] for body in got] == ["processing"]
+    assert all(r.verified for r in receiver.received)
+
+
+def test_a_callback_with_no_target_moves_the_task_and_makes_no_delivery(
+    db: Database, make_settings: Any
+) -> None:
+    settings = _settings(make_settings)
+    webhooks.configure(settings)
+    task_id, token = sent_task(db, CALLBACK_TOKEN, "up-cb", "pending"), CALLBACK_TOKEN
+    done = Update(
+        understood=True,
+        state="completed",
+        upstream_id="up-cb",
+        video_url="https://cdn.example/v.mp4",
+    )
+    assert ingest.callback(db, settings, token, done, {"state": "completed"}) is True
+    assert ingest.callback(db, settings, "not-" + token, done, {"state": "completed"}) is None
+    assert _deliveries(db, task_id) == []
+    with db.read() as session:
+        task = session.get(Task, task_id)
+        assert task is not None
+        assert (task.state, task.video_url) == ("completed", "https://cdn.example/v.mp4")
+        counts = dict(session.execute(text("SELECT state, count FROM state_counts")).all())
+    assert counts["completed"] == 1 and counts["pending"] == 0

@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 
 from lumasim.simulator import Simulator
 from tests.support.workers import SimFactory, all_in, new_tasks, simulators, states
-from tracker import lifecycle, worker
+from tracker import lifecycle, worker, worker_queries
 from tracker.db import Database
 from tracker.models import Task, utcnow
 from tracker.settings import Settings
@@ -27,7 +27,7 @@ from tracker.settings import Settings
 @pytest.fixture(autouse=True)
 def _forget_upstreams() -> None:
     """Ports are reused between tests: what one upstream taught a process must not leak."""
-    worker._manners.clear()
+    worker_queries._manners.clear()
 
 
 @pytest.fixture

@@ -2,28 +2,25 @@
 
 Why stored: a page or API answer must never wait on the upstream for it, and Luma must
 not be asked more than once a minute however many workers and pages there are. So the
-worker calls `refresh` each pass; it claims the account row (its `next_check_at`) in a
-short transaction before asking, so of several workers one asks, once a minute. The web
-reads the stored row with `read`. The proxy dialect has no balance: nothing is asked.
+worker calls `refresh` each pass; it claims the account row's turn in a short transaction
+before asking (`scheduler.accounts`), so of several workers one asks, once a minute. The
+web reads the stored row with `read`. The proxy dialect has no balance: nothing is asked.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-
-from sqlalchemy.exc import IntegrityError
+from datetime import datetime
 
 from .db import Database
 from .models import Account, utcnow
 from .redact import redact
+from .scheduler import accounts
 from .settings import Settings
 from .upstream import LumaClient, UpstreamError
 
 log = logging.getLogger(__name__)
-
-INTERVAL = 60.0  # seconds between two reads of the balance, at least
 
 
 @dataclass(frozen=True)
@@ -32,22 +29,6 @@ class Balance:
     credit_balance: int | None  # US cents
     checked_at: datetime | None
     last_error: str | None = None
-
-
-def _claim(db: Database, flavor: str, now: datetime) -> bool:
-    """Take this minute's turn to ask, or say another process has it."""
-    try:
-        with db.write() as session:
-            row = session.get(Account, flavor, with_for_update=True)
-            if row is None:
-                row = Account(upstream=flavor)
-                session.add(row)
-            elif row.next_check_at is not None and row.next_check_at > now:
-                return False
-            row.next_check_at = now + timedelta(seconds=INTERVAL)
-    except IntegrityError:  # another worker made the row first: its turn
-        return False
-    return True
 
 
 def refresh(db: Database, settings: Settings, client: LumaClient) -> bool:
@@ -59,7 +40,7 @@ def refresh(db: Database, settings: Settings, client: LumaClient) -> bool:
         return False
     flavor = client.dialect.name
     now = utcnow()
-    if not _claim(db, flavor, now):
+    if not accounts.claim_credit_check(db, flavor, now):
         return False
     try:
         balance = client.credits()

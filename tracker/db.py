@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +56,31 @@ def make_engine(url: str, lock_wait: float | None = None) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
 
 
-def _is_busy(exc: OperationalError) -> bool:
-    return getattr(exc.orig, "sqlite_errorcode", None) in (
-        sqlite3.SQLITE_BUSY,
-        sqlite3.SQLITE_LOCKED,
-    )
+def is_busy(exc: Exception) -> bool:
+    """SQLite's "database is locked", raised by the driver or wrapped by SQLAlchemy."""
+    orig = exc.orig if isinstance(exc, OperationalError) else exc
+    return getattr(orig, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def begin_immediate(
+    execute: Callable[[str], object], lock_wait: float | None, busy: type[Exception]
+) -> None:
+    """BEGIN IMMEDIATE, retried with `time.sleep` for at most `lock_wait` seconds while locked.
+
+    time.sleep: another thread runs meanwhile, or under gevent another greenlet. `busy` is
+    the exception class the caller's `execute` raises (SQLAlchemy's or the driver's).
+    """
+    deadline = None if lock_wait is None else time.monotonic() + lock_wait
+    pause = 0.001
+    while True:
+        try:
+            execute("BEGIN IMMEDIATE")
+            return
+        except busy as exc:
+            if deadline is None or not is_busy(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 2, 0.02)
 
 
 def _tune_sqlite(engine: Engine, busy_ms: int, lock_wait: float | None) -> None:
@@ -79,18 +100,7 @@ def _tune_sqlite(engine: Engine, busy_ms: int, lock_wait: float | None) -> None:
         if not conn.get_execution_options().get("tracker_write", False):
             conn.exec_driver_sql("BEGIN")
             return
-        deadline = None if lock_wait is None else time.monotonic() + lock_wait
-        pause = 0.001
-        while True:
-            try:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-                return
-            except OperationalError as exc:
-                if deadline is None or not _is_busy(exc) or time.monotonic() >= deadline:
-                    raise
-            # time.sleep: another thread runs meanwhile, or under gevent another greenlet
-            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-            pause = min(pause * 2, 0.02)
+        begin_immediate(conn.exec_driver_sql, lock_wait, OperationalError)
 
 
 class Database:
@@ -98,6 +108,7 @@ class Database:
 
     def __init__(self, url: str, *, lock_wait: float | None = None) -> None:
         self.url = url
+        self.lock_wait = lock_wait
         self.engine = make_engine(url, lock_wait)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self.is_postgres = self.engine.dialect.name == "postgresql"
@@ -123,7 +134,22 @@ class Database:
         with self._write_engine.begin() as connection:
             yield connection
 
+    @cached_property
+    def driver_engine(self) -> Engine:
+        """The callback route's pool (tracker/driver.py).
+
+        On PostgreSQL, one without pre-ping: the ping is a round trip on every checkout, a
+        fifth of the route's database work (measured, docs/benchmarks.md "Callback
+        ingest"). A connection found dead there is replaced by the route's one retry.
+        """
+        if not self.is_postgres:
+            return self.engine
+        # autocommit: the route sends BEGIN and COMMIT itself, with its statements (driver.py)
+        return create_engine(self.url, pool_size=8, max_overflow=12, isolation_level="AUTOCOMMIT")
+
     def dispose(self) -> None:
+        if "driver_engine" in self.__dict__ and self.driver_engine is not self.engine:
+            self.driver_engine.dispose()
         self.engine.dispose()
 
 

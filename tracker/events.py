@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from . import jsonsafe
 from .db import table_of
+from .driver import Transaction
 from .models import Task, TaskEvent, utcnow
 from .redact import mask_token, redact
 
@@ -31,11 +32,12 @@ _INSERT_EVENT = {
         index_elements=["task_id", "fingerprint"]
     ),
 }
-Executor = Session | Connection
+# a Session, a Core connection, or the callback route's driver transaction (tracker/driver.py)
+Executor = Session | Connection | Transaction
 
 
 def _dialect(executor: Executor) -> str:
-    if isinstance(executor, Connection):
+    if isinstance(executor, Connection | Transaction):
         return executor.dialect.name
     return executor.get_bind().dialect.name
 

@@ -2,8 +2,7 @@
 
 - `create` stores a new task as `queued` (committed before anything is sent);
 - `apply` takes an Update from a poll, an import or a create's answer (a Task in hand);
-  `ingest` takes a callback's, in SQLAlchemy Core: one SELECT, one UPDATE of the task, one
-  INSERT ... ON CONFLICT DO NOTHING of its event (identical inputs are stored once);
+  a callback's is written by `ingest`, the hot path, with `values_of` and `moved` from here;
 - `set_state` and `moved` are the one place a state changes (with the per-state counters);
 - the service's own moves: `mark_outcome_unknown`, `time_out`, `requeue_for_resend`,
   `note_poll_failure`; what a create's answer does is in `answers`.
@@ -14,16 +13,15 @@ backoff (`scheduler`): schedule and lease values come from `scheduler.timing`.
 
 from __future__ import annotations
 
-import hmac
 import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import bindparam, update
 from sqlalchemy.orm import Session
 
-from . import events, machine, webhooks
+from . import machine, webhooks
 from .db import Database, table_of
 from .events import Executor, record, scrub
 from .events import hash_token as hash_token  # the callback route and the claims hash with it
@@ -41,19 +39,6 @@ S = TaskState
 OUTCOME_UNKNOWN = "outcome unknown"
 _tasks = table_of(Task)
 _counts = table_of(StateCount)
-# the task's columns `machine.decide` needs, and the id and token hash (Core reads them)
-_FIELDS = (
-    _tasks.c.id,
-    _tasks.c.callback_token_hash,
-    *(_tasks.c[name] for name in TaskFields.__dataclass_fields__),
-)
-# Statements built once (the callback path builds none): SQLAlchemy then only looks up the
-# compiled form, by statement and parameter names, in its cache.
-_BY_TOKEN = (
-    select(*_FIELDS).where(_tasks.c.callback_token_hash == bindparam("hash_")).with_for_update()
-)
-# the SET clause is the parameters' keys (the columns a Change sets)
-_UPDATE_TASK = update(_tasks).where(_tasks.c.id == bindparam("id_"))
 _COUNT = (
     update(_counts)
     .where(_counts.c.state == bindparam("state_"))
@@ -142,15 +127,19 @@ def create(db: Database, new: NewTask) -> Task:
 # -- applying what the upstream said ----------------------------------------------------------
 
 
-def _values(
-    settings: Settings, change: Change, token_hash: str | None, now: datetime
+def values_of(
+    settings: Settings,
+    change: Change,
+    token_hash: str | None,
+    now: datetime,
+    next_check_at: datetime | None,
 ) -> dict[str, Any]:
     """The columns a Change sets: its fields, the reason masked, the schedule it leaves."""
     values = dict(change.fields)
     if change.failure_reason:
         values["failure_reason"] = scrub(token_hash, change.failure_reason)
     quiet = values.get("quiet_polls", 0)
-    values.update(timing.next_check_at(settings, change.next, quiet, now))
+    values.update(timing.next_check_at(settings, change.next, quiet, now, next_check_at))
     return values
 
 
@@ -172,50 +161,14 @@ def apply(
     before = task.state
     change = machine.decide(TaskFields.of(task), upd, Source(source), now)
     if not change.ignored:
-        for name, value in _values(settings, change, task.callback_token_hash, now).items():
+        for name, value in values_of(
+            settings, change, task.callback_token_hash, now, task.next_check_at
+        ).items():
             setattr(task, name, value)
         if change.state is not None:
             set_state(session, task, change.state)
     record(
         session, task, source, before=before, payload=payload, note=note or change.note, dedupe=True
-    )
-    return change.state is not None
-
-
-def ingest(
-    conn: Connection, settings: Settings, token_hash: str, upd: Update, payload: Any
-) -> bool | None:
-    """A callback, by the hash of its URL's token: None when no task has that token.
-
-    The hot path, in Core: the row (locked on PostgreSQL), the machine's decision, one
-    UPDATE of the task (state, fields, schedule), the counters when the state moved, and
-    the event inserted unless an identical one is stored already.
-    """
-    row = conn.execute(_BY_TOKEN, {"hash_": token_hash}).first()
-    if row is None or not hmac.compare_digest(row.callback_token_hash or "", token_hash):
-        return None
-    now = utcnow()
-    change = machine.decide(TaskFields.of(row), upd, Source.CALLBACK, now)
-    after = row.state
-    if not change.ignored:
-        values = _values(settings, change, token_hash, now)
-        if change.state is not None:
-            moved(conn, row.id, row.state, change.state)
-            values["state"] = after = change.state
-        values["id_"] = row.id
-        conn.execute(_UPDATE_TASK, values)
-        if change.state is not None:  # outgoing webhooks: rows in this transaction
-            webhooks.enqueue_in(conn, row.id, change.state)
-    events.insert(
-        conn,
-        row.id,
-        token_hash,
-        Source.CALLBACK,
-        before=row.state,
-        after=after,
-        payload=payload,
-        note=change.note,
-        dedupe=True,
     )
     return change.state is not None
 

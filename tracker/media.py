@@ -10,8 +10,8 @@ pass; `tracker archive --missing` calls `archive_missing`.
 - `download` streams into a temporary file renamed into place only when whole, through
   `netguard` (public addresses only, every redirect checked); for a bucket, that file is
   then uploaded and verified before the task counts as archived.
-- An expired or failing link is retried with a fresh one from the upstream; a failed
-  attempt backs off exponentially and gives up after MAX_ATTEMPTS, leaving `archive_error`.
+- An expired or failing link is retried with a fresh one from the upstream (`media_fetch`);
+  a failed attempt backs off exponentially and gives up after MAX_ATTEMPTS, leaving `archive_error`.
 - Only the media columns are written, never the task's state: archival is not a
   lifecycle change. A conditional UPDATE (the lease) keeps two workers off one task.
 - The lease names its holder (`claimed_by`, a `heartbeat` row): a holder killed mid-download
@@ -23,7 +23,6 @@ pass; `tracker archive --missing` calls `archive_missing`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -32,13 +31,15 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import heartbeat, metrics, netguard, shutdown, storage
 from .db import Database
-from .download import DownloadError, TooLarge, download, remove_partials
+from .download import DownloadError, remove_partials
 from .heartbeat import Heartbeat
+from .media_fetch import FreshLinks, fetch
 from .models import Task
 from .redact import redact
 from .scheduler import archives, timing
 from .settings import Settings
-from .upstream import Answer, LumaClient, UpstreamError
+from .storage.base import StorageError, Store
+from .upstream import LumaClient
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def guard_for(settings: Settings) -> netguard.Guard:
     return netguard.Guard(allow_private=settings.media_allow_private)
 
 
-def _has(store: storage.Store, name: str | None) -> bool:
+def _has(store: Store, name: str | None) -> bool:
     return bool(name) and store.stat(name) is not None
 
 
@@ -88,91 +89,6 @@ class _Job:
     tag: str = ""  # the holder's, on its temporary files
 
 
-class _FreshLinks:
-    """Links asked of the upstream for one attempt, each question asked at most once."""
-
-    def __init__(self, client: LumaClient, upstream_id: str | None) -> None:
-        self.client = client
-        self.upstream_id = upstream_id
-        self._answer: Answer | None = None
-
-    def _query(self) -> Answer:
-        if self._answer is None:
-            self._answer = self.client.query(self.upstream_id or "")
-        return self._answer
-
-    def video(self) -> str | None:
-        if not self.upstream_id:
-            return None
-        try:
-            url = self.client.download_url(self.upstream_id)
-            if url:
-                return url
-        except UpstreamError:  # not every reseller has the route; the query is the fallback
-            pass
-        try:
-            return self._query().update.video_url
-        except UpstreamError as exc:
-            raise DownloadError(f"no fresh link: {exc.message}") from None
-
-    def thumbnail(self) -> str | None:
-        if not self.upstream_id:
-            return None
-        try:
-            return self._query().update.thumbnail_url
-        except UpstreamError:
-            return None
-
-
-def _fetch(
-    stored: str | None,
-    fresh: Callable[[], str | None],
-    name: str,
-    store: storage.Store,
-    settings: Settings,
-    guard: netguard.Guard,
-    tag: str,
-) -> int:
-    """Download into the store under `name`; a failure to store is a (retried) DownloadError.
-
-    `tag` names this process on the temporary file, so that a sweep can tell when its
-    writer died (`remove_stale_partials`).
-    """
-    try:
-        with store.receive(name) as dest:
-            return _fetch_to(stored, fresh, dest, settings, guard, tag)
-    except storage.StorageError as exc:
-        raise DownloadError(exc.reason) from None
-
-
-def _fetch_to(
-    stored: str | None,
-    fresh: Callable[[], str | None],
-    dest: Path,
-    settings: Settings,
-    guard: netguard.Guard,
-    tag: str,
-) -> int:
-    """The stored link first; when it fails (expired, say), a fresh one from the upstream."""
-    first: DownloadError | None = None
-    if stored:
-        try:
-            return download(stored, dest, settings, guard, tag=tag)
-        except TooLarge:
-            raise
-        except DownloadError as exc:
-            first = exc
-    try:
-        url = fresh()
-        if not url:
-            raise first or DownloadError("the upstream gave no link")
-        return download(url, dest, settings, guard, tag=tag)
-    except DownloadError as exc:
-        if first is None or exc is first:
-            raise
-        raise DownloadError(f"{first.reason}; then {exc.reason}", permanent=exc.permanent) from None
-
-
 def _archive_one(
     db: Database, settings: Settings, client: LumaClient, guard: netguard.Guard, job: _Job
 ) -> bool:
@@ -182,12 +98,12 @@ def _archive_one(
         raise RuntimeError("archival is off (no TRACKER_MEDIA_DIR) but a claim was made")
     # only the API that made the task can hand out a fresh link for it
     same_api = job.upstream == client.dialect.name
-    links = _FreshLinks(client, job.upstream_id if same_api else None)
+    links = FreshLinks(client, job.upstream_id if same_api else None)
     video_name = thumb_name = None
     try:
         if job.need_video:
             name = f"{job.task_id}.mp4"
-            size = _fetch(job.video_url, links.video, name, store, settings, guard, job.tag)
+            size = fetch(job.video_url, links.video, name, store, settings, guard, job.tag)
             video_name = name
             metrics.archived_bytes(size)
             log.info("archived task %d video: %d bytes", job.task_id, size)
@@ -197,7 +113,7 @@ def _archive_one(
     if job.need_thumbnail and (job.thumbnail_url or job.upstream_id):
         name = f"{job.task_id}.jpg"
         try:
-            size = _fetch(job.thumbnail_url, links.thumbnail, name, store, settings, guard, job.tag)
+            size = fetch(job.thumbnail_url, links.thumbnail, name, store, settings, guard, job.tag)
             thumb_name = name
             metrics.archived_bytes(size)
             log.info("archived task %d thumbnail: %d bytes", job.task_id, size)
@@ -215,11 +131,6 @@ def _give_back(db: Database, task_id: int, holder: str | None) -> None:
     """A download abandoned by a shutdown: its lease goes back (`scheduler.archives.give_back`)."""
     log.info("task %d: archival abandoned (stopping); its lease is given back", task_id)
     archives.give_back(db, task_id, holder)
-
-
-def retry_delay(attempts: int) -> float:
-    """Exponential backoff with jitter: 30 s, 1 min, 2 min, ... up to an hour."""
-    return timing.archive_delay(attempts)
 
 
 def _note_failure(
@@ -260,7 +171,7 @@ def _claim(
         need_video, need_thumbnail = (
             not _has(store, name) for name in (claim.media_path, claim.thumbnail_path)
         )
-    except storage.StorageError as exc:
+    except StorageError as exc:
         _note_failure(db, task_id, DownloadError(exc.reason), holder=job.holder)
         return None
     if not need_video and not (need_thumbnail and job.thumbnail_url):

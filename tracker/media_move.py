@@ -18,6 +18,8 @@ from . import storage
 from .db import Database
 from .models import Task
 from .settings import Settings
+from .storage.base import StorageError
+from .storage.s3 import S3Store
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,7 @@ def move_local_copies(db: Database, settings: Settings) -> Moved:
     """Every task's file that is in the folder and not yet (verified) in the bucket."""
     result = Moved()
     bucket, local = storage.primary(settings), storage.local_copies(settings)
-    if not isinstance(bucket, storage.S3Store) or local is None:
+    if not isinstance(bucket, S3Store) or local is None:
         return result
     on_disk = local.names()
     if not on_disk:
@@ -61,7 +63,7 @@ def move_local_copies(db: Database, settings: Settings) -> Moved:
             else:
                 bucket.put(name, path)  # raises unless a HEAD shows it at `size` bytes
                 result.moved += 1
-        except storage.StorageError as exc:
+        except StorageError as exc:
             log.warning("%s not moved into the bucket: %s", name, exc.reason)
             result.kept.append(f"{name}: {exc.reason}")
             continue

@@ -1,7 +1,7 @@
 """Alembic, pointed at this code's migrations: the one way a schema is created or moved.
 
 Why its own module: the CLI, `make run` (devrun), `db copy` and `/readyz` all need it;
-kept out of cli.py, none of them has to import the CLI (and the CLI none of them back).
+kept out of tracker/cli/, none of them has to import the CLI (and the CLI none of them back).
 """
 
 from __future__ import annotations

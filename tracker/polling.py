@@ -2,7 +2,7 @@
 
 The upstream I/O happens with no transaction open; the answer goes through
 `lifecycle.apply`, a failure through `lifecycle.note_poll_failure` (a backoff, never fatal
-for the worker). The worker's batched polls are in `worker`.
+for the worker). The worker's batched polls are in `worker_queries`.
 """
 
 from __future__ import annotations

@@ -29,9 +29,9 @@ from .schemas.fields import (
     RESOLUTIONS,
     TEXT_PATTERN,
     TRACKER_SETS,
-    check_notify_url,
     check_task_id,
 )
+from .schemas.notify_url import check_notify_url
 
 __all__ = [
     "ASPECT_RATIOS",

@@ -1,9 +1,9 @@
 """What a client may send: a submission (an extend or a generation) and an import.
 
 The models are strict (a string is not a boolean, "5" is not a number) and refuse unknown
-fields; each field's rule (check and JSON schema) is in `fields`. Which model applies is
-decided by `source_task_id` (`submit_model`): given, the body is an `Extend`; missing,
-null or "", a `Generate`.
+fields; each field's rule (check and JSON schema) is in `fields` (notify_url's in
+`notify_url`). Which model applies is decided by `source_task_id` (`submit_model`): given,
+the body is an `Extend`; missing, null or "", a `Generate`.
 
 The upstream dialect (LUMA_API_FLAVOR, passed as validation context `{"flavor": ...}`)
 has its say through its own `unsupported` rule: asked about each image as it is checked
@@ -40,7 +40,6 @@ from .fields import (
     ExtendImage,
     GenerateImage,
     ModelName,
-    NotifyUrl,
     NullableBool,
     Probe,
     Prompt,
@@ -50,6 +49,7 @@ from .fields import (
     flavor_of,
     problem,
 )
+from .notify_url import NotifyUrl
 
 
 class _Body(BaseModel):

@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     from . import metrics as metrics_routes
 
     metrics_routes.init_app(app)  # first: its timing covers the other hooks; GET /metrics
+    hooks.init_app(app)  # the callback route, and its fast path under the WSGI layers below
     requestlog.init_app(app)  # X-Request-ID, and request_id/task_id on log lines
 
     errors.init_app(app)
@@ -64,7 +65,6 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     filters.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(deliveries.bp)  # the webhook delivery log, behind the API's token
-    app.register_blueprint(hooks.bp)
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(media_routes.bp)
     app.register_blueprint(openapi.bp)

@@ -98,14 +98,22 @@ def http_error(exc: HTTPException) -> Answer | HTTPException:
     return response, status
 
 
-def database_down(exc: OperationalError | PoolTimeout) -> Answer:
-    # the sender (the upstream for callbacks) should try again; nothing was half-written
+DATABASE_DOWN = "the database is unavailable; try again shortly"
+UNEXPECTED = "internal error; it has been logged"
+
+
+def log_database_down(exc: OperationalError | PoolTimeout) -> None:
     orig = getattr(exc, "orig", None)
     log.error("database unavailable: %s", type(orig or exc).__name__)
+
+
+def database_down(exc: OperationalError | PoolTimeout) -> Answer:
+    # the sender (the upstream for callbacks) should try again; nothing was half-written
+    log_database_down(exc)
     if _for_pages():
         response = page(503, "The database is unavailable", "Try again in a few seconds.")
     else:
-        response, _ = error(503, "the database is unavailable; try again shortly")
+        response, _ = error(503, DATABASE_DOWN)
     response.headers["Retry-After"] = "5"
     return response, 503
 
@@ -114,7 +122,7 @@ def unexpected(exc: Exception) -> Answer:
     log.exception("unhandled error on %s %s", request.method, request.path)
     if _for_pages():
         return page(500, "Something went wrong", "The error has been logged.")
-    return error(500, "internal error; it has been logged")
+    return error(500, UNEXPECTED)
 
 
 def not_found(exc: LookupError) -> Answer:

@@ -22,6 +22,9 @@ from werkzeug.http import quote_etag, unquote_etag
 
 from .. import storage
 from ..models import Task
+from ..storage.base import StorageError, Stored, content_type, file_type, valid_name
+from ..storage.local import LocalStore
+from ..storage.s3 import S3Store, status_of, why
 from ..webhooks import signing
 from .auth import request_has_token, signed_in
 from .context import services
@@ -60,15 +63,15 @@ def _serve(task_id: int, column: str) -> Answer:
         task = db_session.get(Task, task_id)
         name = getattr(task, column) if task is not None else None
     store = storage.primary(svc.settings)
-    if store is None or not storage.valid_name(name):
+    if store is None or not valid_name(name):
         return error(404, "not found")
-    if isinstance(store, storage.LocalStore):
+    if isinstance(store, LocalStore):
         return _send_local(store, name)
-    if not isinstance(store, storage.S3Store):
+    if not isinstance(store, S3Store):
         raise TypeError(f"no way to serve from a {type(store).__name__}")
     try:
         stored = store.stat(name)
-    except storage.StorageError as exc:
+    except StorageError as exc:
         response, status = error(503, exc.reason)
         response.headers["Retry-After"] = "5"
         return response, status
@@ -77,7 +80,7 @@ def _serve(task_id: int, column: str) -> Answer:
         if local is not None and local.path(name) is not None:
             return _send_local(local, name)  # not yet moved into the bucket
         return error(404, "not found")
-    mimetype = stored.content_type or storage.content_type(name, b"")
+    mimetype = stored.content_type or content_type(name, b"")
     if svc.settings.media_proxy:
         return _proxy(store, name, stored, mimetype)
     moved = redirect(store.presigned_url(name, mimetype), 302)
@@ -85,17 +88,17 @@ def _serve(task_id: int, column: str) -> Answer:
     return moved
 
 
-def _send_local(store: storage.LocalStore, name: str) -> Answer:
+def _send_local(store: LocalStore, name: str) -> Answer:
     path = store.path(name)
     if path is None:
         return error(404, "not found")
     response: Response = send_file(
-        path, mimetype=storage.file_type(name, path), conditional=True, max_age=3600
+        path, mimetype=file_type(name, path), conditional=True, max_age=3600
     )
     return _harden(response)
 
 
-def _proxy(store: storage.S3Store, name: str, stored: storage.Stored, mimetype: str) -> Answer:
+def _proxy(store: S3Store, name: str, stored: Stored, mimetype: str) -> Answer:
     """Stream the object through, answering Range, If-Range and If-None-Match like send_file."""
     etag = unquote_etag(stored.etag)[0] if stored.etag else None
     if etag and request.if_none_match.contains(etag):
@@ -123,9 +126,9 @@ def _proxy(store: storage.S3Store, name: str, stored: storage.Stored, mimetype: 
     try:
         answer = store.get(name, **conditions)
     except Exception as exc:  # gone since the HEAD, or the bucket broke off
-        if storage.status_of(exc) == 404:
+        if status_of(exc) == 404:
             return error(404, "not found")
-        response, code = error(503, f"the bucket did not answer ({storage.why(exc)})")
+        response, code = error(503, f"the bucket did not answer ({why(exc)})")
         response.headers["Retry-After"] = "5"
         return response, code
     body = answer["Body"]

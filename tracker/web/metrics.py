@@ -29,9 +29,10 @@ def note_callback(understood: bool) -> None:
     g.callback_understood = understood
 
 
-def _callback_result(status: int) -> str:
+def callback_result(status: int, understood: bool) -> str:
+    """The callback counter's label for an answer (the fast path in web/hooks.py counts too)."""
     if status < 300:
-        return "understood" if g.get("callback_understood", True) else "not_understood"
+        return "understood" if understood else "not_understood"
     if status == 404:
         return "unknown_token"
     if status == 413:
@@ -52,7 +53,7 @@ def _observe(response: Response) -> Response:
             request.method, rule.rule if rule else UNMATCHED, status, time.perf_counter() - started
         )
         if request.endpoint == CALLBACK_ENDPOINT:
-            metrics.callback(_callback_result(status))
+            metrics.callback(callback_result(status, g.get("callback_understood", True)))
     return response
 
 

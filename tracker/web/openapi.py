@@ -19,10 +19,10 @@ from pydantic_core import core_schema
 from .. import schemas
 from ..states import STATES
 from .api import MAX_LIMIT
+from .openapi_shapes import HAND_WRITTEN, REF
+from .waiting import MAX_WAIT
 
 bp = Blueprint("openapi", __name__)
-
-REF = "#/components/schemas/{model}"
 
 
 class _Compact(GenerateJsonSchema):
@@ -40,11 +40,6 @@ class _Compact(GenerateJsonSchema):
         return super().nullable_schema(schema)
 
 
-WORKER_FIELDS = (
-    "id", "host", "pid", "started_at", "last_seen_at", "tasks_claimed", "paused_until", "stale"
-)  # fmt: skip
-
-
 def _components() -> dict[str, Any]:
     models: list[type[BaseModel]] = [schemas.Task, schemas.TaskDetail, schemas.Event]
     models += [schemas.TaskPage, schemas.Account, schemas.Error]
@@ -57,31 +52,7 @@ def _components() -> dict[str, Any]:
     components: dict[str, Any] = found["$defs"]
     for component in components.values():
         component.pop("title", None)
-    # GET /api/workers (tracker/web/workers.py): a hand-written shape, as small as it is
-    when = {"type": ["string", "null"], "format": "date-time"}
-    components["Workers"] = {
-        "type": "object",
-        "required": ["workers"],
-        "properties": {
-            "workers": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": [*WORKER_FIELDS],
-                    "properties": {
-                        "id": {"type": "string"},
-                        "host": {"type": "string"},
-                        "pid": {"type": "integer"},
-                        "started_at": {"type": "string", "format": "date-time"},
-                        "last_seen_at": {"type": "string", "format": "date-time"},
-                        "tasks_claimed": {"type": "integer"},
-                        "paused_until": when,
-                        "stale": {"type": "boolean", "description": "no heartbeat for 60 s"},
-                    },
-                },
-            }
-        },
-    }
+    components.update(HAND_WRITTEN)
     components["NewTask"] = {
         "oneOf": [{"$ref": REF.format(model=m)} for m in ("Extend", "Generate")]
     }
@@ -95,7 +66,8 @@ STATUS = {
     400: "bad input: `error` and `field` name the first problem, `errors` every one",
     401: "missing or wrong token (when TRACKER_API_TOKEN is set)",
     403: "sent by a browser from another site (its Origin)",
-    404: "no such task (import: the upstream does not know the id; account: proxy dialect)",
+    404: "no such task or delivery (import: the upstream does not know the id; account: "
+    "proxy dialect)",
     409: "the action does not fit the task's state",
     413: "the body is too large",
     415: "not sent as Content-Type: application/json",
@@ -119,6 +91,14 @@ TASK_ID = {
     "required": True,
     "schema": {"type": "integer", "minimum": 0, "maximum": 2**62},
     "description": "a task's id; ids past the largest stored are simply not found",
+}
+DELIVERY_ID = {**TASK_ID, "name": "delivery_id", "description": "a delivery's id"}
+WAIT = {
+    "name": "wait",
+    "in": "query",
+    "description": "wait up to this many seconds for the task to be final (completed, "
+    "failed...), then answer; the header X-Tracker-Wait: skipped says too many were waiting",
+    "schema": {"type": "number", "minimum": 0, "maximum": MAX_WAIT},
 }
 LIST_PARAMETERS = [
     {"name": "state", "in": "query", "schema": {"type": "string", "enum": ["", *STATES]}},
@@ -175,7 +155,16 @@ ROUTES = [
     ),
     Route(
         "get", "/api/tasks/{task_id}", "One task with its events",
-        {200: ("the task", "TaskDetail")}, (404,),
+        {200: ("the task", "TaskDetail")}, (400, 404),
+    ),
+    Route(
+        "get", "/api/tasks/{task_id}/deliveries", "The task's outgoing webhook deliveries",
+        {200: ("newest first, each with its attempts", "Deliveries")}, (404,),
+    ),
+    Route(
+        "post", "/api/deliveries/{delivery_id}/redeliver",
+        "Send a delivery again, with the same webhook-id",
+        {202: ("queued: the worker sends it", "Delivery")}, (404,), ACTION,
     ),
     Route(
         "post", "/api/tasks/{task_id}/poll", "Query the upstream for this task now",
@@ -206,8 +195,12 @@ def _operation(route: Route) -> dict[str, Any]:
     operation: dict[str, Any] = {"summary": route.summary}
     if route.description:
         operation["description"] = route.description
-    if "{task_id}" in route.path:
+    if route.path == "/api/tasks/{task_id}" and route.method == "get":
+        operation["parameters"] = [TASK_ID, WAIT]
+    elif "{task_id}" in route.path:
         operation["parameters"] = [TASK_ID]
+    elif "{delivery_id}" in route.path:
+        operation["parameters"] = [DELIVERY_ID]
     elif route.method == "get" and route.path == "/api/tasks":
         operation["parameters"] = LIST_PARAMETERS
     if route.body is not None:

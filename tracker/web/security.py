@@ -16,6 +16,15 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from . import sameorigin, throttle
 from .context import services
 
+# every answer's headers (the callback route's fast path sends these itself, web/hooks.py).
+# Referrer-Policy same-origin: our own forms carry a Referer (Flask-WTF asks for one over
+# https, see sessions.py) and their real Origin; no other site learns our URLs, which hold
+# task ids and search terms
+HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "same-origin"),
+)
+
 
 def content_security_policy(*, allow_http_media: bool) -> str:
     # thumbnails and videos come from the upstream's CDN until archived; the simulator
@@ -69,11 +78,8 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def harden(response: Response) -> Response:
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        # same-origin: our own forms carry a Referer (Flask-WTF asks for one over https, see
-        # sessions.py) and their real Origin; no other site learns our URLs, which hold
-        # task ids and search terms
-        response.headers.setdefault("Referrer-Policy", "same-origin")
+        for name, value in HEADERS:
+            response.headers.setdefault(name, value)
         if response.mimetype == "text/html":
             response.headers.setdefault("Content-Security-Policy", csp)
             response.headers.setdefault("X-Frame-Options", "DENY")

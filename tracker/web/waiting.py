@@ -42,7 +42,7 @@ def wait_arg(raw: str | None) -> float:
     problem = validate.ValidationError(
         "wait", f"wait must be a number of seconds from 0 to {MAX_WAIT:g}"
     )
-    if not raw.isascii() or len(raw) > 12:
+    if not raw.isascii() or len(raw) > 32:  # any float's repr fits; nothing longer is read
         raise problem
     try:
         value = float(raw)

@@ -12,6 +12,6 @@
 
 from __future__ import annotations
 
-from .events import EVENT_TYPES, configure, enqueue, enqueue_in, global_target
+from .events import EVENT_TYPES, configure, enqueue, enqueue_in, global_target, wanted
 
-__all__ = ["EVENT_TYPES", "configure", "enqueue", "enqueue_in", "global_target"]
+__all__ = ["EVENT_TYPES", "configure", "enqueue", "enqueue_in", "global_target", "wanted"]

@@ -59,6 +59,11 @@ def global_target() -> str:
     return _global_target
 
 
+def wanted(what: str, notify_url: str | None) -> bool:
+    """Whether a move to `what` of a task with this notify_url makes deliveries."""
+    return what in EVENT_TYPES and bool(_global_target or notify_url)
+
+
 def new_webhook_id() -> str:
     """The `webhook-id`: one per event, the same on every attempt and redelivery."""
     return f"msg_{secrets.token_hex(12)}"

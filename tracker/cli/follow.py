@@ -16,11 +16,13 @@ from pathlib import Path
 import click
 from sqlalchemy import select
 
-from . import netguard, storage
-from .db import Database
-from .download import DownloadError, download
-from .models import FINAL_STATES, Task
-from .settings import Settings
+from .. import netguard, storage
+from ..db import Database
+from ..download import DownloadError, download
+from ..models import FINAL_STATES, Task
+from ..settings import Settings
+from ..storage.local import LocalStore
+from ..storage.s3 import S3Store
 
 EVERY = 0.5  # seconds between looks at the row
 ARCHIVE_GRACE = 120.0  # after completion, how long `--wait` waits for the archived copy
@@ -54,10 +56,10 @@ def archived_path(settings: Settings, name: str | None) -> str | None:
     store = storage.primary(settings)
     if store is None or not name:
         return None
-    if isinstance(store, storage.LocalStore):
+    if isinstance(store, LocalStore):
         path = store.path(name)
         return str(path) if path is not None else None
-    if isinstance(store, storage.S3Store):
+    if isinstance(store, S3Store):
         return f"s3://{store.bucket}/{store.key(name)}"
     return None
 
@@ -117,12 +119,12 @@ def download_to(db: Database, settings: Settings, task_id: int, output: Path | N
     dest = output or Path(f"{task_id}.mp4")
     store = storage.primary(settings)
     if media_path and store is not None:
-        if isinstance(store, storage.LocalStore):
+        if isinstance(store, LocalStore):
             source = store.path(media_path)
             if source is not None:
                 shutil.copyfile(source, dest)
                 return dest
-        elif isinstance(store, storage.S3Store):
+        elif isinstance(store, S3Store):
             store.client.download_file(store.bucket, store.key(media_path), str(dest))
             return dest
     if not video_url:

@@ -1,0 +1,25 @@
+"""A task as a send leaves it: in a state past submitting, with an upstream id and a token."""
+
+from __future__ import annotations
+
+from tracker import lifecycle
+from tracker.db import Database
+from tracker.lifecycle import NewTask
+from tracker.models import Task
+
+
+def sent_task(
+    db: Database, token: str, upstream_id: str, state: str, notify_url: str | None = None
+) -> int:
+    """A new task moved to `state`, answering callbacks to /callbacks/luma/<token>; its id."""
+    task_id = lifecycle.create(
+        db, NewTask(kind="generate", user_prompt="p", notify_url=notify_url)
+    ).id
+    with db.write() as session:
+        task = session.get(Task, task_id)
+        if task is None:
+            raise LookupError(task_id)
+        lifecycle.set_state(session, task, state)
+        task.upstream_id = upstream_id
+        task.callback_token_hash = lifecycle.hash_token(token)
+    return task_id

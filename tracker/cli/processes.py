@@ -1,0 +1,107 @@
+"""The commands that run a process: the worker and one pass of it, archiving, the simulated
+upstream, and `tracker dev` (what `make run` starts)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from ..services import make_client
+from .context import load_settings, open_database
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=9100, show_default=True, type=int)
+@click.option("--key", default="", help="require this Bearer key")
+@click.option("--no-callbacks", is_flag=True, help="never call notify_hook (test the poller)")
+@click.option("--processing-after", default=1.0, show_default=True, type=float)
+@click.option("--complete-after", default=3.0, show_default=True, type=float)
+@click.option(
+    "--flavor",
+    type=click.Choice(["proxy", "luma"]),
+    default="proxy",
+    show_default=True,
+    help="which API to speak: the reseller proxy's or Luma's own",
+)
+def simulate(
+    host: str,
+    port: int,
+    key: str,
+    no_callbacks: bool,
+    processing_after: float,
+    complete_after: float,
+    flavor: str,
+) -> None:
+    """Run the simulated upstream in the foreground."""
+    from lumasim import run
+
+    argv = ["--host", host, "--port", str(port), "--flavor", flavor]
+    argv += ["--processing-after", str(processing_after), "--complete-after", str(complete_after)]
+    if key:
+        argv += ["--key", key]
+    if no_callbacks:
+        argv.append("--no-callbacks")
+    sys.exit(run.main(argv))
+
+
+@click.command()
+def worker() -> None:
+    """The poller and dispatcher loop (the Procfile's `poller`)."""
+    from .. import worker as worker_module
+
+    sys.exit(worker_module.run_forever(load_settings()))
+
+
+@click.command()
+@click.option("--once", is_flag=True, required=True, help="run a single pass and exit")
+def poll(once: bool) -> None:
+    """One pass of the worker: dispatch queued tasks, poll quiet ones, time out old ones."""
+    from .. import worker as worker_module
+
+    summary = worker_module.run_once(load_settings())
+    click.echo(json.dumps(summary))
+
+
+@click.command()
+@click.option("--missing", is_flag=True, required=True, help="all finished, not yet archived")
+def archive(missing: bool) -> None:
+    """Copy finished videos into the bucket or folder (the worker does it as tasks complete).
+
+    With TRACKER_MEDIA_URL set, copies still in TRACKER_MEDIA_DIR are moved into the bucket
+    first (each local copy deleted once its upload is verified). It takes leases as a worker
+    does, so it keeps a heartbeat while it runs: killed, its downloads are taken over within
+    a minute like a worker's.
+    """
+    from .. import heartbeat, media, media_move
+    from ..storage.base import StorageError
+
+    settings = load_settings()
+    if not settings.archives:
+        raise click.ClickException("TRACKER_MEDIA_DIR is empty: archival is off")
+    database = open_database(settings)
+    try:
+        if settings.media_url:
+            moved = media_move.move_local_copies(database, settings)
+            click.echo(
+                f"moved {moved.moved} local cop{'y' if moved.moved == 1 else 'ies'} into "
+                f"{settings.media_url}"
+                + (f" ({moved.already} already there)" if moved.already else "")
+            )
+            for line in moved.kept:
+                click.echo(f"kept in {settings.media_dir}: {line}", err=True)
+        with heartbeat.Heartbeat(database, heartbeat.new_id()).running() as holder:
+            count = media.archive_missing(database, settings, make_client(settings), holder=holder)
+    except StorageError as exc:
+        raise click.ClickException(exc.reason) from None
+    click.echo(f"archived {count} task(s)")
+
+
+@click.command()
+def dev() -> None:
+    """What `make run` starts: simulator (without LUMA_API_KEY), migrations, web and worker."""
+    from .. import devrun
+
+    sys.exit(devrun.main())

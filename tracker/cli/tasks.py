@@ -1,0 +1,172 @@
+"""Everyday work on tasks: submit, import, show, list and resend them, and follow them
+(`submit --wait`, `download`, `watch`, whose loops are in `follow.py`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .. import dispatch, lifecycle, validate
+from ..db import Database
+from ..serialize import task_json
+from ..services import make_client
+from .context import load_settings, open_database
+
+
+@click.command()
+@click.option("--source", "source_task_id", default=None, help="upstream id of the video to extend")
+@click.option("--prompt", "user_prompt", required=True)
+@click.option("--expand-prompt/--no-expand-prompt", default=None)
+@click.option("--image-url", default=None)
+@click.option("--image-end-url", default=None)
+@click.option("--notify-url", default=None, help="POST this task's events there (signed webhooks)")
+@click.option("--wait", "wait_", is_flag=True, help="follow it to the end: exit 0 completed, 1 not")
+def submit(
+    source_task_id: str | None,
+    user_prompt: str,
+    expand_prompt: bool | None,
+    image_url: str | None,
+    image_end_url: str | None,
+    notify_url: str | None,
+    wait_: bool,
+) -> None:
+    """Submit an extend (with --source) or a new generation."""
+    settings = load_settings()
+    body = {
+        "source_task_id": source_task_id,
+        "user_prompt": user_prompt,
+        "expand_prompt": expand_prompt,
+        "image_url": image_url,
+        "image_end_url": image_end_url,
+        "notify_url": notify_url,
+    }
+    try:
+        new = validate.new_task(
+            {k: v for k, v in body.items() if v is not None},
+            settings.luma_api_flavor,
+            allow_private=settings.notify_allow_private,
+        )
+    except validate.ValidationError as exc:
+        raise click.BadParameter(exc.message, param_hint=exc.field) from None
+    database = open_database(settings)
+    task = dispatch.submit(database, settings, make_client(settings), new)
+    if wait_:
+        from . import follow
+
+        sys.exit(follow.wait_for(database, settings, task.id))
+    _show(database, task.id)
+
+
+@click.command("import")
+@click.argument("upstream_id")
+@click.option("--notify-url", default=None, help="POST this task's events there (signed webhooks)")
+def import_(upstream_id: str, notify_url: str | None) -> None:
+    """Track a task made elsewhere (Luma's web app, another tool) by its upstream id."""
+    from .. import importing
+
+    settings = load_settings()
+    try:
+        upstream_id = validate.check_upstream_id(upstream_id)
+    except validate.ValidationError as exc:
+        raise click.BadParameter(exc.message, param_hint="UPSTREAM_ID") from None
+    try:
+        target = validate.notify_url(notify_url, allow_private=settings.notify_allow_private)
+    except validate.ValidationError as exc:
+        raise click.BadParameter(exc.message, param_hint="--notify-url") from None
+    database = open_database(settings)
+    try:
+        task, created = importing.import_task(
+            database, settings, make_client(settings), upstream_id, notify_url=target
+        )
+    except importing.UnknownUpstreamTask as exc:
+        message = f"the upstream does not know {upstream_id}: {exc.reason}"
+        raise click.ClickException(message) from None
+    except importing.ImportFailed as exc:
+        raise click.ClickException(exc.message) from None
+    if not created:
+        click.echo(f"already tracked as task {task.id}", err=True)
+    _show(database, task.id)
+
+
+def _show(database: Database, task_id: int, events: bool = False) -> None:
+    from ..models import Task
+
+    with database.read() as session:
+        task = session.get(Task, task_id)
+        if task is None:
+            raise click.ClickException(f"no task {task_id}")
+        click.echo(json.dumps(task_json(task, events=events), indent=2))
+
+
+@click.command()
+@click.argument("task_id", type=int)
+def show(task_id: int) -> None:
+    """Print one task with its events as JSON."""
+    _show(open_database(load_settings()), task_id, events=True)
+
+
+@click.command("list")
+@click.option("--state", default=None)
+@click.option("--limit", default=20, show_default=True, type=int)
+def list_tasks(state: str | None, limit: int) -> None:
+    """The newest tasks, one line each."""
+    from sqlalchemy import select
+
+    from ..models import Task
+
+    query = select(Task).order_by(Task.id.desc()).limit(limit)
+    if state:
+        query = query.where(Task.state == state)
+    with open_database(load_settings()).read() as session:
+        for task in session.scalars(query):
+            click.echo(
+                f"{task.id:>6}  {task.state:<10}  {task.kind:<8}  "
+                f"{task.upstream_id or '-':<36}  {task.user_prompt[:50]}"
+            )
+
+
+@click.command()
+@click.argument("task_id", type=int)
+def resend(task_id: int) -> None:
+    """Send a rejected task again, as a new attempt."""
+    settings = load_settings()
+    database = open_database(settings)
+    try:
+        dispatch.resend(database, settings, make_client(settings), task_id)
+    except (LookupError, lifecycle.InvalidAction) as exc:
+        raise click.ClickException(str(exc)) from None
+    _show(database, task_id)
+
+
+# -- following tasks ----------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("task_id", type=int)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def download(task_id: int, output: Path | None) -> None:
+    """Write the task's archived video to FILE (default ID.mp4).
+
+    Without an archived copy yet, the upstream's link is fetched through the address guard.
+    """
+    from . import follow
+
+    settings = load_settings()
+    written = follow.download_to(open_database(settings), settings, task_id, output)
+    click.echo(str(written))
+
+
+@click.command()
+@click.option("--limit", default=15, show_default=True, type=int)
+@click.option("--once", is_flag=True, help="print once and exit")
+def watch(limit: int, once: bool) -> None:
+    """Follow the newest tasks live (Ctrl-C stops)."""
+    from . import follow
+
+    try:
+        follow.watch(open_database(load_settings()), limit, once=once)
+    except KeyboardInterrupt:
+        click.echo()
