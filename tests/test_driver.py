@@ -10,10 +10,10 @@ import json
 from typing import Any
 
 import pytest
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from tests.support.sent import sent_task
-from tracker import driver, events, ingest, lifecycle
+from tracker import create_app, driver, events, ingest, lifecycle
 from tracker.db import Database
 from tracker.models import Task
 from tracker.parse import Update
@@ -58,3 +58,22 @@ def test_a_failed_write_rolls_back_and_the_next_callbacks_still_go_through(
         assert task.progress == 30
         stored = [json.loads(e.payload) for e in task.events if e.source == "callback"]
     assert stored == [{"progress": 10}, {"progress": 20}, {"progress": 30}]
+
+
+def test_a_database_that_is_down_is_a_503_with_retry_after(make_settings: Any) -> None:
+    """Nothing listens on port 1: the route's pool cannot connect. The sender is told to come
+    back (503, Retry-After), not shown a 500, on either door of the route."""
+    down = Database("postgresql+psycopg://postgres@127.0.0.1:1/tracker", lock_wait=2.0)
+    try:
+        with pytest.raises(OperationalError):
+            _progress(down, make_settings(), 10)
+        app = create_app(make_settings(database_url=down.url), db=down)
+        client = app.test_client()
+        for path in ("/callbacks/luma/" + TOKEN, "/callbacks/luma/" + TOKEN + "%21"):
+            # the first is the fast path's; the second (not token-shaped) is Flask's route
+            answer = client.post(path, json={"id": "up-driver", "state": "processing"})
+            assert answer.status_code == 503, (path, answer.get_data(as_text=True))
+            assert answer.headers["Retry-After"] == "5"
+            assert "Traceback" not in answer.get_data(as_text=True)
+    finally:
+        down.dispose()

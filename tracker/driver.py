@@ -241,7 +241,12 @@ def write(db: Database) -> Iterator[Transaction]:
     """A write transaction on a pooled connection, committed when the block ends cleanly."""
     engine = db.driver_engine
     dialect = engine.dialect
-    pooled = engine.raw_connection()
+    try:
+        pooled = engine.raw_connection()
+    except dialect.loaded_dbapi.Error as exc:  # the server is down: SQLAlchemy's error, a 503
+        raise DBAPIError.instance(
+            None, None, exc, dialect.loaded_dbapi.Error, hide_parameters=True, dialect=dialect
+        ) from exc
     connection = pooled.driver_connection
     if connection is None:  # only after close(): a fresh checkout always has one
         raise RuntimeError("the pool gave a closed connection")
