@@ -33,7 +33,6 @@ from .fields import (
     COMMON_FIELDS,
     GENERATE_FIELDS,
     ID_PATTERN,
-    MAX_ID,
     AspectRatio,
     Duration,
     Empty,
@@ -133,8 +132,6 @@ class Import(BaseModel):
         WithJsonSchema(
             {
                 "type": "string",
-                "minLength": 1,
-                "maxLength": MAX_ID,
                 "pattern": ID_PATTERN,
                 "description": "the upstream's id of a task made elsewhere",
             }

@@ -33,14 +33,16 @@ RESOLUTIONS = ("540p", "720p", "1080p", "4k")
 DURATION_PATTERN = r"^[0-9]{1,3}s$"
 # some text, no NUL character (user_prompt, model_name)
 TEXT_PATTERN = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
-ID_PATTERN = r"^[A-Za-z0-9._:-]+$"
+# a task id; spaces around it are dropped (the CLI's, a paste's), so the schema allows them,
+# and its length is counted without them, so the pattern holds it (not maxLength)
+ID_PATTERN = rf"^\s*[A-Za-z0-9._:-]{{1,{MAX_ID}}}\s*$"
 # empty (not given), an http(s) URL, a data: URI, or bare base64 (32+ characters, may wrap)
 IMAGE_PATTERN = (
     r"^(|https?://[!-~]{1,4000}|data:[A-Za-z0-9/+.-]+;base64,[A-Za-z0-9+/= \t\r\n]*"
     r"|[A-Za-z0-9+/_-][A-Za-z0-9+/_ \t\r\n-]{31,}={0,2})$"
 )
 _DURATION = re.compile(DURATION_PATTERN)
-_ID = re.compile(ID_PATTERN)
+_ID = re.compile(r"[A-Za-z0-9._:-]+")
 IMAGE = re.compile(IMAGE_PATTERN)
 
 COMMON_FIELDS = ("source_task_id", "user_prompt", "expand_prompt", "image_url", "image_end_url")
@@ -211,7 +213,7 @@ Prompt = Annotated[
 SourceId = Annotated[
     str,
     BeforeValidator(_optional(check_task_id)),
-    WithJsonSchema({"type": "string", "maxLength": MAX_ID, "pattern": ID_PATTERN}),
+    WithJsonSchema({"type": "string", "pattern": ID_PATTERN}),
 ]
 ExtendImage = Annotated[
     str | None, BeforeValidator(_image("extend")), WithJsonSchema(_image_schema)
