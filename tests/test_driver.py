@@ -1,7 +1,8 @@
 """The callback route's transaction on the driver's cursor (tracker/driver.py).
 
-Every test runs on SQLite and on PostgreSQL (the `db` fixture), where statements are
-prepared once a connection and travel in two round trips.
+Every test runs on SQLite and on PostgreSQL (the `db` fixture). On PostgreSQL a callback that
+does not move the task is read without a lock and written by one statement that checks the
+row did not change meanwhile (tracker/ingest.py).
 """
 
 from __future__ import annotations
@@ -10,16 +11,24 @@ import json
 from typing import Any
 
 import pytest
+from sqlalchemy import bindparam, insert
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from tests.support.databases import TEST_DATABASE_URL
 from tests.support.sent import sent_task
-from tracker import create_app, driver, events, ingest, lifecycle
-from tracker.db import Database
-from tracker.models import Task
+from tracker import create_app, driver, events, ingest, machine
+from tracker.db import Database, table_of
+from tracker.models import Task, TaskEvent
 from tracker.parse import Update
 from tracker.states import Source
 
 TOKEN = "driver-test-token-" + "y" * 30
+_events = table_of(TaskEvent)
+_INSERT_ORPHAN = (
+    insert(_events)
+    .values({name: bindparam(f"e_{name}") for name in events.COLUMNS})
+    .returning(_events.c.id)
+)
 
 
 def _processing(db: Database) -> int:
@@ -35,19 +44,25 @@ def test_a_failed_write_rolls_back_and_the_next_callbacks_still_go_through(
     db: Database, make_settings: Any
 ) -> None:
     """A write that fails (here: an event for a task that is not there) leaves nothing, and
-    on PostgreSQL the statements it had prepared are forgotten and prepared again."""
+    the same pool's connections take the next callbacks: on SQLite the transaction is
+    rolled back; on PostgreSQL the failed statement was its own transaction, and the
+    statements the connection had prepared still serve."""
     settings = make_settings()
     task_id = _processing(db)
-    fresh = Database(db.url, lock_wait=2.0)  # a pool of its own: nothing prepared yet
+    fresh = Database(db.url, lock_wait=2.0)  # a pool of its own: one connection in use
+    orphan = events.values(task_id + 1000, None, Source.CALLBACK, before=None, after=None)
     try:
-        with pytest.raises(IntegrityError), driver.write(fresh) as tx:
-            row = tx.first(ingest._BY_TOKEN, {"hash_": lifecycle.hash_token(TOKEN)})
-            assert row is not None and row.id == task_id
-            tx.execute(ingest._UPDATE_TASK, {"progress": 99, "id_": task_id})
-            events.insert(tx, task_id + 1000, None, Source.CALLBACK, before=None, after=None)
+        assert _progress(fresh, settings, 5) is False  # PostgreSQL: its statements prepared
+        if db.is_postgres:
+            with pytest.raises(IntegrityError), driver.statements(fresh) as st:
+                st.first(_INSERT_ORPHAN, {f"e_{k}": v for k, v in orphan.items()})
+        else:
+            with pytest.raises(IntegrityError), driver.write(fresh) as tx:
+                tx.execute(ingest._UPDATE_TASK, {"progress": 99, "id_": task_id})
+                events.insert(tx, task_id + 1000, None, Source.CALLBACK, before=None, after=None)
         with db.read() as session:
             task = session.get(Task, task_id)
-            assert task is not None and task.progress is None  # the UPDATE was rolled back
+            assert task is not None and task.progress == 5  # the UPDATE was rolled back
         for progress in (10, 20, 30):
             assert _progress(fresh, settings, progress) is False
     finally:
@@ -57,7 +72,37 @@ def test_a_failed_write_rolls_back_and_the_next_callbacks_still_go_through(
         assert task is not None
         assert task.progress == 30
         stored = [json.loads(e.payload) for e in task.events if e.source == "callback"]
-    assert stored == [{"progress": 10}, {"progress": 20}, {"progress": 30}]
+    assert stored == [{"progress": p} for p in (5, 10, 20, 30)]
+
+
+@pytest.mark.skipif(not TEST_DATABASE_URL, reason="needs TEST_DATABASE_URL (CI sets it)")
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # read without a lock
+def test_a_callback_decided_on_a_row_that_changed_meanwhile_loses_nothing(
+    db: Database, make_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL reads the row without a lock; another callback for the task lands while
+    this one is being decided. Its write must not undo the other's: both events are kept,
+    and the progress is the larger one (a lost update would leave 50)."""
+    settings = make_settings()
+    task_id = _processing(db)
+    decide = machine.decide
+    landed: list[bool | None] = []
+
+    def decide_while_another_lands(*args: Any) -> machine.Change:
+        if not landed:  # once: the other callback is written, start to end, right now
+            landed.append(None)
+            landed[0] = _progress(db, settings, 80)
+        return decide(*args)
+
+    monkeypatch.setattr(machine, "decide", decide_while_another_lands)
+    assert _progress(db, settings, 50) is False
+    assert landed == [False]
+    with db.read() as session:
+        task = session.get(Task, task_id)
+        assert task is not None
+        assert task.progress == 80
+        stored = sorted(json.loads(e.payload)["progress"] for e in task.events if e.payload)
+    assert stored == [50, 80]
 
 
 def test_a_database_that_is_down_is_a_503_with_retry_after(make_settings: Any) -> None:

@@ -32,6 +32,17 @@ _INSERT_EVENT = {
         index_elements=["task_id", "fingerprint"]
     ),
 }
+# the columns `values` fills
+COLUMNS = (
+    "task_id",
+    "source",
+    "state_before",
+    "state_after",
+    "note",
+    "payload",
+    "fingerprint",
+    "created_at",
+)
 # a Session, a Core connection, or the callback route's driver transaction (tracker/driver.py)
 Executor = Session | Connection | Transaction
 
@@ -71,6 +82,36 @@ def payload_text(token_hash: str | None, payload: Any, token: str | None = None)
     return text_value
 
 
+def values(
+    task_id: int,
+    token_hash: str | None,
+    source: str,
+    *,
+    before: str | None,
+    after: str | None,
+    payload: Any = None,
+    note: str | None = None,
+    dedupe: bool = False,
+    token: str | None = None,
+) -> dict[str, Any]:
+    """An event's row: its payload as stored (secrets masked) and, with dedupe, its fingerprint."""
+    body = payload_text(token_hash, payload, token)
+    # only upstream inputs are de-duplicated: the unique index lets each fingerprint in once
+    fingerprint = (
+        hashlib.sha256(f"{source}\n{body}".encode()).hexdigest() if dedupe and body else None
+    )
+    return {
+        "task_id": task_id,
+        "source": str(source),
+        "state_before": before,
+        "state_after": after,
+        "note": scrub(token_hash, note, token) if note else None,
+        "payload": body,
+        "fingerprint": fingerprint,
+        "created_at": utcnow(),
+    }
+
+
 def insert(
     session: Executor,
     task_id: int,
@@ -84,24 +125,18 @@ def insert(
     dedupe: bool = False,
     token: str | None = None,
 ) -> None:
-    body = payload_text(token_hash, payload, token)
-    # only upstream inputs are de-duplicated: the unique index lets each fingerprint in once
-    fingerprint = (
-        hashlib.sha256(f"{source}\n{body}".encode()).hexdigest() if dedupe and body else None
+    row = values(
+        task_id,
+        token_hash,
+        source,
+        before=before,
+        after=after,
+        payload=payload,
+        note=note,
+        dedupe=dedupe,
+        token=token,
     )
-    session.execute(
-        _INSERT_EVENT[_dialect(session)],
-        {
-            "task_id": task_id,
-            "source": str(source),
-            "state_before": before,
-            "state_after": after,
-            "note": scrub(token_hash, note, token) if note else None,
-            "payload": body,
-            "fingerprint": fingerprint,
-            "created_at": utcnow(),
-        },
-    )
+    session.execute(_INSERT_EVENT[_dialect(session)], row)
 
 
 def record(
