@@ -320,3 +320,30 @@ def test_the_schema_and_the_check_agree_on_task_ids(value: str) -> None:
     except validate.ValidationError:
         accepted = False
     assert bool(re.search(pattern, value)) == accepted
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("model_name", "m" * 64),
+        ("model_name", "m" * 64 + " "),
+        ("model_name", " m "),
+        ("duration", "5s"),
+        ("duration", " 5s\t"),
+        ("duration", "5 s"),
+        ("resolution", "720p"),
+        ("resolution", " 720p"),
+        ("aspect_ratio", "16:9\n"),
+    ],
+)
+def test_the_schema_and_the_check_agree_on_a_generation_option(field: str, value: str) -> None:
+    """The same agreement for the options a spaced or over-long value could slip past."""
+    prop = SPEC["components"]["schemas"]["Generate"]["properties"][field]
+    try:
+        validate.new_task({"user_prompt": "a fox", field: value})
+        accepted = True
+    except validate.ValidationError:
+        accepted = False
+    in_schema = value in prop["enum"] if "enum" in prop else bool(re.search(prop["pattern"], value))
+    in_schema = in_schema and len(value) <= prop.get("maxLength", len(value))
+    assert in_schema == accepted

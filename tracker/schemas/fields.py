@@ -135,7 +135,7 @@ def check_task_id(field: str, value: Any) -> str:
 def _choice(choices: tuple[str, ...]) -> Callable[[str, str], str]:
     def check(field: str, value: Any) -> str:
         text = _text(field, value, limit=32)
-        if text not in choices:
+        if text != value or text not in choices:  # as the schema's enum: no spaces around it
             raise problem(f"{field} must be one of {', '.join(choices)}")
         return text
 
@@ -143,6 +143,8 @@ def _choice(choices: tuple[str, ...]) -> Callable[[str, str], str]:
 
 
 def _model_name(field: str, value: Any) -> str:
+    if isinstance(value, str) and len(value) > 64:  # as typed (the schema's maxLength)
+        raise problem(f"{field} is longer than 64 characters")
     return _text(field, value, limit=64)
 
 
@@ -236,7 +238,8 @@ Resolution = Annotated[
 Duration = Annotated[
     str | None,
     BeforeValidator(_optional(_duration)),
-    WithJsonSchema({"type": ["string", "null"], "pattern": f"({DURATION_PATTERN})|(^$)"}),
+    # spaces around it are dropped, as around every text field
+    WithJsonSchema({"type": ["string", "null"], "pattern": r"(^\s*[0-9]{1,3}s\s*$)|(^$)"}),
 ]
 ModelName = Annotated[
     str | None,
