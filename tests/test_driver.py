@@ -59,7 +59,7 @@ def test_a_failed_write_rolls_back_and_the_next_callbacks_still_go_through(
         else:
             with pytest.raises(IntegrityError), driver.write(fresh) as tx:
                 tx.execute(ingest._UPDATE_TASK, {"progress": 99, "id_": task_id})
-                events.insert(tx, task_id + 1000, None, Source.CALLBACK, before=None, after=None)
+                events.insert(tx, orphan)
         with db.read() as session:
             task = session.get(Task, task_id)
             assert task is not None and task.progress == 5  # the UPDATE was rolled back

@@ -112,30 +112,8 @@ def values(
     }
 
 
-def insert(
-    session: Executor,
-    task_id: int,
-    token_hash: str | None,
-    source: str,
-    *,
-    before: str | None,
-    after: str | None,
-    payload: Any = None,
-    note: str | None = None,
-    dedupe: bool = False,
-    token: str | None = None,
-) -> None:
-    row = values(
-        task_id,
-        token_hash,
-        source,
-        before=before,
-        after=after,
-        payload=payload,
-        note=note,
-        dedupe=dedupe,
-        token=token,
-    )
+def insert(session: Executor, row: dict[str, Any]) -> None:
+    """Insert an event's row (`values`); a fingerprint already stored for the task is skipped."""
     session.execute(_INSERT_EVENT[_dialect(session)], row)
 
 
@@ -157,13 +135,15 @@ def record(
         session.flush()
     insert(
         session,
-        task.id,
-        task.callback_token_hash,
-        source,
-        before=before,
-        after=task.state,
-        payload=payload,
-        note=note,
-        dedupe=dedupe,
-        token=token,
+        values(
+            task.id,
+            task.callback_token_hash,
+            source,
+            before=before,
+            after=task.state,
+            payload=payload,
+            note=note,
+            dedupe=dedupe,
+            token=token,
+        ),
     )

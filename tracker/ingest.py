@@ -146,14 +146,16 @@ def ingest(
             webhooks.enqueue_in(tx.core, row.id, change.state)  # deliveries, in this transaction
     events.insert(
         tx,
-        row.id,
-        token_hash,
-        Source.CALLBACK,
-        before=row.state,
-        after=after,
-        payload=payload,
-        note=change.note,
-        dedupe=True,
+        events.values(
+            row.id,
+            token_hash,
+            Source.CALLBACK,
+            before=row.state,
+            after=after,
+            payload=payload,
+            note=change.note,
+            dedupe=True,
+        ),
     )
     return change.state is not None
 
