@@ -94,6 +94,17 @@ def post_request(worker, req, environ, resp):  # type: ignore[no-untyped-def]
         gevent.sleep(0)
 
 
+def post_worker_init(worker):  # type: ignore[no-untyped-def]
+    """A web process has loaded the app and is about to accept: say so.
+
+    Between "Booting worker" and this line a process serves nothing, so the first
+    connections all go to the processes already up, and keep-alive ones stay there (a
+    benchmark started on the first /healthz answer measured one busy process beside an
+    idle one; bench/serve.py waits for this line from every process).
+    """
+    worker.log.info("Worker ready (pid: %s)", worker.pid)
+
+
 def on_starting(server):  # type: ignore[no-untyped-def]
     """Before any web process exists: the settings checked once, then the metrics folder.
 

@@ -121,13 +121,25 @@ class Web:
         deadline = time.monotonic() + 30
         while True:
             try:
-                if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                answer = requests.get(f"{self.url}/healthz", timeout=1)
+                if answer.status_code == 200 and self._all_ready():
                     break
             except requests.RequestException:
                 pass
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{app} did not start: {self.stop()[-2000:]}")
             time.sleep(0.2)
+
+    def _all_ready(self) -> bool:
+        """Every web process booted has loaded the app (gunicorn.conf.py, post_worker_init).
+
+        Not only the first: wrk's connections are kept alive, and those opened while one
+        process is still loading all go to the others for the whole run.
+        """
+        # pread: the server writes through the same file offset, which a seek would move
+        log = os.pread(self.log.fileno(), 1 << 20, 0).decode(errors="replace")
+        booted = log.count("Booting worker with pid")
+        return booted > 0 and log.count("Worker ready (pid") == booted
 
     def cpu_seconds(self) -> float:
         """CPU time its worker processes used so far (user + system)."""

@@ -10,9 +10,9 @@ Two shapes, one per database:
   database is in the process, so a statement costs no trip.
 - PostgreSQL (`Statements`, `statements`): single statements on a connection in autocommit,
   each its own transaction, each prepared once a connection (psycopg's `prepare=True`: the
-  server neither parses nor plans it again). The callback's read and its one conditional
-  write (tracker/ingest.py) are two round trips, with no BEGIN, no COMMIT and no lock held
-  while the web process decides.
+  server neither parses nor plans it again). A batch of callbacks is read by one of them
+  and written by another (tracker/optimistic.py): two round trips, with no BEGIN, no COMMIT
+  and no lock held while the web process decides.
 
 What is kept from SQLAlchemy: the statements themselves (Core, built once in the modules that
 own them), compiled here once per dialect and set of columns; each column type's own bind
@@ -38,6 +38,7 @@ from .db import Database, begin_immediate
 
 Processor = Callable[[Any], Any]
 S = TypeVar("S", bound="Statements")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -130,13 +131,25 @@ class Statements:
         compiled = compile_for(statement, self.dialect)
         self.statement = compiled.sql
         self._send(compiled, values)
-        found = self.cursor.fetchone()
-        if found is None:
-            return None
-        return Row(
-            (name, value if proc is None else proc(value))
-            for name, proc, value in zip(compiled.columns, compiled.results, found, strict=True)
-        )
+        return _row(compiled, self.cursor.fetchone())
+
+    def all(self, statement: ClauseElement, values: dict[str, Any]) -> list[Row]:
+        """Run a statement that returns rows; every row."""
+        compiled = compile_for(statement, self.dialect)
+        self.statement = compiled.sql
+        self._send(compiled, values)
+        return [
+            row for found in self.cursor.fetchall() if (row := _row(compiled, found)) is not None
+        ]
+
+
+def _row(compiled: Compiled, found: Sequence[Any] | None) -> Row | None:
+    if found is None:
+        return None
+    return Row(
+        (name, value if proc is None else proc(value))
+        for name, proc, value in zip(compiled.columns, compiled.results, found, strict=True)
+    )
 
 
 class Transaction(Statements):
@@ -225,3 +238,18 @@ def write(db: Database) -> Iterator[Transaction]:
 def statements(db: Database) -> AbstractContextManager[Statements]:
     """PostgreSQL: single statements, each its own transaction, on a pooled connection."""
     return _checked_out(db, Statements)
+
+
+def once_more(write: Callable[..., T], *args: Any) -> T:
+    """`write(*args)`, and once more if its connection had died (a restarted server, say).
+
+    Nothing was written then; the route's pool has no pre-ping (db.driver_engine), so the
+    second try is on a new connection. A second failure is the web's 503, and the sender
+    tries again.
+    """
+    try:
+        return write(*args)
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+    return write(*args)

@@ -6,64 +6,41 @@ state moved (`lifecycle.moved`), and the event, inserted with ON CONFLICT DO NOT
 (task, fingerprint) so that an identical delivery is stored once.
 
 Three ways, the first that applies:
-- PostgreSQL, a callback that does not move the state (progress, the usual one): optimistic.
-  The row is read without a lock, with its version (the system column `xmin`, which every
-  update of the row changes: SQLAlchemy documents it as a version counter on PostgreSQL);
-  the web process decides; one statement then updates the task only if that version is
-  still the row's and inserts the event only if the update happened. Two round trips, no
-  BEGIN or COMMIT, no row lock held while the web process decides. Had another writer
-  changed the row in between, nothing was written, and the next way runs.
+- PostgreSQL, a callback that does not move the state (progress, the usual one): optimistic,
+  and grouped with the callbacks arriving meanwhile (tracker/optimistic.py,
+  tracker/group_commit.py): no lock held while deciding, one commit for a batch.
 - SQLite: the statements on the driver's cursor, in one BEGIN IMMEDIATE transaction.
-- Otherwise (a move, an input naming another task, the row changed under the optimistic
-  write, or a move that makes webhook deliveries on SQLite): one transaction on a Core
-  connection with the row locked (SELECT ... FOR UPDATE), where `webhooks.enqueue_in` adds
-  the deliveries in that transaction (their bodies are the task as the API shows it).
+- Otherwise (a move, an input naming another task, a row that kept changing under the
+  optimistic write, or a move that makes webhook deliveries on SQLite): one transaction on a
+  Core connection with the row locked (SELECT ... FOR UPDATE), where `webhooks.enqueue_in`
+  adds the deliveries in that transaction (their bodies are the task as the API shows it).
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
-from functools import cache
-from typing import Any, TypeVar
+from typing import Any
+from weakref import WeakKeyDictionary
 
-from sqlalchemy import Connection, Text, bindparam, cast, func, literal_column, select, update
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.sql import Select
+from sqlalchemy import Connection, bindparam, select, update
 
-from . import driver, events, lifecycle, machine, webhooks
+from . import driver, events, group_commit, lifecycle, machine, optimistic, webhooks
 from .db import Database, table_of
 from .machine import TaskFields
-from .models import Task, TaskEvent, utcnow
+from .models import Task, utcnow
 from .parse import Update
 from .settings import Settings
 from .states import Source
 
 _tasks = table_of(Task)
-_events = table_of(TaskEvent)
-# the columns `machine.decide` needs, the id, the token's hash, the task's own webhook
-# target, and its next query (kept when a callback would barely move it: scheduler.timing)
-_FIELDS = (
-    _tasks.c.id,
-    _tasks.c.callback_token_hash,
-    _tasks.c.notify_url,
-    _tasks.c.next_check_at,
-    *(_tasks.c[name] for name in TaskFields.__dataclass_fields__),
-)
 # built once: the driver compiles each once per dialect (and UPDATE once per set of columns)
 _BY_TOKEN = (
-    select(*_FIELDS).where(_tasks.c.callback_token_hash == bindparam("hash_")).with_for_update()
+    select(*optimistic.FIELDS)
+    .where(_tasks.c.callback_token_hash == bindparam("hash_"))
+    .with_for_update()
 )
 _UPDATE_TASK = update(_tasks).where(_tasks.c.id == bindparam("id_"))
-# PostgreSQL's optimistic read: no lock, and the row's version
-_row_version = cast(literal_column("xmin"), Text)
-_PEEK = select(*_FIELDS, _row_version.label("version_")).where(
-    _tasks.c.callback_token_hash == bindparam("hash_")
-)
-_EVENT_COLUMNS = tuple(name for name in events.COLUMNS if name != "task_id")
-
-T = TypeVar("T")
+TRIES = 3  # batches a callback may go into before it is written the locked way
 
 
 class _Locked(Exception):
@@ -91,27 +68,31 @@ def callback(
     """Write one callback: None when no task has this token, else whether the state moved."""
     token_hash = events.hash_token(token)
     try:
-        if db.is_postgres:
-            return _once_more(optimistic, db, settings, token_hash, upd, payload)
-        return _once_more(_on_driver, db, settings, token_hash, upd, payload)
+        if not db.is_postgres:
+            return driver.once_more(_on_driver, db, settings, token_hash, upd, payload)
+        writer = _writer(db)
+        for _ in range(TRIES):
+            outcome = writer.write(optimistic.Callback(db, settings, token_hash, upd, payload))
+            if outcome is optimistic.LOCKED:
+                raise _Locked
+            if outcome is not optimistic.AGAIN:
+                return outcome  # type: ignore[no-any-return]
+        raise _Locked  # the row kept changing: wait for its lock
     except _Locked:
         with db.write_connection() as connection:
             return ingest(_CoreTransaction(connection), settings, token_hash, upd, payload)
 
 
-def _once_more(write: Callable[..., T], *args: Any) -> T:
-    """`write(*args)`, and once more if its connection had died (a restarted server, say).
+_writers: WeakKeyDictionary[Database, group_commit.GroupWriter[optimistic.Callback]]
+_writers = WeakKeyDictionary()
 
-    Nothing was written then; the route's pool has no pre-ping (db.driver_engine), so the
-    second try is on a new connection. A second failure is the web's 503, and the sender
-    tries again.
-    """
-    try:
-        return write(*args)
-    except DBAPIError as exc:
-        if not exc.connection_invalidated:
-            raise
-    return write(*args)
+
+def _writer(db: Database) -> group_commit.GroupWriter[optimistic.Callback]:
+    """The group commit of `db` (a weak key: a Database no longer used is let go)."""
+    found = _writers.get(db)
+    if found is None:
+        found = _writers.setdefault(db, group_commit.GroupWriter(optimistic.write_batch))
+    return found
 
 
 def _on_driver(
@@ -158,61 +139,3 @@ def ingest(
         ),
     )
     return change.state is not None
-
-
-def optimistic(
-    db: Database, settings: Settings, token_hash: str, upd: Update, payload: Any
-) -> bool | None:
-    """PostgreSQL's first way (see the module); raises _Locked when it does not apply."""
-    with driver.statements(db) as st:
-        row = st.first(_PEEK, {"hash_": token_hash})
-        if row is None or not hmac.compare_digest(row.callback_token_hash or "", token_hash):
-            return None
-        now = utcnow()
-        change = machine.decide(TaskFields.of(row), upd, Source.CALLBACK, now)
-        if change.ignored or change.state is not None:
-            raise _Locked
-        values = lifecycle.values_of(settings, change, token_hash, now, row.next_check_at)
-        event = events.values(
-            row.id,
-            token_hash,
-            Source.CALLBACK,
-            before=row.state,
-            after=row.state,
-            payload=payload,
-            note=change.note,
-            dedupe=True,
-        )
-        bound = {f"set_{name}": value for name, value in values.items()}
-        bound.update((f"event_{name}", event[name]) for name in _EVENT_COLUMNS)
-        bound.update(id_=row.id, version_=row.version_)
-        written = st.first(_write_if_unchanged(tuple(values)), bound)
-    if written is None or not written.updated:
-        raise _Locked  # the row changed since it was read: nothing was written
-    return False
-
-
-@cache  # one statement per set of columns a change sets (a handful), compiled once each
-def _write_if_unchanged(columns: tuple[str, ...]) -> Select[Any]:
-    """UPDATE the task where its version is still the one read, and INSERT the event only
-    when that UPDATE matched; the number of tasks updated (0 or 1)."""
-    task = (
-        update(_tasks)
-        .where(_tasks.c.id == bindparam("id_"), _row_version == bindparam("version_"))
-        .values({name: bindparam(f"set_{name}", type_=_tasks.c[name].type) for name in columns})
-        .returning(_tasks.c.id)
-        .cte("task")
-    )
-    event = (
-        postgresql.insert(_events)
-        .from_select(
-            ["task_id", *_EVENT_COLUMNS],
-            select(
-                task.c.id,
-                *(bindparam(f"event_{n}", type_=_events.c[n].type) for n in _EVENT_COLUMNS),
-            ),
-        )
-        .on_conflict_do_nothing(index_elements=["task_id", "fingerprint"])
-        .cte("event")
-    )
-    return select(func.count().label("updated")).select_from(task).add_cte(event)

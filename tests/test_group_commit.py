@@ -1,0 +1,153 @@
+"""The group commit (tracker/group_commit.py) and PostgreSQL's batched callback write
+(tracker/optimistic.py): many callbacks at once, each stored, each answered with its own
+outcome, none waiting forever.
+
+The queue's own behaviour is tested with a plain function as the batch's writer; the write
+itself on a real PostgreSQL, with callbacks sent from threads as the web's greenlets send them.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from tests.support.databases import TEST_DATABASE_URL
+from tests.support.sent import sent_task
+from tracker import group_commit, ingest
+from tracker.db import Database
+from tracker.models import Task
+from tracker.parse import Update
+
+
+class Item(group_commit.Waiting):
+    __slots__ = ("value",)
+
+    def __init__(self, value: int) -> None:
+        super().__init__()
+        self.value = value
+
+
+def _in_threads(count: int, target: Any) -> list[Any]:
+    results: list[Any] = [None] * count
+
+    def run(n: int) -> None:
+        try:
+            results[n] = target(n)
+        except Exception as exc:  # the test reads it
+            results[n] = exc
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in threads), "a caller never got its answer"
+    return results
+
+
+def test_callers_waiting_together_are_written_together_each_with_its_own_outcome() -> None:
+    batches: list[list[int]] = []
+
+    def write_batch(batch: list[Item]) -> None:
+        time.sleep(0.05)  # a slow database: the others arrive meanwhile
+        batches.append([item.value for item in batch])
+        for item in batch:
+            item.outcome = item.value * 10
+
+    writer = group_commit.GroupWriter(write_batch)
+    assert _in_threads(20, lambda n: writer.write(Item(n))) == [n * 10 for n in range(20)]
+    assert sorted(v for batch in batches for v in batch) == list(range(20))  # each once
+    assert len(batches) < 20 and max(len(batch) for batch in batches) > 1
+
+
+def test_a_failed_batch_is_every_callers_error_and_the_next_batch_is_written() -> None:
+    def write_batch(batch: list[Item]) -> None:
+        if any(item.value < 0 for item in batch):
+            raise RuntimeError("the database went away")
+        for item in batch:
+            item.outcome = "stored"
+
+    writer = group_commit.GroupWriter(write_batch)
+    with pytest.raises(RuntimeError, match="went away"):
+        writer.write(Item(-1))
+    assert writer.write(Item(1)) == "stored"
+
+
+def test_writers_end_when_idle_and_come_back_for_the_next_callback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Database no longer used keeps no thread (tests and `tracker db copy` make many)."""
+    monkeypatch.setattr(group_commit, "IDLE", 0.05)
+
+    def write_batch(batch: list[Item]) -> None:
+        for item in batch:
+            item.outcome = threading.current_thread()
+
+    writer = group_commit.GroupWriter(write_batch)
+    first = writer.write(Item(1))
+    first.join(timeout=5)
+    assert not first.is_alive() and writer._running == 0
+    second = writer.write(Item(2))  # a writer again
+    assert second is not first and second.name == "group-commit"
+
+
+TOKENS = [f"group-commit-token-{n}-" + "z" * 24 for n in range(3)]
+
+
+def _progress(db: Database, settings: Any, task: int, progress: int) -> bool | None:
+    upd = Update(understood=True, state="processing", upstream_id=f"up-{task}", progress=progress)
+    return ingest.callback(db, settings, TOKENS[task], upd, {"progress": progress})
+
+
+def _stored(db: Database, task_id: int) -> tuple[int | None, list[int]]:
+    with db.read() as session:
+        task = session.get(Task, task_id)
+        assert task is not None
+        sent = sorted(json.loads(e.payload)["progress"] for e in task.events if e.payload)
+        return task.progress, sent
+
+
+@pytest.mark.skipif(not TEST_DATABASE_URL, reason="needs TEST_DATABASE_URL (CI sets it)")
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # the batched write
+def test_many_callbacks_at_once_on_few_tasks_are_all_stored(
+    db: Database, make_settings: Any
+) -> None:
+    """Batches then hold several callbacks of one task (each after the first goes into a
+    later batch) and two batches want the same row (one skips it): every callback is
+    stored, and each task keeps the largest progress it was sent."""
+    settings = make_settings()
+    ids = [sent_task(db, token, f"up-{n}", "processing") for n, token in enumerate(TOKENS)]
+    sent = list(range(1, 61))
+
+    results = _in_threads(len(sent), lambda n: _progress(db, settings, n % 3, sent[n]))
+    assert results == [False] * len(sent)
+    for n, task_id in enumerate(ids):
+        mine = [p for i, p in enumerate(sent) if i % 3 == n]
+        assert _stored(db, task_id) == (max(mine), mine)
+
+
+@pytest.mark.skipif(not TEST_DATABASE_URL, reason="needs TEST_DATABASE_URL (CI sets it)")
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # SKIP LOCKED
+def test_a_callback_for_a_row_another_transaction_holds_is_written_once_it_is_free(
+    db: Database, make_settings: Any
+) -> None:
+    """The batch skips a locked row rather than wait for it; after its tries the callback
+    waits for the lock in the locked way, and is stored once the holder is done."""
+    settings = make_settings()
+    task_id = sent_task(db, TOKENS[0], "up-0", "processing")
+    answered: list[bool | None] = []
+    with db.write() as session:
+        session.execute(text("SELECT id FROM tasks WHERE id = :id FOR UPDATE"), {"id": task_id})
+        caller = threading.Thread(target=lambda: answered.append(_progress(db, settings, 0, 42)))
+        caller.start()
+        caller.join(timeout=1.0)
+        assert caller.is_alive() and answered == []  # waiting for the row, not answered
+        session.execute(text("UPDATE tasks SET progress = 7 WHERE id = :id"), {"id": task_id})
+    caller.join(timeout=30)
+    assert answered == [False]
+    assert _stored(db, task_id) == (42, [42])
