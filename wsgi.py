@@ -20,4 +20,7 @@ except SettingsError as exc:
 
 if "gevent.monkey" in sys.modules and sys.modules["gevent.monkey"].is_module_patched("socket"):
     # gunicorn's gevent worker: as many requests in the app at once as threads would have been
-    app = admission.limit(app, int(os.environ.get("GUNICORN_THREADS", "8")))  # type: ignore[assignment]
+    # (gunicorn.conf.py's `threads`: 8 on SQLite, else 16)
+    sqlite = app.extensions["tracker"].db.is_sqlite
+    slots = int(os.environ.get("GUNICORN_THREADS") or (8 if sqlite else 16))
+    app = admission.limit(app, slots)  # type: ignore[assignment]

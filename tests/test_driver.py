@@ -87,15 +87,19 @@ def test_a_callback_decided_on_a_row_that_changed_meanwhile_loses_nothing(
     task_id = _processing(db)
     decide = machine.decide
     landed: list[bool | None] = []
+    other = Database(db.url)  # another web process: its own pool and group commit
 
     def decide_while_another_lands(*args: Any) -> machine.Change:
         if not landed:  # once: the other callback is written, start to end, right now
             landed.append(None)
-            landed[0] = _progress(db, settings, 80)
+            landed[0] = _progress(other, settings, 80)
         return decide(*args)
 
     monkeypatch.setattr(machine, "decide", decide_while_another_lands)
-    assert _progress(db, settings, 50) is False
+    try:
+        assert _progress(db, settings, 50) is False
+    finally:
+        other.dispose()
     assert landed == [False]
     with db.read() as session:
         task = session.get(Task, task_id)

@@ -4,16 +4,20 @@ Why: measured under wrk (docs/benchmarks.md, "Callback ingest"), a callback's tw
 to PostgreSQL were most of its cost beyond a bare endpoint's: each send over loopback TCP
 costs about 0.1 ms of the web process's CPU, and each commit a WAL flush on the server.
 Callbacks that arrive while others are being written wait in a queue; a writer takes every
-one waiting and writes them together (tracker/ingest.py: one SELECT for all their rows, one
-pipeline of conditional writes, one commit). Under load a trip's cost is shared; a lone
+one waiting and writes them together (tracker/optimistic.py: one SELECT for all their rows,
+one statement that writes them all, one commit). Under load a trip's cost is shared; a lone
 callback is written at once.
 
-`WRITERS` writers per process take batches in turn: while one batch is at the database the
-next is gathered and read, so commits overlap (with one writer they did not, and the rate
-did not rise although the work per callback halved). A caller waits for its own callback's
-outcome, so an answer is still sent only once the callback is stored.
+One writer per process (`WRITERS`): under load the web process's CPU is the limit, and a
+batch's round trips cost the same however many callbacks it holds, so the larger the batch
+the cheaper each callback. Measured under wrk (docs/benchmarks.md, "Callback ingest"), a
+second writer split the waiting callbacks into batches of 2 or 3, and one writer took 5 to
+45 % more callbacks a second in each of 6 alternating runs (8 and 16 slots a process).
+Batches of several web processes (or machines) do not wait for each other: a row another
+one holds is skipped (optimistic.py).
+A caller waits for its own callback's outcome, so an answer is sent only once it is stored.
 
-The writers are threads (greenlets under gevent's monkey-patching, as the web runs), started
+The writer is a thread (a greenlet under gevent's monkey-patching, as the web runs), started
 when a callback finds fewer than `WRITERS` running and ended after `IDLE` seconds with
 nothing to write: a forked process starts its own, and a Database no longer used (tests
 make many) keeps no thread and no connection.
@@ -26,8 +30,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-WRITERS = 2
-MOST = 64  # callbacks a batch takes at most: a bound on one statement pipeline
+WRITERS = 1
+MOST = 64  # callbacks a batch takes at most: a bound on one statement's arrays
 IDLE = 5.0
 
 Item = TypeVar("Item", bound="Waiting")
