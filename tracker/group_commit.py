@@ -28,7 +28,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 WRITERS = 1
 MOST = 64  # callbacks a batch takes at most: a bound on one statement's arrays
@@ -44,7 +44,7 @@ class Waiting:
 
     def __init__(self) -> None:
         self.done = threading.Event()
-        self.outcome: Any = None
+        self.outcome: object = None
         self.error: BaseException | None = None
 
 
@@ -60,7 +60,7 @@ class GroupWriter(Generic[Item]):
         self._lock = threading.Lock()
         self._running = 0
 
-    def write(self, item: Item) -> Any:
+    def write(self, item: Item) -> object:
         self._queue.put(item)
         if self._running < WRITERS:
             with self._lock:

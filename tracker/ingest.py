@@ -75,8 +75,8 @@ def callback(
             outcome = writer.write(optimistic.Callback(db, settings, token_hash, upd, payload))
             if outcome is optimistic.LOCKED:
                 raise _Locked
-            if outcome is not optimistic.AGAIN:
-                return outcome  # type: ignore[no-any-return]
+            if outcome is None or isinstance(outcome, bool):  # else AGAIN
+                return outcome
         raise _Locked  # the row kept changing: wait for its lock
     except _Locked:
         with db.write_connection() as connection:
