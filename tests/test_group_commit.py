@@ -9,6 +9,7 @@ itself on a real PostgreSQL, with callbacks sent from threads as the web's green
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from typing import Any
@@ -94,6 +95,30 @@ def test_writers_end_when_idle_and_come_back_for_the_next_callback(
     assert not first.is_alive() and writer._running == 0
     second = writer.write(Item(2))  # a writer again
     assert second is not first and second.name == "group-commit"
+
+
+def test_a_forked_process_starts_its_own_writer() -> None:
+    """A process forked after callbacks were written (its parent's writer is not copied)."""
+
+    def write_batch(batch: list[Item]) -> None:
+        for item in batch:
+            item.outcome = os.getpid()
+
+    writer = group_commit.GroupWriter(write_batch)
+    assert writer.write(Item(1)) == os.getpid()  # the parent's writer runs (IDLE 5 s)
+    child = os.fork()
+    if child == 0:  # the child: its exit code is the assertion
+        os._exit(0 if writer.write(Item(2)) == os.getpid() else 1)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(child, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(child, 9)
+    os.waitpid(child, 0)
+    pytest.fail("the forked process's callback was never written")
 
 
 TOKENS = [f"group-commit-token-{n}-" + "z" * 24 for n in range(3)]

@@ -19,16 +19,18 @@ A caller waits for its own callback's outcome, so an answer is sent only once it
 
 The writer is a thread (a greenlet under gevent's monkey-patching, as the web runs), started
 when a callback finds fewer than `WRITERS` running and ended after `IDLE` seconds with
-nothing to write: a forked process starts its own, and a Database no longer used (tests
-make many) keeps no thread and no connection.
+nothing to write, so a Database no longer used (tests make many) keeps no thread and no
+connection. A forked process starts with an empty queue and no writer, and starts its own.
 """
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
+import weakref
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 WRITERS = 1
 MOST = 64  # callbacks a batch takes at most: a bound on one statement's arrays
@@ -56,6 +58,10 @@ class GroupWriter(Generic[Item]):
 
     def __init__(self, write_batch: Callable[[list[Item]], None]) -> None:
         self.write_batch = write_batch
+        self._reset()
+        _all.add(self)
+
+    def _reset(self) -> None:
         self._queue: queue.SimpleQueue[Item] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._running = 0
@@ -106,3 +112,15 @@ class GroupWriter(Generic[Item]):
             finally:
                 for item in batch:
                     item.done.set()
+
+
+_all: weakref.WeakSet[GroupWriter[Any]] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    """In a forked child: the parent's writers are not there, nor are its waiting callers."""
+    for writer in list(_all):
+        writer._reset()
+
+
+os.register_at_fork(after_in_child=_after_fork)
