@@ -19,7 +19,7 @@ from sqlalchemy import text
 
 from tests.support.databases import TEST_DATABASE_URL
 from tests.support.sent import sent_task
-from tracker import group_commit, ingest
+from tracker import events, group_commit, ingest, optimistic
 from tracker.db import Database
 from tracker.models import Task
 from tracker.parse import Update
@@ -176,3 +176,26 @@ def test_a_callback_for_a_row_another_transaction_holds_is_written_once_it_is_fr
     caller.join(timeout=30)
     assert answered == [False]
     assert _stored(db, task_id) == (42, [42])
+
+
+@pytest.mark.skipif(not TEST_DATABASE_URL, reason="needs TEST_DATABASE_URL (CI sets it)")
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # the batched write
+def test_callbacks_of_one_task_in_one_batch_are_decided_in_order_and_written_as_one(
+    db: Database, make_settings: Any
+) -> None:
+    """The second is decided on the task as the first leaves it: a smaller progress after a
+    larger one keeps the larger (decided on the row as read, it would write 30). Both events
+    are stored, an identical third once, and a move after them waits for a later batch."""
+    settings = make_settings()
+    task_id = sent_task(db, TOKENS[0], "up-0", "processing")
+    token_hash = events.hash_token(TOKENS[0])
+
+    def one(progress: int | None, state: str = "processing") -> optimistic.Callback:
+        upd = Update(understood=True, state=state, upstream_id="up-0", progress=progress)
+        return optimistic.Callback(db, settings, token_hash, upd, {"progress": progress})
+
+    batch = [one(70), one(30), one(30), one(None, "failed")]
+    optimistic.write_batch(batch)
+    assert [item.outcome for item in batch[:3]] == [False, False, False]
+    assert batch[3].outcome is optimistic.AGAIN  # a move: once the others are written
+    assert _stored(db, task_id) == (70, [30, 70])

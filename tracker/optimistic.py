@@ -17,8 +17,9 @@ What is not written here is said by the outcome, and the caller (tracker/ingest.
 it another way:
 - `AGAIN`: the row changed since it was read, or is locked by another writer right now
   (skipped, never waited for: two batches never wait on each other, so they cannot
-  deadlock), or another callback of the batch names the same task. Nothing was written;
-  the callback goes into a later batch, read afresh.
+  deadlock). Nothing was written; the callback goes into a later batch, read afresh.
+  Callbacks of one task in one batch are decided in order, each on the task as the one
+  before leaves it, and written as one update; a move after them waits for a later batch.
 - `LOCKED`: a move, or an input the machine ignores; written in one transaction with the
   row locked, where the webhook deliveries a move makes are added.
 """
@@ -91,44 +92,69 @@ def write_batch(batch: list[Callback]) -> None:
     driver.once_more(_write, batch[0].db, batch)
 
 
+class _Task:
+    """One task's part of a batch: its callbacks, in order, and what they set together."""
+
+    __slots__ = ("callbacks", "events", "row", "set", "version")
+
+    def __init__(self, row: driver.Row) -> None:
+        self.row, self.version = row, row.version_
+        self.callbacks: list[Callback] = []
+        self.events: list[dict[str, Any]] = []  # an identical one is stored once (ON CONFLICT)
+        self.set: dict[str, Any] = {}
+
+
 def _write(db: Database, batch: list[Callback]) -> None:
     with driver.statements(db) as st:
         hashes = list({item.token_hash for item in batch})
         rows = {row.callback_token_hash: row for row in st.all(_PEEK, {"hashes_": hashes})}
-        writing: dict[int, tuple[Callback, dict[str, Any]]] = {}
+        tasks: dict[int, _Task] = {}
         for item in batch:
             row = rows.get(item.token_hash)
             if row is None or not hmac.compare_digest(row.callback_token_hash, item.token_hash):
                 item.outcome = None
-            elif row.id in writing:  # decided on the row as read, it would undo the other
-                item.outcome = AGAIN
-            else:
-                values = _decided(item, row)
-                if values is None:
-                    item.outcome = LOCKED
-                else:
-                    item.outcome = AGAIN  # until the write says otherwise
-                    writing[row.id] = (item, values)
-        if not writing:
+                continue
+            task = tasks.get(row.id)
+            # a callback after another of the same task is decided on the row as that one
+            # leaves it, and their changes are written as one
+            decided = _decided(item, row if task is None else task.row)
+            if decided is None:  # after another of the batch: once that one is written
+                item.outcome = LOCKED if task is None else AGAIN
+                continue
+            if task is None:
+                task = tasks[row.id] = _Task(row)
+            item.outcome = AGAIN  # until the write says otherwise
+            task.callbacks.append(item)
+            task.set.update(decided["set"])
+            task.row = driver.Row({**task.row, **decided["set"]})
+            task.events.append(decided["event"])
+        if not tasks:
             return
-        columns = tuple(sorted({name for _, values in writing.values() for name in values["set"]}))
-        arrays: dict[str, list[Any]] = {"id": [], "version": []}
-        for name in columns:
-            arrays[name], arrays[f"set_{name}"] = [], []
-        for name in _EVENT_COLUMNS:
-            arrays[f"event_{name}"] = []
-        for task_id, (_, values) in writing.items():
-            arrays["id"].append(task_id)
-            arrays["version"].append(values["version"])
-            for name in columns:
-                given = values["set"]
-                arrays[name].append(given.get(name))
-                arrays[f"set_{name}"].append(name in given)
-            for name in _EVENT_COLUMNS:
-                arrays[f"event_{name}"].append(values["event"][name])
-        written = st.all(_write_each(columns), arrays)
+        written = st.all(*_arrays(tasks))
     for row in written:
-        writing[row.id][0].outcome = False
+        for item in tasks[row.id].callbacks:
+            item.outcome = False
+
+
+def _arrays(tasks: dict[int, _Task]) -> tuple[Select[Any], dict[str, list[Any]]]:
+    """The batch's statement, and its values as one array a column."""
+    columns = tuple(sorted({name for task in tasks.values() for name in task.set}))
+    arrays: dict[str, list[Any]] = {"id": [], "version": [], "event_task_id": []}
+    for name in columns:
+        arrays[name], arrays[f"set_{name}"] = [], []
+    for name in _EVENT_COLUMNS:
+        arrays[f"event_{name}"] = []
+    for task_id, task in tasks.items():
+        arrays["id"].append(task_id)
+        arrays["version"].append(task.version)
+        for name in columns:
+            arrays[name].append(task.set.get(name))
+            arrays[f"set_{name}"].append(name in task.set)
+        for event in task.events:
+            arrays["event_task_id"].append(task_id)
+            for name in _EVENT_COLUMNS:
+                arrays[f"event_{name}"].append(event[name])
+    return _write_each(columns), arrays
 
 
 def _decided(item: Callback, row: driver.Row) -> dict[str, Any] | None:
@@ -155,22 +181,22 @@ def _decided(item: Callback, row: driver.Row) -> dict[str, Any] | None:
 @cache  # one statement per set of columns a batch's changes set (a handful), compiled once each
 def _write_each(columns: tuple[str, ...]) -> Select[Any]:
     """For every task given, unless its row changed since it was read or another writer
-    holds it: UPDATE the columns each one sets (a column it does not set keeps its value),
-    and INSERT its event. The ids of the tasks written."""
-    given = [
+    holds it: UPDATE the columns it sets (a column it does not set keeps its value), and
+    INSERT its events. The ids of the tasks written."""
+    task_columns = [
         ("id", _tasks.c.id.type),
         ("version", Text()),
         *((name, _tasks.c[name].type) for name in columns),
         *((f"set_{name}", Boolean()) for name in columns),
+    ]
+    event_columns = [
+        ("event_task_id", _events.c.task_id.type),
         *((f"event_{name}", _events.c[name].type) for name in _EVENT_COLUMNS),
     ]
-    arrays = [bindparam(name, type_=postgresql.ARRAY(type_)) for name, type_ in given]
-    rows = (
-        func.unnest(*arrays)
-        .table_valued(*(column(name, type_) for name, type_ in given))
-        .render_derived(name="given")
+    inputs, events_in = (
+        _unnested(given, name)
+        for given, name in ((task_columns, "inputs"), (event_columns, "events_in"))
     )
-    inputs = select(*rows.c).cte("inputs")
     locked = (
         select(_tasks.c.id)
         .join(inputs, _tasks.c.id == inputs.c.id)
@@ -194,11 +220,22 @@ def _write_each(columns: tuple[str, ...]) -> Select[Any]:
         postgresql.insert(_events)
         .from_select(
             ["task_id", *_EVENT_COLUMNS],
-            select(inputs.c.id, *(inputs.c[f"event_{n}"] for n in _EVENT_COLUMNS)).join(
-                task, task.c.id == inputs.c.id
-            ),
+            select(
+                events_in.c.event_task_id, *(events_in.c[f"event_{n}"] for n in _EVENT_COLUMNS)
+            ).join(task, task.c.id == events_in.c.event_task_id),
         )
         .on_conflict_do_nothing(index_elements=["task_id", "fingerprint"])
         .cte("event")
     )
     return select(task.c.id).add_cte(event)
+
+
+def _unnested(given: list[tuple[str, Any]], name: str) -> Any:
+    """A CTE of rows from one array parameter a column (each named as its column)."""
+    arrays = [bindparam(column_name, type_=postgresql.ARRAY(type_)) for column_name, type_ in given]
+    rows = (
+        func.unnest(*arrays)
+        .table_valued(*(column(column_name, type_) for column_name, type_ in given))
+        .render_derived(name=f"{name}_rows")
+    )
+    return select(*rows.c).cte(name)
