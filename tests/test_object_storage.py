@@ -17,10 +17,11 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
+from tests.support.held import partials
 from tests.support.media import SAMPLE, SAMPLE_JPG, add_completed, load, sha, sim_completed
 from tests.support.s3server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, Bucket, S3Server
 from tests.support.waiting import wait_for
-from tracker import media, storage, worker
+from tracker import heartbeat, media, storage, worker
 from tracker.db import Database
 from tracker.settings import Settings, SettingsError
 from tracker.settings import load as load_settings
@@ -225,6 +226,42 @@ def test_a_large_file_is_uploaded_in_parts_and_verified(
         assert store.stat(bad) is None
         with pytest.raises(StorageError):
             store.put(bad, big)
+
+
+# -- what a killed upload leaves behind ----------------------------------------------------------
+
+
+def test_an_upload_is_staged_in_the_media_folder_and_a_dead_writers_file_is_swept(
+    db: Database, bucket: Bucket, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(**bucket.settings())
+    store = storage.primary(settings)
+    assert isinstance(store, S3Store)
+    media_dir = Path(settings.media_dir)
+    beat = heartbeat.Heartbeat(db, heartbeat.new_id())
+    beat.register()
+    live_tag = heartbeat.file_tag(beat.id)
+
+    with store.receive("5.mp4", live_tag) as dest:
+        dest.write_bytes(b"a whole video")
+        assert dest.parent == media_dir and live_tag in dest.name
+        assert media.remove_stale_partials(db, settings) == 0  # its writer is alive
+    assert bucket.read("5.mp4") == b"a whole video"
+    assert partials(media_dir) == []  # uploaded: nothing left to sweep
+
+    with pytest.raises(RuntimeError), store.receive("6.mp4", live_tag) as dest:
+        dest.write_bytes(b"half a video")
+        raise RuntimeError("the download failed")
+    assert partials(media_dir) == [] and store.stat("6.mp4") is None
+
+    # a process killed mid-upload never leaves the block: its staged file stays behind
+    killed = store.receive("7.mp4", "0123456789ab")  # a writer with no heartbeat any more
+    killed.__enter__().write_bytes(b"half a video")
+    held = store.receive("8.mp4", live_tag)  # a live writer, still uploading
+    held.__enter__().write_bytes(b"half a video")
+    assert len(partials(media_dir)) == 2
+    assert media.remove_stale_partials(db, settings) == 1
+    assert [name.split(".")[1] for name in partials(media_dir)] == ["8"]
 
 
 # -- moving local copies into the bucket --------------------------------------------------------

@@ -70,7 +70,7 @@ def fetch(
     writer died (`remove_stale_partials`).
     """
     try:
-        with store.receive(name) as dest:
+        with store.receive(name, tag) as dest:
             return fetch_to(stored, fresh, dest, settings, guard, tag)
     except StorageError as exc:
         raise DownloadError(exc.reason) from None

@@ -1,10 +1,12 @@
 """The dashboard in headless Chromium against the app in a real server thread and the
-simulated upstream: what a person sees and does. Screenshots go to docs/img/.
+simulated upstream: what a person sees and does. `make screenshots` refreshes the README's
+pictures in docs/img/ from the last test here; a plain test run leaves them alone.
 """
 
 from __future__ import annotations
 
 import base64
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -312,7 +314,14 @@ def test_the_pages_fit_a_phone(live: Callable[..., Any], db: Database, browser: 
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # taken once
-def test_screenshots(live: Callable[..., Any], sim: Any, db: Database, page: Any) -> None:
+def test_screenshots(
+    live: Callable[..., Any], sim: Any, db: Database, page: Any, tmp_path: Any
+) -> None:
+    """The dashboard a newcomer sees after `make run`, as the README shows it: every task in
+    the list with its state, and an extension's page playing its archived video. The pictures
+    go to docs/img/ only under `make screenshots` (UPDATE_SCREENSHOTS=1), so that running
+    the tests never changes the checkout."""
+    folder = SCREENSHOTS if os.environ.get("UPDATE_SCREENSHOTS") == "1" else tmp_path
     server = live(luma_api_base=sim.url)
     prompts = [
         "A lighthouse at dusk, waves breaking, slow push in",
@@ -350,14 +359,21 @@ def test_screenshots(live: Callable[..., Any], sim: Any, db: Database, page: Any
         state="processing",
         upstream_id="9b2e7d4c-1f3a-4e6b-8c5d-7a9f0e1d2c3b",
     )
-    add_task(db, "A fox crossing a frozen river at dawn", state="queued")
+    queued = add_task(db, "A fox crossing a frozen river at dawn", state="queued")
 
     page.goto(server.url + "/")
+    expect(page.locator("tr[data-task-id]")).to_have_count(10)
+    for task in tasks:
+        expect(row(page, task["id"])).to_contain_text("completed")
+    expect(row(page, queued)).to_contain_text("queued")
     page.wait_for_function("() => Array.from(document.images).every(i => i.complete)")
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "list.png"), full_page=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / "list.png"), full_page=True)
 
     page.goto(f"{server.url}/tasks/{extension['id']}")
+    expect(page.locator("body")).to_contain_text(f"Extend of {tasks[0]['upstream_id']}")
     page.wait_for_function("() => document.querySelector('video').readyState >= 2")
     page.locator(".timeline summary").last.click()
-    page.screenshot(path=str(SCREENSHOTS / "detail.png"), full_page=True)
+    page.screenshot(path=str(folder / "detail.png"), full_page=True)
+    for name in ("list.png", "detail.png"):
+        assert (folder / name).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")

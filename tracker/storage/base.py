@@ -67,8 +67,12 @@ class Store(ABC):
     def describe(self) -> str: ...
 
     @abstractmethod
-    def receive(self, name: str) -> AbstractContextManager[Path]:
-        """A path to write the whole file to; stored under `name` when the block succeeds."""
+    def receive(self, name: str, tag: str = "") -> AbstractContextManager[Path]:
+        """A path to write the whole file to; stored under `name` when the block succeeds.
+
+        `tag` names the writing process on any file left behind if it dies, so that the
+        sweep (`media.remove_stale_partials`) can tell a dead writer's file from a live one's.
+        """
 
     @abstractmethod
     def put(self, name: str, source: Path) -> int:

@@ -33,9 +33,9 @@ class LocalStore(Store):
         return path
 
     @contextmanager
-    def receive(self, name: str) -> Iterator[Path]:
+    def receive(self, name: str, tag: str = "") -> Iterator[Path]:
         check(name)
-        yield self.root / name  # `download` writes it atomically in place
+        yield self.root / name  # `download` writes it atomically in place, tagged meanwhile
 
     def put(self, name: str, source: Path) -> int:
         check(name)

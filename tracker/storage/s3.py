@@ -2,12 +2,16 @@
 
 A download lands in a temporary file first and is then uploaded by boto3's managed transfer
 (multipart past 8 MB, read from disk in parts, never whole in memory); an upload counts only
-once a HEAD shows the object at the file's size. Errors name botocore's code, never its text
-(`why`): that text may carry a signed URL.
+once a HEAD shows the object at the file's size. The file is staged in TRACKER_MEDIA_DIR when
+it is set (it is by default), named like a partial download with the writer's tag, so that the
+worker's sweep removes what a killed process left there; without that folder it goes to the
+system's temporary folder, which no sweep may empty (other programs keep files there). Errors
+name botocore's code, never its text (`why`): that text may carry a signed URL.
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,6 +39,7 @@ class S3Store(Store):
 
         parts = urlsplit(settings.media_url)
         self.url = settings.media_url
+        self.staging = Path(settings.media_dir) if settings.media_dir else None
         self.bucket = parts.netloc
         prefix = parts.path.strip("/")
         self.prefix = f"{prefix}/" if prefix else ""
@@ -64,12 +69,27 @@ class S3Store(Store):
         return self.prefix + name
 
     @contextmanager
-    def receive(self, name: str) -> Iterator[Path]:
+    def receive(self, name: str, tag: str = "") -> Iterator[Path]:
         check(name)
-        with tempfile.TemporaryDirectory(prefix="tracker-upload-") as folder:
-            path = Path(folder) / name
+        if self.staging is None:
+            with tempfile.TemporaryDirectory(prefix="tracker-upload-") as folder:
+                path = Path(folder) / name
+                yield path
+                self.put(name, path)
+            return
+        try:
+            self.staging.mkdir(parents=True, exist_ok=True)
+            prefix = f".{name}.{tag}." if tag else f".{name}."  # as `download` names its own
+            fd, staged = tempfile.mkstemp(dir=self.staging, prefix=prefix, suffix=".part")
+        except OSError as exc:
+            raise StorageError(f"cannot stage the upload ({type(exc).__name__})") from None
+        os.close(fd)
+        path = Path(staged)
+        try:
             yield path
             self.put(name, path)
+        finally:
+            path.unlink(missing_ok=True)
 
     def put(self, name: str, source: Path) -> int:
         from boto3.s3.transfer import TransferConfig
