@@ -16,9 +16,14 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/tracker dev
 
-## test: lint and type-check, then every test (SQLite; PostgreSQL too when TEST_DATABASE_URL is set)
+# test processes at once: the tests mostly wait (servers, processes, timers), so more than the cores
+TEST_PROCESSES ?= 3
+
+## test: lint and type-check, then every test (SQLite; PostgreSQL too when TEST_DATABASE_URL is set):
+## the suite in TEST_PROCESSES processes, then alone the tests that would disturb the others
 test: $(STAMP) browser lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_PROCESSES) -m "not serial"
+	$(BIN)/pytest -m serial
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,7 +1,7 @@
 """PostgreSQL restarts: only requests in flight fail, callbacks that cannot be stored get 503
 (so the sender retries), nothing is half-written, and the worker carries on.
 
-Named to run last: it stops the server that the other PostgreSQL tests use.
+Marked `serial` (and named to run last): it stops the server that the other PostgreSQL tests use.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ pytestmark = [
     # PostgreSQL only: the `db` fixture's SQLite twin has no server to restart
     pytest.mark.parametrize("database_url", ["postgresql"], indirect=True),
     pytest.mark.slow,  # restarts PostgreSQL and starts a worker process
+    pytest.mark.serial,  # the other tests' PostgreSQL: `make test` runs this alone, after them
 ]
 
 
