@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,54 @@ def test_a_scrape_counts_callbacks_by_result_and_times_requests_by_route(
     lifecycle.create(db, NewTask(kind="generate", user_prompt="waits"))
     assert value(scrape(server.url), "tracker_tasks", state="queued") == 1  # the counters
     assert "tracker_upstream_request_seconds" in after  # the histogram is declared
+
+
+def test_requests_the_admission_gate_turns_away_are_counted_as_503s(
+    db: Database, make_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With every slot taken (web/admission.py), a callback and a page get 503 before any
+    route runs; a scrape still shows them, the callback under its route's template."""
+    from tests.support.servers import serve
+    from tracker import create_app
+    from tracker.web import admission
+
+    monkeypatch.setattr(admission, "QUEUE_WAIT", 0.2)
+    inside, release = threading.Event(), threading.Event()
+
+    def holding(app: Any) -> Any:  # a request to /hold keeps the one slot until released
+        def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
+            if environ["PATH_INFO"] == "/hold":
+                inside.set()
+                release.wait(10)
+            return app(environ, start_response)
+
+        return wsgi
+
+    server = serve(lambda url: admission.limit(holding(create_app(make_settings(), db=db)), 1))
+    holder = threading.Thread(target=requests.get, args=(f"{server.url}/hold",), daemon=True)
+    try:
+        before = scrape(server.url)
+        holder.start()
+        assert inside.wait(10)
+        token = "a-callback-token-that-must-never-show-in-metrics-111"
+        busy = requests.post(f"{server.url}/callbacks/luma/{token}", json={}, timeout=10)
+        assert busy.status_code == 503 and busy.headers["Retry-After"] == "5"
+        assert requests.get(f"{server.url}/api/tasks", timeout=10).status_code == 503
+        release.set()
+        holder.join(10)
+        after = scrape(server.url)
+    finally:
+        release.set()
+        server.stop()
+
+    def grew(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    count = "tracker_http_request_seconds_count"
+    assert grew(count, method="POST", route="/callbacks/luma/<token>", status="503") == 1
+    assert grew(count, method="GET", route="<busy>", status="503") == 1
+    assert grew("tracker_callbacks_total", result="error") == 1
+    assert token not in after
 
 
 def test_submits_and_upstream_requests_are_counted(live: Any, upstream: Any, db: Database) -> None:

@@ -10,7 +10,8 @@ cooperatively: a byte-a-second sender waits here, holding nothing), then takes o
 and runs the app. The slot is given back when the app returns, before a long answer (a video)
 is streamed, so slow readers hold no slot either. A request that waits QUEUE_WAIT for a slot
 (every slot waiting on a locked database, say) gets a 503 with Retry-After; /healthz never
-waits for one.
+waits for one. Those 503s are counted in /metrics like the app's own answers (`_count_busy`),
+so a busy service shows in its error rate.
 """
 
 from __future__ import annotations
@@ -18,12 +19,18 @@ from __future__ import annotations
 import io
 import json
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from .. import metrics
+from .hooks import RULE as CALLBACK_RULE
+from .metrics import callback_result
+
 READ_AHEAD = 1_000_001  # TRACKER_MAX_CALLBACK_BYTES' default, plus the byte that tells "too long"
 QUEUE_WAIT = 2.0  # seconds a request waits for a slot, then 503 (the sender retries)
+BUSY = "<busy>"  # the route label of a request turned away before routing (not a callback)
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -74,7 +81,9 @@ def limit(app: WSGIApp, slots: int) -> WSGIApp:
         if environ.get("PATH_INFO") == "/healthz":
             return app(environ, start_response)  # touches nothing: never waits behind others
         _read_ahead(environ)
+        waited = time.perf_counter()
         if not gate.enter(QUEUE_WAIT):
+            _count_busy(environ, time.perf_counter() - waited)
             return _busy(start_response)
         # a request that sleeps (GET /api/tasks/<id>?wait=, web/waiting.py) gives its slot
         # back while it sleeps and takes one again before it answers
@@ -85,6 +94,17 @@ def limit(app: WSGIApp, slots: int) -> WSGIApp:
             gate.leave()
 
     return admitted
+
+
+def _count_busy(environ: dict[str, Any], seconds: float) -> None:
+    """The app never ran, so no route template is known: a callback is labelled by its route's
+    template (never its path, which holds the task's token), anything else as BUSY."""
+    method = str(environ.get("REQUEST_METHOD", ""))
+    if str(environ.get("PATH_INFO", "")).startswith(CALLBACK_RULE.removesuffix("<token>")):
+        metrics.http_request(method, CALLBACK_RULE, 503, seconds)
+        metrics.callback(callback_result(503, understood=True))
+    else:
+        metrics.http_request(method, BUSY, 503, seconds)
 
 
 def _busy(start_response: Callable[..., Any]) -> Iterable[bytes]:

@@ -3,7 +3,7 @@
 Every request is timed from the first of the app's `before_request` hooks to the response,
 and labelled by its route template (`request.url_rule`), never by its path: the callback
 route's path holds the task's secret token. Requests the admission gate turns away (503
-before the app runs, tracker/web/admission.py) are not seen here.
+before the app runs) are counted by the gate itself (tracker/web/admission.py).
 With TRACKER_API_TOKEN set, a scrape needs the Bearer token, like the API.
 """
 
