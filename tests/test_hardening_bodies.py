@@ -327,7 +327,8 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_the_access_log_cannot_be_forged(db: Database, tmp_path: Path) -> None:
-    """gunicorn with the Procfile's config, as in production: one request, one escaped line."""
+    """gunicorn with the Procfile's config, as in production: one request, one escaped line,
+    and no callback token in it."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRACKER_", "LUMA_"))}
     env.pop("PUBLIC_BASE_URL", None)
@@ -358,6 +359,9 @@ def test_the_access_log_cannot_be_forged(db: Database, tmp_path: Path) -> None:
             )
             assert conn.recv(64).startswith(b"HTTP/1.1 404")
         wait_for(lambda: b"/forged" in log.read_bytes(), timeout=20)
+        token = "a-callback-token-the-access-log-must-mask-0123456789"
+        assert requests.post(f"{base}/callbacks/luma/{token}", json={}, timeout=10).status_code
+        wait_for(lambda: b"/callbacks/luma/" in log.read_bytes(), timeout=20)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -368,3 +372,4 @@ def test_the_access_log_cannot_be_forged(db: Database, tmp_path: Path) -> None:
     (logged,) = [line for line in lines if "/forged" in line]
     assert logged.startswith('127.0.0.1 "GET /x\\n127.0.0.1 ')
     assert "\\x1b[31m\\u202e" in logged
+    assert token not in text.decode()  # masked once, where the line's record is made

@@ -148,9 +148,14 @@ def _wsgi_text(value: str) -> str:
 
 
 def loggable_environ(environ: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of a WSGI environ for gunicorn's access line: every text masked and escaped."""
+    """A copy of a WSGI environ for gunicorn's access line, its texts decoded as UTF-8.
+
+    Masking and escaping happen once, on the whole line, where its record is made
+    (`install_logging_filter`): doing them here too cost every request a pass over every
+    environ value, most of which the line never shows.
+    """
     return {
-        key: printable(redact(_wsgi_text(value))) if isinstance(value, str) else value
+        key: _wsgi_text(value) if isinstance(value, str) else value
         for key, value in environ.items()
     }
 
