@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,44 @@ def test_tracker_dev_runs_the_whole_loop(tmp_path: Path, flavor: str) -> None:
     assert "No LUMA_API_KEY: using the simulated upstream" in text
     assert ("Luma's own API" in text) == (flavor == "luma")
     assert dev.returncode == 0, text[-3000:]
+
+
+@pytest.mark.slow  # starts a process
+def test_an_early_ctrl_c_stops_every_child_before_the_runner_exits(tmp_path: Path) -> None:
+    """A Ctrl-C while the web process is still booting: the terminal sends SIGINT to the whole
+    foreground group. Every child is gone when `tracker dev` returns, and nobody printed a
+    traceback (the children once caught it mid-import and outlived the runner)."""
+    port, sim_port = _free_port(), _free_port()
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "PORT": str(port),
+        "SIMULATOR_PORT": str(sim_port),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'tracker.db'}",
+        "TRACKER_MEDIA_DIR": str(tmp_path / "media"),
+        "WEB_CONCURRENCY": "1",
+    }
+    root = Path(__file__).resolve().parent.parent
+    tracker = Path(sys.executable).parent / "tracker"
+    log = tmp_path / "dev.log"
+    with log.open("wb") as out:
+        dev = subprocess.Popen(
+            [str(tracker), "dev"],
+            cwd=root,
+            env=env,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,  # a terminal's foreground group of its own
+        )
+    try:
+        wait_for(lambda: b"Booting worker" in log.read_bytes(), timeout=60, interval=0.05)
+        os.killpg(dev.pid, signal.SIGINT)  # what Ctrl-C does
+        assert dev.wait(timeout=30) == 0, log.read_text()
+        left = subprocess.run(["ps", "-o", "pid=,args=", "-s", str(dev.pid)], capture_output=True)
+        assert left.stdout.decode().strip() == "", left.stdout.decode()
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(dev.pid, signal.SIGKILL)
+    text = log.read_text()
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text, text[-3000:]
+    assert "Dashboard:" not in text  # it stopped starting things once asked to stop

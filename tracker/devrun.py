@@ -5,6 +5,11 @@ points the service at it, so a newcomer sees tasks go from submitted to
 completed without an account. Children are stopped together: if one dies, the
 others are stopped too, and Ctrl-C stops everything.
 
+Each child runs in a process group of its own, so a Ctrl-C in the terminal reaches this
+runner only. It then stops the children itself, newest first (`_stop_all`), and waits for
+them: without that, a Ctrl-C during the first seconds hit each child wherever its start had
+got to (a traceback from the middle of an import), and this runner exited before them.
+
 The web process listens on 127.0.0.1 only (HOST overrides it): a laptop's service is not
 offered to its network. The Procfile's web line keeps gunicorn.conf.py's 0.0.0.0, which
 platforms need.
@@ -18,6 +23,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from contextlib import suppress
 
 import requests
 
@@ -40,11 +47,13 @@ DEMO_PROMPTS = (
 )
 
 
-def _submit_demo_tasks(base: str, token: str) -> None:
+def _submit_demo_tasks(base: str, token: str, stopping: Callable[[], bool]) -> None:
     """On an empty database, give a newcomer something to watch: a few simulated tasks."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     deadline = time.monotonic() + 30
     while True:
+        if stopping():
+            return
         try:
             listing = requests.get(f"{base}/api/tasks?limit=1", headers=headers, timeout=10)
             break
@@ -56,6 +65,8 @@ def _submit_demo_tasks(base: str, token: str) -> None:
     if listing.status_code != 200 or listing.json().get("tasks"):
         return
     for prompt in DEMO_PROMPTS:
+        if stopping():
+            return
         try:
             requests.post(
                 f"{base}/api/tasks", json={"user_prompt": prompt}, headers=headers, timeout=30
@@ -88,6 +99,40 @@ def _local_url(env: dict[str, str]) -> str:
     return f"http://{host}:{env.get('PORT', '8000')}"
 
 
+def _start(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A child in a process group of its own: the terminal's Ctrl-C is this runner's to pass on."""
+    return subprocess.Popen(command, env=env, process_group=0)
+
+
+def _stop_all(children: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
+    """Stop each child, newest first (the worker before the simulator it talks to).
+
+    The worker and the simulator get SIGTERM, their clean exit; gunicorn gets SIGINT, its
+    quick shutdown (the graceful one waits for every keep-alive connection to go quiet).
+    A gunicorn worker forked a moment ago loses the master's signal if it comes before the
+    worker sets its handlers, and the master then waits its whole graceful_timeout: so when
+    gunicorn is not gone after a few seconds, its whole process group gets SIGINT, each
+    second (not at once: a worker told twice prints a traceback on its way out). Whatever
+    is left at the deadline is killed.
+    """
+    deadline = time.monotonic() + 15
+    for name, child in reversed(children):
+        if child.poll() is None:
+            child.send_signal(signal.SIGINT if name == "web" else signal.SIGTERM)
+        patience = time.monotonic() + 3
+        while child.poll() is None and time.monotonic() < deadline:
+            if name == "web" and time.monotonic() > patience:
+                with suppress(ProcessLookupError):
+                    os.killpg(child.pid, signal.SIGINT)  # the master and its workers
+            with suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=min(1.0, max(0.1, deadline - time.monotonic())))
+        if child.poll() is None:
+            log.warning("%s did not stop in time; killing it", name)
+            with suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+
+
 def main() -> int:
     env = dict(os.environ)
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
@@ -102,25 +147,6 @@ def main() -> int:
     except SettingsError as exc:
         log.error("%s", exc)
         return 2
-    if simulated:
-        # the simulator speaks the configured dialect: LUMA_API_FLAVOR=luma gets Luma's own API
-        flavor = settings.luma_api_flavor
-        simulate = [_bin("tracker"), "simulate", "--port", str(SIMULATOR_PORT), "--flavor", flavor]
-        if env.get("SIMULATOR_CALLBACKS", "1") == "0":
-            simulate.append("--no-callbacks")
-        log.warning(
-            "No LUMA_API_KEY: using the simulated upstream at %s (%s API)%s",
-            env["LUMA_API_BASE"],
-            "Luma's own" if flavor == "luma" else "the proxy's",
-            " (callbacks off)" if "--no-callbacks" in simulate else "",
-        )
-        children.append(("simulator", subprocess.Popen(simulate, env=env)))
-    upgrade(settings.database_url)
-    children.append(("web", subprocess.Popen(web_command(env), env=env)))
-    children.append(("worker", subprocess.Popen([_bin("tracker"), "worker"], env=env)))
-    if simulated and env.get("SIMULATOR_DEMO", "1") != "0":
-        _submit_demo_tasks(_local_url(env), env.get("TRACKER_API_TOKEN", ""))
-    log.warning("Dashboard: %s/  (Ctrl-C stops everything)", _local_url(env))
 
     stopping = False
 
@@ -128,22 +154,39 @@ def main() -> int:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
+    # from here on a Ctrl-C (or the terminal closing) is a request to stop, whenever it comes
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _stop)
     code = 0
-    while not stopping:
-        for name, child in children:
-            if child.poll() is not None:
-                log.error("%s exited with code %s; stopping the rest", name, child.returncode)
-                stopping, code = True, 1
-        time.sleep(0.3)
-    for _name, child in children:
-        if child.poll() is None:
-            child.terminate()
-    deadline = time.monotonic() + 15
-    for _name, child in children:
-        try:
-            child.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            child.kill()
+    try:
+        if simulated:
+            # the simulator speaks the configured dialect: LUMA_API_FLAVOR=luma gets Luma's own
+            flavor = settings.luma_api_flavor
+            simulate = [_bin("tracker"), "simulate", "--port", str(SIMULATOR_PORT)]
+            simulate += ["--flavor", flavor]
+            if env.get("SIMULATOR_CALLBACKS", "1") == "0":
+                simulate.append("--no-callbacks")
+            log.warning(
+                "No LUMA_API_KEY: using the simulated upstream at %s (%s API)%s",
+                env["LUMA_API_BASE"],
+                "Luma's own" if flavor == "luma" else "the proxy's",
+                " (callbacks off)" if "--no-callbacks" in simulate else "",
+            )
+            children.append(("simulator", _start(simulate, env)))
+        upgrade(settings.database_url)
+        if not stopping:
+            children.append(("web", _start(web_command(env), env)))
+            children.append(("worker", _start([_bin("tracker"), "worker"], env)))
+        if not stopping and simulated and env.get("SIMULATOR_DEMO", "1") != "0":
+            _submit_demo_tasks(_local_url(env), env.get("TRACKER_API_TOKEN", ""), lambda: stopping)
+        if not stopping:
+            log.warning("Dashboard: %s/  (Ctrl-C stops everything)", _local_url(env))
+        while not stopping:
+            for name, child in children:
+                if child.poll() is not None:
+                    log.error("%s exited with code %s; stopping the rest", name, child.returncode)
+                    stopping, code = True, 1
+            time.sleep(0.3)
+    finally:
+        _stop_all(children)
     return code
