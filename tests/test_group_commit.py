@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from tests.support.databases import TEST_DATABASE_URL
 from tests.support.sent import sent_task
@@ -77,6 +78,23 @@ def test_a_failed_batch_is_every_callers_error_and_the_next_batch_is_written() -
     with pytest.raises(RuntimeError, match="went away"):
         writer.write(Item(-1))
     assert writer.write(Item(1)) == "stored"
+
+
+def test_callers_of_a_failed_batch_each_raise_their_own_copy_of_its_error() -> None:
+    """The web maps the type to its answer (a lost database: 503), so the type and text stay;
+    each caller's traceback is its own, not one object every caller's frames are added to."""
+    lost = OperationalError("UPDATE tasks ...", {}, ConnectionError("server closed"))
+
+    def write_batch(batch: list[Item]) -> None:
+        time.sleep(0.05)  # the others arrive meanwhile
+        raise lost
+
+    writer = group_commit.GroupWriter(write_batch)
+    errors = _in_threads(6, lambda n: writer.write(Item(n)))
+    assert all(type(error) is OperationalError for error in errors)
+    assert {str(error) for error in errors} == {str(lost)}
+    assert all(isinstance(error.orig, ConnectionError) for error in errors)
+    assert len({id(error) for error in errors} | {id(lost)}) == 7  # no two callers share one
 
 
 def test_writers_end_when_idle_and_come_back_for_the_next_callback(

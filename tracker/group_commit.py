@@ -25,6 +25,7 @@ connection. A forked process starts with an empty queue and no writer, and start
 
 from __future__ import annotations
 
+import copy
 import os
 import queue
 import threading
@@ -53,7 +54,8 @@ class Waiting:
 class GroupWriter(Generic[Item]):
     """A queue and its writers: `write(item)` returns once `write_batch` wrote the item.
 
-    `write_batch` sets each item's `outcome`; an exception it raises is every item's.
+    `write_batch` sets each item's `outcome`; an exception it raises is every item's (each
+    caller raises a copy of its own, `_own`).
     """
 
     def __init__(self, write_batch: Callable[[list[Item]], None]) -> None:
@@ -75,7 +77,7 @@ class GroupWriter(Generic[Item]):
                     threading.Thread(target=self._serve, name="group-commit", daemon=True).start()
         item.done.wait()
         if item.error is not None:
-            raise item.error
+            raise _own(item.error)
         return item.outcome
 
     def _next_batch(self) -> list[Item] | None:
@@ -112,6 +114,21 @@ class GroupWriter(Generic[Item]):
             finally:
                 for item in batch:
                     item.done.set()
+
+
+def _own(error: BaseException) -> BaseException:
+    """One caller's copy of its batch's exception: same type, text and writer's traceback.
+
+    Raising the one object in every caller at once would have each caller's frames added to
+    the same `__traceback__`, so one caller's logged error could show another's frames.
+    """
+    try:
+        mine = copy.copy(error)  # exceptions copy through their __reduce__ (SQLAlchemy's too)
+    except Exception:  # an exception class that cannot be rebuilt: the shared one, as it is
+        return error
+    mine.__cause__, mine.__context__ = error.__cause__, error.__context__
+    mine.__suppress_context__ = error.__suppress_context__
+    return mine.with_traceback(error.__traceback__)
 
 
 _all: weakref.WeakSet[GroupWriter[Any]] = weakref.WeakSet()
