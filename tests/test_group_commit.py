@@ -15,14 +15,14 @@ import time
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError
 
 from tests.support.databases import TEST_DATABASE_URL
 from tests.support.sent import sent_task
 from tracker import events, group_commit, ingest, optimistic
 from tracker.db import Database
-from tracker.models import Task
+from tracker.models import Delivery, Task
 from tracker.parse import Update
 
 
@@ -217,3 +217,99 @@ def test_callbacks_of_one_task_in_one_batch_are_decided_in_order_and_written_as_
     assert [item.outcome for item in batch[:3]] == [False, False, False]
     assert batch[3].outcome is optimistic.AGAIN  # a move: once the others are written
     assert _stored(db, task_id) == (70, [30, 70])
+
+
+# -- SQLite: a batch is one transaction, written in arrival order ----------------------------
+
+
+def _sqlite_callback(
+    db: Database,
+    settings: Any,
+    token: str,
+    progress: int | None,
+    state: str = "processing",
+    upstream_id: str = "up-0",
+) -> optimistic.Callback:
+    upd = Update(understood=True, state=state, upstream_id=upstream_id, progress=progress)
+    payload = {"state": state, "progress": progress}
+    return optimistic.Callback(db, settings, events.hash_token(token), upd, payload)
+
+
+def _history(db: Database, task_id: int) -> list[tuple[str | None, int | None]]:
+    with db.read() as session:
+        task = session.get(Task, task_id)
+        assert task is not None
+        ordered = sorted(task.events, key=lambda e: e.id)
+        found = [json.loads(e.payload) for e in ordered if e.payload]
+        return [(p["state"], p["progress"]) for p in found if "progress" in p]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_sqlite_batch_is_written_in_order_a_move_with_webhooks_between_its_runs(
+    db: Database, make_settings: Any
+) -> None:
+    """Each callback is decided on the task as the one before left it. A move that makes
+    webhook deliveries is written alone the locked way (with its delivery),
+    between the callbacks before it and after it, so the one after it sees it (ignored)."""
+    settings = make_settings()
+    task_id = sent_task(db, TOKENS[0], "up-0", "processing", notify_url="https://example.com/h")
+    batch = [
+        _sqlite_callback(db, settings, TOKENS[0], 70),
+        _sqlite_callback(db, settings, TOKENS[0], 30),
+        _sqlite_callback(db, settings, TOKENS[0], None, "failed"),
+        _sqlite_callback(db, settings, TOKENS[0], 90),
+        _sqlite_callback(db, settings, "no-such-token-000000000000000000000", 5),
+    ]
+    ingest._write_sqlite_batch(batch)
+    assert [item.error for item in batch] == [None] * 5
+    assert [item.outcome for item in batch] == [False, False, True, False, None]
+    with db.read() as session:
+        task = session.get(Task, task_id)
+        assert task is not None and task.state == "failed"
+        types = [d.type for d in session.scalars(select(Delivery).order_by(Delivery.id))]
+        assert types == ["task.processing", "task.failed"]  # the first made by sent_task
+    assert _history(db, task_id) == [
+        ("processing", 70),
+        ("processing", 30),
+        ("failed", None),
+        ("processing", 90),
+    ]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_one_callback_a_sqlite_batch_cannot_store_fails_only_itself(
+    db: Database, make_settings: Any
+) -> None:
+    settings = make_settings()
+    ids = [sent_task(db, token, f"up-{n}", "processing") for n, token in enumerate(TOKENS)]
+    batch = [
+        _sqlite_callback(db, settings, token, 40 + n, upstream_id=f"up-{n}")
+        for n, token in enumerate(TOKENS)
+    ]
+
+    class Unwritable:
+        def __str__(self) -> str:
+            raise RuntimeError("this payload cannot be stored")
+
+    batch[1].payload = {"progress": Unwritable(), "state": "processing"}
+
+    ingest._write_sqlite_batch(batch)
+    assert isinstance(batch[1].error, RuntimeError)
+    assert [batch[0].outcome, batch[2].outcome] == [False, False]
+    assert [batch[0].error, batch[2].error] == [None, None]
+    assert _stored(db, ids[0]) == (40, [40]) and _stored(db, ids[2]) == (42, [42])
+    assert _stored(db, ids[1]) == (None, [])  # nothing of the failed one
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_sqlite_callbacks_sent_at_once_are_all_stored_through_the_group_commit(
+    db: Database, make_settings: Any
+) -> None:
+    settings = make_settings()
+    ids = [sent_task(db, token, f"up-{n}", "processing") for n, token in enumerate(TOKENS)]
+    sent = list(range(1, 61))
+    results = _in_threads(len(sent), lambda n: _progress(db, settings, n % 3, sent[n]))
+    assert results == [False] * len(sent)
+    for n, task_id in enumerate(ids):
+        mine = [p for i, p in enumerate(sent) if i % 3 == n]
+        assert _stored(db, task_id) == (max(mine), mine)

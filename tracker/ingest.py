@@ -9,7 +9,9 @@ Three ways, the first that applies:
 - PostgreSQL, a callback that does not move the state (progress, the usual one): optimistic,
   and grouped with the callbacks arriving meanwhile (tracker/optimistic.py,
   tracker/group_commit.py): no lock held while deciding, one commit for a batch.
-- SQLite: the statements on the driver's cursor, in one BEGIN IMMEDIATE transaction.
+- SQLite: the statements on the driver's cursor, in one BEGIN IMMEDIATE transaction, also
+  grouped: the callbacks arriving meanwhile are written one after another in that transaction
+  (`_write_sqlite_batch`), so a batch takes the write lock and commits once.
 - Otherwise (a move, an input naming another task, a row that kept changing under the
   optimistic write, or a move that makes webhook deliveries on SQLite): one transaction on a
   Core connection with the row locked (SELECT ... FOR UPDATE), where `webhooks.enqueue_in`
@@ -23,6 +25,7 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy.exc import OperationalError
 
 from . import driver, events, group_commit, lifecycle, machine, optimistic, webhooks
 from .db import Database, table_of
@@ -69,7 +72,9 @@ def callback(
     token_hash = events.hash_token(token)
     try:
         if not db.is_postgres:
-            return driver.once_more(_on_driver, db, settings, token_hash, upd, payload)
+            item = optimistic.Callback(db, settings, token_hash, upd, payload)
+            outcome = _writer(db).write(item)  # _write_sqlite_batch
+            return outcome if isinstance(outcome, bool) else None
         writer = _writer(db)
         for _ in range(TRIES):
             outcome = writer.write(optimistic.Callback(db, settings, token_hash, upd, payload))
@@ -91,15 +96,68 @@ def _writer(db: Database) -> group_commit.GroupWriter[optimistic.Callback]:
     """The group commit of `db` (a weak key: a Database no longer used is let go)."""
     found = _writers.get(db)
     if found is None:
-        found = _writers.setdefault(db, group_commit.GroupWriter(optimistic.write_batch))
+        batches = optimistic.write_batch if db.is_postgres else _write_sqlite_batch
+        found = _writers.setdefault(db, group_commit.GroupWriter(batches))
     return found
 
 
-def _on_driver(
-    db: Database, settings: Settings, token_hash: str, upd: Update, payload: Any
-) -> bool | None:
-    with driver.write(db) as tx:
-        return ingest(tx, settings, token_hash, upd, payload)
+def _write_sqlite_batch(batch: list[optimistic.Callback]) -> None:
+    """SQLite's group commit: the batch's callbacks in arrival order, in one transaction.
+
+    Each is decided on the task as the callbacks before it left it (the same connection
+    reads its own writes). When the write fails, the callbacks not yet committed are each
+    written again alone, so that one bad callback fails only itself; unless the database
+    itself failed (locked past its wait, or gone): then each of them gets the 503 at once
+    rather than a wait of its own.
+    """
+    db = batch[0].db
+    written: list[optimistic.Callback] = []
+    try:
+        _write_in_order(db, batch, written)
+    except OperationalError as exc:
+        for item in batch[len(written) :]:
+            item.error = exc
+    except Exception:
+        for item in batch[len(written) :]:
+            try:
+                _write_in_order(db, [item], [])
+            except Exception as exc:  # this caller's 503 (or 500), and only this one's
+                item.error = exc
+
+
+def _write_in_order(
+    db: Database, items: list[optimistic.Callback], written: list[optimistic.Callback]
+) -> None:
+    """Set each item's outcome as it is committed (and add it to `written`), in order.
+
+    Runs of them share a transaction; a move that makes webhook deliveries ends its run
+    and is written next, alone, the Core way (see the module), so the order holds.
+    """
+    start = 0
+    while start < len(items):
+        outcomes: list[bool | None] = []
+        alone = None
+        with driver.write(db) as tx:
+            for item in items[start:]:
+                try:
+                    outcomes.append(
+                        ingest(tx, item.settings, item.token_hash, item.upd, item.payload)
+                    )
+                except _Locked:  # raised before this callback wrote anything
+                    alone = item
+                    break
+        for item, outcome in zip(items[start:], outcomes, strict=False):  # committed
+            item.outcome = outcome
+            written.append(item)
+        start += len(outcomes)
+        if alone is not None:
+            with db.write_connection() as connection:
+                alone.outcome = ingest(
+                    _CoreTransaction(connection),
+                    *(alone.settings, alone.token_hash, alone.upd, alone.payload),
+                )
+            written.append(alone)
+            start += 1
 
 
 def ingest(
