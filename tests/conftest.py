@@ -7,6 +7,10 @@ session; each test starts from empty tables.
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -25,6 +29,13 @@ from tracker import create_app
 from tracker.db import Database
 from tracker.migrate import upgrade
 from tracker.settings import Settings
+
+# The metrics files of this test process (and of what it starts) in a folder of its own: the
+# default, instance/metrics, is the checkout's, shared with `make run` and with the other
+# processes of a parallel run, whose counts a scrape here would add in.
+_METRICS = tempfile.mkdtemp(prefix="tracker-test-metrics-")
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = _METRICS
+atexit.register(shutil.rmtree, _METRICS, ignore_errors=True)
 
 # fails a test that starts a process without the `slow` mark (tests/support/spawning.py)
 # the held-video origin and the archiving-worker spawner (tests/support/held.py): fixtures
