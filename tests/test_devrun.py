@@ -4,44 +4,26 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 from contextlib import suppress
 from pathlib import Path
 
 import pytest
 import requests
 
+from tests.support.devrun import dev_env, start_dev
 from tests.support.servers import CLOSE
 from tests.support.waiting import wait_for
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.slow  # starts a process
 @pytest.mark.parametrize("flavor", ["proxy", "luma"])
 def test_tracker_dev_runs_the_whole_loop(tmp_path: Path, flavor: str) -> None:
-    port, sim_port = _free_port(), _free_port()
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": str(tmp_path),
-        "PORT": str(port),
-        "SIMULATOR_PORT": str(sim_port),
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'tracker.db'}",
-        "TRACKER_MEDIA_DIR": str(tmp_path / "media"),
-        "WEB_CONCURRENCY": "1",
-        "LUMA_API_FLAVOR": flavor,  # without a key, the simulator speaks this dialect
-    }
-    root = Path(__file__).resolve().parent.parent
-    tracker = Path(sys.executable).parent / "tracker"
+    # without a key, the simulator speaks this dialect
+    env = dev_env(tmp_path, LUMA_API_FLAVOR=flavor)
     log = tmp_path / "dev.log"
-    with log.open("wb") as out:
-        dev = subprocess.Popen([str(tracker), "dev"], cwd=root, env=env, stdout=out, stderr=out)
+    dev = start_dev(env, log)
+    port = env["PORT"]
     base = f"http://127.0.0.1:{port}"
     try:
 
@@ -73,28 +55,8 @@ def test_an_early_ctrl_c_stops_every_child_before_the_runner_exits(tmp_path: Pat
     """A Ctrl-C while the web process is still booting: the terminal sends SIGINT to the whole
     foreground group. Every child is gone when `tracker dev` returns, and nobody printed a
     traceback (the children once caught it mid-import and outlived the runner)."""
-    port, sim_port = _free_port(), _free_port()
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": str(tmp_path),
-        "PORT": str(port),
-        "SIMULATOR_PORT": str(sim_port),
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'tracker.db'}",
-        "TRACKER_MEDIA_DIR": str(tmp_path / "media"),
-        "WEB_CONCURRENCY": "1",
-    }
-    root = Path(__file__).resolve().parent.parent
-    tracker = Path(sys.executable).parent / "tracker"
     log = tmp_path / "dev.log"
-    with log.open("wb") as out:
-        dev = subprocess.Popen(
-            [str(tracker), "dev"],
-            cwd=root,
-            env=env,
-            stdout=out,
-            stderr=out,
-            start_new_session=True,  # a terminal's foreground group of its own
-        )
+    dev = start_dev(dev_env(tmp_path), log, start_new_session=True)  # a terminal's own group
     try:
         wait_for(lambda: b"Booting worker" in log.read_bytes(), timeout=60, interval=0.05)
         os.killpg(dev.pid, signal.SIGINT)  # what Ctrl-C does

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import re
 import signal
 import socket
@@ -23,6 +22,7 @@ import pytest
 import requests
 from sqlalchemy import select, update
 
+from tests.support.devrun import ROOT, dev_env, start_dev
 from tests.support.scripted import Reply, ScriptedUpstream
 from tests.support.servers import LiveServer
 from tests.support.waiting import wait_for
@@ -182,12 +182,6 @@ def test_trusted_proxies_say_who_the_client_is(
     assert direct.get("/api/tasks", headers=bad_host).status_code == 200
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _answers(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=2):
@@ -205,25 +199,12 @@ def _serves(url: str) -> bool:
 
 @pytest.mark.slow
 def test_make_run_listens_on_loopback_only(tmp_path: Path) -> None:
-    port, sim_port = _free_port(), _free_port()
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": str(tmp_path),
-        "PORT": str(port),
-        "SIMULATOR_PORT": str(sim_port),
-        "SIMULATOR_DEMO": "0",
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'tracker.db'}",
-        "TRACKER_MEDIA_DIR": "",
-        "WEB_CONCURRENCY": "1",
-    }
-    root = Path(__file__).resolve().parent.parent
-    tracker = Path(sys.executable).parent / "tracker"
+    env = dev_env(tmp_path, SIMULATOR_DEMO="0", TRACKER_MEDIA_DIR="")
+    port = int(env["PORT"])
     log = tmp_path / "dev.log"
-    with log.open("wb") as out:
-        dev = subprocess.Popen([str(tracker), "dev"], cwd=root, env=env, stdout=out, stderr=out)
+    dev = start_dev(env, log)
     try:
-        # served, not only accepted: gunicorn's master listens before its worker is booted, and
-        # a SIGTERM in between is lost in the booting worker (the stop then waits 15 s for it)
+        # served, not only accepted: gunicorn's master listens before its worker is booted
         wait_for(lambda: _serves(f"http://127.0.0.1:{port}/healthz"), timeout=60, interval=0.3)
         # all of 127.0.0.0/8 is this machine: a socket bound to 0.0.0.0 answers on .2 too
         assert not _answers("127.0.0.2", port), "the web process listens beyond 127.0.0.1"
@@ -232,8 +213,8 @@ def test_make_run_listens_on_loopback_only(tmp_path: Path) -> None:
         dev.wait(timeout=30)
     assert dev.returncode == 0, log.read_text()[-3000:]
     # the Procfile's web process keeps listening everywhere, as platforms need
-    assert "0.0.0.0" in (root / "gunicorn.conf.py").read_text()  # noqa: S104
-    assert "--bind" not in (root / "Procfile").read_text()
+    assert "0.0.0.0" in (ROOT / "gunicorn.conf.py").read_text()  # noqa: S104
+    assert "--bind" not in (ROOT / "Procfile").read_text()
 
 
 def test_host_overrides_the_dev_bind() -> None:
