@@ -20,6 +20,7 @@ import base64
 import json
 import multiprocessing
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -103,7 +104,8 @@ def start_receiver(port: int, mode: str = "ok") -> multiprocessing.Process:
 
 
 def counts(port: int) -> dict[str, int]:
-    return requests.get(f"http://127.0.0.1:{port}/", timeout=5).json()
+    answer: dict[str, int] = requests.get(f"http://127.0.0.1:{port}/", timeout=5).json()
+    return answer
 
 
 # -- (a) fan-out -------------------------------------------------------------------------------
@@ -328,6 +330,7 @@ def bench_wait() -> list[str]:
     from tracker import lifecycle
     from tracker.lifecycle import NewTask
     from tracker.models import Task
+    from tracker.scheduler import claims
     from tracker.settings import Settings
 
     with tempfile.TemporaryDirectory() as folder:
@@ -335,13 +338,15 @@ def bench_wait() -> list[str]:
         settings = Settings(database_url=db.url, max_in_flight=1000, submits_per_minute=1000)
         for _ in range(100):
             lifecycle.create(db, NewTask(kind="generate", user_prompt="c"))
-        claimed = lifecycle.claim_for_dispatch(db, settings, limit=100)
+        claimed = claims.claim_for_dispatch(db, settings, limit=100)
         hooks = []
         with db.write() as session:
             for task_id, token in claimed:
                 task = session.get(Task, task_id)
-                task.upstream_id = f"up-{task_id}"  # type: ignore[union-attr]
-                lifecycle.set_state(session, task, "pending")  # type: ignore[arg-type]
+                if task is None:
+                    raise LookupError(task_id)
+                task.upstream_id = f"up-{task_id}"
+                lifecycle.set_state(session, task, "pending")
                 hooks.append((token, f"up-{task_id}"))
         waited = claimed[0][0]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TRACKER_", "LUMA_"))}
@@ -376,7 +381,10 @@ def bench_wait() -> list[str]:
 
                 def waiter(stop_waiting: threading.Event = stop_waiting) -> None:
                     while not stop_waiting.is_set():
-                        answer = requests.get(f"{base}/api/tasks/{waited}?wait=60", timeout=70)
+                        try:
+                            answer = requests.get(f"{base}/api/tasks/{waited}?wait=60", timeout=70)
+                        except requests.RequestException:
+                            return  # the server stopped under a waiter still asleep in it
                         if answer.headers.get("X-Tracker-Wait") == "skipped":
                             time.sleep(1.0)  # past the cap: a polite client asks again later
 
@@ -389,8 +397,14 @@ def bench_wait() -> list[str]:
                 print(f"  none {results['none'][-1]:.0f}/s, 32 waiting {results['32'][-1]:.0f}/s")
                 time.sleep(0.5)
         finally:
-            web.terminate()
-            web.wait(timeout=30)
+            # gunicorn's quick shutdown: its graceful one (SIGTERM) would wait out the waiters'
+            # requests still asleep in ?wait=60
+            web.send_signal(signal.SIGINT)
+            try:
+                web.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                web.kill()
+                web.wait()
             db.dispose()
     none, busy = statistics.median(results["none"]), statistics.median(results["32"])
     return [

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from sqlalchemy import create_engine, insert, select, text, update
+from sqlalchemy import create_engine, delete, insert, select, text, update
 from sqlalchemy.engine import make_url
 from werkzeug.serving import WSGIRequestHandler, make_server
 
@@ -123,7 +123,8 @@ class Upstream:
         self.url = f"http://127.0.0.1:{self.proc.stdout.readline().strip()}"
 
     def get(self, path: str) -> dict[str, float]:
-        return requests.get(self.url + path, timeout=5).json()
+        answer: dict[str, float] = requests.get(self.url + path, timeout=5).json()
+        return answer
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -152,8 +153,8 @@ def fill(url: str, count: int, state: str = "pending") -> None:
     engine = create_engine(url)
     stamp = datetime.now(UTC)
     with engine.begin() as conn:
-        conn.execute(TaskEvent.__table__.delete())
-        conn.execute(Task.__table__.delete())
+        conn.execute(delete(TaskEvent))
+        conn.execute(delete(Task))
         conn.execute(update(StateCount).values(count=0))
         conn.execute(update(StateCount).where(StateCount.state == state).values(count=count))
         rows = [
@@ -409,7 +410,7 @@ def callback_floor() -> float:
 # -- reporting -------------------------------------------------------------------------------
 
 
-def pct(values: list[float], q: float) -> float:
+def pct(values: list[float], q: int) -> float:
     return (
         statistics.quantiles(values, n=100, method="inclusive")[q - 1]
         if len(values) > 1

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import requests
 from flask import Flask, request
-from sqlalchemy import create_engine, insert, update
+from sqlalchemy import create_engine, delete, insert, update
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = str(Path(sys.executable).parent / "gunicorn")
@@ -58,8 +58,8 @@ def fill_tasks(url: str, count: int) -> list[tuple[str, str]]:
     stamp = datetime.now(UTC)
     tokens = [(secrets.token_urlsafe(32), f"bench-{i:04d}") for i in range(count)]
     with engine.begin() as conn:
-        conn.execute(TaskEvent.__table__.delete())
-        conn.execute(Task.__table__.delete())
+        conn.execute(delete(TaskEvent))
+        conn.execute(delete(Task))
         conn.execute(update(StateCount).values(count=0))
         conn.execute(update(StateCount).where(StateCount.state == "processing").values(count=count))
         conn.execute(
