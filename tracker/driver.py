@@ -221,13 +221,17 @@ def _checked_out(db: Database, make: Callable[[Any, Dialect], S]) -> Iterator[S]
 
 
 @contextmanager
-def write(db: Database) -> Iterator[Transaction]:
-    """SQLite: a write transaction on a pooled connection, committed when the block ends."""
+def write(db: Database, *, waited: float = 0.0) -> Iterator[Transaction]:
+    """SQLite: a write transaction on a pooled connection, committed when the block ends.
+
+    `waited`: seconds the callers have waited already (in a group commit's queue), taken off
+    the wait for the write lock, so that none waits past `db.lock_wait` in all.
+    """
     if db.is_postgres:
         raise TypeError("PostgreSQL's callback writes are single statements: use statements()")
     with _checked_out(db, Transaction) as tx:
         try:
-            tx.begin(db.lock_wait)
+            tx.begin(None if db.lock_wait is None else max(0.0, db.lock_wait - waited))
             yield tx
             tx.commit()
         except BaseException:

@@ -31,6 +31,7 @@ import copy
 import os
 import queue
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
@@ -43,11 +44,12 @@ Item = TypeVar("Item", bound="Waiting")
 
 
 class Waiting:
-    """One caller's callback: what it waits on, and what it gets back."""
+    """One caller's callback: what it waits on, and what it gets back (and since when)."""
 
-    __slots__ = ("done", "error", "outcome")
+    __slots__ = ("done", "error", "outcome", "since")
 
     def __init__(self) -> None:
+        self.since = time.monotonic()
         self.done = threading.Event()
         self.outcome: object = None
         self.error: BaseException | None = None

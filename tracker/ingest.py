@@ -21,6 +21,7 @@ Three ways, the first that applies:
 from __future__ import annotations
 
 import hmac
+import time
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -137,7 +138,8 @@ def _write_in_order(
     while start < len(items):
         outcomes: list[bool | None] = []
         alone = None
-        with driver.write(db) as tx:
+        # a locked database: the oldest caller waits no longer in all than a lone one would
+        with driver.write(db, waited=time.monotonic() - items[start].since) as tx:
             for item in items[start:]:
                 try:
                     outcomes.append(
