@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import threading
 import time
 from typing import Any
@@ -297,3 +298,31 @@ def test_one_callback_a_sqlite_batch_cannot_store_fails_only_itself(
     assert [batch[0].error, batch[2].error] == [None, None]
     assert _stored(db, ids[0]) == (40, [40]) and _stored(db, ids[2]) == (42, [42])
     assert _stored(db, ids[1]) == (None, [])  # nothing of the failed one
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_sqlite_batch_waits_for_the_lock_only_as_long_as_its_oldest_caller_has_left(
+    db: Database, make_settings: Any
+) -> None:
+    """A caller that queued for the web's whole lock wait behind a batch that waited out a
+    locked database is answered (503) at once, not made to wait a second time; one that just
+    came waits for the lock as before, and is stored when it is let go within the wait."""
+    settings = make_settings()
+    task_id = sent_task(db, TOKENS[0], "up-0", "processing")
+    web = Database(db.url, lock_wait=2.0)  # as the web process opens it
+    holder = sqlite3.connect(db.url.removeprefix("sqlite:///"), check_same_thread=False)
+    try:
+        for progress, queued, stored in ((10, 2.0, False), (20, 0.0, True)):
+            item = _sqlite_callback(web, settings, TOKENS[0], progress)
+            item.since -= queued
+            holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock...
+            release = threading.Timer(0.5, holder.rollback)  # ...for half a second
+            release.start()
+            ingest._write_sqlite_batch([item])
+            release.join()
+            assert (item.error is None) is stored, item.error
+            assert isinstance(item.error, OperationalError) or item.outcome is False
+        assert _stored(db, task_id) == (20, [20])
+    finally:
+        holder.close()
+        web.dispose()
