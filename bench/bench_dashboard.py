@@ -39,9 +39,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from bench import machine
+from bench.report import replace_section
 
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "benchmarks.md"
 HEADING = "## Dashboard"
 BENCH_DB = "tracker_bench_dashboard"
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
@@ -491,20 +491,6 @@ def report(started: datetime, runs: int, small: int, large: int, data: dict[str,
     return "\n".join(lines)
 
 
-def write_section(body: str) -> None:
-    """Replace this benchmark's section of docs/benchmarks.md, leaving the others alone."""
-    current = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n"
-    start = current.find(f"\n{HEADING}\n")
-    if start < 0:
-        current = current.rstrip("\n") + "\n\n" + body.rstrip("\n") + "\n"
-    else:
-        end = current.find("\n## ", start + len(HEADING) + 2)
-        tail = "" if end < 0 else current[end:]
-        current = current[: start + 1] + body.rstrip("\n") + "\n" + tail
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(current)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench dashboard")
     parser.add_argument("--rows", type=int, default=LARGE, help="the large database's size")
@@ -525,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     body = report(started, args.runs, args.small, args.rows, data)
     print(body)
     if not args.no_write:
-        write_section(body)
+        replace_section(HEADING, body)
     return 0
 
 

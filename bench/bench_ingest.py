@@ -33,10 +33,10 @@ from typing import Any
 
 from bench import machine
 from bench.bench_worker import _bench_database
+from bench.report import add_run
 from bench.serve import Web, fill_tasks
 
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "benchmarks.md"
 HEADING = "## Callback ingest"
 TASKS, CONNECTIONS, THREADS, SECONDS, RUNS = 100, 32, 2, 10, 3
 PORT = int(os.environ.get("BENCH_INGEST_PORT", "9651"))  # a shared machine: choose one
@@ -192,7 +192,7 @@ def main(argv: list[str]) -> int:
     else:
         body = report(started, results)
     print(body)
-    write_section(body, METRICS_HEADING if args.metrics else HEADING)
+    add_run(METRICS_HEADING if args.metrics else HEADING, body)
     return 0
 
 
@@ -290,26 +290,3 @@ def report(started: datetime, results: dict[str, Any]) -> str:
                 f"{r['cpu_ms']:.2f} ms |"
             )
     return "\n".join(lines) + "\n"
-
-
-def write_section(body: str, heading: str = HEADING) -> None:
-    """Put this run first in its section of docs/benchmarks.md; the earlier runs stay below it.
-
-    `body` is the heading and then this run under a `### ` heading of its own; what the
-    section held (earlier runs, each under its `### ` heading) follows it, so the history of
-    a figure stays readable in one place. The other sections are left alone.
-    """
-    text_now = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n"
-    run = body.rstrip("\n")
-    start = text_now.find(f"\n{heading}\n")
-    if start < 0:
-        text_now = text_now.rstrip("\n") + "\n\n" + run + "\n"
-    else:
-        after = start + len(heading) + 2
-        end = text_now.find("\n## ", after)
-        earlier = (text_now[after:] if end < 0 else text_now[after:end]).strip("\n")
-        if earlier and not earlier.startswith("### "):
-            earlier = "### An earlier run\n\n" + earlier
-        tail = "" if end < 0 else text_now[end:]
-        text_now = text_now[: start + 1] + run + ("\n\n" + earlier if earlier else "") + "\n" + tail
-    DOC.write_text(text_now)

@@ -29,7 +29,7 @@ from typing import Any
 import requests
 
 from bench import machine
-from bench.bench_ingest import DOC
+from bench.report import add_run
 from bench.serve import Web, fill_tasks
 
 HEADING = "## Slow clients and a locked database"
@@ -186,13 +186,15 @@ def main(argv: list[str]) -> int:
             print(name, results[name], flush=True)
     body = report(started, results)
     print(body)
-    write_section(body)
+    add_run(HEADING, body)
     return 0
 
 
 def report(started: datetime, results: dict[str, dict[str, Any]]) -> str:
     lines = [
         HEADING,
+        "",
+        f"### {started:%Y-%m-%d %H:%M} UTC",
         "",
         f"`python -m bench slow` (issue 9 items 3 and 4), run {started:%Y-%m-%d %H:%M} UTC on "
         f"{machine()}; SQLite. Probes give up after {PROBE_TIMEOUT:.0f} s (shown as "
@@ -228,16 +230,3 @@ def report(started: datetime, results: dict[str, dict[str, Any]]) -> str:
             f"| {name} | {summary(lk['healthz'])} | {summary(lk['callbacks'])} | {after} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def write_section(body: str) -> None:
-    """Replace this benchmark's section of docs/benchmarks.md, leaving the others alone."""
-    text_now = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n"
-    start = text_now.find(f"\n{HEADING}\n")
-    if start < 0:
-        text_now = text_now.rstrip("\n") + "\n\n" + body.rstrip("\n") + "\n"
-    else:
-        end = text_now.find("\n## ", start + len(HEADING) + 2)
-        tail = "" if end < 0 else text_now[end:]
-        text_now = text_now[: start + 1] + body.rstrip("\n") + "\n" + tail
-    DOC.write_text(text_now)

@@ -37,9 +37,9 @@ import requests
 from sqlalchemy import func, select
 
 from bench import machine
+from bench.report import replace_section
 
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "benchmarks.md"
 BIN = Path(sys.executable).parent
 SECRET = "whsec_" + base64.b64encode(b"bench-notify-secret-0123456789abc").decode()
 FANOUT = 1_000
@@ -422,19 +422,6 @@ def bench_wait() -> list[str]:
     ]
 
 
-def write_section(body: str) -> None:
-    heading = "## Webhooks"
-    text_now = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n"
-    start = text_now.find(f"\n{heading}\n")
-    if start < 0:
-        text_now = text_now.rstrip("\n") + "\n\n" + body.rstrip("\n") + "\n"
-    else:
-        end = text_now.find("\n## ", start + len(heading) + 2)
-        tail = "" if end < 0 else text_now[end:]
-        text_now = text_now[: start + 1] + body.rstrip("\n") + "\n" + tail
-    DOC.write_text(text_now)
-
-
 def main(argv: list[str] | None = None) -> int:
     parts = set(argv or []) or {"fanout", "hanging", "wait"}
     lines = [
@@ -450,5 +437,5 @@ def main(argv: list[str] | None = None) -> int:
             lines += [*run(), ""]
     print("\n".join(lines))
     if parts == {"fanout", "hanging", "wait"}:
-        write_section("\n".join(lines))
+        replace_section("## Webhooks", "\n".join(lines))
     return 0

@@ -39,9 +39,9 @@ from sqlalchemy.engine import make_url
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from bench import machine
+from bench.report import replace_section
 
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "benchmarks.md"
 TRACKER = str(Path(sys.executable).parent / "tracker")
 
 LATENCY = 0.05
@@ -418,21 +418,6 @@ def pct(values: list[float], q: int) -> float:
     )
 
 
-def write_section(body: str) -> None:
-    """Replace this benchmark's section of docs/benchmarks.md, leaving the others alone."""
-    heading = "## Worker"
-    text_now = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n"
-    start = text_now.find(f"\n{heading}\n")
-    if start < 0:
-        text_now = text_now.rstrip("\n") + "\n\n" + body.rstrip("\n") + "\n"
-    else:
-        end = text_now.find("\n## ", start + len(heading) + 2)
-        tail = "" if end < 0 else text_now[end:]
-        text_now = text_now[: start + 1] + body.rstrip("\n") + "\n" + tail
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(text_now)
-
-
 def main() -> int:
     started = datetime.now(UTC)
     with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp:
@@ -460,7 +445,7 @@ def main() -> int:
         cb_floor = callback_floor()
     body = report(started, floor, rss_floor, results, speed, naive, cb_floor)
     print(body)
-    write_section(body)
+    replace_section("## Worker", body)
     return 0
 
 
