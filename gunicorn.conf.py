@@ -65,7 +65,7 @@ worker_class = "gevent"
 worker_connections = 1000  # connections a process holds open at once (gevent's default)
 # requests running the app at once in a process (its threads under `-k gthread`; under gevent,
 # wsgi.py's admission gate). 16 on PostgreSQL: more callbacks wait for each group commit
-# (tracker/group_commit.py), so each costs less; measured with `python -m bench ingest`
+# (tracker/tasks/batching.py), so each costs less; measured with `python -m bench ingest`
 # (docs/benchmarks.md), 8 slots took 7 to 27 % fewer callbacks a second in each of 4 runs.
 # SQLite keeps 8: its callbacks queue for one write lock.
 threads = int(os.environ.get("GUNICORN_THREADS", "8" if _sqlite else "16"))

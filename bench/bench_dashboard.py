@@ -196,7 +196,7 @@ def _tally(row: tuple[Any, ...], counts: Counter[str], hits: Counter[str]) -> No
 
 
 def fill_sqlite(path: Path, count: int) -> Filled:
-    from tracker.migrate import upgrade
+    from tracker.dbmigrate import upgrade
 
     url = f"sqlite:///{path}"
     upgrade(url)
@@ -271,7 +271,7 @@ def _set_counts(execute: Any, counts: Counter[str], mark: str) -> None:
 def fill_postgres(url: str, count: int) -> Filled:
     import psycopg
 
-    from tracker.migrate import upgrade
+    from tracker.dbmigrate import upgrade
 
     upgrade(url)
     started = time.monotonic()

@@ -113,7 +113,7 @@ def counts(port: int) -> dict[str, int]:
 
 def _database(folder: Path) -> Any:
     from tracker.db import Database
-    from tracker.migrate import upgrade
+    from tracker.dbmigrate import upgrade
 
     url = f"sqlite:///{folder / 'tracker.db'}"
     upgrade(url)
@@ -122,24 +122,22 @@ def _database(folder: Path) -> Any:
 
 def fanout_tracker(folder: Path, url: str) -> float:
     """Seconds from the commit that completes 1,000 tasks to the last delivery's success."""
-    from tracker import lifecycle, webhooks
-    from tracker.lifecycle import NewTask
-    from tracker.models import Delivery, Task
+    from tracker.flows.notify import Sender
     from tracker.settings import Settings
-    from tracker.webhooks.sender import Sender
+    from tracker.tasks import store, webhooks
+    from tracker.tasks.models import Delivery, Task
+    from tracker.tasks.store import NewTask
 
     db = _database(folder)
     settings = Settings(database_url=db.url, notify_url=url, notify_secrets=(SECRET,))
     webhooks.configure(None)  # no events while the tasks are made
-    ids = [
-        lifecycle.create(db, NewTask(kind="generate", user_prompt="b")).id for _ in range(FANOUT)
-    ]
+    ids = [store.create(db, NewTask(kind="generate", user_prompt="b")).id for _ in range(FANOUT)]
     webhooks.configure(settings)
     sender = Sender(settings, db, "bench-sender", threads=THREADS)
     with db.write() as session:
         for task in session.scalars(select(Task).where(Task.id.in_(ids))):
             task.video_url = "https://cdn.example/v.mp4"
-            lifecycle.set_state(session, task, "completed")
+            store.set_state(session, task, "completed")
     started = time.monotonic()
     thread = threading.Thread(target=sender.run_forever)
     thread.start()
@@ -162,7 +160,7 @@ def fanout_tracker(folder: Path, url: str) -> float:
 
 def fanout_floor(url: str) -> float:
     """The same 1,000 signed POSTs from the same number of threads, no database."""
-    from tracker.webhooks import signing
+    from tracker import signing
 
     local = threading.local()
     body = json.dumps(
@@ -224,15 +222,15 @@ def bench_fanout() -> list[str]:
 def _follow(url: str, hang_port: int | None) -> float:
     """Seconds until 20 tasks are completed and archived by a `tracker worker`."""
     from lumasim.simulator import Simulator
-    from tracker import lifecycle
-    from tracker.lifecycle import NewTask
-    from tracker.models import Task
+    from tracker.tasks import store
+    from tracker.tasks.models import Task
+    from tracker.tasks.store import NewTask
 
     sim = Simulator(processing_after=0.2, complete_after=0.5, callbacks=False).start()
     with tempfile.TemporaryDirectory() as folder:
         db = _database(Path(folder))
         ids = [
-            lifecycle.create(db, NewTask(kind="generate", user_prompt="a hanging receiver")).id
+            store.create(db, NewTask(kind="generate", user_prompt="a hanging receiver")).id
             for _ in range(20)
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TRACKER_", "LUMA_"))}
@@ -327,17 +325,16 @@ def _callbacks_per_second(base: str, hooks: list[tuple[str, str]], seconds: floa
 
 
 def bench_wait() -> list[str]:
-    from tracker import lifecycle
-    from tracker.lifecycle import NewTask
-    from tracker.models import Task
-    from tracker.scheduler import claims
     from tracker.settings import Settings
+    from tracker.tasks import claims, store
+    from tracker.tasks.models import Task
+    from tracker.tasks.store import NewTask
 
     with tempfile.TemporaryDirectory() as folder:
         db = _database(Path(folder))
         settings = Settings(database_url=db.url, max_in_flight=1000, submits_per_minute=1000)
         for _ in range(100):
-            lifecycle.create(db, NewTask(kind="generate", user_prompt="c"))
+            store.create(db, NewTask(kind="generate", user_prompt="c"))
         claimed = claims.claim_for_dispatch(db, settings, limit=100)
         hooks = []
         with db.write() as session:
@@ -346,7 +343,7 @@ def bench_wait() -> list[str]:
                 if task is None:
                     raise LookupError(task_id)
                 task.upstream_id = f"up-{task_id}"
-                lifecycle.set_state(session, task, "pending")
+                store.set_state(session, task, "pending")
                 hooks.append((token, f"up-{task_id}"))
         waited = claimed[0][0]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TRACKER_", "LUMA_"))}

@@ -133,7 +133,7 @@ class Upstream:
 
 def floor_qps(upstream: Upstream) -> float:
     """The bare client at the same concurrency, no database: what the harness itself allows."""
-    from tracker.upstream import LumaClient
+    from tracker.upstream.client import LumaClient
 
     client = LumaClient(upstream.url, "", pool_size=CONCURRENCY + 2)
     upstream.get("/reset")
@@ -146,8 +146,8 @@ def floor_qps(upstream: Upstream) -> float:
 
 def fill(url: str, count: int, state: str = "pending") -> None:
     """`count` tasks already sent (with upstream ids) in `state`, all due for a query now."""
-    from tracker.migrate import upgrade
-    from tracker.models import StateCount, Task, TaskEvent
+    from tracker.dbmigrate import upgrade
+    from tracker.tasks.models import StateCount, Task, TaskEvent
 
     upgrade(url)
     engine = create_engine(url)
@@ -240,7 +240,7 @@ def run_measured(args: list[str], env: dict[str, str] | None = None) -> tuple[by
 
 def baseline_rss_mb() -> float:
     """A process that only imports the worker (and waits to be measured): the memory floor."""
-    code = "import time, tracker.cli, tracker.worker; time.sleep(1)"
+    code = "import time, tracker.cli, tracker.flows.worker; time.sleep(1)"
     return run_measured([sys.executable, "-c", code])[2]
 
 
@@ -284,12 +284,13 @@ def _lags(done: dict[str, float], known: dict[str, float]) -> list[float]:
 
 def tracker_run(callbacks: bool, workdir: Path) -> dict[str, Any]:
     """The tracker (web app + worker thread) on SQLite; the simulator calls back or not."""
-    from tracker import create_app, worker
+    from tracker import create_app
     from tracker.db import Database
-    from tracker.migrate import upgrade
-    from tracker.models import Task
-    from tracker.services import make_client
+    from tracker.dbmigrate import upgrade
+    from tracker.flows import worker
+    from tracker.flows.services import make_client
     from tracker.settings import Settings
+    from tracker.tasks.models import Task
 
     sim = _simulator(callbacks)
     url = f"sqlite:///{workdir / f'speed-{callbacks}.db'}"
@@ -352,7 +353,7 @@ def tracker_run(callbacks: bool, workdir: Path) -> dict[str, Any]:
 
 def naive_run() -> dict[str, Any]:
     """The common practice: create, then query every unfinished task every 5 s until done."""
-    from tracker.upstream import LumaClient
+    from tracker.upstream.client import LumaClient
 
     sim = _simulator(callbacks=False)
     client = LumaClient(sim.url or "", "", pool_size=CONCURRENCY)
@@ -380,7 +381,7 @@ def naive_run() -> dict[str, Any]:
 
 def callback_floor() -> float:
     """The simulator calling a receiver that does nothing: the delivery delay itself (p50 s)."""
-    from tracker.upstream import LumaClient
+    from tracker.upstream.client import LumaClient
 
     arrived: dict[str, float] = {}
 

@@ -1,6 +1,6 @@
 """`python -m lumasim`: the simulator in the foreground (what `tracker simulate` runs)."""
 
-from .run import main
+from lumasim.run import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

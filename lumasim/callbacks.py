@@ -17,7 +17,7 @@ from typing import Any
 
 import requests
 
-from .tasks import SimTask
+from lumasim.tasks import SimTask
 
 log = logging.getLogger(__name__)
 

@@ -25,11 +25,11 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map
 from werkzeug.wrappers import Request, Response
 
-from . import luma, proxy
-from .callbacks import Callbacks
-from .faults import Faults
-from .media import SampleMedia
-from .tasks import FAIL_WORD, RequestRecord, SimTask
+from lumasim import luma, proxy
+from lumasim.callbacks import Callbacks
+from lumasim.faults import Faults
+from lumasim.media import SampleMedia
+from lumasim.tasks import FAIL_WORD, RequestRecord, SimTask
 
 log = logging.getLogger("lumasim.simulator")  # the name its lines have always carried
 

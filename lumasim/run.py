@@ -7,7 +7,7 @@ import logging
 import signal
 import threading
 
-from .simulator import FLAVORS, Simulator
+from lumasim.simulator import FLAVORS, Simulator
 
 log = logging.getLogger(__name__)
 

@@ -24,12 +24,12 @@ from typing import Any
 from werkzeug.routing import Map, Rule
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from . import luma, proxy
-from .callbacks import Callbacks
-from .faults import Faults
-from .media import SampleMedia
-from .routes import Routes
-from .tasks import STATES, RequestRecord, SimTask, peak
+from lumasim import luma, proxy
+from lumasim.callbacks import Callbacks
+from lumasim.faults import Faults
+from lumasim.media import SampleMedia
+from lumasim.routes import Routes
+from lumasim.tasks import STATES, RequestRecord, SimTask, peak
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from sqlalchemy import Connection
 
 from tracker import settings as settings_module
 from tracker.db import make_engine
-from tracker.models import Base, is_search_object
+from tracker.tasks.models import Base, is_search_object
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):

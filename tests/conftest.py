@@ -27,7 +27,7 @@ from tests.support.receiver import Receiver
 from tests.support.servers import LiveServer, serve
 from tracker import create_app
 from tracker.db import Database
-from tracker.migrate import upgrade
+from tracker.dbmigrate import upgrade
 from tracker.settings import Settings
 
 # The metrics files of this test process (and of what it starts) in a folder of its own: the

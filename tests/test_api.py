@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import requests
 
-from tracker import lifecycle
-from tracker.lifecycle import NewTask
+from tracker.tasks import store
+from tracker.tasks.store import NewTask
 
 
 def make(db, n: int, prompt: str = "prompt") -> list[int]:  # type: ignore[no-untyped-def]
     return [
-        lifecycle.create(db, NewTask(kind="generate", user_prompt=f"{prompt} {i}")).id
-        for i in range(n)
+        store.create(db, NewTask(kind="generate", user_prompt=f"{prompt} {i}")).id for i in range(n)
     ]
 
 
@@ -56,7 +55,7 @@ def test_bad_query_parameters_are_400(db, live) -> None:  # type: ignore[no-unty
 
 def test_task_json_fields_and_shortened_base64(db, live) -> None:  # type: ignore[no-untyped-def]
     image = "iVBORw0KGgo" + "A" * 5000
-    task = lifecycle.create(
+    task = store.create(
         db,
         NewTask(kind="extend", user_prompt="add cat", source_task_id="src-9", image_url=image),
     )

@@ -11,9 +11,9 @@ import requests
 from sqlalchemy import update
 
 from lumasim.simulator import Simulator
-from tracker import worker
 from tracker.db import Database
-from tracker.models import Account
+from tracker.flows import worker
+from tracker.tasks.models import Account
 
 
 @pytest.fixture

@@ -16,10 +16,12 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tracker import create_app, lifecycle, validate
+from tracker import create_app
 from tracker.db import Database
-from tracker.models import Task
+from tracker.flows import validate
 from tracker.settings import Settings
+from tracker.tasks import store
+from tracker.tasks.models import Task
 
 PUBLIC = "https://tracker.example"
 PROXIED = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "tracker.example"}
@@ -33,11 +35,11 @@ def _token_of(page: str) -> str:
 
 
 def _rejected_task(db: Database) -> int:
-    task = lifecycle.create(db, validate.new_task({"user_prompt": "refused once"}))
+    task = store.create(db, validate.new_task({"user_prompt": "refused once"}))
     with db.write() as session:
         row = session.get(Task, task.id)
         assert row is not None
-        lifecycle.set_state(session, row, "rejected")
+        store.set_state(session, row, "rejected")
         row.failure_reason = "upstream refused: busy"
     return task.id
 

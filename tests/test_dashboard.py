@@ -20,8 +20,8 @@ from sqlalchemy import func, select, update
 from tests.support.dashboard import PNG, add_task, csrf_of, get, row_ids
 from tracker import create_app
 from tracker.db import Database
-from tracker.models import StateCount, Task, TaskEvent
 from tracker.settings import Settings
+from tracker.tasks.models import StateCount, Task, TaskEvent
 
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)> & "quotes"'
 
@@ -700,7 +700,7 @@ def test_only_web_links_reach_href_and_src(url: str | None, shown: str | None) -
 def test_ages_read_like_a_person_would_say_them() -> None:
     from datetime import timedelta
 
-    from tracker.models import utcnow
+    from tracker.tasks.models import utcnow
     from tracker.web.filters import ago
 
     now = utcnow()

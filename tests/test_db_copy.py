@@ -23,9 +23,9 @@ from tests.support.waiting import wait_for
 from tracker import create_app
 from tracker.cli import main
 from tracker.db import Database
-from tracker.migrate import upgrade
-from tracker.models import StateCount, Task, TaskEvent
+from tracker.dbmigrate import upgrade
 from tracker.settings import Settings
+from tracker.tasks.models import StateCount, Task, TaskEvent
 
 TRACKER = Path(sys.executable).parent / "tracker"
 

@@ -1,8 +1,8 @@
-"""The callback route's transaction on the driver's cursor (tracker/driver.py).
+"""The callback route's transaction on the driver's cursor (tracker/tasks/sql.py).
 
 Every test runs on SQLite and on PostgreSQL (the `db` fixture). On PostgreSQL a callback that
 does not move the task is read without a lock and written by one statement that checks the
-row did not change meanwhile (tracker/ingest.py).
+row did not change meanwhile (tracker/tasks/callbacks.py).
 """
 
 from __future__ import annotations
@@ -16,11 +16,14 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from tests.support.databases import TEST_DATABASE_URL
 from tests.support.sent import sent_task
-from tracker import create_app, driver, events, ingest, machine
+from tracker import create_app
 from tracker.db import Database, table_of
-from tracker.models import Task, TaskEvent
-from tracker.parse import Update
-from tracker.states import Source
+from tracker.tasks import callbacks as ingest
+from tracker.tasks import events, machine
+from tracker.tasks import sql as driver
+from tracker.tasks.models import Task, TaskEvent
+from tracker.tasks.states import Source
+from tracker.upstream.parse import Update
 
 TOKEN = "driver-test-token-" + "y" * 30
 _events = table_of(TaskEvent)

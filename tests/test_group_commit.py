@@ -1,5 +1,5 @@
-"""The group commit (tracker/group_commit.py) and PostgreSQL's batched callback write
-(tracker/optimistic.py): many callbacks at once, each stored, each answered with its own
+"""The group commit (tracker/tasks/batching.py) and PostgreSQL's batched callback write
+(tracker/tasks/callbacks_pg.py): many callbacks at once, each stored, each answered with its own
 outcome, none waiting forever.
 
 The queue's own behaviour is tested with a plain function as the batch's writer; the write
@@ -21,10 +21,13 @@ from sqlalchemy.exc import OperationalError
 
 from tests.support.databases import TEST_DATABASE_URL
 from tests.support.sent import sent_task
-from tracker import events, group_commit, ingest, optimistic
 from tracker.db import Database
-from tracker.models import Delivery, Task
-from tracker.parse import Update
+from tracker.tasks import batching as group_commit
+from tracker.tasks import callbacks as ingest
+from tracker.tasks import callbacks_pg as optimistic
+from tracker.tasks import events
+from tracker.tasks.models import Delivery, Task
+from tracker.upstream.parse import Update
 
 
 class Item(group_commit.Waiting):

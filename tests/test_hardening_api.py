@@ -28,8 +28,8 @@ from tests.support.servers import LiveServer
 from tests.support.waiting import wait_for
 from tracker import create_app
 from tracker.db import Database
-from tracker.models import SignIn, Task, TaskEvent, utcnow
 from tracker.settings import Settings, SettingsError, load
+from tracker.tasks.models import SignIn, Task, TaskEvent, utcnow
 
 TOKEN = "hardening-admin-token-0123456789"
 EVIL = "https://evil.example"
@@ -218,7 +218,7 @@ def test_make_run_listens_on_loopback_only(tmp_path: Path) -> None:
 
 
 def test_host_overrides_the_dev_bind() -> None:
-    from tracker import devrun
+    from tracker.cli import dev as devrun
 
     assert devrun.web_command({"PORT": "8123"})[-2:] == ["--bind", "127.0.0.1:8123"]
     everywhere = devrun.web_command({"PORT": "8123", "HOST": "0.0.0.0"})  # noqa: S104

@@ -27,7 +27,7 @@ from tests.support.servers import LiveServer, serve
 from tests.support.waiting import wait_for
 from tracker import redact
 from tracker.db import Database
-from tracker.models import Base, Task, TaskEvent, utcnow
+from tracker.tasks.models import Base, Task, TaskEvent, utcnow
 
 ROOT = Path(__file__).resolve().parent.parent
 JSON = {"Content-Type": "application/json"}

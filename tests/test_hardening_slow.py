@@ -27,10 +27,10 @@ import requests
 from sqlalchemy import func, select
 
 from tests.support.waiting import wait_for
-from tracker import lifecycle
 from tracker.db import Database
-from tracker.lifecycle import NewTask
-from tracker.models import Task, TaskEvent
+from tracker.tasks import store
+from tracker.tasks.models import Task, TaskEvent
+from tracker.tasks.store import NewTask
 from tracker.web import admission
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,14 +88,14 @@ def web(db: Database, tmp_path: Path) -> Iterator[Any]:
 
 def _task_with_token(db: Database) -> tuple[int, str]:
     """A processing task and the callback token the upstream would call back with."""
-    task = lifecycle.create(db, NewTask(kind="generate", user_prompt="a slow river"))
+    task = store.create(db, NewTask(kind="generate", user_prompt="a slow river"))
     token = secrets.token_urlsafe(32)
     with db.write() as session:
         row = session.get(Task, task.id)
         assert row is not None
         row.upstream_id = f"slow-{row.id}"
-        row.callback_token_hash = lifecycle.hash_token(token)
-        lifecycle.set_state(session, row, "processing")
+        row.callback_token_hash = store.hash_token(token)
+        store.set_state(session, row, "processing")
     return task.id, token
 
 

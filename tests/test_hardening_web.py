@@ -27,9 +27,9 @@ from tests.support.servers import SHUTDOWN_POLL
 from tests.support.urls import browser_reads
 from tracker import create_app
 from tracker.db import Database
-from tracker.download import TooLarge, download
-from tracker.netguard import Guard
 from tracker.settings import Settings
+from tracker.storage.download import TooLarge, download
+from tracker.storage.netguard import Guard
 
 TOKEN = "hardening-admin-token-0123456789"
 EVIL = "evil.example"

@@ -25,11 +25,13 @@ from tests.support.held import STALE_AFTER, VIDEO, held_video, partials
 from tests.support.media import Origin, add_completed, load
 from tests.support.waiting import wait_for
 from tests.support.workers import KEY
-from tracker import heartbeat, lifecycle, media, worker
 from tracker.db import Database
-from tracker.lifecycle import NewTask
-from tracker.models import Task, WorkerBeat, utcnow
-from tracker.upstream import LumaClient
+from tracker.flows import archive as media
+from tracker.flows import worker
+from tracker.tasks import heartbeats, store
+from tracker.tasks.models import Task, WorkerBeat, utcnow
+from tracker.tasks.store import NewTask
+from tracker.upstream.client import LumaClient
 
 
 def kill_mid_download(db: Database, origin: Origin, spawn: Any, media_dir: Path) -> int:
@@ -123,7 +125,7 @@ def hold(db: Database, task_id: int, state: str, holder: str | None) -> None:
         task = session.get(Task, task_id)
         assert task is not None
         if state != task.state:
-            lifecycle.set_state(session, task, state)
+            store.set_state(session, task, state)
         task.claimed_until = utcnow() + timedelta(seconds=100)
         task.claimed_by = holder
         task.next_check_at = utcnow() - timedelta(seconds=1)
@@ -132,9 +134,9 @@ def hold(db: Database, task_id: int, state: str, holder: str | None) -> None:
 def test_a_send_held_by_a_dead_worker_is_outcome_unknown_and_never_resent(
     db: Database, make_settings: Any, sim: Any
 ) -> None:
-    dead = add_worker(db, "gone:1:aaaaaaaa", seen_ago=heartbeat.STALE_AFTER + 30)
+    dead = add_worker(db, "gone:1:aaaaaaaa", seen_ago=heartbeats.STALE_AFTER + 30)
     alive = add_worker(db, "here:2:bbbbbbbb", seen_ago=1)
-    ids = [lifecycle.create(db, NewTask(kind="generate", user_prompt="fog")).id for _ in range(3)]
+    ids = [store.create(db, NewTask(kind="generate", user_prompt="fog")).id for _ in range(3)]
     for task_id, holder in zip(ids, (dead, alive, None), strict=True):
         hold(db, task_id, "submitting", holder)  # None: the web process sent it
 
@@ -145,19 +147,19 @@ def test_a_send_held_by_a_dead_worker_is_outcome_unknown_and_never_resent(
     with db.read() as session:
         found = {t.id: t for t in session.scalars(select(Task).where(Task.id.in_(ids)))}
     assert found[ids[0]].state == "rejected"
-    assert (found[ids[0]].failure_reason or "").startswith(lifecycle.OUTCOME_UNKNOWN)
+    assert (found[ids[0]].failure_reason or "").startswith(store.OUTCOME_UNKNOWN)
     assert [found[i].state for i in ids[1:]] == ["submitting", "submitting"]
 
 
 def test_a_poll_lease_held_by_a_dead_worker_is_taken(
     db: Database, make_settings: Any, sim: Any
 ) -> None:
-    dead = add_worker(db, "gone:1:aaaaaaaa", seen_ago=heartbeat.STALE_AFTER + 30)
+    dead = add_worker(db, "gone:1:aaaaaaaa", seen_ago=heartbeats.STALE_AFTER + 30)
     alive = add_worker(db, "here:2:bbbbbbbb", seen_ago=1)
     client = LumaClient(sim.url, "", connect_timeout=2, read_timeout=3)
     ids = []
     for holder in (dead, alive, "never-registered:3:cc"):
-        task_id = lifecycle.create(db, NewTask(kind="generate", user_prompt="dunes")).id
+        task_id = store.create(db, NewTask(kind="generate", user_prompt="dunes")).id
         upstream_id = client.create({"user_prompt": "dunes"}).update.upstream_id
         with db.write() as session:
             session.execute(update(Task).where(Task.id == task_id).values(upstream_id=upstream_id))
@@ -182,7 +184,7 @@ def test_an_archive_lease_held_by_a_dead_worker_is_taken_and_its_partials_remove
     settings = make_settings()
     media_dir = Path(settings.media_dir)
     media_dir.mkdir(parents=True)
-    dead = add_worker(db, "gone:1:aaaaaaaa", seen_ago=heartbeat.STALE_AFTER + 30)
+    dead = add_worker(db, "gone:1:aaaaaaaa", seen_ago=heartbeats.STALE_AFTER + 30)
     alive = add_worker(db, "here:2:bbbbbbbb", seen_ago=1)
     release = threading.Event()
     release.set()
@@ -195,8 +197,8 @@ def test_an_archive_lease_held_by_a_dead_worker_is_taken_and_its_partials_remove
                 .values(next_archive_at=utcnow() + timedelta(seconds=1800), claimed_by=holder)
             )
     names = {
-        f".{ids[0]}.mp4.{heartbeat.file_tag(dead)}.k2j3h4g5.part": False,  # dead writer
-        f".{ids[1]}.mp4.{heartbeat.file_tag(alive)}.k2j3h4g5.part": True,  # live writer
+        f".{ids[0]}.mp4.{heartbeats.file_tag(dead)}.k2j3h4g5.part": False,  # dead writer
+        f".{ids[1]}.mp4.{heartbeats.file_tag(alive)}.k2j3h4g5.part": True,  # live writer
         f".{ids[2]}.mp4.abcd1234.part": True,  # no writer known, recent
         ".99.mp4.abcd1234.part": False,  # no writer known, untouched for an hour
         ".98.mp4.0123456789ab.abcd1234.part": False,  # a writer long gone (no row)
@@ -206,7 +208,7 @@ def test_an_archive_lease_held_by_a_dead_worker_is_taken_and_its_partials_remove
     hour_ago = time.time() - 3600
     os.utime(media_dir / ".99.mp4.abcd1234.part", (hour_ago, hour_ago))
 
-    beat = heartbeat.Heartbeat(db, heartbeat.new_id())
+    beat = heartbeats.Heartbeat(db, heartbeats.new_id())
     with beat.running():
         client = LumaClient("http://127.0.0.1:9", "")
         assert media.archive_due(db, settings, client, limit=10, holder=beat) == 1
@@ -219,7 +221,7 @@ def test_an_archive_lease_held_by_a_dead_worker_is_taken_and_its_partials_remove
 
 def test_the_heartbeat_row_shows_what_get_api_workers_will(db: Database) -> None:
     paused = [0.0]
-    beat = heartbeat.Heartbeat(db, heartbeat.new_id(), paused=lambda: paused[0])
+    beat = heartbeats.Heartbeat(db, heartbeats.new_id(), paused=lambda: paused[0])
     beat.register()
     beat.claimed(3)
     paused[0] = 30.0

@@ -16,9 +16,10 @@ from sqlalchemy import select
 from lumasim.simulator import Simulator
 from tests.support.scripted import Reply, ScriptedUpstream
 from tests.support.waiting import api_task, wait_for
-from tracker import cli, worker
+from tracker import cli
 from tracker.db import Database
-from tracker.models import Task
+from tracker.flows import worker
+from tracker.tasks.models import Task
 
 
 @pytest.fixture(params=["proxy", "luma"])

@@ -14,7 +14,7 @@ import requests
 
 from lumasim.simulator import Simulator
 from tests.support.waiting import api_task, wait_for
-from tracker import worker, worker_queries
+from tracker.flows import follow, worker
 
 FLAVORS = ["proxy", "luma"]
 
@@ -66,7 +66,7 @@ def test_submit_to_completed_by_callbacks_then_extend(live, sim, flavor) -> None
 def test_submit_to_completed_by_polling_only(  # type: ignore[no-untyped-def]
     live, sim, flavor, db, make_settings
 ) -> None:
-    worker_queries._manners.clear()
+    follow._manners.clear()
     app = live(callbacks=False, luma_api_base=sim.url, luma_api_flavor=flavor, poll_after=0.1).url
     task = requests.post(f"{app}/api/tasks", json={"user_prompt": "a red kite"}, timeout=5).json()
     assert task["state"] == "pending"

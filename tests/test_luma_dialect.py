@@ -20,15 +20,16 @@ from lumasim.simulator import Simulator
 from tests.support.scripted import Reply, ScriptedUpstream
 from tests.support.shapes import check_final, final_task_payloads, load, named_id, unnamed_in_flight
 from tests.support.waiting import api_task
-from tracker import dispatch, lifecycle, worker, worker_queries
 from tracker import settings as settings_module
 from tracker.db import Database
-from tracker.lifecycle import NewTask
-from tracker.models import Task, utcnow
-from tracker.scheduler import sweeps
-from tracker.serialize import task_json
-from tracker.services import make_client
+from tracker.flows import follow, worker
+from tracker.flows import submit as dispatch
+from tracker.flows.services import make_client
 from tracker.settings import SettingsError
+from tracker.tasks import store, sweeps
+from tracker.tasks.models import Task, utcnow
+from tracker.tasks.serialize import task_json
+from tracker.tasks.store import NewTask
 
 KEY = "sk-test-upstream-key-0123456789"
 FINAL = final_task_payloads()
@@ -36,7 +37,7 @@ FINAL = final_task_payloads()
 
 @pytest.fixture(autouse=True)
 def _forget_upstreams() -> None:
-    worker_queries._manners.clear()
+    follow._manners.clear()
 
 
 def generation(gen_id: str, state: str = "queued", **extra: Any) -> dict[str, Any]:
@@ -249,15 +250,14 @@ def test_after_a_switch_the_worker_leaves_the_other_dialects_tasks_alone(
     sim = Simulator(processing_after=0.1, complete_after=0.2, flavor="luma").start()
     try:
         proxy_ids = [
-            lifecycle.create(db, NewTask(kind="generate", user_prompt=f"old {n}")).id
-            for n in range(3)
+            store.create(db, NewTask(kind="generate", user_prompt=f"old {n}")).id for n in range(3)
         ]
         long_ago = utcnow() - timedelta(days=2)
         with db.write() as session:  # sent with the proxy two days ago, never finished
             for n, task_id in enumerate(proxy_ids):
                 task = session.get(Task, task_id)
                 assert task is not None
-                lifecycle.set_state(session, task, ("pending", "processing", "queued")[n])
+                store.set_state(session, task, ("pending", "processing", "queued")[n])
                 task.upstream_id = f"proxy-{n}" if n < 2 else None
                 task.submitted_at = task.created_at = long_ago
                 task.next_check_at = long_ago

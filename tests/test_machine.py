@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tracker.machine import Next, TaskFields, decide
-from tracker.parse import Update
-from tracker.states import MOVES, RANK, Source, TaskState
+from tracker.tasks.machine import Next, TaskFields, decide
+from tracker.tasks.states import MOVES, RANK, Source, TaskState
+from tracker.upstream.parse import Update
 
 S = TaskState
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

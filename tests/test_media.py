@@ -20,13 +20,13 @@ import requests
 
 from tests.support.media import SAMPLE, SAMPLE_JPG, Origin, add_completed, load, sha, sim_completed
 from tests.support.waiting import wait_for
-from tracker import media
 from tracker.db import Database
-from tracker.models import Task, utcnow
-from tracker.netguard import Guard
-from tracker.serialize import task_json
+from tracker.flows import archive as media
 from tracker.settings import Settings
-from tracker.upstream import LumaClient
+from tracker.storage.netguard import Guard
+from tracker.tasks.models import Task, utcnow
+from tracker.tasks.serialize import task_json
+from tracker.upstream.client import LumaClient
 
 NOWHERE = "http://127.0.0.1:9"  # an upstream nobody listens on
 
@@ -96,7 +96,7 @@ def test_archives_video_and_thumbnail_byte_for_byte(
     assert sha((root / task.thumbnail_path).read_bytes()) == sha(SAMPLE_JPG)
     assert media_files(settings) == [f"{task_id}.jpg", f"{task_id}.mp4"]  # no temp files
     assert task_json(task)["media_url"] == f"/media/{task_id}/video"
-    lines = [r.getMessage() for r in caplog.records if r.name == "tracker.media"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "tracker.flows.archive"]
     assert f"archived task {task_id} video: {len(SAMPLE)} bytes" in lines
     assert not any("sig=" in line or "http" in line for line in caplog.messages)
     # the next pass has nothing to do

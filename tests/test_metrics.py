@@ -21,10 +21,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.servers import free_port
 from tests.support.waiting import wait_for
-from tracker import lifecycle, metrics_files
+from tracker import metrics_files
 from tracker.db import Database
-from tracker.lifecycle import NewTask
-from tracker.models import Task, WorkerBeat, utcnow
+from tracker.tasks import store
+from tracker.tasks.models import Task, WorkerBeat, utcnow
+from tracker.tasks.store import NewTask
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -61,7 +62,7 @@ def test_a_scrape_counts_callbacks_by_result_and_times_requests_by_route(
             state="processing",
             user_prompt="p",
             upstream_id="up-1",
-            callback_token_hash=lifecycle.hash_token(token),
+            callback_token_hash=store.hash_token(token),
         )
         session.add(task)
     before = scrape(server.url)
@@ -87,7 +88,7 @@ def test_a_scrape_counts_callbacks_by_result_and_times_requests_by_route(
     count = "tracker_http_request_seconds_count"
     assert value(after, count, method="POST", route=route, status="200") >= 2
     assert token not in after and "/callbacks/luma/nope" not in after
-    lifecycle.create(db, NewTask(kind="generate", user_prompt="waits"))
+    store.create(db, NewTask(kind="generate", user_prompt="waits"))
     assert value(scrape(server.url), "tracker_tasks", state="queued") == 1  # the counters
     assert "tracker_upstream_request_seconds" in after  # the histogram is declared
 
@@ -156,7 +157,7 @@ def test_submits_and_upstream_requests_are_counted(live: Any, upstream: Any, db:
 
 def test_poll_lag_is_how_overdue_the_most_overdue_task_is(live: Any, db: Database) -> None:
     server = live()
-    task = lifecycle.create(db, NewTask(kind="generate", user_prompt="late"))
+    task = store.create(db, NewTask(kind="generate", user_prompt="late"))
     with db.write() as session:
         row = session.get(Task, task.id)
         assert row is not None

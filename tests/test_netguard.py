@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tracker.netguard import (
+from tracker.storage.netguard import (
     FetchError,
     FetchRefused,
     Guard,

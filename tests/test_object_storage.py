@@ -21,13 +21,16 @@ from tests.support.held import partials
 from tests.support.media import SAMPLE, SAMPLE_JPG, add_completed, load, sha, sim_completed
 from tests.support.s3server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, Bucket, S3Server
 from tests.support.waiting import wait_for
-from tracker import heartbeat, media, storage, worker
+from tracker import storage
 from tracker.db import Database
+from tracker.flows import archive as media
+from tracker.flows import worker
 from tracker.settings import Settings, SettingsError
 from tracker.settings import load as load_settings
 from tracker.storage.base import StorageError
 from tracker.storage.s3 import S3Store
-from tracker.upstream import LumaClient
+from tracker.tasks import heartbeats
+from tracker.upstream.client import LumaClient
 
 TRACKER = Path(sys.executable).parent / "tracker"
 
@@ -238,9 +241,9 @@ def test_an_upload_is_staged_in_the_media_folder_and_a_dead_writers_file_is_swep
     store = storage.primary(settings)
     assert isinstance(store, S3Store)
     media_dir = Path(settings.media_dir)
-    beat = heartbeat.Heartbeat(db, heartbeat.new_id())
+    beat = heartbeats.Heartbeat(db, heartbeats.new_id())
     beat.register()
-    live_tag = heartbeat.file_tag(beat.id)
+    live_tag = heartbeats.file_tag(beat.id)
 
     with store.receive("5.mp4", live_tag) as dest:
         dest.write_bytes(b"a whole video")

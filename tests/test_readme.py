@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_every_setting_is_documented() -> None:
     code = "".join(
-        (ROOT / path).read_text() for path in ("tracker/settings.py", "tracker/devrun.py")
+        (ROOT / path).read_text() for path in ("tracker/settings.py", "tracker/cli/dev.py")
     )
     code += (ROOT / "gunicorn.conf.py").read_text()
     read = set(

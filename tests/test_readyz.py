@@ -15,7 +15,7 @@ from tests.support.databases import BACKENDS
 from tests.support.servers import serve
 from tracker import create_app
 from tracker.db import Database
-from tracker.migrate import alembic_config, upgrade
+from tracker.dbmigrate import alembic_config, upgrade
 from tracker.settings import Settings
 
 

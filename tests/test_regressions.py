@@ -16,12 +16,12 @@ from werkzeug.wrappers import Request, Response
 from tests.support.databases import TEST_DATABASE_URL
 from tests.support.scripted import Reply, raw_task
 from tests.support.waiting import api_task
-from tracker import dispatch, lifecycle, worker
-from tracker.lifecycle import NewTask
-from tracker.models import StateCount, Task, utcnow
-from tracker.parse import parse
-from tracker.scheduler import claims, sweeps
-from tracker.services import make_client
+from tracker.flows import submit, worker
+from tracker.flows.services import make_client
+from tracker.tasks import claims, store, sweeps
+from tracker.tasks.models import StateCount, Task, utcnow
+from tracker.tasks.store import NewTask
+from tracker.upstream.parse import parse
 
 
 def _cut_off_answers() -> tuple[socket.socket, list[bytes]]:
@@ -67,7 +67,7 @@ def test_a_cut_off_answer_to_a_create_is_never_resent(db, make_settings) -> None
     settings = make_settings(luma_api_base=f"http://127.0.0.1:{server.getsockname()[1]}")
     client = make_client(settings)
     try:
-        task = dispatch.submit(db, settings, client, NewTask(kind="generate", user_prompt="a fox"))
+        task = submit.submit(db, settings, client, NewTask(kind="generate", user_prompt="a fox"))
         worker.run_once(settings, db=db, client=client)
     finally:
         server.close()
@@ -82,7 +82,7 @@ def test_a_resend_starts_a_new_timeout_clock(db, make_settings, upstream) -> Non
     settings = make_settings(luma_api_base=upstream.url, task_timeout=3600.0)
     client = make_client(settings)
     upstream.then(Reply(500, {"detail": "boom"}), Reply(200, raw_task("up-2")))
-    task = dispatch.submit(db, settings, client, NewTask(kind="generate", user_prompt="a fox"))
+    task = submit.submit(db, settings, client, NewTask(kind="generate", user_prompt="a fox"))
     two_hours_ago = utcnow() - timedelta(hours=2)
     with db.write() as session:  # the person waited two hours before resending, as advised
         session.execute(
@@ -90,7 +90,7 @@ def test_a_resend_starts_a_new_timeout_clock(db, make_settings, upstream) -> Non
             .where(Task.id == task.id)
             .values(created_at=two_hours_ago, submitted_at=two_hours_ago)
         )
-    dispatch.resend(db, settings, client, task.id)
+    submit.resend(db, settings, client, task.id)
     worker.run_once(settings, db=db, client=client)
     with db.read() as session:
         assert session.get(Task, task.id).state == "pending"
@@ -165,7 +165,7 @@ def test_an_answer_after_the_lease_revives_the_task(db, make_settings, upstream)
     sender = threading.Thread(
         target=lambda: done.setdefault(
             "task",
-            dispatch.submit(db, settings, client, NewTask(kind="generate", user_prompt="a fox")),
+            submit.submit(db, settings, client, NewTask(kind="generate", user_prompt="a fox")),
         )
     )
     sender.start()
@@ -185,7 +185,7 @@ def test_an_answer_after_the_lease_revives_the_task(db, make_settings, upstream)
 def test_absurd_retry_after_is_bounded(db, make_settings, upstream, retry_after: str) -> None:  # type: ignore[no-untyped-def]
     settings = make_settings(luma_api_base=upstream.url)
     upstream.then(Reply(429, {"detail": "slow down"}, headers={"Retry-After": retry_after}))
-    task = dispatch.submit(
+    task = submit.submit(
         db, settings, make_client(settings), NewTask(kind="generate", user_prompt="a fox")
     )
     with db.read() as session:
@@ -198,7 +198,7 @@ def test_absurd_retry_after_is_bounded(db, make_settings, upstream, retry_after:
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_a_claim_never_overwrites_a_timeout(db, make_settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     settings = make_settings(task_timeout=60.0)
-    task = lifecycle.create(db, NewTask(kind="generate", user_prompt="a fox"))
+    task = store.create(db, NewTask(kind="generate", user_prompt="a fox"))
     with db.write() as session:
         old = utcnow() - timedelta(hours=1)
         session.execute(update(Task).where(Task.id == task.id).values(created_at=old))

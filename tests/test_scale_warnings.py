@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from tracker.services import warn_about
+from tracker.flows.services import warn_about
 from tracker.settings import Settings
 
 PG = "postgresql+psycopg://u@db.example/tracker"

@@ -16,11 +16,14 @@ from openapi_spec_validator import validate as validate_openapi
 from pydantic import BaseModel
 
 from tests.support.scripted import Reply, ScriptedUpstream, raw_task
-from tracker import create_app, lifecycle, schemas, validate
+from tracker import create_app
 from tracker.db import Database
-from tracker.lifecycle import NewTask
-from tracker.models import Task, utcnow
+from tracker.flows import bodies, validate
 from tracker.settings import Settings
+from tracker.tasks import store
+from tracker.tasks.models import Task, utcnow
+from tracker.tasks.store import NewTask
+from tracker.web import answers as answer_models
 from tracker.web.openapi import SPEC
 
 PNG_BASE64 = "iVBORw0KGgo" + "A" * 80
@@ -128,7 +131,7 @@ def test_every_400_of_the_api_has_the_same_shape(live: Any) -> None:
     ]
     for response in answers:
         assert response.status_code == 400
-        error = strictly(schemas.Error, response)
+        error = strictly(answer_models.Error, response)
         assert error.errors and error.errors[0].error == error.error
         assert error.errors[0].field == error.field
     assert [e["field"] for e in answers[0].json()["errors"]] == ["n", "upstream_id"]
@@ -214,26 +217,28 @@ def _tasks_in_every_shape(db: Database) -> None:
         (extend, "failed", {"failure_reason": "moderation", "upstream_state": "failed"}, []),
     ]
     for new, state, fields, payloads in shapes:
-        task = lifecycle.create(db, new)
+        task = store.create(db, new)
         with db.write() as session:
             row = session.get(Task, task.id)
             assert row is not None
             before = row.state
-            lifecycle.set_state(session, row, state)
+            store.set_state(session, row, state)
             for name, value in fields.items():
                 setattr(row, name, value)
             for payload in payloads:
-                lifecycle.record(session, row, "callback", before=before, payload=payload)
+                store.record(session, row, "callback", before=before, payload=payload)
 
 
 def test_every_task_answer_is_exactly_its_model(db: Database, live: Any) -> None:
     _tasks_in_every_shape(db)
     app = live().url
-    page = strictly(schemas.TaskPage, requests.get(f"{app}/api/tasks", timeout=5))
+    page = strictly(answer_models.TaskPage, requests.get(f"{app}/api/tasks", timeout=5))
     assert len(page.tasks) == 4
     assert {task.state for task in page.tasks} == {"queued", "processing", "completed", "failed"}
     for task in page.tasks:
-        detail = strictly(schemas.TaskDetail, requests.get(f"{app}/api/tasks/{task.id}", timeout=5))
+        detail = strictly(
+            answer_models.TaskDetail, requests.get(f"{app}/api/tasks/{task.id}", timeout=5)
+        )
         assert detail.model_dump(exclude={"events"}) == task.model_dump()
     done = next(t for t in page.tasks if t.state == "completed")
     assert done.media_url == f"/media/{done.id}/video" and done.progress == 100
@@ -244,17 +249,17 @@ def test_submit_import_and_account_answers_are_their_models(
 ) -> None:
     upstream.then(Reply(201, raw_task("up-1")))
     app = live(luma_api_base=upstream.url).url
-    strictly(schemas.TaskDetail, submit(app, {"user_prompt": "a fox", "loop": False}))
+    strictly(answer_models.TaskDetail, submit(app, {"user_prompt": "a fox", "loop": False}))
     upstream.then(Reply(200, raw_task("up-made-elsewhere", "completed")))
     imported = requests.post(
         f"{app}/api/tasks/import", json={"upstream_id": "up-made-elsewhere"}, timeout=10
     )
     assert imported.status_code == 201
-    strictly(schemas.TaskDetail, imported)
+    strictly(answer_models.TaskDetail, imported)
     luma = live(luma_api_flavor="luma", luma_api_base=upstream.url).url
     account = requests.get(f"{luma}/api/account", timeout=5)
-    assert strictly(schemas.Account, account).upstream == "luma"
-    strictly(schemas.Error, requests.get(f"{app}/api/account", timeout=5))
+    assert strictly(answer_models.Account, account).upstream == "luma"
+    strictly(answer_models.Error, requests.get(f"{app}/api/account", timeout=5))
 
 
 # -- the document is generated from the models -----------------------------------------------
@@ -263,9 +268,9 @@ def test_submit_import_and_account_answers_are_their_models(
 def test_the_openapi_document_is_valid_and_generated_from_the_models() -> None:
     validate_openapi(SPEC)  # OpenAPI 3.1, every $ref resolvable
     components = SPEC["components"]["schemas"]
-    for model in (schemas.Task, schemas.TaskDetail, schemas.Event, schemas.Extend):
+    for model in (answer_models.Task, answer_models.TaskDetail, answer_models.Event, bodies.Extend):
         assert set(components[model.__name__]["properties"]) == set(model.model_fields)
-    assert set(components["Generate"]["properties"]) == set(schemas.Generate.model_fields)
+    assert set(components["Generate"]["properties"]) == set(bodies.Generate.model_fields)
     assert set(components["Error"]["properties"]) == {"error", "field", "errors"}
     submit_body = SPEC["paths"]["/api/tasks"]["post"]["requestBody"]["content"]
     one_of = submit_body["application/json"]["schema"]["oneOf"]

@@ -14,8 +14,8 @@ from sqlalchemy import select
 
 from lumasim.simulator import Simulator
 from tests.support.waiting import api_task, wait_for
-from tracker import worker
-from tracker.models import Base
+from tracker.flows import worker
+from tracker.tasks.models import Base
 
 KEY = "sk-live-UPSTREAM-7f3a9c0b1d2e4f56"
 ADMIN = "admin-4c1d8e2b-9a7f-ADMIN-TOKEN"

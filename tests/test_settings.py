@@ -51,8 +51,8 @@ def test_bad_values_name_the_variable(tmp_path: Path, name: str, value: str) -> 
 
 
 def test_the_heartbeat_reads_its_staleness_from_the_environment(monkeypatch: Any) -> None:
-    """tracker/heartbeat.py reads TRACKER_WORKER_STALE_AFTER at import (no settings at hand)."""
-    from tracker import heartbeat
+    """tasks/heartbeats.py reads TRACKER_WORKER_STALE_AFTER at import (no settings at hand)."""
+    from tracker.tasks import heartbeats as heartbeat
 
     monkeypatch.delenv("TRACKER_WORKER_STALE_AFTER", raising=False)
     assert heartbeat._stale_after() == worker_stale_after() == 60.0

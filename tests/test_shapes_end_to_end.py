@@ -24,13 +24,13 @@ from tests.support.shapes import (
     unnamed_in_flight,
 )
 from tests.support.waiting import api_task
-from tracker import dispatch, worker, worker_queries
 from tracker.db import Database
-from tracker.lifecycle import NewTask
-from tracker.models import Task
-from tracker.serialize import task_json
-from tracker.services import make_client
+from tracker.flows import follow, submit, worker
+from tracker.flows.services import make_client
 from tracker.settings import Settings
+from tracker.tasks.models import Task
+from tracker.tasks.serialize import task_json
+from tracker.tasks.store import NewTask
 
 FINAL = final_task_payloads()
 
@@ -38,7 +38,7 @@ FINAL = final_task_payloads()
 @pytest.fixture(autouse=True)
 def _forget_upstreams() -> None:
     """Ports are reused between tests: what one upstream taught a process must not leak."""
-    worker_queries._manners.clear()
+    follow._manners.clear()
 
 
 def stored(db: Database, task_id: int) -> dict[str, Any]:
@@ -88,7 +88,7 @@ def test_by_polling_only(
     upstream.route("GET", f"/luma/generations/{upstream_id}", Reply(200, case["body"]))
     settings = make_settings(luma_api_base=upstream.url, poll_after=0.0)  # no callback URL
     client = make_client(settings)
-    task = dispatch.submit(db, settings, client, NewTask(kind="generate", user_prompt="a fox"))
+    task = submit.submit(db, settings, client, NewTask(kind="generate", user_prompt="a fox"))
     client.close()
     assert "notify_hook" not in upstream.creates()[0].body
     passes(settings, db, [task.id])
@@ -113,7 +113,7 @@ def test_by_batch_query(
     settings = make_settings(luma_api_base=upstream.url, poll_after=0.0)
     client = make_client(settings)
     ids = [
-        dispatch.submit(db, settings, client, NewTask(kind="generate", user_prompt="a fox")).id
+        submit.submit(db, settings, client, NewTask(kind="generate", user_prompt="a fox")).id
         for _ in wanted
     ]
     client.close()

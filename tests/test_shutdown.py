@@ -21,7 +21,7 @@ from tests.support.held import VIDEO, held_video, partials
 from tests.support.media import Origin, add_completed, load
 from tests.support.waiting import wait_for
 from tracker.db import Database
-from tracker.models import WorkerBeat, utcnow
+from tracker.tasks.models import WorkerBeat, utcnow
 
 ROOT = Path(__file__).resolve().parent.parent
 

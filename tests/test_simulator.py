@@ -22,7 +22,7 @@ import requests
 from lumasim.media import SAMPLE_JPG, SAMPLE_MP4
 from lumasim.simulator import Simulator
 from tests.support.receiver import Receiver
-from tracker.upstream import APIStatusError, APITimeoutError, LumaClient, RateLimitError
+from tracker.upstream.client import APIStatusError, APITimeoutError, LumaClient, RateLimitError
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 4.0) -> Any:

@@ -8,8 +8,8 @@ from pathlib import Path
 from sqlalchemy import select
 
 from tracker.db import Database
-from tracker.models import StateCount
-from tracker.states import FINAL_STATES, MOVES, RANK, STATES, TaskState
+from tracker.tasks.models import StateCount
+from tracker.tasks.states import FINAL_STATES, MOVES, RANK, STATES, TaskState
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations" / "versions"
 
@@ -54,7 +54,7 @@ def test_migration_0007_makes_outcome_unknown_a_flag_and_events_unique(tmp_path:
     from alembic import command
     from sqlalchemy import create_engine, text
 
-    from tracker.migrate import alembic_config
+    from tracker.dbmigrate import alembic_config
 
     url = f"sqlite:///{tmp_path / 'm.db'}"
     config = alembic_config(url)

@@ -17,12 +17,12 @@ import requests
 from tests.support.scripted import Reply, ScriptedUpstream, raw_task
 from tests.support.shapes import unnamed_in_flight
 from tests.support.waiting import api_task, wait_for
-from tracker import dispatch
 from tracker.db import Database
-from tracker.lifecycle import NewTask
-from tracker.models import Task
-from tracker.scheduler import sweeps
-from tracker.services import make_client
+from tracker.flows import submit
+from tracker.flows.services import make_client
+from tracker.tasks import sweeps
+from tracker.tasks.models import Task
+from tracker.tasks.store import NewTask
 
 VIDEO = "https://cdn.example/v.mp4"
 
@@ -115,7 +115,7 @@ def test_an_answer_after_the_lease_ran_out(
     sender = threading.Thread(
         target=lambda: done.setdefault(
             "task",
-            dispatch.submit(db, settings, client, NewTask(kind="generate", user_prompt="a fox")),
+            submit.submit(db, settings, client, NewTask(kind="generate", user_prompt="a fox")),
         )
     )
     sender.start()

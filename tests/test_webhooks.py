@@ -18,13 +18,14 @@ from sqlalchemy import select, text
 from tests.support.sent import sent_task
 from tests.support.waiting import wait_for
 from tests.support.webhook_receiver import Receiver
-from tracker import ingest, lifecycle, webhooks, worker_queries
 from tracker.db import Database
-from tracker.lifecycle import NewTask
-from tracker.models import Delivery, Task
-from tracker.parse import Update
+from tracker.flows import follow
+from tracker.flows.notify import Sender
 from tracker.settings import Settings
-from tracker.webhooks.sender import Sender
+from tracker.tasks import callbacks, store, webhooks
+from tracker.tasks.models import Delivery, Task
+from tracker.tasks.store import NewTask
+from tracker.upstream.parse import Update
 
 SECRET = "whsec_" + base64.b64encode(b"test-notify-secret-0123456789abcd").decode()
 OLD_SECRET = "whsec_" + base64.b64encode(b"the-secret-being-rotated-out-0123").decode()
@@ -36,7 +37,7 @@ def _no_global_target() -> Iterator[None]:
     """configure() names the process's target: no test leaves its receiver to the next."""
     yield
     webhooks.configure(None)
-    worker_queries._manners.clear()
+    follow._manners.clear()
 
 
 @pytest.fixture
@@ -66,7 +67,7 @@ def _move(db: Database, settings: Settings, task_id: int, state: str, **fields: 
         if task.upstream_id is None:
             task.upstream_id = f"up-{task_id}"
         upd = Update(understood=True, state=state, upstream_id=task.upstream_id, **fields)
-        lifecycle.apply(session, settings, task, upd, "callback", payload={"state": state})
+        store.apply(session, settings, task, upd, "callback", payload={"state": state})
 
 
 def _deliveries(db: Database, task_id: int) -> list[Delivery]:
@@ -81,7 +82,7 @@ def test_refused_then_accepted_same_id_signed_and_logged(
     settings = _settings(make_settings, notify_url=receiver.url)
     webhooks.configure(settings)
     receiver.plan = ["refuse"]
-    task = lifecycle.create(db, NewTask(kind="generate", user_prompt="a lighthouse at dusk"))
+    task = store.create(db, NewTask(kind="generate", user_prompt="a lighthouse at dusk"))
     _move(db, settings, task.id, "pending")
 
     # refused (503), due again after the schedule's first delay (0 s here), then accepted
@@ -111,9 +112,9 @@ def test_the_seven_types_and_nothing_for_queued_or_submitting(
 ) -> None:
     settings = _settings(make_settings, notify_url=receiver.url)
     webhooks.configure(settings)
-    ids = [lifecycle.create(db, NewTask(kind="generate", user_prompt=f"p{n}")).id for n in range(4)]
+    ids = [store.create(db, NewTask(kind="generate", user_prompt=f"p{n}")).id for n in range(4)]
     with db.write() as session:
-        lifecycle.set_state(session, session.get(Task, ids[0]), "submitting")  # type: ignore[arg-type]
+        store.set_state(session, session.get(Task, ids[0]), "submitting")  # type: ignore[arg-type]
     assert _deliveries(db, ids[0]) == []
     _move(db, settings, ids[0], "pending")
     _move(db, settings, ids[0], "processing")
@@ -121,10 +122,10 @@ def test_the_seven_types_and_nothing_for_queued_or_submitting(
     _move(db, settings, ids[1], "pending")
     _move(db, settings, ids[1], "failed", failure_reason="moderation")
     with db.write() as session:
-        lifecycle.mark_outcome_unknown(session, session.get(Task, ids[2]), "test")  # type: ignore[arg-type]
+        store.mark_outcome_unknown(session, session.get(Task, ids[2]), "test")  # type: ignore[arg-type]
         task = session.get(Task, ids[3])
         assert task is not None
-        lifecycle.set_state(session, task, "timed_out")
+        store.set_state(session, task, "timed_out")
     with db.write() as session:
         task = session.get(Task, ids[0])
         assert task is not None
@@ -154,7 +155,7 @@ def test_rotation_signs_with_every_secret(
     secrets = (OLD_SECRET, SECRET)
     settings = _settings(make_settings, notify_url=receiver.url, notify_secrets=secrets)
     webhooks.configure(settings)
-    task = lifecycle.create(db, NewTask(kind="generate", user_prompt="two secrets"))
+    task = store.create(db, NewTask(kind="generate", user_prompt="two secrets"))
     _move(db, settings, task.id, "pending")
     _deliver(settings, db)
     (got,) = receiver.received
@@ -203,7 +204,7 @@ def test_redirects_are_not_followed_and_redeliver_keeps_the_id(
     settings = _settings(make_settings, notify_url=receiver.url, notify_retry_schedule=())
     webhooks.configure(settings)
     receiver.plan = ["redirect"]
-    task = lifecycle.create(db, NewTask(kind="generate", user_prompt="moved"))
+    task = store.create(db, NewTask(kind="generate", user_prompt="moved"))
     _move(db, settings, task.id, "pending")
     _deliver(settings, db)
     assert len(receiver.received) == 1  # the Location was never asked
@@ -228,7 +229,7 @@ def test_archived_event_carries_signed_links_that_open_without_the_token(
 ) -> None:
     app = live(api_token=TOKEN, notify_secrets=(SECRET,), notify_url=receiver.url)
     settings = _settings(make_settings, notify_url=receiver.url, public_base_url=app.url)
-    task = lifecycle.create(db, NewTask(kind="generate", user_prompt="keep me"))
+    task = store.create(db, NewTask(kind="generate", user_prompt="keep me"))
     media = tmp_path / "media"
     media.mkdir(exist_ok=True)
     (media / f"{task.id}.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
@@ -253,7 +254,7 @@ def test_archived_event_carries_signed_links_that_open_without_the_token(
 def test_the_secret_is_in_no_row(db: Database, make_settings: Any, receiver: Receiver) -> None:
     settings = _settings(make_settings, notify_url=receiver.url)
     webhooks.configure(settings)
-    task = lifecycle.create(db, NewTask(kind="generate", user_prompt="secret?"))
+    task = store.create(db, NewTask(kind="generate", user_prompt="secret?"))
     _move(db, settings, task.id, "pending")
     receiver.plan = ["refuse"]
     _deliver(settings, db)
@@ -273,7 +274,7 @@ def test_two_senders_never_send_one_delivery_at_once(
     settings = _settings(make_settings, notify_url=receiver.url)
     webhooks.configure(settings)
     new = NewTask(kind="generate", user_prompt="race")
-    ids = [lifecycle.create(db, new).id for _ in range(60)]
+    ids = [store.create(db, new).id for _ in range(60)]
     for task_id in ids:
         _move(db, settings, task_id, "pending")
     databases = [Database(db.url), Database(db.url)]
@@ -306,7 +307,7 @@ def test_detail_page_shows_deliveries_and_redeliver_needs_the_csrf_token(
     settings = _settings(make_settings, notify_url=receiver.url, notify_retry_schedule=())
     app = create_app(settings, db=db)
     receiver.plan = ["refuse"]
-    task = lifecycle.create(db, NewTask(kind="generate", user_prompt="show my webhooks"))
+    task = store.create(db, NewTask(kind="generate", user_prompt="show my webhooks"))
     _move(db, settings, task.id, "pending")
     _deliver(settings, db)
     (row,) = _deliveries(db, task.id)
@@ -347,9 +348,9 @@ def test_a_callback_that_moves_the_task_makes_its_delivery(
     task_id = sent_task(db, CALLBACK_TOKEN, "up-cb", "pending", notify_url)
     token = CALLBACK_TOKEN
     processing = Update(understood=True, state="processing", upstream_id="up-cb", progress=10)
-    assert ingest.callback(db, settings, token, processing, {"state": "processing"}) is True
+    assert callbacks.callback(db, settings, token, processing, {"state": "processing"}) is True
     further = Update(understood=True, state="processing", upstream_id="up-cb", progress=60)
-    assert ingest.callback(db, settings, token, further, {"progress": 60}) is False
+    assert callbacks.callback(db, settings, token, further, {"progress": 60}) is False
     # the pending one is the send's (set_state above); the callback adds one, not two
     assert [d.type for d in _deliveries(db, task_id)] == ["task.pending", "task.processing"]
     _deliver(settings, db)
@@ -370,8 +371,8 @@ def test_a_callback_with_no_target_moves_the_task_and_makes_no_delivery(
         upstream_id="up-cb",
         video_url="https://cdn.example/v.mp4",
     )
-    assert ingest.callback(db, settings, token, done, {"state": "completed"}) is True
-    assert ingest.callback(db, settings, "not-" + token, done, {"state": "completed"}) is None
+    assert callbacks.callback(db, settings, token, done, {"state": "completed"}) is True
+    assert callbacks.callback(db, settings, "not-" + token, done, {"state": "completed"}) is None
     assert _deliveries(db, task_id) == []
     with db.read() as session:
         task = session.get(Task, task_id)

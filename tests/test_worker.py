@@ -18,16 +18,17 @@ from sqlalchemy import select, update
 
 from lumasim.simulator import Simulator
 from tests.support.workers import SimFactory, all_in, new_tasks, simulators, states
-from tracker import lifecycle, worker, worker_queries
 from tracker.db import Database
-from tracker.models import Task, utcnow
+from tracker.flows import follow, worker
 from tracker.settings import Settings
+from tracker.tasks import store
+from tracker.tasks.models import Task, utcnow
 
 
 @pytest.fixture(autouse=True)
 def _forget_upstreams() -> None:
     """Ports are reused between tests: what one upstream taught a process must not leak."""
-    worker_queries._manners.clear()
+    follow._manners.clear()
 
 
 @pytest.fixture
@@ -232,7 +233,7 @@ def test_a_pass_recovers_interrupted_sends_and_times_out_old_tasks(
     stuck, old = new_tasks(db, 2)
     past = utcnow() - timedelta(seconds=120)
     with db.write() as session:
-        lifecycle.set_state(session, session.get(Task, stuck), "submitting")  # type: ignore[arg-type]
+        store.set_state(session, session.get(Task, stuck), "submitting")  # type: ignore[arg-type]
         session.execute(update(Task).where(Task.id == stuck).values(claimed_until=past))
         session.execute(update(Task).where(Task.id == old).values(created_at=past))
 

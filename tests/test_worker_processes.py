@@ -30,7 +30,7 @@ from tests.support.workers import (
     states,
 )
 from tracker.db import Database
-from tracker.models import Task, utcnow
+from tracker.tasks.models import Task, utcnow
 
 pytestmark = pytest.mark.slow
 

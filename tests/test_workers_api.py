@@ -8,7 +8,7 @@ from typing import Any
 import requests
 
 from tracker.db import Database
-from tracker.models import WorkerBeat, utcnow
+from tracker.tasks.models import WorkerBeat, utcnow
 
 TOKEN = "workers-test-admin-token-0123456789"
 FIELDS = {

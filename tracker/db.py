@@ -136,7 +136,7 @@ class Database:
 
     @cached_property
     def driver_engine(self) -> Engine:
-        """The callback route's pool (tracker/driver.py).
+        """The callback route's pool (tracker/tasks/sql.py).
 
         On PostgreSQL, one without pre-ping: the ping is a round trip on every checkout, a
         fifth of the route's database work (measured, docs/benchmarks.md "Callback

@@ -38,7 +38,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from . import metrics_files
+from tracker import metrics_files
 
 log = logging.getLogger(__name__)
 
@@ -227,8 +227,8 @@ class DatabaseGauges:
         from sqlalchemy import func, select
         from sqlalchemy.exc import SQLAlchemyError
 
-        from .heartbeat import stale_before
-        from .models import StateCount, Task, WorkerBeat, utcnow
+        from tracker.tasks.heartbeats import stale_before
+        from tracker.tasks.models import StateCount, Task, WorkerBeat, utcnow
 
         now = utcnow()
         try:

@@ -23,7 +23,7 @@ from itertools import chain
 from typing import Any
 from urllib.parse import quote, quote_plus
 
-from . import logs
+from tracker import logs
 
 CALLBACK_PATH = re.compile(r"(/callbacks/luma/)[^/\s\"'?#&<>\\]+")
 # the same path URL-encoded (once or twice) or JSON-escaped: callbacks%2Fluma%2F<token>

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from . import dialects
-from .dialects import FLAVORS
+from tracker.upstream import dialects
+from tracker.upstream.dialects import FLAVORS
 
 
 class SettingsError(ValueError):
@@ -32,7 +32,7 @@ DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 @dataclass(frozen=True)
 class Settings:
     database_url: str = ""
-    # which upstream API: "proxy" (the reseller's, tracker/dialects/proxy.py) or "luma"
+    # which upstream API: "proxy" (the reseller's, tracker/upstream/dialects/proxy.py) or "luma"
     luma_api_flavor: str = "proxy"
     luma_api_base: str = "https://www.kkiai.com"
     luma_api_key: str = field(default="", repr=False)
@@ -216,7 +216,7 @@ def normalize_database_url(raw: str, *, name: str = "DATABASE_URL") -> str:
 def worker_stale_after(env: Mapping[str, str] | None = None) -> float:
     """TRACKER_WORKER_STALE_AFTER: seconds without a heartbeat before a process counts as dead.
 
-    Not a field of Settings: tracker/heartbeat.py reads it at import, since its SQL helpers run
+    Not a field of Settings: tasks/heartbeats.py reads it at import, since its SQL helpers run
     where no settings are at hand (and every process of a deployment reads one environment).
     `load` checks it at start like the rest.
     """
@@ -238,7 +238,7 @@ def load(env: Mapping[str, str] | None = None, *, instance: Path | None = None) 
     media_raw = env.get("TRACKER_MEDIA_DIR")
     media_dir = str(instance / "media") if media_raw is None else media_raw.strip()
     flavor = _choice(env, "LUMA_API_FLAVOR", FLAVORS)
-    worker_stale_after(env)  # checked here, read by tracker/heartbeat.py
+    worker_stale_after(env)  # checked here, read by tracker/tasks/heartbeats.py
     settings = Settings(
         database_url=_database_url(env, instance),
         luma_api_flavor=flavor,

@@ -1,7 +1,7 @@
 """Search over prompts and ids for the dashboard, fast at a million tasks.
 
 Written by hand, per database, because autogenerate cannot describe these objects.
-tracker.models.SEARCH_OBJECT_PREFIXES names them, and migrations/env.py must pass
+tracker.tasks.models.SEARCH_OBJECT_PREFIXES names them, and migrations/env.py must pass
 `include_name=lambda name, type_, parents: not is_search_object(name)` to
 context.configure so that `alembic check` leaves them out.
 

@@ -243,7 +243,7 @@ def test_the_form_shows_errors_beside_fields_and_then_submits(
     assert stored["image_url"].startswith("data:image/png;base64,")
     assert stored["kind"] == "generate"
     with db.read() as session:
-        from tracker.models import Task
+        from tracker.tasks.models import Task
 
         full = session.get(Task, task_id)
         assert full is not None

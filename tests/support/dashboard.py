@@ -9,9 +9,10 @@ from typing import Any
 
 from flask.testing import FlaskClient
 
-from tracker import lifecycle, validate
 from tracker.db import Database
-from tracker.models import Task
+from tracker.flows import validate
+from tracker.tasks import store
+from tracker.tasks.models import Task
 
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
@@ -28,20 +29,20 @@ def add_task(
     events: list[dict[str, Any]] | None = None,
     **fields: Any,
 ) -> int:
-    """A task in any state, its counters kept by lifecycle.set_state, as the service keeps them."""
+    """A task in any state, its counters kept by store.set_state, as the service keeps them."""
     body: dict[str, Any] = {"user_prompt": prompt}
     if source:
         body["source_task_id"] = source
-    task = lifecycle.create(db, validate.new_task(body))
+    task = store.create(db, validate.new_task(body))
     with db.write() as session:
         row = session.get(Task, task.id)
         assert row is not None
         before = row.state
-        lifecycle.set_state(session, row, state)
+        store.set_state(session, row, state)
         for name, value in fields.items():
             setattr(row, name, value)
         for payload in events or []:
-            lifecycle.record(session, row, "callback", before=before, payload=payload)
+            store.record(session, row, "callback", before=before, payload=payload)
     return task.id
 
 

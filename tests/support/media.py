@@ -12,10 +12,10 @@ from typing import Any
 from lumasim.media import SAMPLE_JPG as SAMPLE_JPG_FILE
 from lumasim.media import SAMPLE_MP4
 from tests.support.servers import SHUTDOWN_POLL
-from tracker import lifecycle
 from tracker.db import Database
-from tracker.models import Task, utcnow
-from tracker.upstream import LumaClient
+from tracker.tasks import store
+from tracker.tasks.models import Task, utcnow
+from tracker.upstream.client import LumaClient
 
 SAMPLE = SAMPLE_MP4.read_bytes()
 SAMPLE_JPG = SAMPLE_JPG_FILE.read_bytes()
@@ -108,7 +108,7 @@ def add_completed(
     upstream_id: str | None = None,
     due: bool = True,
 ) -> int:
-    """A completed task as lifecycle.apply leaves it (next_archive_at = now)."""
+    """A completed task as store.apply leaves it (next_archive_at = now)."""
     now = utcnow()
     with db.write() as session:
         task = Task(
@@ -127,7 +127,7 @@ def add_completed(
             quiet_polls=0,
             archive_attempts=0,
         )
-        lifecycle.set_state(session, task, "completed")
+        store.set_state(session, task, "completed")
         session.add(task)
         session.flush()
         return task.id

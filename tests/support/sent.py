@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-from tracker import lifecycle
 from tracker.db import Database
-from tracker.lifecycle import NewTask
-from tracker.models import Task
+from tracker.tasks import store
+from tracker.tasks.models import Task
+from tracker.tasks.store import NewTask
 
 
 def sent_task(
     db: Database, token: str, upstream_id: str, state: str, notify_url: str | None = None
 ) -> int:
     """A new task moved to `state`, answering callbacks to /callbacks/luma/<token>; its id."""
-    task_id = lifecycle.create(
-        db, NewTask(kind="generate", user_prompt="p", notify_url=notify_url)
-    ).id
+    task_id = store.create(db, NewTask(kind="generate", user_prompt="p", notify_url=notify_url)).id
     with db.write() as session:
         task = session.get(Task, task_id)
         if task is None:
             raise LookupError(task_id)
-        lifecycle.set_state(session, task, state)
+        store.set_state(session, task, state)
         task.upstream_id = upstream_id
-        task.callback_token_hash = lifecycle.hash_token(token)
+        task.callback_token_hash = store.hash_token(token)
     return task_id

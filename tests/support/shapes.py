@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import func, select
 
 from tracker.db import Database
-from tracker.models import Task
-from tracker.parse import parse
+from tracker.tasks.models import Task
+from tracker.upstream.parse import parse
 
 CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "upstream"
 

@@ -11,10 +11,10 @@ from typing import Any
 from sqlalchemy import select
 
 from lumasim.simulator import Simulator
-from tracker import lifecycle
 from tracker.db import Database
-from tracker.lifecycle import NewTask
-from tracker.models import Task
+from tracker.tasks import store
+from tracker.tasks.models import Task
+from tracker.tasks.store import NewTask
 
 SimFactory = Callable[..., Simulator]
 
@@ -35,9 +35,7 @@ def simulators() -> Iterator[SimFactory]:
 
 
 def new_tasks(db: Database, count: int, prompt: str = "a slow pan over the sea") -> list[int]:
-    return [
-        lifecycle.create(db, NewTask(kind="generate", user_prompt=prompt)).id for _ in range(count)
-    ]
+    return [store.create(db, NewTask(kind="generate", user_prompt=prompt)).id for _ in range(count)]
 
 
 def states(db: Database, ids: list[int] | None = None) -> dict[int, str]:

@@ -14,12 +14,12 @@ import logging
 
 import click
 
-from . import admin, processes, tasks
+from tracker.cli import admin, processes, tasks
 
 
 def setup_logging(level: int = logging.INFO) -> None:
-    from .. import logs
-    from ..redact import install_logging_filter
+    from tracker import logs
+    from tracker.redact import install_logging_filter
 
     logs.configure(level)  # text, or one JSON object a line (TRACKER_LOG_FORMAT=json)
     install_logging_filter()

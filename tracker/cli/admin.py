@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import click
 
-from ..migrate import alembic_config, upgrade
-from .context import load_settings, open_database
+from tracker.cli.context import load_settings, open_database
+from tracker.dbmigrate import alembic_config, upgrade
 
 
 @click.group()
@@ -37,7 +37,7 @@ def db_copy(target: str) -> None:
 
     Stop the web and worker processes first: rows written during the copy would be left behind.
     """
-    from .. import dbcopy
+    from tracker.cli import dbcopy
 
     settings = load_settings()
     source = open_database(settings)
@@ -61,7 +61,7 @@ def notify() -> None:
 @click.option("--new", "make_new", is_flag=True, help="print a fresh secret (to rotate one in)")
 def notify_secret(make_new: bool) -> None:
     """Print the signing secret(s) your receiver verifies with (whsec_...)."""
-    from ..webhooks import signing
+    from tracker import signing
 
     if make_new:
         click.echo(signing.new_secret())

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import click
 
-from .. import settings as settings_module
-from ..db import Database
-from ..settings import Settings, SettingsError
+from tracker import settings as settings_module
+from tracker.db import Database
+from tracker.settings import Settings, SettingsError
 
 
 def load_settings() -> Settings:
-    from .. import redact
+    from tracker import redact
 
     try:
         settings = settings_module.load()
@@ -23,7 +23,7 @@ def load_settings() -> Settings:
         raise click.ClickException(str(exc)) from None
     redact.register(settings.luma_api_key, settings.api_token)
     redact.register(settings.aws_access_key_id, settings.aws_secret_access_key)
-    from .. import webhooks
+    from tracker.tasks import webhooks
 
     webhooks.configure(settings)  # events this command causes go to TRACKER_NOTIFY_URL too
     return settings

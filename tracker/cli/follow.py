@@ -16,13 +16,14 @@ from pathlib import Path
 import click
 from sqlalchemy import select
 
-from .. import netguard, storage
-from ..db import Database
-from ..download import DownloadError, download
-from ..models import FINAL_STATES, Task
-from ..settings import Settings
-from ..storage.local import LocalStore
-from ..storage.s3 import S3Store
+from tracker import storage
+from tracker.db import Database
+from tracker.settings import Settings
+from tracker.storage import netguard
+from tracker.storage.download import DownloadError, download
+from tracker.storage.local import LocalStore
+from tracker.storage.s3 import S3Store
+from tracker.tasks.models import FINAL_STATES, Task
 
 EVERY = 0.5  # seconds between looks at the row
 ARCHIVE_GRACE = 120.0  # after completion, how long `--wait` waits for the archived copy

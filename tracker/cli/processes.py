@@ -8,8 +8,8 @@ import sys
 
 import click
 
-from ..services import make_client
-from .context import load_settings, open_database
+from tracker.cli.context import load_settings, open_database
+from tracker.flows.services import make_client
 
 
 @click.command()
@@ -50,7 +50,7 @@ def simulate(
 @click.command()
 def worker() -> None:
     """The poller and dispatcher loop (the Procfile's `poller`)."""
-    from .. import worker as worker_module
+    from tracker.flows import worker as worker_module
 
     sys.exit(worker_module.run_forever(load_settings()))
 
@@ -59,7 +59,7 @@ def worker() -> None:
 @click.option("--once", is_flag=True, required=True, help="run a single pass and exit")
 def poll(once: bool) -> None:
     """One pass of the worker: dispatch queued tasks, poll quiet ones, time out old ones."""
-    from .. import worker as worker_module
+    from tracker.flows import worker as worker_module
 
     summary = worker_module.run_once(load_settings())
     click.echo(json.dumps(summary))
@@ -75,8 +75,10 @@ def archive(missing: bool) -> None:
     does, so it keeps a heartbeat while it runs: killed, its downloads are taken over within
     a minute like a worker's.
     """
-    from .. import heartbeat, media, media_move
-    from ..storage.base import StorageError
+    from tracker.flows import archive as media
+    from tracker.storage import moving
+    from tracker.storage.base import StorageError
+    from tracker.tasks import heartbeats
 
     settings = load_settings()
     if not settings.archives:
@@ -84,7 +86,7 @@ def archive(missing: bool) -> None:
     database = open_database(settings)
     try:
         if settings.media_url:
-            moved = media_move.move_local_copies(database, settings)
+            moved = moving.move_local_copies(database, settings)
             click.echo(
                 f"moved {moved.moved} local cop{'y' if moved.moved == 1 else 'ies'} into "
                 f"{settings.media_url}"
@@ -92,7 +94,7 @@ def archive(missing: bool) -> None:
             )
             for line in moved.kept:
                 click.echo(f"kept in {settings.media_dir}: {line}", err=True)
-        with heartbeat.Heartbeat(database, heartbeat.new_id()).running() as holder:
+        with heartbeats.Heartbeat(database, heartbeats.new_id()).running() as holder:
             count = media.archive_missing(database, settings, make_client(settings), holder=holder)
     except StorageError as exc:
         raise click.ClickException(exc.reason) from None
@@ -102,6 +104,6 @@ def archive(missing: bool) -> None:
 @click.command()
 def dev() -> None:
     """What `make run` starts: simulator (without LUMA_API_KEY), migrations, web and worker."""
-    from .. import devrun
+    from tracker.cli import dev as devrun
 
     sys.exit(devrun.main())

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import click
 
-from .. import dispatch, lifecycle, validate
-from ..db import Database
-from ..serialize import task_json
-from ..services import make_client
-from .context import load_settings, open_database
+from tracker.cli.context import load_settings, open_database
+from tracker.db import Database
+from tracker.flows import submit as dispatch
+from tracker.flows import validate
+from tracker.flows.services import make_client
+from tracker.tasks import store
+from tracker.tasks.serialize import task_json
 
 
 @click.command()
@@ -54,7 +56,7 @@ def submit(
     database = open_database(settings)
     task = dispatch.submit(database, settings, make_client(settings), new)
     if wait_:
-        from . import follow
+        from tracker.cli import follow
 
         sys.exit(follow.wait_for(database, settings, task.id))
     _show(database, task.id)
@@ -65,7 +67,7 @@ def submit(
 @click.option("--notify-url", default=None, help="POST this task's events there (signed webhooks)")
 def import_(upstream_id: str, notify_url: str | None) -> None:
     """Track a task made elsewhere (Luma's web app, another tool) by its upstream id."""
-    from .. import importing
+    from tracker.flows import imports
 
     settings = load_settings()
     try:
@@ -78,13 +80,13 @@ def import_(upstream_id: str, notify_url: str | None) -> None:
         raise click.BadParameter(exc.message, param_hint="--notify-url") from None
     database = open_database(settings)
     try:
-        task, created = importing.import_task(
+        task, created = imports.import_task(
             database, settings, make_client(settings), upstream_id, notify_url=target
         )
-    except importing.UnknownUpstreamTask as exc:
+    except imports.UnknownUpstreamTask as exc:
         message = f"the upstream does not know {upstream_id}: {exc.reason}"
         raise click.ClickException(message) from None
-    except importing.ImportFailed as exc:
+    except imports.ImportFailed as exc:
         raise click.ClickException(exc.message) from None
     if not created:
         click.echo(f"already tracked as task {task.id}", err=True)
@@ -92,7 +94,7 @@ def import_(upstream_id: str, notify_url: str | None) -> None:
 
 
 def _show(database: Database, task_id: int, events: bool = False) -> None:
-    from ..models import Task
+    from tracker.tasks.models import Task
 
     with database.read() as session:
         task = session.get(Task, task_id)
@@ -115,7 +117,7 @@ def list_tasks(state: str | None, limit: int) -> None:
     """The newest tasks, one line each."""
     from sqlalchemy import select
 
-    from ..models import Task
+    from tracker.tasks.models import Task
 
     query = select(Task).order_by(Task.id.desc()).limit(limit)
     if state:
@@ -136,7 +138,7 @@ def resend(task_id: int) -> None:
     database = open_database(settings)
     try:
         dispatch.resend(database, settings, make_client(settings), task_id)
-    except (LookupError, lifecycle.InvalidAction) as exc:
+    except (LookupError, store.InvalidAction) as exc:
         raise click.ClickException(str(exc)) from None
     _show(database, task_id)
 
@@ -152,7 +154,7 @@ def download(task_id: int, output: Path | None) -> None:
 
     Without an archived copy yet, the upstream's link is fetched through the address guard.
     """
-    from . import follow
+    from tracker.cli import follow
 
     settings = load_settings()
     written = follow.download_to(open_database(settings), settings, task_id, output)
@@ -164,7 +166,7 @@ def download(task_id: int, output: Path | None) -> None:
 @click.option("--once", is_flag=True, help="print once and exit")
 def watch(limit: int, once: bool) -> None:
     """Follow the newest tasks live (Ctrl-C stops)."""
-    from . import follow
+    from tracker.cli import follow
 
     try:
         follow.watch(open_database(load_settings()), limit, once=once)

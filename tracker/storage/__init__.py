@@ -15,10 +15,10 @@ from __future__ import annotations
 import os
 import threading
 
-from ..settings import Settings
-from .base import Store
-from .local import LocalStore
-from .s3 import S3Store
+from tracker.settings import Settings
+from tracker.storage.base import Store
+from tracker.storage.local import LocalStore
+from tracker.storage.s3 import S3Store
 
 _lock = threading.Lock()
 _cache: dict[tuple[Settings, int], Store] = {}

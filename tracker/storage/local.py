@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from .base import StorageError, Store, Stored, check, file_type, valid_name
+from tracker.storage.base import StorageError, Store, Stored, check, file_type, valid_name
 
 
 class LocalStore(Store):

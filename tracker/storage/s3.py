@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from .. import redact
-from ..settings import Settings
-from .base import StorageError, Store, Stored, check, file_type, valid_name
+from tracker import redact
+from tracker.settings import Settings
+from tracker.storage.base import StorageError, Store, Stored, check, file_type, valid_name
 
 if TYPE_CHECKING:  # boto3's types come from the stubs the test extras install
     from mypy_boto3_s3.type_defs import GetObjectOutputTypeDef

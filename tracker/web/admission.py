@@ -24,9 +24,9 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .. import metrics
-from .hooks import RULE as CALLBACK_RULE
-from .metrics import callback_result
+from tracker import metrics
+from tracker.web.callbacks import RULE as CALLBACK_RULE
+from tracker.web.metrics import callback_result
 
 READ_AHEAD = 1_000_001  # TRACKER_MAX_CALLBACK_BYTES' default, plus the byte that tells "too long"
 QUEUE_WAIT = 2.0  # seconds a request waits for a slot, then 503 (the sender retries)

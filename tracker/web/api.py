@@ -9,16 +9,19 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from .. import credits, dispatch, importing, jsonsafe, polling, validate
-from ..models import Task
-from ..serialize import account_json, task_json
-from ..states import STATES
-from ..upstream import UpstreamError
-from . import waiting
-from .auth import request_has_token
-from .context import services
-from .errors import error
-from .routing import MAX_ID
+from tracker import jsontext
+from tracker.flows import imports, query_now, validate
+from tracker.flows import submit as dispatch
+from tracker.tasks.models import Task
+from tracker.tasks.serialize import account_json, task_json
+from tracker.tasks.states import STATES
+from tracker.upstream import accounts
+from tracker.upstream.client import UpstreamError
+from tracker.web import waiting
+from tracker.web.auth import request_has_token
+from tracker.web.context import services
+from tracker.web.errors import error
+from tracker.web.routing import MAX_ID
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -49,8 +52,8 @@ def _json_body() -> Any:
     if not request.is_json:
         return validate.ValidationError(None, "send a JSON object (Content-Type: application/json)")
     try:  # the one safe reader: depth, NaN/Infinity and lone surrogates get a 400 naming them
-        return jsonsafe.read(request.get_data(cache=True))
-    except jsonsafe.BodyError as exc:
+        return jsontext.read(request.get_data(cache=True))
+    except jsontext.BodyError as exc:
         return validate.ValidationError(exc.field, exc.message)
 
 
@@ -83,12 +86,12 @@ def import_task() -> ResponseReturnValue:
     except validate.ValidationError as exc:
         return invalid(exc)
     try:
-        task, created = importing.import_task(
+        task, created = imports.import_task(
             svc.db, svc.settings, svc.client, upstream_id, notify_url=target
         )
-    except importing.UnknownUpstreamTask as exc:
+    except imports.UnknownUpstreamTask as exc:
         return error(404, f"the upstream does not know {upstream_id}: {exc.reason}")
-    except importing.ImportFailed as exc:
+    except imports.ImportFailed as exc:
         return error(502, exc.message)
     return _task_answer(task.id, 201 if created else 200)
 
@@ -99,7 +102,7 @@ def account() -> ResponseReturnValue:
     svc = services()
     if svc.client.dialect.credits_path is None:
         return error(404, "no account balance with LUMA_API_FLAVOR=proxy")
-    return account_json(credits.read(svc.db, svc.settings.luma_api_flavor))
+    return account_json(accounts.read(svc.db, svc.settings.luma_api_flavor))
 
 
 def _task_answer(task_id: int, status: int = 200) -> ResponseReturnValue:
@@ -170,7 +173,7 @@ def show(task_id: int) -> ResponseReturnValue:
 def poll(task_id: int) -> ResponseReturnValue:
     svc = services()
     try:  # no such task (404), or not one to query (409): errors.py answers
-        polling.poll_one(svc.db, svc.settings, svc.client, task_id)
+        query_now.poll_one(svc.db, svc.settings, svc.client, task_id)
     except UpstreamError as exc:
         return error(502, f"the upstream query failed: {exc.message}")
     return _task_answer(task_id)

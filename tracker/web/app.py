@@ -5,12 +5,12 @@ from __future__ import annotations
 from flask import Flask
 from flask.json.provider import DefaultJSONProvider
 
-from .. import redact
-from .. import settings as settings_module
-from ..db import WEB_LOCK_WAIT, Database
-from ..services import Services, make_client, warn_about
-from ..settings import Settings
-from .routing import BoundedInt
+from tracker import redact
+from tracker import settings as settings_module
+from tracker.db import WEB_LOCK_WAIT, Database
+from tracker.flows.services import Services, make_client, warn_about
+from tracker.settings import Settings
+from tracker.web.routing import BoundedInt
 
 
 def create_app(settings: Settings | None = None, *, db: Database | None = None) -> Flask:
@@ -18,7 +18,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     redact.register(settings.luma_api_key, settings.api_token)
     redact.register(settings.aws_access_key_id, settings.aws_secret_access_key)
     redact.install_logging_filter()
-    from .. import webhooks
+    from tracker.tasks import webhooks
 
     webhooks.configure(settings)  # events go to TRACKER_NOTIFY_URL; its secrets masked in logs
     app = Flask("tracker", instance_relative_config=False)
@@ -37,13 +37,13 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         client=make_client(settings),
     )
 
-    from . import (
+    from tracker.web import (
         api,
         dashboard,
         deliveries,
         errors,
         filters,
-        hooks,
+        media,
         openapi,
         readiness,
         requestlog,
@@ -51,8 +51,8 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         sessions,
         workers,
     )
-    from . import media as media_routes
-    from . import metrics as metrics_routes
+    from tracker.web import callbacks as hooks
+    from tracker.web import metrics as metrics_routes
 
     metrics_routes.init_app(app)  # first: its timing covers the other hooks; GET /metrics
     hooks.init_app(app)  # the callback route, and its fast path under the WSGI layers below
@@ -66,7 +66,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     app.register_blueprint(api.bp)
     app.register_blueprint(deliveries.bp)  # the webhook delivery log, behind the API's token
     app.register_blueprint(dashboard.bp)
-    app.register_blueprint(media_routes.bp)
+    app.register_blueprint(media.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(readiness.bp)  # GET /readyz, no token (like /healthz)
     workers.init_app(app)  # GET /api/workers, the dashboard's workers panel

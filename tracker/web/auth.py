@@ -20,8 +20,8 @@ import hmac
 from flask import Blueprint, current_app, g, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response
 
-from . import links, logins, throttle
-from .context import services
+from tracker.web import links, logins, throttle
+from tracker.web.context import services
 
 _AUTH_KEY = "auth"  # base.html shows "Sign out" when it is there
 _SIGN_IN_KEY = "sign_in"

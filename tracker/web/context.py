@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import current_app
 
-from ..services import Services
+from tracker.flows.services import Services
 
 
 def services() -> Services:

@@ -13,15 +13,17 @@ from urllib.parse import urlencode
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
-from .. import credits, dispatch, importing, polling, validate
-from ..models import Delivery, Task
-from ..scheduler import deliveries as queue
-from ..serialize import task_json
-from ..states import STATES
-from ..upstream import UpstreamError
-from . import auth, deliveries, errors, forms, listing
-from .context import services
-from .errors import LIVE_HEADER, is_live
+from tracker.flows import imports, query_now, validate
+from tracker.flows import submit as dispatch
+from tracker.tasks import deliveries as queue
+from tracker.tasks.models import Delivery, Task
+from tracker.tasks.serialize import task_json
+from tracker.tasks.states import STATES
+from tracker.upstream import accounts
+from tracker.upstream.client import UpstreamError
+from tracker.web import auth, deliveries, errors, forms, listing
+from tracker.web.context import services
+from tracker.web.errors import LIVE_HEADER, is_live
 
 bp = Blueprint(
     "dashboard",
@@ -77,7 +79,7 @@ def index() -> ResponseReturnValue:
         page = listing.page(session, svc.db, state=state, query=query, cursor=cursor)
         elsewhere = listing.other_dialect_waiting(session, flavor)
     # the stored balance (the worker reads it): never the upstream on a page view
-    account = credits.read(svc.db, flavor) if svc.client.dialect.credits_path else None
+    account = accounts.read(svc.db, flavor) if svc.client.dialect.credits_path else None
     template = "_list.html" if is_live() else "list.html"
     return render_template(
         template,
@@ -152,15 +154,15 @@ def import_task() -> ResponseReturnValue:
         return redirect(url_for("dashboard.index"), code=303)
     upstream_id = checked.upstream_id
     try:
-        task, created = importing.import_task(
+        task, created = imports.import_task(
             svc.db, svc.settings, svc.client, upstream_id, notify_url=checked.notify_url
         )
-    except importing.UnknownUpstreamTask as exc:
+    except imports.UnknownUpstreamTask as exc:
         flash(
             f"Nothing imported: the upstream does not know {upstream_id} ({exc.reason}).", "error"
         )
         return redirect(url_for("dashboard.index"), code=303)
-    except importing.ImportFailed as exc:
+    except imports.ImportFailed as exc:
         flash(f"Nothing imported: {exc.message}. Try again later.", "error")
         return redirect(url_for("dashboard.index"), code=303)
     flash(
@@ -173,7 +175,7 @@ def import_task() -> ResponseReturnValue:
 def poll(task_id: int) -> ResponseReturnValue:
     svc = services()
     try:  # no such task, or nothing to query: errors.py answers
-        polling.poll_one(svc.db, svc.settings, svc.client, task_id)
+        query_now.poll_one(svc.db, svc.settings, svc.client, task_id)
         flash("Asked the upstream; the answer is in the timeline.", "ok")
     except UpstreamError as exc:
         flash(f"The upstream query failed: {exc.message}", "error")

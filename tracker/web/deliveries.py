@@ -12,12 +12,12 @@ from flask import Blueprint
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
-from ..db import Database
-from ..models import Delivery, Task
-from ..scheduler import deliveries as queue
-from .api import require_token
-from .context import services
-from .errors import error
+from tracker.db import Database
+from tracker.tasks import deliveries as queue
+from tracker.tasks.models import Delivery, Task
+from tracker.web.api import require_token
+from tracker.web.context import services
+from tracker.web.errors import error
 
 bp = Blueprint("deliveries", __name__, url_prefix="/api")
 bp.before_request(require_token)

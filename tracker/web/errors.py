@@ -28,7 +28,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse
 
-from .. import lifecycle
+from tracker.tasks import store
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def not_found(exc: LookupError) -> Answer:
     return error(404, f"no task {task_id}")
 
 
-def invalid_action(exc: lifecycle.InvalidAction) -> Answer:
+def invalid_action(exc: store.InvalidAction) -> Answer:
     if not _for_pages():
         return error(409, str(exc))
     flash(str(exc), "error")  # shown on the task's page, where the button was
@@ -149,5 +149,5 @@ def init_app(app: Flask) -> None:
     # every pooled connection busy (waiting for a locked SQLite): as if the database were down
     app.register_error_handler(PoolTimeout, database_down)
     app.register_error_handler(LookupError, not_found)
-    app.register_error_handler(lifecycle.InvalidAction, invalid_action)
+    app.register_error_handler(store.InvalidAction, invalid_action)
     app.register_error_handler(Exception, unexpected)

@@ -11,16 +11,17 @@ from datetime import datetime
 
 from flask import Flask
 
-from .. import jsonsafe, lifecycle
-from ..serialize import short_image
-from ..states import FINAL_STATES, STATES
-from . import links
+from tracker import jsontext
+from tracker.tasks import store
+from tracker.tasks.serialize import short_image
+from tracker.tasks.states import FINAL_STATES, STATES
+from tracker.web import links
 
 
 def ago(value: datetime | None, now: datetime | None = None) -> str:
     if value is None:
         return "—"
-    seconds = int(((now or lifecycle.utcnow()) - value).total_seconds())
+    seconds = int(((now or store.utcnow()) - value).total_seconds())
     if seconds < 5:
         return "just now"
     for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
@@ -65,7 +66,7 @@ def pretty(payload: str | None) -> str:
     """A stored payload, indented; text as it is. Never fails, whatever the row holds."""
     if payload is None:
         return ""
-    value = jsonsafe.loads_stored(payload)
+    value = jsontext.loads_stored(payload)
     if isinstance(value, str):
         return value
     return json.dumps(value, indent=2, ensure_ascii=False)

@@ -14,8 +14,8 @@ from typing import Any
 
 from werkzeug.datastructures import FileStorage, ImmutableMultiDict
 
-from .. import validate
-from ..lifecycle import NewTask
+from tracker.flows import validate
+from tracker.tasks.store import NewTask
 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 IMAGE_FIELDS = ("image_url", "image_end_url")

@@ -18,12 +18,12 @@ from typing import Any
 from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session, selectinload
 
-from ..db import Database
-from ..dialects import FLAVORS
-from ..models import StateCount, Task
-from ..states import STATES
-from .routing import MAX_ID
-from .search import LIST_COLUMNS, search_rows
+from tracker.db import Database
+from tracker.tasks.models import StateCount, Task
+from tracker.tasks.states import STATES
+from tracker.upstream.dialects import FLAVORS
+from tracker.web.routing import MAX_ID
+from tracker.web.search import LIST_COLUMNS, search_rows
 
 UNFINISHED = ("queued", "submitting", "pending", "processing")
 PAGE_SIZE = 50

@@ -15,8 +15,8 @@ from datetime import timedelta
 
 from sqlalchemy import delete
 
-from ..db import Database
-from ..models import SignIn, utcnow
+from tracker.db import Database
+from tracker.tasks.models import SignIn, utcnow
 
 
 def _hash(sign_in_id: str) -> str:

@@ -20,15 +20,14 @@ from typing import Any
 from flask import Blueprint, Response, redirect, request, send_file, session
 from werkzeug.http import quote_etag, unquote_etag
 
-from .. import storage
-from ..models import Task
-from ..storage.base import StorageError, Stored, content_type, file_type, valid_name
-from ..storage.local import LocalStore
-from ..storage.s3 import S3Store, status_of, why
-from ..webhooks import signing
-from .auth import request_has_token, signed_in
-from .context import services
-from .errors import Answer, error
+from tracker import signing, storage
+from tracker.storage.base import StorageError, Stored, content_type, file_type, valid_name
+from tracker.storage.local import LocalStore
+from tracker.storage.s3 import S3Store, status_of, why
+from tracker.tasks.models import Task
+from tracker.web.auth import request_has_token, signed_in
+from tracker.web.context import services
+from tracker.web.errors import Answer, error
 
 bp = Blueprint("media", __name__, url_prefix="/media")
 

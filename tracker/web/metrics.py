@@ -14,10 +14,10 @@ import time
 from flask import Blueprint, Flask, Response, g, request
 from flask.typing import ResponseReturnValue
 
-from .. import metrics
-from .auth import request_has_token
-from .context import services
-from .errors import error
+from tracker import metrics
+from tracker.web.auth import request_has_token
+from tracker.web.context import services
+from tracker.web.errors import error
 
 bp = Blueprint("metrics", __name__)
 CALLBACK_ENDPOINT = "hooks.luma_callback"

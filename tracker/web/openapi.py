@@ -16,11 +16,12 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, models_json_schema
 from pydantic_core import core_schema
 
-from .. import schemas
-from ..states import STATES
-from .api import MAX_LIMIT
-from .openapi_shapes import HAND_WRITTEN, REF
-from .waiting import MAX_WAIT
+from tracker.flows import bodies
+from tracker.tasks.states import STATES
+from tracker.web import answers
+from tracker.web.api import MAX_LIMIT
+from tracker.web.openapi_shapes import HAND_WRITTEN, REF
+from tracker.web.waiting import MAX_WAIT
 
 bp = Blueprint("openapi", __name__)
 
@@ -41,9 +42,9 @@ class _Compact(GenerateJsonSchema):
 
 
 def _components() -> dict[str, Any]:
-    models: list[type[BaseModel]] = [schemas.Task, schemas.TaskDetail, schemas.Event]
-    models += [schemas.TaskPage, schemas.Account, schemas.Error]
-    models += [schemas.Extend, schemas.Generate, schemas.Import]
+    models: list[type[BaseModel]] = [answers.Task, answers.TaskDetail, answers.Event]
+    models += [answers.TaskPage, answers.Account, answers.Error]
+    models += [bodies.Extend, bodies.Generate, bodies.Import]
     _, found = models_json_schema(
         [(model, "validation") for model in models],
         ref_template=REF,

@@ -12,8 +12,8 @@ from flask import Blueprint, Response, jsonify
 from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import SQLAlchemyError
 
-from .. import schema
-from .context import services
+from tracker import dbschema
+from tracker.web.context import services
 
 bp = Blueprint("readiness", __name__)
 
@@ -28,13 +28,13 @@ def _answer(body: dict[str, object], status: int) -> tuple[Response, int]:
 def readyz() -> ResponseReturnValue:
     try:
         with services().db.engine.connect() as conn:
-            current = schema.current_heads(conn)
+            current = dbschema.current_heads(conn)
     except SQLAlchemyError as exc:
         # the driver's text may name the host and user: its type is enough to act on
         cause = getattr(exc, "orig", None) or exc
         reason = f"the database does not answer ({type(cause).__name__})"
         return _answer({"ready": False, "reason": reason}, 503)
-    problem = schema.problem(current)
+    problem = dbschema.problem(current)
     if problem:
         return _answer({"ready": False, "reason": problem}, 503)
     return _answer({"ready": True}, 200)

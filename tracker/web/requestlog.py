@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask, request
 
-from .. import logs, redact
+from tracker import logs, redact
 
 
 def _note_task() -> None:

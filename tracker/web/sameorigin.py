@@ -22,9 +22,9 @@ from urllib.parse import urlsplit
 
 from flask import Flask, Response, request
 
-from ..settings import Settings
-from .context import services
-from .errors import error
+from tracker.settings import Settings
+from tracker.web.context import services
+from tracker.web.errors import error
 
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})

@@ -25,9 +25,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import QueryableAttribute, Session
 
-from ..db import Database
-from ..models import Task
-from .routing import MAX_ID
+from tracker.db import Database
+from tracker.tasks.models import Task
+from tracker.web.routing import MAX_ID
 
 PROMPT_CHARS = 240
 MIN_PREFIX = 3

@@ -13,8 +13,8 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import sameorigin, throttle
-from .context import services
+from tracker.web import sameorigin, throttle
+from tracker.web.context import services
 
 # every answer's headers (the callback route's fast path sends these itself, web/hooks.py).
 # Referrer-Policy same-origin: our own forms carry a Referer (Flask-WTF asks for one over

@@ -27,8 +27,8 @@ from flask import Blueprint, Flask
 from flask_wtf.csrf import CSRFProtect
 from sqlalchemy.engine import make_url
 
-from .. import secretfile
-from ..settings import Settings
+from tracker import secretfile
+from tracker.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from .. import validate
-from ..db import Database
-from ..models import FINAL_STATES, Task
+from tracker.db import Database
+from tracker.flows import validate
+from tracker.tasks.models import FINAL_STATES, Task
 
 MAX_WAIT = 60.0
 POLL_EVERY = 0.5

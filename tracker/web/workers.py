@@ -1,6 +1,6 @@
 """Live workers: `GET /api/workers` and the dashboard's workers panel and warning.
 
-Each worker process keeps a row in `workers` (tracker/heartbeat.py) and rewrites its
+Each worker process keeps a row in `workers` (tracker/tasks/heartbeats.py) and rewrites its
 `last_seen_at` every 10 s; a row not rewritten for 60 s (`heartbeat.STALE_AFTER`, from
 TRACKER_WORKER_STALE_AFTER) is stale: the process was killed, or its machine is gone. A
 clean stop deletes the row. With no live row, nothing sends, polls or archives: the
@@ -17,12 +17,12 @@ from flask import Blueprint, Flask
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
-from .. import heartbeat
-from ..models import WorkerBeat, utcnow
-from ..serialize import iso
-from .auth import request_has_token
-from .context import services
-from .errors import error
+from tracker.tasks import heartbeats as heartbeat
+from tracker.tasks.models import WorkerBeat, utcnow
+from tracker.tasks.serialize import iso
+from tracker.web.auth import request_has_token
+from tracker.web.context import services
+from tracker.web.errors import error
 
 bp = Blueprint("workers", __name__)
 

@@ -1,0 +1,247 @@
+"""The worker's query pass: due tasks claimed with a lease and asked about, in batches.
+
+Each pass, pending and processing tasks whose check is due (`scheduler.claims.claim_polls`)
+are queried, at most TRACKER_POLL_CONCURRENCY requests at once, in batches of BATCH_SIZE
+where the upstream answers them (a batch endpoint that fails with a 4xx, or answers with no
+batch, is left alone for BATCH_REPROBE seconds). Only the pool's threads talk to the
+upstream; the pass's own thread writes every answer (`store.apply`) and failure
+(`store.note_poll_failure`), answers that arrive together in one transaction.
+
+What a process learned about an upstream (a Retry-After, no batch endpoint) is its
+`Manners`, shared by every pass and thread of the process, dispatch included.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import case, select
+from sqlalchemy.exc import DBAPIError
+
+from tracker.db import Database
+from tracker.settings import Settings
+from tracker.tasks import claims, schedule, store
+from tracker.tasks.claims import Job
+from tracker.tasks.heartbeats import Heartbeat
+from tracker.tasks.models import StateCount, Task
+from tracker.tasks.states import RANK, Source
+from tracker.upstream.client import APIStatusError, LumaClient, RateLimitError, UpstreamError
+from tracker.upstream.parse import Update
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 50
+BATCH_REPROBE = 600.0  # an upstream without a usable batch endpoint is asked again after this
+COUNTER_ORDER = (case(RANK, value=StateCount.state), StateCount.state)
+
+
+@dataclass
+class Result:
+    """What the upstream said about one task: an answer, or the error that took its place."""
+
+    task_id: int
+    update: Update | None = None
+    body: Any = None
+    error: UpstreamError | None = None
+
+
+@dataclass
+class Manners:
+    """What this process learned about one upstream, shared by every pass and thread."""
+
+    paused_until: dict[str, float] = field(default_factory=dict)  # "query"/"create": monotonic
+    batch_off_until: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def pause(self, what: str, seconds: float) -> None:
+        with self.lock:
+            until = max(self.paused_until.get(what, 0.0), time.monotonic() + seconds)
+            self.paused_until[what] = until
+
+    def pause_left(self, what: str = "query") -> float:
+        return max(0.0, self.paused_until.get(what, 0.0) - time.monotonic())
+
+    def use_batch(self) -> bool:
+        return time.monotonic() >= self.batch_off_until
+
+    def no_batch(self) -> None:
+        if self.use_batch():
+            log.info("the upstream has no usable batch endpoint: asking one task at a time")
+        self.batch_off_until = time.monotonic() + BATCH_REPROBE
+
+
+_manners: dict[str, Manners] = {}
+_manners_lock = threading.Lock()
+
+
+def manners_for(base_url: str) -> Manners:
+    with _manners_lock:
+        return _manners.setdefault(base_url, Manners())
+
+
+class QueryPass:
+    """One worker's queries: its claims on due tasks, its pool of HTTP threads, its writes."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        client: LumaClient,
+        *,
+        owner: str,
+        stopping: threading.Event,
+        manners: Manners,
+        heartbeat: Heartbeat,
+    ) -> None:
+        self.settings, self.db, self.client = settings, db, client
+        self.name = owner  # on the leases
+        self.stopping, self.manners, self.heartbeat = stopping, manners, heartbeat
+        self.pool = ThreadPoolExecutor(settings.poll_concurrency, thread_name_prefix="poll")
+        self.counts: dict[str, int] = {}  # the pass's, handed over by `run`
+
+    def run(self, cutoff: datetime, counts: dict[str, int]) -> None:
+        """Query what was due when the pass began; keep the pool busy, hoard no claims.
+
+        Pool threads only talk HTTP; this thread does every write, so the process is a single
+        writer: its threads never wait on each other in SQLite's busy handler. What it did is
+        counted into the pass's `counts` ("polled", "errors").
+        """
+        self.counts = counts
+        width = self.settings.poll_concurrency
+        futures: dict[Future[list[Result]], Job] = {}
+        more = True
+        while True:
+            if more and len(futures) <= width and not self._held_back():
+                batch = self.client.dialect.has_batch and self.manners.use_batch()
+                step = BATCH_SIZE if batch else 1
+                claimed = self._claim(cutoff, (2 * width - len(futures)) * step)
+                more = bool(claimed)
+                for i in range(0, len(claimed), step):
+                    job = claimed[i : i + step]
+                    futures[self.pool.submit(self._fetch, job, step > 1)] = job
+            if not futures:
+                return
+            done, _ = wait(futures, return_when=FIRST_COMPLETED)
+            results = [result for future in done for result in future.result()]
+            self._record(results)
+            asked = {result.task_id for result in results}
+            unasked = [
+                pair for future in done for pair in futures.pop(future) if pair[0] not in asked
+            ]
+            if unasked:  # held back (stopping, Retry-After) before they were asked
+                self.release(unasked)
+
+    def _held_back(self) -> bool:
+        return self.stopping.is_set() or self.manners.pause_left("query") > 0
+
+    def _claim(self, cutoff: datetime, limit: int) -> Job:
+        job = claims.claim_polls(self.db, self.settings, self.name, cutoff, limit)
+        self.heartbeat.claimed(len(job))
+        return job
+
+    def release(self, job: Job | None = None) -> None:
+        """Give back the leases this worker holds on tasks it will not query (all when None)."""
+        claims.release_polls(self.db, self.name, job)
+
+    def _record(self, results: list[Result]) -> None:
+        """Answers through store.apply, failures through store.note_poll_failure.
+
+        Answers that arrive together share a transaction: a query's cost to the worker is
+        mostly the database's. If that fails (a deadlock PostgreSQL broke), one by one.
+        """
+        answers = [r for r in results if r.update is not None]
+        try:
+            self._apply(answers)
+        except DBAPIError:
+            log.warning("%d answers failed together; applying them one by one", len(answers))
+            for answer in answers:
+                self._apply([answer])
+        for result in results:
+            if result.error is not None:
+                self.counts["errors"] += 1
+                log.info("query of task %s failed: %s", result.task_id, result.error.message)
+                store.note_poll_failure(self.db, self.settings, result.task_id, result.error)
+
+    def _apply(self, answers: list[Result]) -> None:
+        if not answers:
+            return
+        query = select(Task).where(Task.id.in_([r.task_id for r in answers])).order_by(Task.id)
+        # each task once here, so nothing needs flushing before the commit
+        with self.db.write() as session, session.no_autoflush:
+            tasks = session.scalars(query.with_for_update())
+            by_id = {task.id: task for task in tasks}
+            if self.db.is_postgres:
+                # the counters in the order every single transition takes them (forward):
+                # a batch of mixed transitions then never deadlocks with a callback
+                session.execute(select(StateCount.state).order_by(*COUNTER_ORDER).with_for_update())
+            for result in answers:
+                task = by_id.get(result.task_id)
+                if task is None or result.update is None:
+                    continue
+                for name, value in schedule.released().items():
+                    setattr(task, name, value)
+                store.apply(
+                    session, self.settings, task, result.update, Source.POLL, payload=result.body
+                )
+        self.counts["polled"] += len(answers)
+
+    def _fetch(self, job: Job, batch: bool) -> list[Result]:
+        """In a pool thread: ask the upstream about a job. No database here, and no raising."""
+        results: list[Result] = []
+        try:
+            rest = self._fetch_batch(job, results) if batch and not self._held_back() else job
+            for task_id, upstream_id in rest:
+                if self._held_back():
+                    break
+                try:
+                    answer = self.client.query(upstream_id)
+                except UpstreamError as exc:
+                    if isinstance(exc, RateLimitError):
+                        self._rate_limited(exc)
+                    results.append(Result(task_id, error=exc))
+                else:
+                    results.append(Result(task_id, answer.update, answer.body))
+        except Exception:  # a bug must not stop the pass: what was not asked is released
+            log.exception("querying tasks %s failed", [task_id for task_id, _ in job])
+        return results
+
+    def _rate_limited(self, exc: RateLimitError) -> None:
+        pause = schedule.RATE_LIMIT.delay(retry_after=exc.retry_after)
+        self.manners.pause("query", pause)
+        log.warning("upstream says slow down (HTTP %s): no queries for %.1f s", exc.status, pause)
+
+    def _fetch_batch(self, job: Job, results: list[Result]) -> Job:
+        """Ask about the whole job at once; return what still needs a single query."""
+        try:
+            updates = self.client.query_many([upstream_id for _, upstream_id in job])
+        except RateLimitError as exc:
+            self._rate_limited(exc)
+            results += [Result(task_id, error=exc) for task_id, _ in job]
+            return []
+        except UpstreamError as exc:  # 4xx: no such endpoint here (else passing: single queries)
+            if isinstance(exc, APIStatusError) and exc.status < 500:
+                self.manners.no_batch()
+            return job
+        if not updates:  # an answer that is no batch at all
+            self.manners.no_batch()
+        found = {upd.upstream_id: upd for upd in updates}
+        rest: Job = []
+        for task_id, upstream_id in job:
+            upd = found.get(upstream_id)
+            if upd is None:
+                rest.append((task_id, upstream_id))
+            else:
+                shown = {k: v for k, v in asdict(upd).items() if v is not None}
+                results.append(Result(task_id, upd, {"batch": shown}))
+        return rest
+
+    def close(self) -> None:
+        """Let the requests in hand finish, then give back every lease still held."""
+        self.pool.shutdown(wait=True)
+        self.release()

@@ -1,0 +1,223 @@
+"""The worker: sends queued tasks and polls the ones that went quiet.
+
+Callbacks get lost (a reseller never sends one, a deploy drops one, PUBLIC_BASE_URL is
+unset), and the upstream limits how many tasks may run at once. So each pass:
+
+1. a task left in `submitting` by a crash gets "outcome unknown" (never resent on our own);
+2. tasks with no final state after TRACKER_TASK_TIMEOUT become `timed_out`;
+3. queued tasks are sent oldest first while lifecycle says a slot is free;
+4. due pending/processing tasks are claimed with a lease and queried, at most
+   TRACKER_POLL_CONCURRENCY requests at once, in batches where the upstream answers them
+   (`worker_queries`);
+   only tasks of the configured dialect (LUMA_API_FLAVOR): another API cannot answer
+   for the rest, so they keep their state (and are not timed out) until it is back;
+5. the credit balance is read, at most once a minute (`accounts.refresh`, Luma only);
+6. a few finished videos are archived (`media.archive_due`) while their links are fresh.
+
+Every claim, lease and backoff is the scheduler's (`scheduler.claims`, `scheduler.sweeps`,
+`scheduler.timing`), every state change lifecycle's: this module runs the passes, and
+`worker_queries` talks to the upstream from a thread pool and hands the answers over. A
+worker killed mid-pass leaves leases that expire, or that others take over as soon as its
+heartbeat (`heartbeat`, a row in `workers`) goes stale.
+
+Outgoing webhooks are sent by a thread of their own (`webhooks.sender`), as archival has
+one: a receiver that hangs holds up neither the passes nor the downloads.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+
+from tracker import metrics, redact, shutdown
+from tracker.db import Database
+from tracker.flows import archive as media
+from tracker.flows import submit
+from tracker.flows.follow import QueryPass, manners_for
+from tracker.flows.notify import Sender
+from tracker.flows.services import make_client, warn_about
+from tracker.settings import Settings
+from tracker.tasks import claims, heartbeats, sweeps, webhooks
+from tracker.tasks.models import utcnow
+from tracker.tasks.states import TaskState
+from tracker.upstream import accounts
+from tracker.upstream.client import LumaClient
+
+log = logging.getLogger(__name__)
+
+COUNTS = ("dispatched", "polled", "timed_out", "recovered", "archived", "errors")
+
+
+class Worker:
+    """One process's worker: its name on leases, its query pass, its stop flag."""
+
+    def __init__(self, settings: Settings, db: Database, client: LumaClient) -> None:
+        self.settings, self.db, self.client = settings, db, client
+        self.name = heartbeats.new_id()
+        self.stopping = threading.Event()
+        self.manners = manners_for(client.base_url)
+        # registered (started) by run_forever and run_once; named as this worker's leases
+        self.heartbeat = heartbeats.Heartbeat(db, self.name, paused=self._paused_for)
+        self.queries = QueryPass(
+            settings,
+            db,
+            client,
+            owner=self.name,
+            stopping=self.stopping,
+            manners=self.manners,
+            heartbeat=self.heartbeat,
+        )
+        self.counts = dict.fromkeys(COUNTS, 0)  # this pass's; only the pass's thread counts
+
+    def run_once(self, *, archive: bool = True) -> dict[str, int]:
+        """One pass; the counts say what it did. Upstream trouble never raises from here.
+
+        `archive=False` when a thread of its own archives (run_forever): a large download
+        must not hold up the polling of everything else.
+        """
+        self.counts = dict.fromkeys(COUNTS, 0)
+        self.counts["recovered"] = sweeps.recover_interrupted_submissions(self.db)
+        self.counts["timed_out"] = sweeps.time_out_overdue(self.db, self.settings)
+        self._dispatch()
+        self.queries.run(utcnow(), self.counts)
+        if not self.stopping.is_set():
+            accounts.refresh(self.db, self.settings, self.client)  # once a minute at most
+        if archive and not self.stopping.is_set():
+            self.counts["archived"] = media.archive_due(
+                self.db, self.settings, self.client, holder=self.heartbeat
+            )
+        return dict(self.counts)
+
+    def _paused_for(self) -> float:
+        """Seconds until the upstream lets this worker query and create again (0: it does)."""
+        return max(self.manners.pause_left("query"), self.manners.pause_left("create"))
+
+    def _dispatch(self) -> None:
+        """One claim, then its send: a claim's lease never has to outlive other sends."""
+        while not self.stopping.is_set() and not self.manners.pause_left("create"):
+            claimed = claims.claim_for_dispatch(self.db, self.settings, limit=1, owner=self.name)
+            if not claimed:
+                return
+            self.heartbeat.claimed(len(claimed))
+            task = submit.send(self.db, self.settings, self.client, *claimed[0])
+            if task.state == TaskState.QUEUED and task.next_check_at:  # 429 or refused: "not now"
+                # no other create before this one's turn: Retry-After kept, oldest still first
+                wait_s = (task.next_check_at - utcnow()).total_seconds()
+                self.manners.pause("create", wait_s)
+            failed = task.state in (TaskState.QUEUED, TaskState.REJECTED)
+            self.counts["errors" if failed else "dispatched"] += 1
+
+    def next_delay(self) -> float:
+        """The interval, or less when a poll falls due sooner (but not before a Retry-After)."""
+        due = claims.next_poll_due(self.db, self.settings)
+        interval = self.settings.worker_interval
+        soon = interval if due is None else (due - utcnow()).total_seconds()
+        return min(interval, max(0.01, soon, self.manners.pause_left("query")))
+
+    def close(self) -> None:
+        """Let the requests in hand finish, then give back every lease still held."""
+        self.stopping.set()
+        self.queries.close()
+
+
+def run_once(
+    settings: Settings, *, db: Database | None = None, client: LumaClient | None = None
+) -> dict[str, int]:
+    """One pass (`tracker poll --once`, cron, tests); returns what it did."""
+    database = db or Database(settings.database_url)
+    upstream = client or make_client(settings)
+    webhooks.configure(settings)
+    worker = Worker(settings, database, upstream)
+    sender = Sender(settings, database, worker.name)
+    worker.heartbeat.start()
+    try:
+        summary = worker.run_once()
+        sender.run_once()  # the events this pass made (and any due), sent before returning
+        return summary
+    finally:
+        sender.close()
+        worker.close()
+        worker.heartbeat.stop()
+        if client is None:
+            upstream.close()
+        if db is None:
+            database.dispose()
+
+
+def _archive_forever(worker: Worker) -> None:
+    """Copy finished videos while their links are fresh, beside the passes, until stopped.
+
+    Now and then, remove the partial files of downloads whose process died (each taken-over
+    task's go at once, in `media`; this catches the rest, a task archived since, say).
+    """
+    next_sweep = 0.0
+    while not worker.stopping.is_set():
+        try:
+            if time.monotonic() >= next_sweep:
+                media.remove_stale_partials(worker.db, worker.settings)
+                next_sweep = time.monotonic() + heartbeats.STALE_AFTER
+            archived = media.archive_due(
+                worker.db, worker.settings, worker.client, holder=worker.heartbeat
+            )
+        except Exception:  # the database restarting, say
+            log.exception("archiving failed; trying again shortly")
+            archived = 0
+        if not archived:
+            worker.stopping.wait(worker.settings.worker_interval)
+
+
+def run_forever(settings: Settings) -> int:
+    """The Procfile's `poller`: passes until SIGTERM or SIGINT, then a clean exit (0)."""
+    redact.register(settings.luma_api_key)
+    # a starting process: the metrics files of processes that are gone are removed
+    metrics.setup(settings.metrics, settings.metrics_dir, kind="worker", prune=True)
+    webhooks.configure(settings)
+    database, client = Database(settings.database_url), make_client(settings)
+    worker = Worker(settings, database, client)
+    sender = Sender(settings, database, worker.name)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("%s: finishing the requests in hand, then stopping", signal.Signals(signum).name)
+        worker.stopping.set()
+        shutdown.request()  # downloads in progress stop at their next chunk (tracker/shutdown.py)
+        sender.stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info(
+        "worker %s: sends queued tasks (%d in flight, %d a minute at most) and queries tasks "
+        "quiet for %g s (%d at once) at %s",
+        *(worker.name, settings.max_in_flight, settings.submits_per_minute),
+        *(settings.poll_after, settings.poll_concurrency, client.base_url),
+    )
+    warn_about(settings, web=False)
+    worker.heartbeat.start()
+    archiver = threading.Thread(target=_archive_forever, args=(worker,), name="archive")
+    archiver.start()
+    deliverer = threading.Thread(target=sender.run_forever, name="deliver")
+    deliverer.start()
+    while not worker.stopping.is_set():
+        delay = settings.worker_interval
+        try:
+            summary = worker.run_once(archive=False)
+            if any(summary.values()):
+                log.info("pass: %s", " ".join(f"{k}={v}" for k, v in summary.items() if v))
+            delay = worker.next_delay()
+        except Exception:  # the database restarting, say: keep trying rather than exit
+            log.exception("the pass failed; trying again in %g s", delay)
+        worker.stopping.wait(delay)
+    archiver.join()
+    sender.stopping.set()
+    deliverer.join()
+    sender.close()
+    try:
+        worker.close()
+    except Exception:
+        log.exception("could not release leases; they expire after %g s", settings.lease_seconds)
+    worker.heartbeat.stop()
+    client.close()
+    database.dispose()
+    log.info("worker %s stopped", worker.name)
+    return 0

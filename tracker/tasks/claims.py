@@ -1,0 +1,194 @@
+"""Dispatch slots and poll claims: which tasks this process may send or query now.
+
+A claim is written in the transaction that picks the rows: PostgreSQL's FOR UPDATE SKIP
+LOCKED lets claimers pass each other, SQLite's BEGIN IMMEDIATE serializes them. A lease
+(claimed_until, claimed_by) names its holder's heartbeat, so a holder that died is passed
+over as soon as its heartbeat goes stale, not only when the lease runs out.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from tracker.db import Database
+from tracker.redact import CALLBACK_TOKEN_BYTES
+from tracker.settings import Settings
+from tracker.tasks import heartbeats, outcomes, schedule
+from tracker.tasks.models import Account, StateCount, Task, utcnow
+from tracker.tasks.states import IN_FLIGHT_STATES, POLLED_STATES, TaskState
+from tracker.upstream import dialects
+
+# a lock number of our own for PostgreSQL's advisory lock around slot accounting
+SLOT_LOCK = 0x4C554D41
+Job = list[tuple[int, str]]  # (task id, upstream id) pairs asked about together
+
+
+# -- dispatch slots ---------------------------------------------------------------------------
+
+
+def _others(settings: Settings) -> tuple[str, ...]:
+    return tuple(f for f in dialects.FLAVORS if f != settings.luma_api_flavor)
+
+
+def slots_free(session: Session, settings: Settings, now: datetime) -> int:
+    """Free create slots against this dialect's upstream (the other one's tasks do not count)."""
+    in_flight = (
+        session.scalar(
+            select(func.coalesce(func.sum(StateCount.count), 0)).where(
+                StateCount.state.in_(IN_FLIGHT_STATES)
+            )
+        )
+        or 0  # coalesce: never None, but Session.scalar is typed to allow it
+    )
+    elsewhere = session.scalar(
+        select(func.count())
+        .select_from(Task)
+        .where(Task.upstream.in_(_others(settings)), Task.state.in_(IN_FLIGHT_STATES))
+    )
+    in_flight -= elsewhere or 0
+    recent = (
+        session.scalar(
+            select(func.count())
+            .select_from(Task)
+            .where(
+                Task.submitted_at >= now - timedelta(seconds=60),
+                Task.upstream == settings.luma_api_flavor,
+            )
+        )
+        or 0  # count(): never None, but Session.scalar is typed to allow it
+    )
+    return max(0, min(settings.max_in_flight - in_flight, settings.submits_per_minute - recent))
+
+
+def lock_slots(session: Session, db: Database) -> None:
+    """Serialize slot accounting across processes (SQLite's BEGIN IMMEDIATE already does)."""
+    if db.is_postgres:
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SLOT_LOCK})
+
+
+def claim_for_dispatch(
+    db: Database,
+    settings: Settings,
+    task_id: int | None = None,
+    limit: int = 1,
+    *,
+    owner: str | None = None,
+) -> list[tuple[int, str]]:
+    """Move up to `limit` queued tasks (oldest first, or the one given) to `submitting`.
+
+    Returns (task id, callback token) pairs. The token exists only in memory and in the
+    URL sent upstream; the database keeps its hash. `owner` is the claiming worker's
+    heartbeat id: should it die mid-send, the task is found sooner (still never resent).
+    """
+    now = utcnow()
+    claimed: list[tuple[int, str]] = []
+    with db.write() as session:
+        lock_slots(session, db)
+        free = min(limit, slots_free(session, settings, now))
+        if free <= 0:
+            return []
+        query = select(Task).where(
+            Task.state == TaskState.QUEUED,
+            Task.next_check_at <= now,
+            Task.upstream == settings.luma_api_flavor,
+        )
+        if task_id is not None:
+            query = query.where(Task.id == task_id)
+        # row locks too: a sweep (timeout) that got there first is not overwritten
+        query = query.order_by(Task.id).limit(free).with_for_update(skip_locked=True)
+        for task in session.scalars(query):
+            token = secrets.token_urlsafe(CALLBACK_TOKEN_BYTES)
+            outcomes.start(
+                session, task, token, schedule.lease(settings.lease_seconds, owner, now), now
+            )
+            claimed.append((task.id, token))
+    return claimed
+
+
+# -- poll claims ------------------------------------------------------------------------------
+
+
+def pollable(now: datetime, flavor: str) -> tuple[Any, ...]:
+    """Tasks a worker may query: its own dialect's (another API cannot answer for them)."""
+    return (
+        Task.state.in_(POLLED_STATES),
+        Task.upstream == flavor,
+        Task.upstream_id.is_not(None),
+        or_(
+            Task.claimed_until.is_(None),
+            Task.claimed_until < now,
+            heartbeats.held_by_dead(Task.claimed_by, now),
+        ),
+    )
+
+
+def claim_polls(db: Database, settings: Settings, owner: str, cutoff: datetime, limit: int) -> Job:
+    """Lease up to `limit` tasks due for a query by `cutoff`, most overdue first."""
+    now = utcnow()
+    query = select(Task.id, Task.upstream_id).where(
+        *pollable(now, settings.luma_api_flavor), Task.next_check_at <= cutoff
+    )
+    with db.write() as session:
+        rows = session.execute(
+            query.order_by(Task.next_check_at, Task.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+        if rows:
+            session.execute(
+                update(Task)
+                .where(Task.id.in_([row.id for row in rows]))
+                .values(schedule.lease(settings.lease_seconds, owner, now))
+                .execution_options(synchronize_session=False)
+            )
+    return [(row.id, row.upstream_id) for row in rows]
+
+
+def release_polls(db: Database, owner: str, job: Job | None = None) -> None:
+    """Give back `owner`'s leases on tasks it will not query (all of them when None)."""
+    query = update(Task).where(
+        Task.claimed_by == owner, Task.claimed_until.is_not(None), Task.state.in_(POLLED_STATES)
+    )
+    if job is not None:
+        query = query.where(Task.id.in_([task_id for task_id, _ in job]))
+    with db.write() as session:
+        session.execute(
+            query.values(schedule.released()).execution_options(synchronize_session=False)
+        )
+
+
+def next_poll_due(db: Database, settings: Settings) -> datetime | None:
+    """When the next query falls due (None: nothing to follow)."""
+    now = utcnow()
+    with db.read() as session:
+        return session.scalar(
+            select(func.min(Task.next_check_at)).where(*pollable(now, settings.luma_api_flavor))
+        )
+
+
+# -- outgoing webhook deliveries (issue 11): their claim, lease and release go here -----------
+
+
+# -- the account row's turn to read the credit balance (one process, once a minute) -------
+
+
+def claim_credit_check(db: Database, flavor: str, now: datetime) -> bool:
+    """Take this minute's turn to ask, or say another process has it."""
+    try:
+        with db.write() as session:
+            row = session.get(Account, flavor, with_for_update=True)
+            if row is None:
+                row = Account(upstream=flavor)
+                session.add(row)
+            elif row.next_check_at is not None and row.next_check_at > now:
+                return False
+            row.next_check_at = schedule.after(schedule.CREDIT_CHECK_INTERVAL, now)
+    except IntegrityError:  # another worker made the row first: its turn
+        return False
+    return True

@@ -1,0 +1,275 @@
+"""The tables: tasks, their event history, and a per-state counter.
+
+Only `lifecycle` writes a task's state; everything else reads these rows.
+Times are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy import false as sa_false
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from tracker.tasks.states import FINAL_STATES, TaskState
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware on the way out on every backend (SQLite stores naive text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        if value is not None and dialect.name == "sqlite":
+            return value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class StateColumn(TypeDecorator[TaskState]):
+    """A state name as text in the database, a `TaskState` in Python."""
+
+    impl = String(16)
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
+        return None if value is None else TaskState(value).value
+
+    def process_result_value(self, value: str | None, dialect: Any) -> TaskState | None:
+        return None if value is None else TaskState(value)
+
+
+KINDS = ("extend", "generate")
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    upstream_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    source_task_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    state: Mapped[TaskState] = mapped_column(StateColumn)
+    # the API the task was sent with (LUMA_API_FLAVOR then): only that dialect's worker follows it
+    upstream: Mapped[str] = mapped_column(String(16), default="proxy", server_default="proxy")
+    upstream_state: Mapped[str | None] = mapped_column(String(32))
+
+    user_prompt: Mapped[str] = mapped_column(Text)
+    expand_prompt: Mapped[bool | None] = mapped_column(Boolean)
+    image_url: Mapped[str | None] = mapped_column(Text)
+    image_end_url: Mapped[str | None] = mapped_column(Text)
+    # generate-only fields (aspect_ratio, loop, resolution, duration, model_name)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    video_url: Mapped[str | None] = mapped_column(Text)
+    thumbnail_url: Mapped[str | None] = mapped_column(Text)
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    # rejected because a create may or may not have happened upstream (never resent on our own;
+    # the upstream's word may still revive it). failure_reason says so in words.
+    outcome_unknown: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    # how far along the upstream says it is (0-100) and its own wait guess, where it gives them
+    progress: Mapped[int | None] = mapped_column(Integer)
+    estimate_wait_seconds: Mapped[int | None] = mapped_column(Integer)
+
+    # sha256 of the per-task callback token; the token itself is never stored
+    callback_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    # scheduling: when the worker should next look (dispatch a queued task, poll a quiet one)
+    last_news_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_check_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # polls in a row that brought no change: the exponent of the poll backoff
+    quiet_polls: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+
+    # archival of the finished video
+    media_path: Mapped[str | None] = mapped_column(Text)
+    thumbnail_path: Mapped[str | None] = mapped_column(Text)
+    archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    archive_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    archive_error: Mapped[str | None] = mapped_column(Text)
+    next_archive_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    # the caller's own webhook target for this task (checked by the address guard at submit)
+    notify_url: Mapped[str | None] = mapped_column(Text)
+
+    events: Mapped[list[TaskEvent]] = relationship(
+        back_populates="task", order_by="TaskEvent.id", cascade="all, delete-orphan"
+    )
+
+    __table_args__ = (
+        Index("ix_tasks_state_id", "state", "id"),
+        Index("ix_tasks_state_next_check_at", "state", "next_check_at"),
+        # the dashboard's banner counts the other dialect's unfinished tasks through it
+        Index("ix_tasks_upstream_state", "upstream", "state"),
+    )
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL_STATES
+
+
+class TaskEvent(Base):
+    __tablename__ = "task_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    source: Mapped[str] = mapped_column(String(16))
+    state_before: Mapped[str | None] = mapped_column(String(16))
+    state_after: Mapped[str | None] = mapped_column(String(16))
+    # a short human line: "not understood", "upstream refused: ...", "resent as attempt 2"
+    note: Mapped[str | None] = mapped_column(Text)
+    # the payload as received (secrets removed), as JSON text when it was JSON
+    payload: Mapped[str | None] = mapped_column(Text)
+    # sha256 of source + payload, on upstream inputs only: identical deliveries are recorded
+    # once (INSERT ... ON CONFLICT DO NOTHING on the unique index; NULLs never collide)
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
+
+    task: Mapped[Task] = relationship(back_populates="events")
+
+    __table_args__ = (
+        Index("ix_task_events_task_id_fingerprint", "task_id", "fingerprint", unique=True),
+    )
+
+
+class StateCount(Base):
+    """How many tasks are in each state, kept by lifecycle so the dashboard never counts rows."""
+
+    __tablename__ = "state_counts"
+
+    state: Mapped[str] = mapped_column(String(16), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class SignIn(Base):
+    """A dashboard sign-in, kept server-side so that logging out ends it for good.
+
+    The session cookie names it (its id; only the id's SHA-256 is stored here); a cookie
+    whose row is gone or past `expires_at` is signed out, whatever its own signature says.
+    """
+
+    __tablename__ = "sign_ins"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class Account(Base):
+    """What the worker last read of the upstream account (Luma's credit balance).
+
+    The worker writes it at most once a minute (`credits.refresh`); the web only reads it,
+    so no page or API answer ever waits on the upstream for it.
+    """
+
+    __tablename__ = "accounts"
+
+    upstream: Mapped[str] = mapped_column(String(16), primary_key=True)
+    credit_balance: Mapped[int | None] = mapped_column(BigInteger)  # US cents
+    checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # when it was read
+    # the next read may start then: a claim, so several workers ask once a minute in all
+    next_check_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class WorkerBeat(Base):
+    """A worker process and its heartbeat: who holds leases, and whether it is still alive.
+
+    `id` is the name the process writes in `tasks.claimed_by`, so a lease whose holder has
+    gone quiet (`tracker.tasks.heartbeats.STALE_AFTER`) is recognised without waiting for it to
+    expire. A clean stop deletes the row; a killed process's row stays, stale.
+    """
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # claims taken since the start: dispatches, polls and archives
+    tasks_claimed: Mapped[int] = mapped_column(Integer, default=0)
+    # the upstream said "not now" (Retry-After): no queries or creates until then
+    paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+DELIVERY_STATES = ("pending", "succeeded", "failed")
+
+
+class Delivery(Base):
+    """One webhook event for one target: sent by a worker until a 2xx, or marked failed.
+
+    Written in the transaction that changed the task (`tracker.webhooks.enqueue`), so an
+    event is never lost and never sent from inside a request. `webhook_id` is the same on
+    every attempt and redelivery. `payload` is the body without its media links, which are
+    signed afresh at each attempt. `claimed_until`/`claimed_by` are the sending lease.
+    """
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
+    webhook_id: Mapped[str] = mapped_column(String(64), unique=True)
+    type: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str] = mapped_column(Text)
+    # "global" (TRACKER_NOTIFY_URL, the operator's own) or "task" (notify_url: guarded)
+    target_kind: Mapped[str] = mapped_column(String(8))
+    payload: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    # attempts in this round (the index into TRACKER_NOTIFY_RETRY_SCHEDULE); a redelivery resets it
+    tries: Mapped[int] = mapped_column(Integer, default=0)
+    # every attempt ever: [{"at", "status", "latency_ms", "response"}]
+    attempts: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+
+    task: Mapped[Task] = relationship()
+
+    __table_args__ = (Index("ix_deliveries_state_next_attempt_at", "state", "next_attempt_at"),)
+
+
+# Search structures made by hand in migration 0002, different on each database (SQLite's FTS5
+# table, its shadow tables and triggers; PostgreSQL's generated tsvector column, its GIN index
+# and pattern-ops indexes). The models cannot describe them, so migrations/env.py leaves objects
+# with these names out of `alembic check`.
+SEARCH_OBJECT_PREFIXES = ("tasks_fts", "ix_tasks_search_", "search_vector")
+
+
+def is_search_object(name: str | None) -> bool:
+    return bool(name) and str(name).startswith(SEARCH_OBJECT_PREFIXES)

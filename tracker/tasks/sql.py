@@ -1,0 +1,259 @@
+"""Core statements run on the database driver's own cursor: the callback route's writes.
+
+Why: measured in process (docs/benchmarks.md, "Callback ingest"), a callback's SELECT, UPDATE
+and INSERT cost 0.27 ms of CPU through `Connection.execute` on SQLite and 0.71 ms on
+PostgreSQL, and 0.03 and 0.26 ms through the driver: SQLAlchemy's per-statement work (cache
+keys, execution contexts, events, result objects) was most of the route's database time.
+
+Two shapes, one per database:
+- SQLite (`Transaction`, `write`): statements one by one in a BEGIN IMMEDIATE transaction; the
+  database is in the process, so a statement costs no trip.
+- PostgreSQL (`Statements`, `statements`): single statements on a connection in autocommit,
+  each its own transaction, each prepared once a connection (psycopg's `prepare=True`: the
+  server neither parses nor plans it again). A batch of callbacks is read by one of them
+  and written by another (tracker/tasks/callbacks_pg.py): two round trips, with no BEGIN, no COMMIT
+  and no lock held while the web process decides.
+
+What is kept from SQLAlchemy: the statements themselves (Core, built once in the modules that
+own them), compiled here once per dialect and set of columns; each column type's own bind
+and result processing (UTC datetimes as SQLite's text, state names); the engine's pool; and
+its exceptions: a driver error leaves here as SQLAlchemy's (`OperationalError` is still the
+web's 503), and a connection found dead is invalidated, not handed out again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import Dialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.dml import UpdateBase
+
+from tracker.db import Database, begin_immediate
+
+Processor = Callable[[Any], Any]
+S = TypeVar("S", bound="Statements")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """One statement for one dialect: its SQL text, and how its values go in and out."""
+
+    sql: str
+    order: tuple[str, ...] | None  # parameter names in order (qmark), or None (named)
+    binds: Mapping[str, Processor | None]
+    columns: tuple[str, ...]  # the names of a SELECT's columns
+    results: tuple[Processor | None, ...]
+
+    def parameters(self, values: dict[str, Any]) -> Sequence[Any] | dict[str, Any]:
+        binds = self.binds
+        if self.order is not None:
+            return [
+                value if (proc := binds[name]) is None else proc(value)
+                for name in self.order
+                for value in (values[name],)
+            ]
+        return {
+            name: value if (proc := binds.get(name)) is None else proc(value)
+            for name, value in values.items()
+        }
+
+
+_compiled: dict[tuple[int, str, tuple[str, ...] | None], Compiled] = {}
+
+
+def compile_for(
+    statement: ClauseElement, dialect: Dialect, keys: tuple[str, ...] | None = None
+) -> Compiled:
+    """`statement` compiled for `dialect` (an INSERT or UPDATE: for the columns `keys`), once.
+
+    Cached by the statement's identity: callers pass module-level statements, built once.
+    """
+    key = (id(statement), dialect.name, keys)
+    found = _compiled.get(key)
+    if found is not None:
+        return found
+    compiled = statement.compile(dialect=dialect, column_keys=None if keys is None else list(keys))
+    if not isinstance(compiled, SQLCompiler):
+        raise TypeError(f"not a SQL statement: {statement!r}")
+    binds = {
+        name: bind.type.dialect_impl(dialect).bind_processor(dialect)
+        for name, bind in compiled.binds.items()
+    }
+    columns = getattr(statement, "selected_columns", ())
+    made = Compiled(
+        sql=compiled.string,
+        order=tuple(compiled.positiontup or ()) if compiled.positional else None,
+        binds=binds,
+        columns=tuple(column.key for column in columns),
+        results=tuple(
+            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
+        ),
+    )
+    _compiled[key] = made
+    return made
+
+
+class Row(dict[str, Any]):
+    """A selected row, read by name as an attribute (as `machine.TaskFields.of` reads one)."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class Statements:
+    """PostgreSQL's: each statement its own transaction, prepared once a connection.
+
+    The pool's connections are in autocommit (db.driver_engine): psycopg sends no BEGIN, so
+    a statement is one round trip (the extended protocol: Bind, Execute, Sync).
+    """
+
+    def __init__(self, connection: Any, dialect: Dialect) -> None:
+        self.connection = connection
+        self.dialect = dialect
+        self.cursor = connection.cursor()
+        self.statement: str | None = None  # the last one, for the error SQLAlchemy would raise
+
+    def _send(self, compiled: Compiled, values: dict[str, Any]) -> None:
+        self.cursor.execute(compiled.sql, compiled.parameters(values), prepare=True)
+
+    def first(self, statement: ClauseElement, values: dict[str, Any]) -> Row | None:
+        """Run a statement that returns rows; its first row, or None."""
+        compiled = compile_for(statement, self.dialect)
+        self.statement = compiled.sql
+        self._send(compiled, values)
+        return _row(compiled, self.cursor.fetchone())
+
+    def all(self, statement: ClauseElement, values: dict[str, Any]) -> list[Row]:
+        """Run a statement that returns rows; every row."""
+        compiled = compile_for(statement, self.dialect)
+        self.statement = compiled.sql
+        self._send(compiled, values)
+        return [
+            row for found in self.cursor.fetchall() if (row := _row(compiled, found)) is not None
+        ]
+
+
+def _row(compiled: Compiled, found: Sequence[Any] | None) -> Row | None:
+    if found is None:
+        return None
+    return Row(
+        (name, value if proc is None else proc(value))
+        for name, proc, value in zip(compiled.columns, compiled.results, found, strict=True)
+    )
+
+
+class Transaction(Statements):
+    """SQLite's: statements in one BEGIN IMMEDIATE transaction, each run when called."""
+
+    def _send(self, compiled: Compiled, values: dict[str, Any]) -> None:
+        self.cursor.execute(compiled.sql, compiled.parameters(values))
+
+    def execute(self, statement: UpdateBase, values: dict[str, Any]) -> None:
+        """An INSERT, UPDATE or DELETE.
+
+        Like `Connection.execute`, the columns an INSERT or UPDATE sets are the keys of
+        `values` that name its table's columns (the others fill its WHERE clause).
+        """
+        table = statement.table
+        compiled = compile_for(statement, self.dialect, tuple(k for k in values if k in table.c))
+        self.statement = compiled.sql
+        self._send(compiled, values)
+
+    def begin(self, lock_wait: float | None) -> None:
+        """BEGIN IMMEDIATE: the write lock up front, waited for cooperatively (db.py)."""
+        self.statement = "BEGIN IMMEDIATE"
+        busy = self.dialect.loaded_dbapi.OperationalError
+        begin_immediate(self.cursor.execute, lock_wait, busy)
+
+    def commit(self) -> None:
+        self.statement = "COMMIT"
+        self.connection.commit()
+
+    def abandon(self) -> None:
+        """After an error: roll back."""
+        with suppress(Exception):  # a dead connection: the error that killed it is raised
+            self.connection.rollback()
+
+
+@contextmanager
+def _checked_out(db: Database, make: Callable[[Any, Dialect], S]) -> Iterator[S]:
+    """`make(connection, dialect)` on a pooled driver connection; driver errors as SQLAlchemy's."""
+    engine = db.driver_engine
+    dialect = engine.dialect
+    try:
+        pooled = engine.raw_connection()
+    except dialect.loaded_dbapi.Error as exc:  # the server is down: SQLAlchemy's error, a 503
+        raise DBAPIError.instance(
+            None, None, exc, dialect.loaded_dbapi.Error, hide_parameters=True, dialect=dialect
+        ) from exc
+    connection = pooled.driver_connection
+    if connection is None:  # only after close(): a fresh checkout always has one
+        raise RuntimeError("the pool gave a closed connection")
+    user = make(connection, dialect)
+    try:
+        yield user
+    except dialect.loaded_dbapi.Error as exc:
+        dead = dialect.is_disconnect(exc, connection, user.cursor)
+        if dead:  # the server restarted, say: the pool's other connections are gone too
+            pooled.invalidate(exc)
+            engine.dispose()
+        raise DBAPIError.instance(
+            user.statement,
+            None,
+            exc,
+            dialect.loaded_dbapi.Error,
+            hide_parameters=True,
+            connection_invalidated=dead,
+            dialect=dialect,
+        ) from exc
+    finally:
+        pooled.close()  # back to the pool (or away, when invalidated)
+
+
+@contextmanager
+def write(db: Database, *, waited: float = 0.0) -> Iterator[Transaction]:
+    """SQLite: a write transaction on a pooled connection, committed when the block ends.
+
+    `waited`: seconds the callers have waited already (in a group commit's queue), taken off
+    the wait for the write lock, so that none waits past `db.lock_wait` in all.
+    """
+    if db.is_postgres:
+        raise TypeError("PostgreSQL's callback writes are single statements: use statements()")
+    with _checked_out(db, Transaction) as tx:
+        try:
+            tx.begin(None if db.lock_wait is None else max(0.0, db.lock_wait - waited))
+            yield tx
+            tx.commit()
+        except BaseException:
+            tx.abandon()
+            raise
+
+
+def statements(db: Database) -> AbstractContextManager[Statements]:
+    """PostgreSQL: single statements, each its own transaction, on a pooled connection."""
+    return _checked_out(db, Statements)
+
+
+def once_more(write: Callable[..., T], *args: Any) -> T:
+    """`write(*args)`, and once more if its connection had died (a restarted server, say).
+
+    Nothing was written then; the route's pool has no pre-ping (db.driver_engine), so the
+    second try is on a new connection. A second failure is the web's 503, and the sender
+    tries again.
+    """
+    try:
+        return write(*args)
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+    return write(*args)
