@@ -29,10 +29,10 @@ from tracker.settings import Settings
 from tracker.tasks import claims, schedule, store
 from tracker.tasks.claims import Job
 from tracker.tasks.heartbeats import Heartbeat
+from tracker.tasks.machine import Update
 from tracker.tasks.models import StateCount, Task
 from tracker.tasks.states import RANK, Source
 from tracker.upstream.client import APIStatusError, LumaClient, RateLimitError, UpstreamError
-from tracker.upstream.parse import Update
 
 log = logging.getLogger(__name__)
 

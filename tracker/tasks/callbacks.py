@@ -33,10 +33,9 @@ from tracker.settings import Settings
 from tracker.tasks import batching as group_commit
 from tracker.tasks import callbacks_pg as optimistic
 from tracker.tasks import events, machine, sql, store, webhooks
-from tracker.tasks.machine import TaskFields
+from tracker.tasks.machine import TaskFields, Update
 from tracker.tasks.models import Task, utcnow
 from tracker.tasks.states import Source
-from tracker.upstream.parse import Update
 
 _tasks = table_of(Task)
 # built once: the driver compiles each once per dialect (and UPDATE once per set of columns)

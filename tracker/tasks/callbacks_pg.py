@@ -50,10 +50,9 @@ from tracker.db import Database, table_of
 from tracker.settings import Settings
 from tracker.tasks import batching as group_commit
 from tracker.tasks import events, machine, sql, store
-from tracker.tasks.machine import TaskFields
+from tracker.tasks.machine import TaskFields, Update
 from tracker.tasks.models import Task, TaskEvent, utcnow
 from tracker.tasks.states import Source
-from tracker.upstream.parse import Update
 
 _tasks = table_of(Task)
 _events = table_of(TaskEvent)

@@ -24,7 +24,6 @@ from enum import Enum
 from typing import Any
 
 from tracker.tasks.states import RANK, UPSTREAM_SOURCES, Source, TaskState, is_final
-from tracker.upstream.parse import Update
 
 S = TaskState
 
@@ -32,6 +31,32 @@ NOT_UNDERSTOOD_NOTE = "not understood; the task will be queried"
 NO_VIDEO_NOTE = "completed without a video URL; the task will be queried"
 OTHER_TASK_NOTE = "names another task; ignored"
 UPSTREAM_FAILED = "the upstream reported a failure"
+
+
+@dataclass(frozen=True)
+class Update:
+    """What one upstream body says about one task: the machine's input, made by
+    `upstream.parse` (which alone looks inside upstream JSON)."""
+
+    state: str | None = None  # pending | processing | completed | failed | None (unknown)
+    upstream_state: str | None = None  # the upstream's own word, for display
+    upstream_id: str | None = None
+    video_url: str | None = None
+    thumbnail_url: str | None = None
+    failure_reason: str | None = None  # only with state "failed"
+    understood: bool = False
+    progress: int | None = None  # 0-100, where the upstream says
+    estimate_wait_seconds: int | None = None  # the upstream's own guess, where it gives one
+    model: str | None = None  # `model`, the older `version`, or `model_name`
+    prompt: str | None = None  # `prompt`, or Luma's `request.prompt`
+
+    @property
+    def needs_query(self) -> bool:
+        """Completed without a video URL, or not understood: ask the upstream now."""
+        return not self.understood or (self.state == "completed" and not self.video_url)
+
+
+NOT_UNDERSTOOD = Update()
 
 
 class Next(Enum):

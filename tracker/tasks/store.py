@@ -29,11 +29,10 @@ from tracker.tasks.events import Executor, record, scrub
 from tracker.tasks.events import (
     hash_token as hash_token,  # the callback route and the claims hash with it
 )
-from tracker.tasks.machine import Change, TaskFields
+from tracker.tasks.machine import Change, TaskFields, Update
 from tracker.tasks.models import StateCount, Task, utcnow
 from tracker.tasks.states import Source, TaskState, order_key
 from tracker.upstream.client import RateLimitError, UpstreamError
-from tracker.upstream.parse import Update
 
 log = logging.getLogger(__name__)
 

@@ -11,38 +11,14 @@ spelling, `output.video_url`/`url`/`video`, `output.cover_url`, `progress` as 45
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
+from tracker.tasks.machine import NOT_UNDERSTOOD, Update
 from tracker.upstream.parse import fields
 
 _MAX_DEPTH = 4
 _FINAL = ("completed", "failed")
-
-
-@dataclass(frozen=True)
-class Update:
-    """What one upstream body says about one task."""
-
-    state: str | None = None  # pending | processing | completed | failed | None (unknown)
-    upstream_state: str | None = None  # the upstream's own word, for display
-    upstream_id: str | None = None
-    video_url: str | None = None
-    thumbnail_url: str | None = None
-    failure_reason: str | None = None  # only with state "failed"
-    understood: bool = False
-    progress: int | None = None  # 0-100, where the upstream says
-    estimate_wait_seconds: int | None = None  # the upstream's own guess, where it gives one
-    model: str | None = None  # `model`, the older `version`, or `model_name`
-    prompt: str | None = None  # `prompt`, or Luma's `request.prompt`
-
-    @property
-    def needs_query(self) -> bool:
-        """Completed without a video URL, or not understood: ask the upstream now."""
-        return not self.understood or (self.state == "completed" and not self.video_url)
-
-
-NOT_UNDERSTOOD = Update()
 
 
 def _read(body: dict[str, Any]) -> Update:
