@@ -12,14 +12,16 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from sqlalchemy import text
+from flask import Flask
 
 from tests.support.databases import (
     BACKENDS,
     drop_postgres_database,
+    empty_tables,
     own_postgres_database,
     postgres_url,
 )
@@ -29,6 +31,10 @@ from tracker import create_app
 from tracker.db import Database
 from tracker.dbmigrate import upgrade
 from tracker.settings import Settings
+
+if TYPE_CHECKING:  # imported where used: only the tests that take them load them
+    from lumasim.simulator import Simulator
+    from tests.support.scripted import ScriptedUpstream
 
 # The metrics files of this test process (and of what it starts) in a folder of its own: the
 # default, instance/metrics, is the checkout's, shared with `make run` and with the other
@@ -63,17 +69,12 @@ def _session_database(database_url: str) -> Iterator[Database]:
 @pytest.fixture
 def db(_session_database: Database) -> Database:
     """An empty, migrated database (tables emptied before the test, counters zeroed)."""
-    with _session_database.write() as session:
-        session.execute(text("DELETE FROM task_events"))
-        session.execute(text("DELETE FROM tasks"))
-        session.execute(text("DELETE FROM accounts"))
-        session.execute(text("DELETE FROM workers"))
-        session.execute(text("UPDATE state_counts SET count = 0"))
+    empty_tables(_session_database)
     return _session_database
 
 
 @pytest.fixture
-def sim() -> Iterator[Any]:
+def sim() -> Iterator[Simulator]:
     from lumasim.simulator import Simulator
 
     simulator = Simulator(processing_after=0.2, complete_after=0.6).start()
@@ -91,7 +92,7 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture
-def upstream() -> Iterator[Any]:
+def upstream() -> Iterator[ScriptedUpstream]:
     """A test's own upstream that answers from a script (tests/support/scripted.py)."""
     from tests.support.scripted import ScriptedUpstream
 
@@ -101,7 +102,7 @@ def upstream() -> Iterator[Any]:
 
 
 @pytest.fixture
-def make_settings(db: Database, tmp_path: Any) -> Callable[..., Settings]:
+def make_settings(db: Database, tmp_path: Path) -> Callable[..., Settings]:
     def build(**overrides: Any) -> Settings:
         base = Settings(
             database_url=db.url,
@@ -126,7 +127,7 @@ def live(
     servers: list[LiveServer] = []
 
     def start(*, callbacks: bool = True, **overrides: Any) -> LiveServer:
-        def factory(url: str) -> Any:
+        def factory(url: str) -> Flask:
             settings = make_settings(public_base_url=url if callbacks else "", **overrides)
             app = create_app(settings, db=db)
             app.testing = False

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, delete, text, update
+
+from tracker.db import Database
+from tracker.tasks.models import Base, StateCount
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
 
@@ -38,3 +41,18 @@ def drop_postgres_database(url: str) -> None:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
     finally:
         admin.dispose()
+
+
+def empty_tables(database: Database) -> None:
+    """Every table of the models emptied (children first), the per-state counters zeroed.
+
+    The tables come from the metadata, so a table added later is emptied without a word here;
+    `state_counts` keeps its one row per state (migration 0001 made them) at zero.
+    """
+    counters = StateCount.__table__
+    with database.write() as session:
+        for table in reversed(Base.metadata.sorted_tables):
+            if table is counters:
+                session.execute(update(counters).values(count=0))
+            else:
+                session.execute(delete(table))

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -32,7 +31,7 @@ def origin() -> Iterator[Origin]:
     server.stop()
 
 
-def held_video(release: threading.Event) -> Any:
+def held_video(release: threading.Event) -> Callable[[BaseHTTPRequestHandler], None]:
     """A video whose first bytes come at once and the rest only after `release` is set."""
 
     def handle(h: BaseHTTPRequestHandler) -> None:
@@ -56,7 +55,7 @@ def partials(media_dir: Path) -> list[str]:
 
 
 @pytest.fixture
-def spawn(db: Database, tmp_path: Path) -> Iterator[Any]:
+def spawn(db: Database, tmp_path: Path) -> Iterator[Callable[..., Proc]]:
     """Start `tracker <args>` (a worker by default) archiving into `media_dir`.
 
     `stale_after` shortens the heartbeat's staleness for the processes of a take-over test.

@@ -64,7 +64,7 @@ class Origin:
     def paths(self) -> list[str]:
         return [path for path, _host in self.hits]
 
-    def file(self, path: str, data: bytes, *, length: bool = True, ctype: str = "video/mp4"):
+    def file(self, path: str, data: bytes, *, length: bool = True, ctype: str = "video/mp4") -> str:
         def handle(h: BaseHTTPRequestHandler) -> None:
             h.send_response(200)
             h.send_header("Content-Type", ctype)

@@ -91,6 +91,7 @@ class ScriptedUpstream:
         with self._lock:
             self.seen.append(Seen(request.method, request.path, dict(request.headers), body))
             routed = self.routes.get((request.method, request.path))
+            reply: Reply | None
             if routed:
                 reply = routed.pop(0) if len(routed) > 1 else routed[0]
             else:

@@ -45,10 +45,13 @@ def named_id(body: Any) -> str:
 def unnamed_in_flight(db: Database) -> int:
     """Tasks pending or processing with no upstream id: nothing could ever follow them."""
     with db.read() as session:
-        return session.scalar(
-            select(func.count())
-            .select_from(Task)
-            .where(Task.state.in_(("pending", "processing")), Task.upstream_id.is_(None))
+        return (
+            session.scalar(
+                select(func.count())
+                .select_from(Task)
+                .where(Task.state.in_(("pending", "processing")), Task.upstream_id.is_(None))
+            )
+            or 0
         )
 
 
