@@ -48,6 +48,13 @@ atexit.register(shutil.rmtree, _METRICS, ignore_errors=True)
 pytest_plugins = ["tests.support.spawning", "tests.support.held"]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `serial` (they disturb what the others use: a PostgreSQL restart) run after
+    every other test of a run, by their mark rather than by their file's name. `make test`
+    runs them alone anyway (`pytest -m serial`, after the parallel run)."""
+    items.sort(key=lambda item: item.get_closest_marker("serial") is not None)
+
+
 @pytest.fixture(scope="session", params=BACKENDS)
 def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
     if request.param == "sqlite":

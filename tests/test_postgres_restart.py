@@ -1,7 +1,8 @@
 """PostgreSQL restarts: only requests in flight fail, callbacks that cannot be stored get 503
 (so the sender retries), nothing is half-written, and the worker carries on.
 
-Marked `serial` (and named to run last): it stops the server that the other PostgreSQL tests use.
+Marked `serial`: it stops the server that the other PostgreSQL tests use, so `make test` runs
+it alone, after them (and a run in one process puts it after the others: tests/conftest.py).
 """
 
 from __future__ import annotations
