@@ -15,9 +15,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from tracker.upstream import dialects
-from tracker.upstream.dialects import FLAVORS
-
 
 class SettingsError(ValueError):
     """A setting has a value the service cannot run with; the message names it."""
@@ -27,14 +24,21 @@ MIN_API_TOKEN_LENGTH = 16
 N = TypeVar("N", int, float)
 DEFAULT_STALE_AFTER = 60.0
 DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+# the dialects (upstream APIs, tracker/upstream/dialects.py) LUMA_API_FLAVOR names, the first by
+# default, and the base URL of each when LUMA_API_BASE is not set
+DEFAULT_BASES = {
+    "proxy": "https://www.kkiai.com",
+    "luma": "https://api.lumalabs.ai/dream-machine/v1",
+}
+DIALECTS = tuple(DEFAULT_BASES)
 
 
 @dataclass(frozen=True)
 class Settings:
     database_url: str = ""
-    # which upstream API: "proxy" (the reseller's, tracker/upstream/dialects/proxy.py) or "luma"
-    luma_api_flavor: str = "proxy"
-    luma_api_base: str = "https://www.kkiai.com"
+    # the upstream's dialect (one of DIALECTS): "proxy" (the reseller's) or "luma" (Luma's own)
+    luma_api_flavor: str = DIALECTS[0]
+    luma_api_base: str = DEFAULT_BASES[DIALECTS[0]]
     luma_api_key: str = field(default="", repr=False)
     public_base_url: str = ""
     port: int = 8000
@@ -237,12 +241,12 @@ def load(env: Mapping[str, str] | None = None, *, instance: Path | None = None) 
     instance = instance or Path.cwd() / "instance"
     media_raw = env.get("TRACKER_MEDIA_DIR")
     media_dir = str(instance / "media") if media_raw is None else media_raw.strip()
-    flavor = _choice(env, "LUMA_API_FLAVOR", FLAVORS)
+    dialect = _choice(env, "LUMA_API_FLAVOR", DIALECTS)
     worker_stale_after(env)  # checked here, read by tracker/tasks/heartbeats.py
     settings = Settings(
         database_url=_database_url(env, instance),
-        luma_api_flavor=flavor,
-        luma_api_base=_http_url(env, "LUMA_API_BASE", dialects.default_base(flavor)),
+        luma_api_flavor=dialect,
+        luma_api_base=_http_url(env, "LUMA_API_BASE", DEFAULT_BASES[dialect]),
         luma_api_key=env.get("LUMA_API_KEY", "").strip(),
         public_base_url=_http_url(env, "PUBLIC_BASE_URL", ""),
         port=_number(env, "PORT", 8000, minimum=1),

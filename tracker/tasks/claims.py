@@ -18,11 +18,10 @@ from sqlalchemy.orm import Session
 
 from tracker.db import Database
 from tracker.redact import CALLBACK_TOKEN_BYTES
-from tracker.settings import Settings
+from tracker.settings import DIALECTS, Settings
 from tracker.tasks import heartbeats, outcomes, schedule
 from tracker.tasks.models import Account, StateCount, Task, utcnow
 from tracker.tasks.states import IN_FLIGHT_STATES, POLLED_STATES, TaskState
-from tracker.upstream import dialects
 
 # a lock number of our own for PostgreSQL's advisory lock around slot accounting
 SLOT_LOCK = 0x4C554D41
@@ -33,7 +32,7 @@ Job = list[tuple[int, str]]  # (task id, upstream id) pairs asked about together
 
 
 def _others(settings: Settings) -> tuple[str, ...]:
-    return tuple(f for f in dialects.FLAVORS if f != settings.luma_api_flavor)
+    return tuple(f for f in DIALECTS if f != settings.luma_api_flavor)
 
 
 def slots_free(session: Session, settings: Settings, now: datetime) -> int:

@@ -12,8 +12,9 @@ it was sent with in `tasks.upstream`.
 
 from __future__ import annotations
 
+from tracker.settings import DIALECTS as FLAVORS
 from tracker.upstream.dialects import luma, proxy
-from tracker.upstream.dialects.base import FLAVORS, Dialect, Request, TaskLike
+from tracker.upstream.dialects.base import Dialect, Request, TaskLike
 
 __all__ = ["FLAVORS", "Dialect", "Request", "TaskLike", "default_base", "get"]
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-FLAVORS = ("proxy", "luma")
-
 
 class TaskLike(Protocol):
     """What a request body is built from: a stored Task or a NewTask.

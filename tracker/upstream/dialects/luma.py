@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from tracker.settings import DEFAULT_BASES
 from tracker.upstream.dialects.base import Request, TaskLike
 
 MODEL_NAMES = {"ray-v1": "ray-1-6", "ray-v2": "ray-2"}
@@ -33,7 +34,7 @@ def _is_url(value: str) -> bool:
 
 class LumaDialect:
     name = "luma"
-    default_base = "https://api.lumalabs.ai/dream-machine/v1"
+    default_base = DEFAULT_BASES["luma"]
     has_batch = False
     has_download_url = False
     credits_path: str | None = "/credits"

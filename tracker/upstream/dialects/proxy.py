@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from tracker.settings import DEFAULT_BASES
 from tracker.upstream.dialects.base import Request, TaskLike
 
 
@@ -19,7 +20,7 @@ def _segment(value: str) -> str:
 
 class ProxyDialect:
     name = "proxy"
-    default_base = "https://www.kkiai.com"
+    default_base = DEFAULT_BASES["proxy"]
     has_batch = True
     has_download_url = True
     credits_path: str | None = None
