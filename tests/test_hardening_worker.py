@@ -28,7 +28,7 @@ from tests.support.workers import KEY
 from tracker.db import Database
 from tracker.flows import archive as media
 from tracker.flows import worker
-from tracker.tasks import heartbeats, store
+from tracker.tasks import heartbeats, machine, store
 from tracker.tasks.models import Task, WorkerBeat, utcnow
 from tracker.tasks.store import NewTask
 from tracker.upstream.client import LumaClient
@@ -147,7 +147,7 @@ def test_a_send_held_by_a_dead_worker_is_outcome_unknown_and_never_resent(
     with db.read() as session:
         found = {t.id: t for t in session.scalars(select(Task).where(Task.id.in_(ids)))}
     assert found[ids[0]].state == "rejected"
-    assert (found[ids[0]].failure_reason or "").startswith(store.OUTCOME_UNKNOWN)
+    assert (found[ids[0]].failure_reason or "").startswith(machine.OUTCOME_UNKNOWN)
     assert [found[i].state for i in ids[1:]] == ["submitting", "submitting"]
 
 

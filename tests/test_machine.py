@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tracker.tasks.machine import Next, TaskFields, decide
-from tracker.tasks.states import MOVES, RANK, Source, TaskState
+from tracker.tasks.machine import decide
+from tracker.tasks.states import MOVES, RANK, Next, Source, TaskFields, TaskState, Word
 from tracker.upstream.parse import Update
 
 S = TaskState
@@ -87,9 +87,9 @@ CASES = [(task_name, kind, source) for task_name in TASKS for kind in UPDATES fo
 @pytest.mark.parametrize(("task_name", "kind", "source"), CASES)
 def test_every_state_every_update_every_source(task_name: str, kind: str, source: Source) -> None:
     task, upd = TASKS[task_name], UPDATES[kind]
-    change = decide(task, upd, source, NOW)
+    change = decide(task, Word(upd, source), NOW)
     assert change.state == expected(task_name, kind, source)
-    assert decide(task, upd, source, NOW) == change  # pure: the same inputs, the same change
+    assert decide(task, Word(upd, source), NOW) == change  # pure: the same inputs, the same change
     if change.state is not None:
         assert change.state in MOVES[task.state], "a move the states table allows"
         assert RANK[change.state] > RANK[task.state] or task.state is S.REJECTED
@@ -136,26 +136,26 @@ def test_every_state_every_update_every_source(task_name: str, kind: str, source
 
 def test_progress_never_goes_back_while_the_task_runs() -> None:
     task = TASKS["processing"]  # at 60 %
-    change = decide(task, UPDATES["progress"], Source.CALLBACK, NOW)  # says 40 %
+    change = decide(task, Word(UPDATES["progress"], Source.CALLBACK), NOW)  # says 40 %
     assert change.fields["progress"] == 60 and change.fields["estimate_wait_seconds"] == 9
     ahead = replace(UPDATES["progress"], progress=75)
-    assert decide(task, ahead, Source.POLL, NOW).fields["progress"] == 75
+    assert decide(task, Word(ahead, Source.POLL), NOW).fields["progress"] == 75
 
 
 def test_in_flight_without_an_upstream_id_is_ignored() -> None:
     """Nothing could ever query such a task: wait for an answer that names it."""
     task = TaskFields(S.SUBMITTING)
-    change = decide(task, Update(state="processing", understood=True), Source.CALLBACK, NOW)
+    change = decide(task, Word(Update(state="processing", understood=True), Source.CALLBACK), NOW)
     assert change.state is None
     assert change.note == "processing ignored: no upstream id names this task yet"
-    named = decide(task, UPDATES["processing"], Source.CALLBACK, NOW)
+    named = decide(task, Word(UPDATES["processing"], Source.CALLBACK), NOW)
     assert named.state is S.PROCESSING and named.fields["upstream_id"] == OURS
 
 
 def test_a_fresh_link_for_a_completed_task_is_kept_and_archived_again() -> None:
     task = replace(TASKS["completed"], next_archive_at=None)
     fresh = replace(UPDATES["completed with video"], video_url="https://cdn.example/new.mp4")
-    change = decide(task, fresh, Source.POLL, NOW)
+    change = decide(task, Word(fresh, Source.POLL), NOW)
     assert change.state is None
     assert change.fields["video_url"] == "https://cdn.example/new.mp4"
     assert change.fields["next_archive_at"] == NOW
@@ -163,5 +163,5 @@ def test_a_fresh_link_for_a_completed_task_is_kept_and_archived_again() -> None:
 
 def test_completed_without_a_video_url_completes_when_one_is_stored() -> None:
     task = replace(TASKS["processing"], video_url=VIDEO)
-    change = decide(task, UPDATES["completed without video"], Source.CALLBACK, NOW)
+    change = decide(task, Word(UPDATES["completed without video"], Source.CALLBACK), NOW)
     assert change.state is S.COMPLETED

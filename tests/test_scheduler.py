@@ -13,9 +13,8 @@ from sqlalchemy import update
 from tracker.db import Database
 from tracker.tasks import archives, claims, heartbeats, store
 from tracker.tasks import schedule as timing
-from tracker.tasks.machine import Next
 from tracker.tasks.models import Task, WorkerBeat, utcnow
-from tracker.tasks.states import TaskState
+from tracker.tasks.states import Next, TaskState
 from tracker.tasks.store import NewTask
 
 TRACKER = Path(__file__).resolve().parent.parent / "tracker"
@@ -27,7 +26,7 @@ def test_the_poll_backoff_doubles_with_jitter_up_to_its_cap(make_settings: Any) 
         assert low <= timing.poll_delay(settings, quiet) <= high
     assert 480 <= timing.poll_delay(settings, 30) <= 600
     # a Retry-After longer than the backoff is honoured
-    wait, when = timing.poll_retry(settings, 1, 900.0)
+    wait, when = timing.query_retry(settings, 1, 900.0)
     assert wait == 900.0 and when > utcnow() + timedelta(seconds=890)
 
 

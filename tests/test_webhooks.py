@@ -24,6 +24,7 @@ from tracker.flows.notify import Sender
 from tracker.settings import Settings
 from tracker.tasks import callbacks, store, webhooks
 from tracker.tasks.models import Delivery, Task
+from tracker.tasks.states import GiveUp
 from tracker.tasks.store import NewTask
 from tracker.upstream.parse import Update
 
@@ -122,7 +123,10 @@ def test_the_seven_types_and_nothing_for_queued_or_submitting(
     _move(db, settings, ids[1], "pending")
     _move(db, settings, ids[1], "failed", failure_reason="moderation")
     with db.write() as session:
-        store.mark_outcome_unknown(session, session.get(Task, ids[2]), "test")  # type: ignore[arg-type]
+        lost = session.get(Task, ids[2])
+        assert lost is not None
+        store.set_state(session, lost, "submitting")  # its sender died mid-request
+        store.apply(session, None, lost, GiveUp("test"))
         task = session.get(Task, ids[3])
         assert task is not None
         store.set_state(session, task, "timed_out")

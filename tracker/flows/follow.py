@@ -1,11 +1,12 @@
 """The worker's query pass: due tasks claimed with a lease and asked about, in batches.
 
-Each pass, pending and processing tasks whose check is due (`scheduler.claims.claim_polls`)
+Each pass, pending and processing tasks whose check is due (`tasks.claims.claim_polls`)
 are queried, at most TRACKER_POLL_CONCURRENCY requests at once, in batches of BATCH_SIZE
 where the upstream answers them (a batch endpoint that fails with a 4xx, or answers with no
 batch, is left alone for BATCH_REPROBE seconds). Only the pool's threads talk to the
-upstream; the pass's own thread writes every answer (`store.apply`) and failure
-(`store.note_poll_failure`), answers that arrive together in one transaction.
+upstream; the pass's own thread hands every answer and failure to the store
+(`store.record_queries`, `store.query_failed`), answers that arrive together at once.
+`query_now` is one task's query, asked for by a person (the dashboard, `tracker poll`).
 
 What a process learned about an upstream (a Retry-After, no batch endpoint) is its
 `Manners`, shared by every pass and thread of the process, dispatch included.
@@ -21,7 +22,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, select
 from sqlalchemy.exc import DBAPIError
 
 from tracker.db import Database
@@ -29,16 +29,14 @@ from tracker.settings import Settings
 from tracker.tasks import claims, schedule, store
 from tracker.tasks.claims import Job
 from tracker.tasks.heartbeats import Heartbeat
-from tracker.tasks.machine import Update
-from tracker.tasks.models import StateCount, Task
-from tracker.tasks.states import RANK, Source
+from tracker.tasks.models import Task
+from tracker.tasks.states import InvalidAction, Update
 from tracker.upstream.client import APIStatusError, LumaClient, RateLimitError, UpstreamError
 
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 50
 BATCH_REPROBE = 600.0  # an upstream without a usable batch endpoint is asked again after this
-COUNTER_ORDER = (case(RANK, value=StateCount.state), StateCount.state)
 
 
 @dataclass
@@ -150,46 +148,22 @@ class QueryPass:
         claims.release_polls(self.db, self.name, job)
 
     def _record(self, results: list[Result]) -> None:
-        """Answers through store.apply, failures through store.note_poll_failure.
-
-        Answers that arrive together share a transaction: a query's cost to the worker is
-        mostly the database's. If that fails (a deadlock PostgreSQL broke), one by one.
-        """
-        answers = [r for r in results if r.update is not None]
+        """Answers to the store together (a query's cost to the worker is mostly the
+        database's), or one by one if that fails (a deadlock PostgreSQL broke); failures
+        back their task off."""
+        answers = [(r.task_id, r.update, r.body) for r in results if r.update is not None]
         try:
-            self._apply(answers)
+            store.record_queries(self.db, self.settings, answers)
         except DBAPIError:
             log.warning("%d answers failed together; applying them one by one", len(answers))
             for answer in answers:
-                self._apply([answer])
+                store.record_queries(self.db, self.settings, [answer])
+        self.counts["polled"] += len(answers)
         for result in results:
             if result.error is not None:
                 self.counts["errors"] += 1
                 log.info("query of task %s failed: %s", result.task_id, result.error.message)
-                store.note_poll_failure(self.db, self.settings, result.task_id, result.error)
-
-    def _apply(self, answers: list[Result]) -> None:
-        if not answers:
-            return
-        query = select(Task).where(Task.id.in_([r.task_id for r in answers])).order_by(Task.id)
-        # each task once here, so nothing needs flushing before the commit
-        with self.db.write() as session, session.no_autoflush:
-            tasks = session.scalars(query.with_for_update())
-            by_id = {task.id: task for task in tasks}
-            if self.db.is_postgres:
-                # the counters in the order every single transition takes them (forward):
-                # a batch of mixed transitions then never deadlocks with a callback
-                session.execute(select(StateCount.state).order_by(*COUNTER_ORDER).with_for_update())
-            for result in answers:
-                task = by_id.get(result.task_id)
-                if task is None or result.update is None:
-                    continue
-                for name, value in schedule.released().items():
-                    setattr(task, name, value)
-                store.apply(
-                    session, self.settings, task, result.update, Source.POLL, payload=result.body
-                )
-        self.counts["polled"] += len(answers)
+                failed(self.db, self.settings, result.task_id, result.error)
 
     def _fetch(self, job: Job, batch: bool) -> list[Result]:
         """In a pool thread: ask the upstream about a job. No database here, and no raising."""
@@ -245,3 +219,33 @@ class QueryPass:
         """Let the requests in hand finish, then give back every lease still held."""
         self.pool.shutdown(wait=True)
         self.release()
+
+
+def failed(db: Database, settings: Settings, task_id: int, exc: UpstreamError) -> None:
+    retry_after = exc.retry_after if isinstance(exc, RateLimitError) else None
+    store.query_failed(db, settings, task_id, exc.message, retry_after)
+
+
+def query_now(db: Database, settings: Settings, client: LumaClient, task_id: int) -> Task:
+    """Query one task now and apply the answer (the dashboard's "Poll now", `tracker poll`)."""
+    with db.read() as session:
+        task = session.get(Task, task_id)
+        if task is None:
+            raise LookupError(task_id)
+        upstream_id, upstream = task.upstream_id, task.upstream
+    if not upstream_id:
+        raise InvalidAction("this task has no upstream id yet, so there is nothing to query")
+    if upstream != client.dialect.name:
+        raise InvalidAction(
+            f"this task was sent with the {upstream} API, and LUMA_API_FLAVOR is "
+            f"{client.dialect.name}: it can only be queried with LUMA_API_FLAVOR={upstream}"
+        )
+    try:
+        answer = client.query(upstream_id)
+    except UpstreamError as exc:
+        failed(db, settings, task_id, exc)
+        raise
+    written = store.record_queries(db, settings, [(task_id, answer.update, answer.body)])
+    if not written:  # deleted meanwhile (a test's cleanup, say)
+        raise LookupError(task_id)
+    return written[0]

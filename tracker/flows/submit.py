@@ -1,9 +1,9 @@
 """Sending creates upstream: submit, dispatch, send and resend (the upstream I/O of a create).
 
 `send` reads the claimed task, calls the client with no database transaction open, then
-hands whatever came back (an answer or an error) to `outcomes.took_answer`, which makes
-the state change through store. The claim itself (a free slot, `submitting`, the lease)
-is the scheduler's (`scheduler.claims.claim_for_dispatch`).
+reads whatever came back (an answer or an error) into an `Answered` and hands it to the
+store (`store.record_answer`), which makes the move the machine decides. The claim itself
+(a free slot, `submitting`, the lease) is `tasks.claims.claim_for_dispatch`.
 """
 
 from __future__ import annotations
@@ -15,13 +15,21 @@ from sqlalchemy.orm import Session
 
 from tracker import metrics
 from tracker.db import Database
+from tracker.redact import redact
 from tracker.settings import Settings
-from tracker.tasks import claims, outcomes, store
+from tracker.tasks import claims, schedule, store
 from tracker.tasks.models import Task
-from tracker.tasks.states import TaskState
+from tracker.tasks.states import Answered, TaskState
 from tracker.tasks.store import InvalidAction, NewTask
 from tracker.upstream import dialects
-from tracker.upstream.client import Answer, LumaClient, UpstreamError
+from tracker.upstream.client import (
+    Answer,
+    APIStatusError,
+    LumaClient,
+    RateLimitError,
+    UpstreamError,
+)
+from tracker.upstream.parse import parse_create
 
 
 def request_body(task: Task, notify_hook: str | None, flavor: str = "proxy") -> dict[str, Any]:
@@ -38,11 +46,37 @@ def _shorten_images(body: dict[str, Any]) -> dict[str, Any]:
     return shown
 
 
-def _task(session: Session, task_id: int, *, lock: bool = False) -> Task:
-    task = session.get(Task, task_id, with_for_update=lock)
+def _task(session: Session, task_id: int) -> Task:
+    task = session.get(Task, task_id)
     if task is None:  # claimed tasks are never deleted; a bug if it happens
         raise LookupError(task_id)
     return task
+
+
+def answered(
+    shown: dict[str, Any], answer: Answer | None, error: UpstreamError | None, token: str
+) -> tuple[Answered, dict[str, Any]]:
+    """What the create's answer (or its error) says, read by the parser; and its event's
+    payload. A 2xx that names no task, or no answer that settles it, is "outcome unknown":
+    never resent on our own (the money guard)."""
+    if answer is not None:
+        created = parse_create(answer.body)
+        said = {"request": shown, "status": answer.status, "answer": answer.body}
+        if created.refused is not None:  # a 200 whose body says it failed (upstream.md)
+            return Answered("refused", reason=created.refused), said
+        if created.unknown:
+            return Answered("no_id"), {"request": shown, "answer": answer.body}
+        return Answered("accepted", created.update), said
+    if isinstance(error, RateLimitError) or (error is not None and not error.sent):
+        retry_after = getattr(error, "retry_after", None) or None
+        wait = schedule.REQUEUE.delay(retry_after=retry_after)
+        said = {"request": shown, "error": error.message}
+        return Answered("not_sent", reason=error.message, wait=wait, from_answer=False), said
+    if isinstance(error, APIStatusError) and error.status < 500:
+        said = {"request": shown, "status": error.status, "answer": error.body}
+        return Answered("refused", reason=error.reason, from_answer=False), said
+    message = redact(error.message if error is not None else "no answer", (token,))
+    return Answered("unknown", reason=message, from_answer=False), {"request": shown}
 
 
 def send(db: Database, settings: Settings, client: LumaClient, task_id: int, token: str) -> Task:
@@ -57,11 +91,11 @@ def send(db: Database, settings: Settings, client: LumaClient, task_id: int, tok
         answer = client.send(outgoing)
     except UpstreamError as exc:
         error = exc
-    with db.write() as session:
-        task = _task(session, task_id, lock=True)
-        shown = _shorten_images(outgoing.body)
-        outcomes.took_answer(session, settings, task, shown, answer, error, token)
-        metrics.submit(task.state, store.outcome_unknown(task))
+    shown = _shorten_images(outgoing.body)
+    given, said = answered(shown, answer, error, token)
+    late = {"request": shown} | ({"answer": answer.body} if answer is not None else {})
+    task = store.record_answer(db, settings, task_id, given, token, said, late)
+    metrics.submit(task.state, task.state == TaskState.REJECTED and bool(task.outcome_unknown))
     return task
 
 
@@ -83,20 +117,19 @@ def submit(db: Database, settings: Settings, client: LumaClient, new: NewTask) -
 
 
 def resend(db: Database, settings: Settings, client: LumaClient, task_id: int) -> Task:
-    """A rejected task goes back to the queue as a new attempt, sent at once if a slot is free."""
-    with db.write() as session:
-        task = session.get(Task, task_id, with_for_update=True)
+    """A rejected task goes back to the queue as a new attempt, sent at once if a slot is free.
+
+    It is sent with today's dialect: only if that API can take it.
+    """
+    dialect = settings.luma_api_flavor
+    with db.read() as session:
+        task = session.get(Task, task_id)
         if task is None:
             raise LookupError(task_id)
-        if task.state != TaskState.REJECTED:
-            raise InvalidAction(f"only a rejected task can be resent; this one is {task.state}")
-        if task.upstream != settings.luma_api_flavor:
-            # it is sent again with today's dialect: only if that API can take it
-            problem = dialects.get(settings.luma_api_flavor).unsupported(task)
+        if task.state == TaskState.REJECTED and task.upstream != dialect:
+            problem = dialects.get(dialect).unsupported(task)
             if problem is not None:
-                raise InvalidAction(
-                    f"cannot resend with LUMA_API_FLAVOR={settings.luma_api_flavor}: {problem[1]}"
-                )
-        store.requeue_for_resend(session, task, settings.luma_api_flavor)
+                raise InvalidAction(f"cannot resend with LUMA_API_FLAVOR={dialect}: {problem[1]}")
+    task = store.resend(db, task_id, dialect)
     dispatch(db, settings, client, task_id)
     return task

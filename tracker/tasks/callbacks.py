@@ -33,9 +33,8 @@ from tracker.settings import Settings
 from tracker.tasks import batching as group_commit
 from tracker.tasks import callbacks_pg as optimistic
 from tracker.tasks import events, machine, sql, store, webhooks
-from tracker.tasks.machine import TaskFields, Update
 from tracker.tasks.models import Task, utcnow
-from tracker.tasks.states import Source
+from tracker.tasks.states import Source, TaskFields, Update, Word
 
 _tasks = table_of(Task)
 # built once: the driver compiles each once per dialect (and UPDATE once per set of columns)
@@ -171,7 +170,7 @@ def ingest(
     if row is None or not hmac.compare_digest(row.callback_token_hash or "", token_hash):
         return None
     now = utcnow()
-    change = machine.decide(TaskFields.of(row), upd, Source.CALLBACK, now)
+    change = machine.decide(TaskFields.of(row), Word(upd, Source.CALLBACK), now)
     after = row.state
     if not change.ignored:
         values = store.values_of(settings, change, token_hash, now, row.next_check_at)

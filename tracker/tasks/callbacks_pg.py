@@ -50,9 +50,8 @@ from tracker.db import Database, table_of
 from tracker.settings import Settings
 from tracker.tasks import batching as group_commit
 from tracker.tasks import events, machine, sql, store
-from tracker.tasks.machine import TaskFields, Update
 from tracker.tasks.models import Task, TaskEvent, utcnow
-from tracker.tasks.states import Source
+from tracker.tasks.states import Source, TaskFields, Update, Word
 
 _tasks = table_of(Task)
 _events = table_of(TaskEvent)
@@ -161,7 +160,7 @@ def _decided(item: Callback, row: sql.Row) -> dict[str, Any] | None:
     """The callback's write on `row` as read, or None when it is not written here (a move,
     or an input the machine ignores)."""
     now = utcnow()
-    change = machine.decide(TaskFields.of(row), item.upd, Source.CALLBACK, now)
+    change = machine.decide(TaskFields.of(row), Word(item.upd, Source.CALLBACK), now)
     if change.ignored or change.state is not None:
         return None
     given = store.values_of(item.settings, change, item.token_hash, now, row.next_check_at)

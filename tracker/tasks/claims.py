@@ -19,9 +19,9 @@ from sqlalchemy.orm import Session
 from tracker.db import Database
 from tracker.redact import CALLBACK_TOKEN_BYTES
 from tracker.settings import DIALECTS, Settings
-from tracker.tasks import heartbeats, outcomes, schedule
+from tracker.tasks import heartbeats, schedule, store
 from tracker.tasks.models import Account, StateCount, Task, utcnow
-from tracker.tasks.states import IN_FLIGHT_STATES, POLLED_STATES, TaskState
+from tracker.tasks.states import IN_FLIGHT_STATES, POLLED_STATES, Claim, TaskState
 
 # a lock number of our own for PostgreSQL's advisory lock around slot accounting
 SLOT_LOCK = 0x4C554D41
@@ -103,9 +103,8 @@ def claim_for_dispatch(
         query = query.order_by(Task.id).limit(free).with_for_update(skip_locked=True)
         for task in session.scalars(query):
             token = secrets.token_urlsafe(CALLBACK_TOKEN_BYTES)
-            outcomes.start(
-                session, task, token, schedule.lease(settings.lease_seconds, owner, now), now
-            )
+            lease = schedule.lease(settings.lease_seconds, owner, now)
+            store.apply(session, None, task, Claim(store.hash_token(token), **lease))
             claimed.append((task.id, token))
     return claimed
 

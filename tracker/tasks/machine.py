@@ -1,29 +1,48 @@
 """The state machine: what one input does to one task, decided without a session or HTTP.
 
-`decide(task, update, source, now)` takes a snapshot of the task's fields (`TaskFields`),
-what an upstream body said (`parse.Update`) and where it came from, and returns a `Change`:
-the new state (or none), the columns to set, when to query next (`Next`, which the
-scheduler turns into a time: backoff and jitter are its business) and the note for the
-event. `lifecycle.apply` writes it in one transaction. tests/test_machine.py runs every
-state x every kind of update x every source through it.
+`decide(task, given, now)` is the one place a move is chosen. `task` is a snapshot of the
+task's fields (`TaskFields`); `given` is the upstream's word (`Word`: a callback, a query's
+answer, an import) or one of the service's own acts (`Claim`, `Answered`, `GiveUp`,
+`TimeOut`, `Resend`, `QueryFailed`). It returns a `Change`: the new state (or none), the
+columns to set, when to query next (`Next`: the store's schedule turns that into a time) and
+the event's note. Every move it makes is one of `states.MOVES`; an act that does not fit the
+task's state raises `InvalidAction`. `tasks.store` writes the Change in one transaction.
+tests/test_machine.py runs every state x every kind of input through it.
 
-The rules (upstream evidence moves a task forward only):
+The upstream's word moves a task forward only:
 - an input naming another upstream task than ours is recorded and changes nothing;
 - "completed" without a video URL (none stored either) is "processing": the task is queried;
 - pending/processing with no upstream id known is ignored (nothing could query such a task);
 - a timed-out task can still complete or fail; a rejected one is revived only by the
-  upstream's word (callback or poll) and only when its create's outcome was unknown;
+  upstream's word (callback or query) and only when its create's outcome was unknown;
 - a fresh video link is kept even when the state does not move (links expire).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime
-from enum import Enum
+from datetime import datetime, timedelta
 from typing import Any
 
-from tracker.tasks.states import RANK, UPSTREAM_SOURCES, Source, TaskState, is_final
+from tracker.tasks.states import (
+    FINAL_STATES,
+    MOVES,
+    UPSTREAM_SOURCES,
+    Answered,
+    Change,
+    Claim,
+    GiveUp,
+    Input,
+    InvalidAction,
+    Next,
+    QueryFailed,
+    Resend,
+    Source,
+    TaskFields,
+    TaskState,
+    TimeOut,
+    Update,
+    Word,
+)
 
 S = TaskState
 
@@ -31,86 +50,152 @@ NOT_UNDERSTOOD_NOTE = "not understood; the task will be queried"
 NO_VIDEO_NOTE = "completed without a video URL; the task will be queried"
 OTHER_TASK_NOTE = "names another task; ignored"
 UPSTREAM_FAILED = "the upstream reported a failure"
+OUTCOME_UNKNOWN = "outcome unknown"
+_UNSCHEDULED = {"claimed_until": None, "next_check_at": None}
+_NO_PROGRESS = {"progress": None, "estimate_wait_seconds": None}
 
 
-@dataclass(frozen=True)
-class Update:
-    """What one upstream body says about one task: the machine's input, made by
-    `upstream.parse` (which alone looks inside upstream JSON)."""
-
-    state: str | None = None  # pending | processing | completed | failed | None (unknown)
-    upstream_state: str | None = None  # the upstream's own word, for display
-    upstream_id: str | None = None
-    video_url: str | None = None
-    thumbnail_url: str | None = None
-    failure_reason: str | None = None  # only with state "failed"
-    understood: bool = False
-    progress: int | None = None  # 0-100, where the upstream says
-    estimate_wait_seconds: int | None = None  # the upstream's own guess, where it gives one
-    model: str | None = None  # `model`, the older `version`, or `model_name`
-    prompt: str | None = None  # `prompt`, or Luma's `request.prompt`
-
-    @property
-    def needs_query(self) -> bool:
-        """Completed without a video URL, or not understood: ask the upstream now."""
-        return not self.understood or (self.state == "completed" and not self.video_url)
+def decide(task: TaskFields, given: Input, now: datetime) -> Change:
+    """The change `given` makes to `task` (pure: same inputs, same Change)."""
+    match given:
+        case Word(update, source):
+            change = _word(task, update, Source(source), now)
+        case Answered():
+            change = _answered(task, given, now)
+        case _:
+            change = _act(task, given, now)
+    if change.state is not None and change.state not in MOVES[task.state]:
+        raise InvalidAction(f"a {task.state} task cannot become {change.state}")
+    return change
 
 
-NOT_UNDERSTOOD = Update()
+def _act(task: TaskFields, given: Input, now: datetime) -> Change:
+    match given:
+        case Claim():
+            if task.state is not S.QUEUED:
+                raise InvalidAction(f"only a queued task can be sent; this one is {task.state}")
+            fields = {"attempts": task.attempts + 1, "submitted_at": now}
+            fields |= {
+                "callback_token_hash": given.token_hash,
+                "claimed_until": given.claimed_until,
+            }
+            return Change(S.SUBMITTING, fields | {"claimed_by": given.claimed_by})
+        case GiveUp(why):
+            return unknown(why)
+        case TimeOut(seconds):
+            never_sent = " (never sent: no free slot)" if task.state is S.QUEUED else ""
+            reason = f"no final state after {seconds:g} s{never_sent}"
+            fields = {**_NO_PROGRESS, **_UNSCHEDULED, "failure_reason": reason}
+            return Change(S.TIMED_OUT, fields, note=reason)
+        case Resend(dialect):
+            if task.state is not S.REJECTED:
+                raise InvalidAction(f"only a rejected task can be resent; this one is {task.state}")
+            fields = {
+                **_NO_PROGRESS,
+                "upstream": dialect,
+                "failure_reason": None,
+                "upstream_id": None,
+                "upstream_state": None,
+                "callback_token_hash": None,
+                "outcome_unknown": False,
+                "next_check_at": now,  # due for sending at once
+                "submitted_at": now,  # a new attempt: a new clock
+            }
+            return Change(S.QUEUED, fields, note=f"resent as attempt {task.attempts + 1}")
+        case QueryFailed(message, wait, next_check_at):
+            if task.state in FINAL_STATES and task.state is not S.TIMED_OUT:
+                return Change(None, {"claimed_until": None})  # the lease back, nothing else
+            fields = {
+                "claimed_until": None,
+                "quiet_polls": task.quiet_polls + 1,
+                "next_check_at": next_check_at,
+            }
+            return Change(None, fields, note=f"query failed: {message}; next try in {wait:.0f} s")
+    raise TypeError(f"not an input: {given!r}")
 
 
-class Next(Enum):
-    """When the task should next be queried, as the input leaves it."""
-
-    KEEP = "keep"  # not the upstream's word: the schedule stays as it is
-    NEVER = "never"  # final: no more queries
-    NOW = "now"  # a callback that needs checking (not understood, no video URL)
-    SAFETY_NET = "safety_net"  # callbacks work for this task: a query only after long silence
-    BACKOFF = "backoff"  # a poll: exponential backoff by the quiet polls in a row
-
-
-@dataclass(frozen=True)
-class TaskFields:
-    """The fields of a task that deciding needs (a row of `tasks`, or a Task)."""
-
-    state: TaskState
-    upstream_id: str | None = None
-    video_url: str | None = None
-    thumbnail_url: str | None = None
-    outcome_unknown: bool = False
-    progress: int | None = None
-    quiet_polls: int = 0
-    next_archive_at: datetime | None = None
-
-    @classmethod
-    def of(cls, row: Any) -> TaskFields:
-        """From anything with these attributes: a Task, or a Core row."""
-        return cls(
-            state=TaskState(row.state),
-            upstream_id=row.upstream_id,
-            video_url=row.video_url,
-            thumbnail_url=row.thumbnail_url,
-            outcome_unknown=bool(row.outcome_unknown),
-            progress=row.progress,
-            quiet_polls=row.quiet_polls or 0,
-            next_archive_at=row.next_archive_at,
-        )
+def unknown(why: str) -> Change:
+    """Rejected as "outcome unknown": the create may have happened (and been charged for)."""
+    reason = (
+        f"{OUTCOME_UNKNOWN}: {why}. The upstream may have created (and charged for) this task; "
+        "resend it only if it does not show up."
+    )
+    fields = {**_UNSCHEDULED, **_NO_PROGRESS, "outcome_unknown": True, "failure_reason": reason}
+    return Change(S.REJECTED, fields, note=reason)
 
 
-@dataclass(frozen=True)
-class Change:
-    """What one input does: a new state (None: it stays), columns to set, the event's note."""
+def _refused(reason: str) -> dict[str, Any]:
+    """Nothing was created: nothing may call back, nothing is followed."""
+    return {
+        **_NO_PROGRESS,
+        "failure_reason": f"upstream refused: {reason}",
+        "outcome_unknown": False,
+        "callback_token_hash": None,
+        "next_check_at": None,
+    }
 
-    state: TaskState | None
-    fields: dict[str, Any] = field(default_factory=dict)
-    next: Next = Next.KEEP
-    note: str | None = None
-    # the input names another task: only its event is recorded (the task is not touched)
-    ignored: bool = False
 
-    @property
-    def failure_reason(self) -> str | None:
-        return self.fields.get("failure_reason")
+def _answered(task: TaskFields, given: Answered, now: datetime) -> Change:
+    """A create's outcome; one that comes after the task left `submitting` is `_late`."""
+    released = {"claimed_until": None}
+    if task.state is not S.SUBMITTING:
+        return _late(task, given, now)
+    match given.outcome:
+        case "accepted":
+            upd = given.update
+            fields: dict[str, Any] = {**released, "upstream_id": upd.upstream_id}
+            if upd.progress is not None:
+                fields["progress"] = max(task.progress or 0, upd.progress)
+            fields["estimate_wait_seconds"] = upd.estimate_wait_seconds
+            fields["last_news_at"] = now
+            return Change(S.PENDING, fields, Next.FIRST, note="sent")
+        case "refused":
+            fields = {**released, **_refused(given.reason)}
+            return Change(S.REJECTED, fields, note=fields["failure_reason"])
+        case "no_id":
+            return unknown("the answer named no task id")
+        case "unknown":
+            return unknown(given.reason)
+    wait = given.wait
+    fields = {
+        **released,
+        "attempts": task.attempts - 1,  # it never reached the upstream: not an attempt
+        "callback_token_hash": None,
+        "next_check_at": _after(now, wait),
+    }
+    note = f"not accepted now ({given.reason}); will try again in {wait:g} s"
+    return Change(S.QUEUED, fields, note=note)
+
+
+def _late(task: TaskFields, given: Answered, now: datetime) -> Change:
+    """The answer came after the task left `submitting`.
+
+    A callback beat the answer (its news stands, the answer adds the id), or the send
+    outlived its lease and the task was given up as "outcome unknown": an answer naming the
+    task revives it; one saying it was refused settles it; one naming nothing changes nothing.
+    """
+    fields: dict[str, Any] = {"claimed_until": None}
+    if not given.from_answer:  # an error in place of the answer settles nothing now
+        return Change(None, fields, note="sent")
+    accepted = given.outcome == "accepted"
+    gave_up = task.state is S.REJECTED and task.outcome_unknown
+    state, next_, note = None, Next.KEEP, "sent"
+    upstream_id = task.upstream_id
+    if accepted and not upstream_id:
+        fields["upstream_id"] = upstream_id = given.update.upstream_id
+    if accepted and gave_up:
+        fields.update(failure_reason=None, outcome_unknown=False, last_news_at=now)
+        state, next_ = S.PENDING, Next.FIRST
+        note = "sent; accepted after the task had been given up as unknown"
+    elif given.outcome == "refused" and gave_up:
+        fields.update(_refused(given.reason))
+        del fields["next_check_at"], fields["progress"], fields["estimate_wait_seconds"]
+        note = fields["failure_reason"]
+    elif given.outcome == "refused":
+        note = f"sent; the answer says refused ({given.reason}) but the task had news already"
+    elif given.outcome == "no_id":
+        note = "sent; the answer named no task id"
+    return Change(state, fields, next_, note)
 
 
 def target_state(task: TaskFields, upd: Update) -> TaskState | None:
@@ -124,22 +209,17 @@ def target_state(task: TaskFields, upd: Update) -> TaskState | None:
 
 
 def may_move(task: TaskFields, target: TaskState, source: Source) -> bool:
-    """Forward only; the two final-for-us states have their own rules (see the module)."""
-    current = task.state
-    if current is S.TIMED_OUT:
-        return target in (S.COMPLETED, S.FAILED)
-    if current is S.REJECTED:
-        return (
-            task.outcome_unknown
-            and source in UPSTREAM_SOURCES
-            and target in (S.PENDING, S.PROCESSING, S.COMPLETED, S.FAILED)
-        )
-    return RANK[target] > RANK[current]
+    """A move in `MOVES`, forward; a rejected task only when its outcome was unknown and the
+    upstream itself (a callback or a query) says it exists."""
+    if target not in MOVES[task.state]:
+        return False
+    if task.state is S.REJECTED:
+        return task.outcome_unknown and source in UPSTREAM_SOURCES
+    return True
 
 
-def decide(task: TaskFields, upd: Update, source: Source, now: datetime) -> Change:
-    """The change `upd` from `source` makes to `task` (pure: same inputs, same Change)."""
-    source = Source(source)
+def _word(task: TaskFields, upd: Update, source: Source, now: datetime) -> Change:
+    """The change the upstream's word `upd`, from `source`, makes to `task`."""
     before = task.state
     if (
         upd.upstream_id
@@ -172,11 +252,11 @@ def decide(task: TaskFields, upd: Update, source: Source, now: datetime) -> Chan
             fields["completed_at"] = fields["next_archive_at"] = now
     if upd.upstream_state and (changed or target == before):
         fields["upstream_state"] = upd.upstream_state
-    if changed and is_final(after):
+    if changed and after in FINAL_STATES:
         # a completed task is at 100 %; any other final one has no progress to show
         fields["progress"] = 100 if after is S.COMPLETED else None
         fields["estimate_wait_seconds"] = None
-    elif target is not None and target == after and not is_final(after):
+    elif target is not None and target == after and after not in FINAL_STATES:
         # only news for the current state; a smaller figure (reordered answers) is ignored
         if upd.progress is not None:
             fields["progress"] = max(task.progress or 0, upd.progress)
@@ -190,9 +270,11 @@ def decide(task: TaskFields, upd: Update, source: Source, now: datetime) -> Chan
     fields["updated_at"] = now
 
     next_ = Next.KEEP
+    if source is Source.POLL:
+        fields["claimed_until"] = None  # the query's lease is given back with its answer
     if source in UPSTREAM_SOURCES:
         fields["last_news_at"] = now
-        if is_final(after):
+        if after in FINAL_STATES:
             next_, fields["quiet_polls"] = Next.NEVER, 0
         elif source is Source.CALLBACK:
             # callbacks work for this task: the next one (completed) will come on its own, so
@@ -211,3 +293,7 @@ def decide(task: TaskFields, upd: Update, source: Source, now: datetime) -> Chan
         elif not changed and target and target != before:
             note = f"{target} ignored: the task is already {before}"
     return Change(after if changed else None, fields, next_, note)
+
+
+def _after(now: datetime, seconds: float) -> datetime:
+    return now + timedelta(seconds=seconds)

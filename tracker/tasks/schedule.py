@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tracker.settings import Settings
-from tracker.tasks.machine import Next
+from tracker.tasks.states import Next
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def archive_delay(attempts: int) -> float:
 
 
 def next_check_at(
-    settings: Settings,
+    settings: Settings | None,
     next_: Next,
     quiet_polls: int,
     now: datetime,
@@ -86,6 +86,10 @@ def next_check_at(
         return {"next_check_at": None}
     if next_ is Next.NOW:
         return {"next_check_at": now}
+    if settings is None:
+        raise ValueError(f"a schedule of {next_} needs the settings")
+    if next_ is Next.FIRST:
+        return {"next_check_at": first_check(settings, now)}
     if next_ is Next.SAFETY_NET:
         latest = now + timedelta(seconds=settings.poll_max_interval)
         soonest = now + timedelta(seconds=settings.poll_max_interval / 2)
@@ -95,7 +99,7 @@ def next_check_at(
     return {"next_check_at": now + timedelta(seconds=poll_delay(settings, quiet_polls))}
 
 
-def poll_retry(
+def query_retry(
     settings: Settings, quiet_polls: int, retry_after: float | None
 ) -> tuple[float, datetime]:
     """A failed query: (the wait, the next check), the poll backoff or the Retry-After if later."""

@@ -1,6 +1,8 @@
-"""The one list of a task's states, their order, and the moves between them.
+"""The one list of a task's states, their order, and the moves between them; and the values
+the machine reads and returns (`Update`, `TaskFields`, `Change`).
 
-Every other module reads these: the models, the state machine (`machine`), lifecycle,
+Every other module reads these: the models, the state machine (`machine`, which refuses any
+move not in `MOVES`), the store,
 the API's filter, the dashboard's tabs and the OpenAPI document. Migrations keep their own
 literal copy (a migration never imports application code); tests/test_states.py holds
 migration 0001's seed list against `TaskState`.
@@ -12,7 +14,10 @@ a timed-out task, or revive a task whose create had an unknown outcome.
 
 from __future__ import annotations
 
-from enum import StrEnum
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum, StrEnum
+from typing import Any, ClassVar, Literal
 
 
 class TaskState(StrEnum):
@@ -87,15 +92,177 @@ MOVES: dict[TaskState, frozenset[TaskState]] = {
 }
 
 
+# -- what the machine reads and says ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Update:
+    """What one upstream body says about one task: the machine's input, made by
+    `upstream.parse` (which alone looks inside upstream JSON)."""
+
+    state: str | None = None  # pending | processing | completed | failed | None (unknown)
+    upstream_state: str | None = None  # the upstream's own word, for display
+    upstream_id: str | None = None
+    video_url: str | None = None
+    thumbnail_url: str | None = None
+    failure_reason: str | None = None  # only with state "failed"
+    understood: bool = False
+    progress: int | None = None  # 0-100, where the upstream says
+    estimate_wait_seconds: int | None = None  # the upstream's own guess, where it gives one
+    model: str | None = None  # `model`, the older `version`, or `model_name`
+    prompt: str | None = None  # `prompt`, or Luma's `request.prompt`
+
+    @property
+    def needs_query(self) -> bool:
+        """Completed without a video URL, or not understood: ask the upstream now."""
+        return not self.understood or (self.state == "completed" and not self.video_url)
+
+
+NOT_UNDERSTOOD = Update()
+
+
+class Next(Enum):
+    """When the task should next be queried, as the input leaves it."""
+
+    KEEP = "keep"  # not the upstream's word: the schedule stays as it is
+    NEVER = "never"  # final: no more queries
+    NOW = "now"  # a callback that needs checking (not understood, no video URL)
+    SAFETY_NET = "safety_net"  # callbacks work for this task: a query only after long silence
+    BACKOFF = "backoff"  # a poll: exponential backoff by the quiet polls in a row
+    FIRST = "first"  # just accepted (or imported): a query if no news after TRACKER_POLL_AFTER
+
+
+@dataclass(frozen=True)
+class TaskFields:
+    """The fields of a task that deciding needs (a row of `tasks`, or a Task)."""
+
+    state: TaskState
+    upstream_id: str | None = None
+    video_url: str | None = None
+    thumbnail_url: str | None = None
+    outcome_unknown: bool = False
+    progress: int | None = None
+    quiet_polls: int = 0
+    next_archive_at: datetime | None = None
+    attempts: int = 0
+
+    @classmethod
+    def of(cls, row: Any) -> TaskFields:
+        """From anything with these attributes: a Task, or a Core row."""
+        return cls(
+            state=TaskState(row.state),
+            upstream_id=row.upstream_id,
+            video_url=row.video_url,
+            thumbnail_url=row.thumbnail_url,
+            outcome_unknown=bool(row.outcome_unknown),
+            progress=row.progress,
+            quiet_polls=row.quiet_polls or 0,
+            next_archive_at=row.next_archive_at,
+            attempts=getattr(row, "attempts", 0) or 0,
+        )
+
+
+@dataclass(frozen=True)
+class Change:
+    """What one input does: a new state (None: it stays), columns to set, the event's note."""
+
+    state: TaskState | None
+    fields: dict[str, Any] = field(default_factory=dict)
+    next: Next = Next.KEEP
+    note: str | None = None
+    # the input names another task: only its event is recorded (the task is not touched)
+    ignored: bool = False
+
+    @property
+    def failure_reason(self) -> str | None:
+        return self.fields.get("failure_reason")
+
+
+class InvalidAction(Exception):
+    """An act that does not fit the task's state (a resend of a completed task, say)."""
+
+
+@dataclass(frozen=True)
+class Word:
+    """The upstream's word on a task: a callback, a query's answer, an import's."""
+
+    update: Update
+    source: Source
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Taken for sending: the new callback token's hash, and the sender's lease."""
+
+    SOURCE: ClassVar[Source] = Source.SUBMIT  # its event's source
+
+    token_hash: str
+    claimed_until: datetime
+    claimed_by: str | None
+
+
+@dataclass(frozen=True)
+class Answered:
+    """What became of a create, as the upstream's parser read its answer (or its error).
+
+    accepted: a task id (and perhaps more in `update`); refused: nothing was created
+    (`reason`, the upstream's words); no_id: a 2xx naming no task; unknown: no answer that
+    settles it (a timeout, a 5xx); not_sent: surely not acted on (a 429, no connection),
+    tried again after `wait` seconds.
+    """
+
+    SOURCE: ClassVar[Source] = Source.SUBMIT  # its event's source
+
+    outcome: Literal["accepted", "refused", "no_id", "unknown", "not_sent"]
+    update: Update = NOT_UNDERSTOOD
+    reason: str = ""
+    wait: float = 0.0
+    from_answer: bool = True  # an answer's body said it (not an error in its place)
+
+
+@dataclass(frozen=True)
+class GiveUp:
+    """A create that may or may not have happened (its sender died, say): never resent."""
+
+    SOURCE: ClassVar[Source] = Source.SUBMIT  # its event's source
+
+    why: str
+
+
+@dataclass(frozen=True)
+class TimeOut:
+    """No final state TRACKER_TASK_TIMEOUT seconds after the attempt began."""
+
+    SOURCE: ClassVar[Source] = Source.SYSTEM  # its event's source
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Resend:
+    """A person sends a rejected task again, with the dialect in force now."""
+
+    SOURCE: ClassVar[Source] = Source.USER  # its event's source
+
+    dialect: str
+
+
+@dataclass(frozen=True)
+class QueryFailed:
+    """A query failed: backed off (`wait`, the Retry-After if later) and never fatal."""
+
+    SOURCE: ClassVar[Source] = Source.POLL  # its event's source
+
+    message: str
+    wait: float
+    next_check_at: datetime
+
+
+Input = Word | Claim | Answered | GiveUp | TimeOut | Resend | QueryFailed
+
+
 def is_final(state: str | None) -> bool:
     return state in FINAL_STATES
-
-
-def may_move(old: TaskState | None, new: TaskState) -> bool:
-    """Whether `old -> new` is a move the service ever makes (None: a new task)."""
-    if old is None:
-        return new in (S.QUEUED, S.PENDING)  # created, or imported
-    return new in MOVES[old]
 
 
 def order_key(state: str) -> tuple[int, str]:

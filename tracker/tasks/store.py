@@ -1,54 +1,58 @@
-"""The only code that changes a task's state: it writes what `machine` decided.
+"""The task store: the only code that writes a task's row, applying what `machine` decided.
 
-- `create` stores a new task as `queued` (committed before anything is sent);
-- `apply` takes an Update from a poll, an import or a create's answer (a Task in hand);
-  a callback's is written by `ingest`, the hot path, with `values_of` and `moved` from here;
-- `set_state` and `moved` are the one place a state changes (with the per-state counters);
-- the service's own moves: `mark_outcome_unknown`, `time_out`, `requeue_for_resend`,
-  `note_poll_failure`; what a create's answer does is in `answers`.
+Every input passes through `apply` in the caller's transaction (a Session): the machine's
+Change is written to the task, a move updates the per-state counters (`moved`) and adds the
+outgoing webhook rows (`webhooks.enqueue`), and the input is recorded as an event. The verbs
+open their own transaction around it: `create`, `import_task`, `record_answer` (a create's
+outcome), `record_queries` and `query_failed`, `resend`; the claims and sweeps call `apply`
+with `Claim`, `GiveUp` and `TimeOut`.
 
-No HTTP here (the upstream I/O is in `dispatch` and `polling`) and no claims, leases or
-backoff (`scheduler`): schedule and lease values come from `scheduler.timing`.
+A callback is written by `tasks.callbacks`, the hot path, with `values_of` and `moved` from
+here. Schedule and lease values come from `tasks.schedule`; nothing here talks HTTP.
 """
 
 from __future__ import annotations
 
-import logging
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import bindparam, case, select, text, update
 from sqlalchemy.orm import Session
 
 from tracker.db import Database, table_of
 from tracker.settings import Settings
-from tracker.tasks import machine, webhooks
-from tracker.tasks import schedule as timing
+from tracker.tasks import machine, schedule, webhooks
 from tracker.tasks.events import Executor, record, scrub
-from tracker.tasks.events import (
-    hash_token as hash_token,  # the callback route and the claims hash with it
-)
-from tracker.tasks.machine import Change, TaskFields, Update
+from tracker.tasks.events import hash_token as hash_token  # the callback route hashes with it
 from tracker.tasks.models import StateCount, Task, utcnow
-from tracker.tasks.states import Source, TaskState, order_key
-from tracker.upstream.client import RateLimitError, UpstreamError
-
-log = logging.getLogger(__name__)
+from tracker.tasks.states import (
+    RANK,
+    Answered,
+    Change,
+    GiveUp,
+    Input,
+    QueryFailed,
+    Resend,
+    Source,
+    TaskFields,
+    TaskState,
+    Update,
+    Word,
+    order_key,
+)
+from tracker.tasks.states import InvalidAction as InvalidAction  # callers catch it from here
 
 S = TaskState
-OUTCOME_UNKNOWN = "outcome unknown"
-_tasks = table_of(Task)
 _counts = table_of(StateCount)
 _COUNT = (
     update(_counts)
     .where(_counts.c.state == bindparam("state_"))
     .values(count=_counts.c.count + bindparam("delta_"))
 )
-
-
-class InvalidAction(Exception):
-    """A manual action that does not fit the task's state (resend of a completed task, say)."""
+# the counters in the order every single move takes them (forward): a batch never deadlocks
+_COUNTER_ORDER = (case(RANK, value=StateCount.state), StateCount.state)
 
 
 @dataclass(frozen=True)
@@ -66,15 +70,11 @@ class NewTask:
     notify_url: str | None = None
 
 
-# -- the one place a state changes ------------------------------------------------------------
-
-
 def moved(session: Executor, task_id: int | None, old: str | None, new: str) -> None:
     """Every state change passes here, in the transaction that makes it: the counters.
 
     The two counter rows are always updated in one order (by rank, then name), whatever the
     direction of the move, so that two transactions never wait on each other's counters.
-    (Hooks that follow state changes, such as outgoing webhooks, belong here too.)
     """
     deltas = {new: 1} if old is None else {old: -1, new: 1}
     for state in sorted(deltas, key=order_key):
@@ -82,42 +82,100 @@ def moved(session: Executor, task_id: int | None, old: str | None, new: str) -> 
 
 
 def set_state(session: Session, task: Task, new_state: str) -> None:
-    """Change a Task's state (and the counters) in the caller's transaction."""
+    """Move a Task (the counters, and the move's webhook rows) in the caller's transaction."""
     old = task.state
     if old == new_state:
         return
     moved(session, task.id, old, new_state)
     task.state = TaskState(new_state)
     task.updated_at = utcnow()
-    # the event's deliveries, in this same transaction (sent later by the worker)
-    webhooks.enqueue(session, task, new_state)
+    webhooks.enqueue(session, task, new_state)  # sent later by the worker
 
 
-# -- create -----------------------------------------------------------------------------------
+def values_of(
+    settings: Settings | None,
+    change: Change,
+    token_hash: str | None,
+    now: datetime,
+    next_check_at: datetime | None,
+    token: str | None = None,
+) -> dict[str, Any]:
+    """The columns a Change sets: its fields, the reason masked, the schedule it leaves."""
+    values = dict(change.fields)
+    if change.failure_reason:
+        values["failure_reason"] = scrub(token_hash, change.failure_reason, token)
+    quiet = values.get("quiet_polls", 0)
+    values.update(schedule.next_check_at(settings, change.next, quiet, now, next_check_at))
+    return values
+
+
+def apply(
+    session: Session,
+    settings: Settings | None,
+    task: Task,
+    given: Input | Update,
+    source: str | None = None,
+    *,
+    payload: Any = None,
+    note: str | None = None,
+    token: str | None = None,
+) -> Change:
+    """Decide what `given` does to `task` (held for update) and write it, with its event.
+
+    An Update is the upstream's word from `source`. Calling twice with the same word is
+    harmless: the second changes nothing and its event is stored once.
+    """
+    if isinstance(given, Update):
+        given = Word(given, Source(source or Source.POLL))
+    now = utcnow()
+    before = task.state
+    change = machine.decide(TaskFields.of(task), given, now)
+    if not change.ignored:
+        token_hash = task.callback_token_hash
+        values = values_of(settings, change, token_hash, now, task.next_check_at, token)
+        for name, value in values.items():
+            setattr(task, name, value)
+        if change.state is not None:
+            set_state(session, task, change.state)
+    word = isinstance(given, Word)
+    if word or change.note is not None or note is not None:
+        origin = given.source if isinstance(given, Word) else given.SOURCE
+        said = {"payload": payload, "note": note or change.note, "token": token}
+        record(session, task, origin, before=before, dedupe=word, **said)
+    return change
+
+
+# -- the verbs: each its own transaction -----------------------------------------------------
+
+
+def _row(new: NewTask, now: datetime, **given: Any) -> Task:
+    """A task's row as a new task (or an import, `given` its own values) starts."""
+    values: dict[str, Any] = {
+        "kind": new.kind,
+        "state": S.QUEUED,
+        "user_prompt": new.user_prompt,
+        "source_task_id": new.source_task_id,
+        "expand_prompt": new.expand_prompt,
+        "image_url": new.image_url,
+        "image_end_url": new.image_end_url,
+        "options": new.options or {},
+        "upstream": new.upstream or "proxy",
+        "notify_url": new.notify_url,
+        "created_at": now,
+        "updated_at": now,
+        "next_check_at": now,
+        "attempts": 0,
+        "quiet_polls": 0,
+        "archive_attempts": 0,
+        "outcome_unknown": False,
+    }
+    return Task(**(values | given))
 
 
 def create(db: Database, new: NewTask) -> Task:
-    now = utcnow()
+    """A new task, `queued`, committed before anything is sent."""
     with db.write() as session:
-        task = Task(
-            kind=new.kind,
-            state=S.QUEUED,
-            user_prompt=new.user_prompt,
-            source_task_id=new.source_task_id,
-            expand_prompt=new.expand_prompt,
-            image_url=new.image_url,
-            image_end_url=new.image_end_url,
-            options=new.options or {},
-            upstream=new.upstream or "proxy",
-            notify_url=new.notify_url,
-            created_at=now,
-            updated_at=now,
-            next_check_at=now,
-            attempts=0,
-            quiet_polls=0,
-            archive_attempts=0,
-            outcome_unknown=False,
-        )
+        task = _row(new, utcnow())
         session.add(task)
         session.flush()
         moved(session, task.id, None, S.QUEUED)
@@ -125,150 +183,116 @@ def create(db: Database, new: NewTask) -> Task:
     return task
 
 
-# -- applying what the upstream said ----------------------------------------------------------
+def _held(session: Session, task_id: int) -> Task:
+    task = session.get(Task, task_id, with_for_update=True)
+    if task is None:
+        raise LookupError(task_id)
+    return task
 
 
-def values_of(
+def record_answer(
+    db: Database,
     settings: Settings,
-    change: Change,
-    token_hash: str | None,
-    now: datetime,
-    next_check_at: datetime | None,
-) -> dict[str, Any]:
-    """The columns a Change sets: its fields, the reason masked, the schedule it leaves."""
-    values = dict(change.fields)
-    if change.failure_reason:
-        values["failure_reason"] = scrub(token_hash, change.failure_reason)
-    quiet = values.get("quiet_polls", 0)
-    values.update(timing.next_check_at(settings, change.next, quiet, now, next_check_at))
-    return values
-
-
-def apply(
-    session: Session,
-    settings: Settings,
-    task: Task,
-    upd: Update,
-    source: str,
-    *,
+    task_id: int,
+    given: Answered,
+    token: str,
     payload: Any,
-    note: str | None = None,
-) -> bool:
-    """Apply what an upstream body said to a Task the caller holds (a write transaction).
-
-    Returns True when the task's state changed; calling twice is harmless.
-    """
-    now = utcnow()
-    before = task.state
-    change = machine.decide(TaskFields.of(task), upd, Source(source), now)
-    if not change.ignored:
-        for name, value in values_of(
-            settings, change, task.callback_token_hash, now, task.next_check_at
-        ).items():
-            setattr(task, name, value)
-        if change.state is not None:
-            set_state(session, task, change.state)
-    record(
-        session, task, source, before=before, payload=payload, note=note or change.note, dedupe=True
-    )
-    return change.state is not None
+    late_payload: Any,
+) -> Task:
+    """What became of a create sent for the task (`late_payload`: the event's payload when
+    the answer comes after the task left `submitting`)."""
+    with db.write() as session:
+        task = _held(session, task_id)
+        late = task.state != S.SUBMITTING
+        said = late_payload if late else payload
+        change = apply(session, settings, task, given, payload=said, token=token)
+        upd = given.update
+        says_more = upd.understood and upd.state not in (None, S.PENDING)  # processing, done
+        if change.state is S.PENDING and not late and says_more:
+            apply(session, settings, task, Word(upd, Source.SUBMIT))
+        if late and task.state in (S.PENDING, S.PROCESSING) and not task.upstream_id:
+            # never in flight without an id: nothing could query it (a callback moved it)
+            apply(session, settings, task, GiveUp("the upstream never named the task"))
+    return task
 
 
-# -- the service's own moves ------------------------------------------------------------------
+def record_queries(
+    db: Database, settings: Settings, answers: list[tuple[int, Update, Any]]
+) -> list[Task]:
+    """Query answers (task id, what it said, the body), in one transaction; their tasks."""
+    if not answers:
+        return []
+    ids = sorted({task_id for task_id, _, _ in answers})
+    # each task once here, so nothing needs flushing before the commit
+    with db.write() as session, session.no_autoflush:
+        found = session.scalars(
+            select(Task).where(Task.id.in_(ids)).order_by(Task.id).with_for_update()
+        )
+        by_id = {task.id: task for task in found}
+        if db.is_postgres:
+            session.execute(select(StateCount.state).order_by(*_COUNTER_ORDER).with_for_update())
+        for task_id, upd, body in answers:
+            task = by_id.get(task_id)
+            if task is not None:
+                apply(session, settings, task, Word(upd, Source.POLL), payload=body)
+    return list(by_id.values())
 
 
-def clear_progress(task: Task) -> None:
-    """Refused, unknown, resent: nothing runs upstream that we can follow."""
-    task.progress = None
-    task.estimate_wait_seconds = None
-
-
-def outcome_unknown(task: Task) -> bool:
-    """Rejected because a create may or may not have happened (not refused outright)."""
-    return task.state == S.REJECTED and bool(task.outcome_unknown)
-
-
-def mark_outcome_unknown(
-    session: Session,
-    task: Task,
-    why: str,
-    request_shown: dict[str, Any] | None = None,
-    answer: Any = None,
-    token: str | None = None,
+def query_failed(
+    db: Database, settings: Settings, task_id: int, message: str, retry_after: float | None
 ) -> None:
-    """A create that may or may not have happened upstream: never resend on our own."""
-    before = task.state
-    set_state(session, task, S.REJECTED)
-    for name, value in timing.unscheduled().items():
-        setattr(task, name, value)
-    task.outcome_unknown = True
-    task.failure_reason = scrub(
-        task.callback_token_hash,
-        f"{OUTCOME_UNKNOWN}: {why}. The upstream may have created (and charged for) this task; "
-        "resend it only if it does not show up.",
-        token,
-    )
-    clear_progress(task)
-    payload: dict[str, Any] | None = {"request": request_shown} if request_shown else None
-    if payload is not None and answer is not None:
-        payload["answer"] = answer
-    record(
-        session,
-        task,
-        Source.SUBMIT,
-        before=before,
-        payload=payload,
-        note=task.failure_reason,
-        token=token,
-    )
-
-
-def time_out(session: Session, task: Task, seconds: float) -> None:
-    """No final state TRACKER_TASK_TIMEOUT after the attempt began: `timed_out`.
-
-    A later callback or a manual poll can still complete it (see `machine.may_move`).
-    """
-    before = task.state
-    set_state(session, task, S.TIMED_OUT)
-    task.progress = task.estimate_wait_seconds = None
-    for name, value in timing.unscheduled().items():
-        setattr(task, name, value)
-    task.failure_reason = f"no final state after {seconds:g} s" + (
-        " (never sent: no free slot)" if before == S.QUEUED else ""
-    )
-    record(session, task, Source.SYSTEM, before=before, note=task.failure_reason)
-
-
-def requeue_for_resend(session: Session, task: Task, flavor: str) -> None:
-    """A person resends a rejected task: back to the queue as a new attempt, a new clock."""
-    before = task.state
-    set_state(session, task, S.QUEUED)
-    task.upstream = flavor
-    task.failure_reason = task.upstream_id = task.upstream_state = None
-    task.callback_token_hash = None
-    task.outcome_unknown = False
-    clear_progress(task)
-    task.next_check_at = task.submitted_at = utcnow()  # due for dispatch at once
-    record(session, task, Source.USER, before=before, note=f"resent as attempt {task.attempts + 1}")
-
-
-def note_poll_failure(db: Database, settings: Settings, task_id: int, exc: UpstreamError) -> None:
-    """A failed query backs the task off (honouring Retry-After) and is never fatal."""
+    """A failed query backs the task off (the Retry-After if later); never fatal."""
     with db.write() as session:
         task = session.get(Task, task_id, with_for_update=True)
         if task is None:
             return
-        for name, value in timing.released().items():
-            setattr(task, name, value)
-        if task.is_final and task.state != S.TIMED_OUT:
-            return
-        task.quiet_polls = (task.quiet_polls or 0) + 1
-        retry_after = exc.retry_after if isinstance(exc, RateLimitError) else None
-        wait, task.next_check_at = timing.poll_retry(settings, task.quiet_polls, retry_after)
-        record(
-            session,
-            task,
-            Source.POLL,
-            before=task.state,
-            note=f"query failed: {exc.message}; next try in {wait:.0f} s",
+        wait, at = schedule.query_retry(settings, (task.quiet_polls or 0) + 1, retry_after)
+        apply(session, settings, task, QueryFailed(message, wait, at))
+
+
+def resend(db: Database, task_id: int, dialect: str) -> Task:
+    """A person sends a rejected task again: back to the queue as a new attempt."""
+    with db.write() as session:
+        task = _held(session, task_id)
+        apply(session, None, task, Resend(dialect))
+    return task
+
+
+def import_task(
+    db: Database,
+    settings: Settings,
+    new: NewTask,
+    upstream_id: str,
+    upd: Update,
+    body: Any,
+) -> tuple[Task, bool]:
+    """Track a task made elsewhere, unless its id is tracked already: checked under a per-id
+    lock on PostgreSQL (SQLite's BEGIN IMMEDIATE serializes writers), so two imports of one
+    id at once store one task. The upstream's answer is applied like any query's."""
+    now = utcnow()
+    with db.write() as session:
+        if db.is_postgres:
+            digest = hashlib.sha256(upstream_id.encode()).digest()[:8]
+            key = int.from_bytes(digest, "big", signed=True)
+            session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+        query = select(Task).where(Task.upstream_id == upstream_id).order_by(Task.id)
+        tracked = session.scalar(query.limit(1))
+        if tracked is not None:
+            return tracked, False
+        task = _row(
+            new,
+            now,
+            state=None,  # set_state counts it
+            upstream_id=upstream_id,
+            submitted_at=now,  # the timeout clock starts with the import
+            last_news_at=now,
+            next_check_at=schedule.first_check(settings, now),
         )
+        set_state(session, task, S.PENDING)
+        session.add(task)
+        record(
+            session, task, Source.USER, before=None, note=f"imported from the {new.upstream} API"
+        )
+        apply(session, settings, task, Word(upd, Source.POLL), payload=body)
+        session.flush()
+    return task, True

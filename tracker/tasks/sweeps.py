@@ -1,7 +1,7 @@
 """The recovery sweeps: a send whose process died, and tasks past TRACKER_TASK_TIMEOUT.
 
 Each finds its tasks with row locks that skip rows another transaction holds (they wait for
-the next pass: never a lock cycle) and hands them to lifecycle for the state change.
+the next pass: never a lock cycle) and hands them to the store for the state change.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from tracker.db import Database
 from tracker.settings import Settings
 from tracker.tasks import heartbeats, store
 from tracker.tasks.models import Task, utcnow
-from tracker.tasks.states import TIMEABLE_STATES, TaskState
+from tracker.tasks.states import TIMEABLE_STATES, GiveUp, TaskState, TimeOut
 
 
 def recover_interrupted_submissions(db: Database, limit: int = 500) -> int:
@@ -22,7 +22,7 @@ def recover_interrupted_submissions(db: Database, limit: int = 500) -> int:
 
     Found when its lease has passed, or sooner when its sender's heartbeat went stale. Either
     way it is never resent on our own: the create may have happened (and been paid for). An
-    answer that still arrives (a sender only thought dead) revives it (`submission`).
+    answer that still arrives (a sender only thought dead) revives it (`store.record_answer`).
     """
     now = utcnow()
     gone = or_(Task.claimed_until < now, heartbeats.held_by_dead(Task.claimed_by, now))
@@ -35,14 +35,14 @@ def recover_interrupted_submissions(db: Database, limit: int = 500) -> int:
             .with_for_update(skip_locked=True)
         ).all()
         for task in tasks:
-            store.mark_outcome_unknown(session, task, "the process sending it stopped mid-request")
+            store.apply(session, None, task, GiveUp("the process sending it stopped mid-request"))
     return len(tasks)
 
 
 def time_out_overdue(db: Database, settings: Settings, limit: int = 500) -> int:
     """Tasks with no final state TRACKER_TASK_TIMEOUT seconds after creation become timed_out.
 
-    A later callback or a manual poll can still complete them (see `machine.may_move`).
+    A later callback or a manual poll can still complete them (see `tasks.machine`).
     """
     cutoff = utcnow() - timedelta(seconds=settings.task_timeout)
     with db.write() as session:
@@ -60,5 +60,5 @@ def time_out_overdue(db: Database, settings: Settings, limit: int = 500) -> int:
             .with_for_update(skip_locked=True)
         ).all()
         for task in tasks:
-            store.time_out(session, task, settings.task_timeout)
+            store.apply(session, settings, task, TimeOut(settings.task_timeout))
     return len(tasks)

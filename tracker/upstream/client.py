@@ -30,7 +30,7 @@ from urllib3.exceptions import NewConnectionError
 from urllib3.util.retry import Retry
 
 from tracker import jsontext, metrics
-from tracker.tasks.machine import Update
+from tracker.tasks.states import Update
 from tracker.upstream import dialects, parse
 from tracker.upstream.dialects import Dialect, Request
 

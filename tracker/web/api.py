@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from tracker import jsontext
-from tracker.flows import imports, query_now, validate
+from tracker.flows import follow, imports, validate
 from tracker.flows import submit as dispatch
 from tracker.tasks.models import Task
 from tracker.tasks.serialize import account_json, task_json
@@ -173,7 +173,7 @@ def show(task_id: int) -> ResponseReturnValue:
 def poll(task_id: int) -> ResponseReturnValue:
     svc = services()
     try:  # no such task (404), or not one to query (409): errors.py answers
-        query_now.poll_one(svc.db, svc.settings, svc.client, task_id)
+        follow.query_now(svc.db, svc.settings, svc.client, task_id)
     except UpstreamError as exc:
         return error(502, f"the upstream query failed: {exc.message}")
     return _task_answer(task_id)

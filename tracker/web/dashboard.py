@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
-from tracker.flows import imports, query_now, validate
+from tracker.flows import follow, imports, validate
 from tracker.flows import submit as dispatch
 from tracker.tasks import deliveries as queue
 from tracker.tasks.models import Delivery, Task
@@ -175,7 +175,7 @@ def import_task() -> ResponseReturnValue:
 def poll(task_id: int) -> ResponseReturnValue:
     svc = services()
     try:  # no such task, or nothing to query: errors.py answers
-        query_now.poll_one(svc.db, svc.settings, svc.client, task_id)
+        follow.query_now(svc.db, svc.settings, svc.client, task_id)
         flash("Asked the upstream; the answer is in the timeline.", "ok")
     except UpstreamError as exc:
         flash(f"The upstream query failed: {exc.message}", "error")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from tracker.tasks.machine import NOT_UNDERSTOOD, Update
+from tracker.tasks.states import NOT_UNDERSTOOD, Update
 from tracker.upstream.parse import fields
 
 _MAX_DEPTH = 4
