@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 
 from tests.support.databases import (
     BACKENDS,
@@ -45,7 +46,7 @@ atexit.register(shutil.rmtree, _METRICS, ignore_errors=True)
 
 # fails a test that starts a process without the `slow` mark (tests/support/spawning.py)
 # the held-video origin and the archiving-worker spawner (tests/support/held.py): fixtures
-pytest_plugins = ["tests.support.spawning", "tests.support.held"]
+pytest_plugins = ["tests.support.spawning", "tests.support.held", "tests.support.single_writer"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -124,6 +125,22 @@ def make_settings(db: Database, tmp_path: Path) -> Callable[..., Settings]:
         return base.with_overrides(**overrides)
 
     return build
+
+
+@pytest.fixture
+def make_app(make_settings: Callable[..., Settings], db: Database) -> Callable[..., Flask]:
+    """The app on the test's database, for Flask's test client: `make_app(api_token=...)`."""
+
+    def build(**overrides: Any) -> Flask:
+        return create_app(make_settings(**overrides), db=db)
+
+    return build
+
+
+@pytest.fixture
+def client(make_app: Callable[..., Flask]) -> FlaskClient:
+    """Flask's test client on the app with the default test settings."""
+    return make_app().test_client()
 
 
 @pytest.fixture

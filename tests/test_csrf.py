@@ -1,5 +1,7 @@
-"""The dashboard's CSRF check (Flask-WTF) as it runs in production: behind an https proxy,
-with forms left open for hours, beside an API and callbacks that have their own rules.
+"""Requests that other sites make a browser send. The dashboard's forms have the CSRF check
+(Flask-WTF) as it runs in production: behind an https proxy, with forms left open for hours.
+The API and callbacks have their own rules (web/sameorigin.py; issue 9, item 5): only this
+service's names in `Host`, no `Origin` of another site, and unsafe API calls sent as JSON.
 
 Over https Flask-WTF also wants a `Referer` from this very site. The pages must therefore
 let the browser send one (`Referrer-Policy: same-origin`): with `no-referrer` every form
@@ -11,21 +13,28 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+import requests
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import select
 
+from tests.support.scripted import Reply, ScriptedUpstream
+from tests.support.servers import LiveServer
 from tracker import create_app
 from tracker.db import Database
 from tracker.flows import validate
 from tracker.settings import Settings
 from tracker.tasks import store
-from tracker.tasks.models import Task
+from tracker.tasks.models import Task, TaskEvent
 
 PUBLIC = "https://tracker.example"
 PROXIED = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "tracker.example"}
 TOKEN = "csrf-admin-token-0123456789abcdef"
+EVIL = "https://evil.example"
+JSON = {"Content-Type": "application/json"}
 
 
 def _token_of(page: str) -> str:
@@ -49,16 +58,6 @@ def _state(db: Database, task_id: int) -> str:
         task = session.get(Task, task_id)
         assert task is not None
         return task.state
-
-
-@pytest.fixture
-def make_app(make_settings: Callable[..., Settings], db: Database) -> Callable[..., Flask]:
-    return lambda **overrides: create_app(make_settings(**overrides), db=db)
-
-
-@pytest.fixture
-def client(make_app: Callable[..., Flask]) -> FlaskClient:
-    return make_app().test_client()
 
 
 @pytest.fixture
@@ -142,3 +141,110 @@ def test_the_api_and_callbacks_need_no_form_token(client: FlaskClient, db: Datab
     assert response.json is not None and response.json["state"] == "queued"
     # an unknown callback token is the callback route's own 404, not a CSRF 400
     assert client.post("/callbacks/luma/not-a-token", json={"id": "x"}).status_code == 404
+
+
+# -- the API is driven by this site only (issue 9, item 5) ------------------------------------
+
+
+def events_of(db: Database, task_id: int) -> list[str]:
+    with db.read() as session:
+        return list(session.scalars(select(TaskEvent.source).where(TaskEvent.task_id == task_id)))
+
+
+def task_count(db: Database) -> int:
+    with db.read() as session:
+        return len(list(session.scalars(select(Task.id))))
+
+
+@pytest.fixture
+def app_url(live: Callable[..., LiveServer], upstream: ScriptedUpstream) -> str:
+    return live(luma_api_base=upstream.url).url
+
+
+def rejected_task(app_url: str, upstream: ScriptedUpstream) -> dict[str, Any]:
+    upstream.then(Reply(400, {"detail": "no"}))
+    task = requests.post(f"{app_url}/api/tasks", json={"user_prompt": "a kite"}, timeout=5).json()
+    assert task["state"] == "rejected"
+    return task
+
+
+def test_a_body_less_action_must_be_sent_as_json(app_url: str, upstream: ScriptedUpstream) -> None:
+    task = rejected_task(app_url, upstream)
+    resend = f"{app_url}/api/tasks/{task['id']}/resend"
+    # what a cross-site form sends (no Origin from old browsers), and no type at all
+    for headers in ({}, {"Content-Type": "application/x-www-form-urlencoded"}):
+        response = requests.post(resend, headers=headers, timeout=5)
+        assert response.status_code == 415, headers
+        assert "application/json" in response.json()["error"]
+    assert len(upstream.posts()) == 1, "a refused request sent nothing"
+    # the same action as JSON, with an empty body, works
+    response = requests.post(resend, headers=JSON, timeout=5)
+    assert response.status_code == 200 and response.json()["attempts"] == 2
+
+
+def test_a_cross_site_form_post_to_poll_is_403_not_500(
+    db: Database, app_url: str, upstream: ScriptedUpstream
+) -> None:
+    task = requests.post(f"{app_url}/api/tasks", json={"user_prompt": "a kite"}, timeout=5).json()
+    before = events_of(db, task["id"])
+    for content_type in ("application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+        response = requests.post(
+            f"{app_url}/api/tasks/{task['id']}/poll",
+            data="a=b" if "urlencoded" in content_type else "--x--\r\n",
+            headers={"Origin": EVIL, "Content-Type": content_type},
+            timeout=5,
+        )
+        assert response.status_code == 403, content_type
+        assert response.json()["field"] == "Origin"
+    assert events_of(db, task["id"]) == before, "nothing was polled"
+
+
+def test_json_from_another_site_is_refused(db: Database, app_url: str) -> None:
+    submit = f"{app_url}/api/tasks"
+    body = {"user_prompt": "a forged submit"}
+    for origin in (EVIL, "null", "http://127.0.0.1:1", app_url.replace("http:", "https:")):
+        response = requests.post(submit, json=body, headers={"Origin": origin}, timeout=5)
+        assert response.status_code == 403, origin
+    assert task_count(db) == 0
+    port = urlsplit(app_url).port
+    # this site's own pages, and clients that are not browsers, keep working
+    for headers in (
+        {"Origin": app_url},
+        {"Origin": app_url.replace("127.0.0.1", "localhost"), "Host": f"localhost:{port}"},
+        {"Origin": "null", "Sec-Fetch-Site": "same-origin"},  # with Referrer-Policy no-referrer
+        {},
+    ):
+        assert requests.post(submit, json=body, headers=headers, timeout=5).status_code == 201
+
+
+def test_a_foreign_host_is_400_except_for_probes(app_url: str) -> None:
+    evil = {"Host": "evil.example"}
+    for path in ("/api/tasks", "/", "/api/openapi.json", "/callbacks/luma/x", "/nothing"):
+        response = requests.get(app_url + path, headers=evil, timeout=5)
+        assert response.status_code == 400, path
+    for host in ("evil.example:80", "127.0.0.1.evil.example", "x@127.0.0.1", "", "[::2]"):
+        response = requests.get(f"{app_url}/api/tasks", headers={"Host": host}, timeout=5)
+        assert response.status_code == 400, host
+    # probes reach the service by address
+    assert requests.get(f"{app_url}/healthz", headers=evil, timeout=5).status_code == 200
+    for path in ("/readyz", "/metrics"):
+        assert requests.get(app_url + path, headers=evil, timeout=5).status_code != 400
+    # its own names, with or without the port
+    port = urlsplit(app_url).port
+    for host in (f"127.0.0.1:{port}", "localhost", f"LOCALHOST:{port}", f"[::1]:{port}"):
+        response = requests.get(f"{app_url}/api/tasks", headers={"Host": host}, timeout=5)
+        assert response.status_code == 200, host
+
+
+def test_the_public_base_url_names_the_service(
+    make_settings: Callable[..., Settings], db: Database
+) -> None:
+    app = create_app(make_settings(public_base_url="https://tracker.example.com"), db=db)
+    client = app.test_client()
+    assert client.get("/api/tasks", headers={"Host": "tracker.example.com"}).status_code == 200
+    assert client.get("/api/tasks", headers={"Host": "other.example.com"}).status_code == 400
+    # a browser on the public site, served by a proxy that this process does not trust
+    response = client.post(
+        "/api/tasks/1/poll", headers={"Origin": "https://tracker.example.com", **JSON}
+    )
+    assert response.status_code == 404  # past the checks: there is no task 1

@@ -1,5 +1,6 @@
 """The dashboard over HTTP (Flask's test client on SQLite, and PostgreSQL when set):
-the list, its tabs, search and pages; the detail; the form; CSRF; the login.
+the list, its tabs, search and pages; outside URLs as links; the detail; the form; CSRF.
+Signing in: tests/test_sign_in.py.
 
 The browser tests (tests/browser/) drive the same pages in Chromium.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Callable
+from html.parser import HTMLParser
 from typing import Any
 
 import pytest
@@ -18,12 +20,13 @@ from markupsafe import escape
 from sqlalchemy import func, select, update
 
 from tests.support.dashboard import PNG, add_task, csrf_of, get, row_ids
-from tracker import create_app
+from tests.support.scripted import ScriptedUpstream
+from tests.support.urls import browser_reads
 from tracker.db import Database
-from tracker.settings import Settings
 from tracker.tasks.models import StateCount, Task, TaskEvent
 
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)> & "quotes"'
+EVIL = "evil.example"
 
 
 # -- helpers (the browser tests use them too) -----------------------------------------------
@@ -43,19 +46,6 @@ def event_count(db: Database) -> int:
 def task_count(db: Database) -> int:
     with db.read() as session:
         return session.scalar(select(func.count()).select_from(Task)) or 0
-
-
-@pytest.fixture
-def make_app(make_settings: Callable[..., Settings], db: Database) -> Callable[..., Flask]:
-    def build(**overrides: Any) -> Flask:
-        return create_app(make_settings(**overrides), db=db)
-
-    return build
-
-
-@pytest.fixture
-def client(make_app: Callable[..., Flask]) -> FlaskClient:
-    return make_app().test_client()
 
 
 # -- the list -------------------------------------------------------------------------------
@@ -148,6 +138,29 @@ def test_a_bad_cursor_is_ignored(client: FlaskClient, db: Database) -> None:
     for cursor in ("abc", "-5", "99999999999999999999999", ""):
         status, page = get(client, f"/?cursor={cursor}")
         assert status == 200 and len(row_ids(page)) == 1
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "%C2%B2",  # "²": str.isdigit() says yes, int() says no
+        "%D9%A3",  # "٣", an Arabic-Indic 3: int() takes it, but it is no cursor we make
+        "1" * 5000,  # past int()'s 4,300-digit limit
+        "3000000000",  # past tasks.id (32-bit on PostgreSQL): before every task
+        "99999999999999999999",
+        "-5",
+        "0x10",
+    ],
+)
+def test_a_cursor_that_is_not_one_of_ours_gives_the_first_page(
+    client: FlaskClient, db: Database, cursor: str
+) -> None:
+    ids = [add_task(db, f"task {n}") for n in range(4)]
+    status, page = get(client, f"/?cursor={cursor}")
+    assert status == 200
+    assert row_ids(page) == ids[::-1]
+    live = client.get(f"/?cursor={cursor}&q=task&state=queued", headers={"X-Live": "1"})
+    assert live.status_code == 200
 
 
 # -- search ---------------------------------------------------------------------------------
@@ -262,6 +275,16 @@ def test_search_input_with_operators_is_only_words(client: FlaskClient, db: Data
     assert status == 200
 
 
+def test_searching_for_a_task_number_past_every_id_finds_nothing(
+    client: FlaskClient, db: Database
+) -> None:
+    add_task(db, "a harbour")
+    for query in ("%233000000000", "%23999999999999999999", "3000000000"):
+        status, page = get(client, f"/?q={query}")
+        assert status == 200, query
+        assert "Nothing matches" in page
+
+
 # -- escaping -------------------------------------------------------------------------------
 
 
@@ -287,6 +310,109 @@ def test_markup_from_users_and_the_upstream_shows_as_text(
     assert str(escape(HOSTILE)) in page
     _, listing = get(client, "/")
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in listing
+
+
+# -- outside URLs become links only when absolute http(s), as a browser reads them (issue 9) --
+
+
+class _Links(HTMLParser):
+    """Every URL a page puts in href, src or poster (entities decoded, as a browser does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.urls += [v for k, v in attrs if k in ("href", "src", "poster") and v is not None]
+
+
+def links_of(page: str) -> list[str]:
+    parser = _Links()
+    parser.feed(page)
+    return parser.urls
+
+
+def assert_no_link_leaves_quietly(page: str) -> None:
+    """A link either stays on this site or is an absolute http(s) URL: none reaches another
+    host through a relative-looking path."""
+    for url in links_of(page):
+        parts = browser_reads(url)
+        assert EVIL not in parts.netloc, url
+        assert not parts.netloc or parts.scheme in ("http", "https"), url
+
+
+SNEAKY_IMAGE = f"/\t/{EVIL.replace('.', '')}" + "A" * 40  # valid "bare base64" to the API
+
+
+def test_an_image_url_that_a_browser_reads_as_another_site_is_no_link(
+    make_app: Callable[..., Flask], upstream: ScriptedUpstream
+) -> None:
+    client = make_app(luma_api_base=upstream.url).test_client()
+    response = client.post(
+        "/api/tasks",
+        json={"user_prompt": "a harbour", "image_url": SNEAKY_IMAGE, "image_end_url": SNEAKY_IMAGE},
+    )
+    assert response.status_code == 201, response.get_data(as_text=True)
+    task_id = response.get_json()["id"]
+    status, page = get(client, f"/tasks/{task_id}")
+    assert status == 200
+    for url in links_of(page):
+        assert "evilexample" not in browser_reads(url).netloc, url
+    assert "<code>/\t/evilexample" in page  # still shown, as text
+
+
+def test_upstream_urls_that_leave_the_site_by_a_path_are_neither_links_nor_sources(
+    client: FlaskClient, db: Database
+) -> None:
+    task_id = add_task(
+        db,
+        state="completed",
+        upstream_id="up-sneaky",
+        video_url=f"/\t/{EVIL}/v.mp4",
+        thumbnail_url=f"/\\{EVIL}/t.jpg",
+    )
+    for path in ("/", f"/tasks/{task_id}"):
+        status, page = get(client, path)
+        assert status == 200, path
+        assert_no_link_leaves_quietly(page)
+    _, page = get(client, f"/tasks/{task_id}")
+    assert "<video" not in page  # no player for a link that is not one
+    assert f"<code>/ /{EVIL}/v.mp4</code>" in page  # shown as text, its spaces evened
+
+
+def test_a_url_that_cannot_be_parsed_is_shown_as_text_not_a_broken_page(
+    make_app: Callable[..., Flask], upstream: ScriptedUpstream, db: Database
+) -> None:
+    """`http://[` passes the API's image pattern; urlsplit() raises on it (found by fuzzing)."""
+    client = make_app(luma_api_base=upstream.url).test_client()
+    response = client.post("/api/tasks", json={"user_prompt": "x", "image_url": "http://[oops"})
+    assert response.status_code == 201, response.get_data(as_text=True)
+    task_id = response.get_json()["id"]
+    status, page = get(client, f"/tasks/{task_id}")
+    assert status == 200 and "<code>http://[oops</code>" in page
+    add_task(db, state="processing", thumbnail_url="https://[::1/t.jpg", video_url="http://[v")
+    status, page = get(client, "/")
+    assert status == 200 and len(row_ids(page)) == 2
+
+
+def test_absolute_web_urls_are_still_links(client: FlaskClient, db: Database) -> None:
+    task_id = add_task(
+        db,
+        state="completed",
+        upstream_id="up-plain",
+        image_url="https://images.example/start.png",
+        video_url="https://cdn.example/v.mp4",
+        thumbnail_url="http://cdn.example/t.jpg",
+    )
+    _, page = get(client, f"/tasks/{task_id}")
+    urls = links_of(page)
+    for url in (
+        "https://images.example/start.png",
+        "https://cdn.example/v.mp4",
+        "http://cdn.example/t.jpg",
+    ):
+        assert url in urls
+    assert '<video controls preload="metadata" playsinline src="https://cdn.example/v.mp4"' in page
 
 
 # -- the detail -----------------------------------------------------------------------------
@@ -551,127 +677,6 @@ def test_the_form_refuses_files_that_are_not_images(client: FlaskClient, db: Dat
     assert "choose a PNG, JPEG, GIF or WebP image" in page
     assert "duration must look like" in page
     assert task_count(db) == 0
-
-
-# -- auth -----------------------------------------------------------------------------------
-
-TOKEN = "dashboard-admin-token-0123456789"
-
-
-def test_without_a_token_the_dashboard_is_open(client: FlaskClient) -> None:
-    assert get(client, "/")[0] == 200
-    response = client.get("/login")
-    assert response.status_code == 302 and response.headers["Location"] == "/"
-
-
-def test_with_a_token_the_dashboard_asks_for_it(
-    make_app: Callable[..., Flask], db: Database
-) -> None:
-    task_id = add_task(db, state="completed")
-    app = make_app(api_token=TOKEN)
-    client = app.test_client()
-    for path in ("/", f"/tasks/{task_id}", "/tasks/new", "/?state=failed&q=x"):
-        response = client.get(path)
-        assert response.status_code == 302, path
-        assert response.headers["Location"].startswith("/login?next=")
-    assert client.get("/", headers={"X-Live": "1"}).status_code == 401
-    # never asked: health, callbacks, static files; the API answers 401 on its own
-    assert client.get("/healthz").status_code == 200
-    assert client.post("/callbacks/luma/not-a-token", json={"id": "x"}).status_code == 404
-    assert client.get("/assets/dashboard.css").status_code == 200
-    assert client.get("/api/tasks").status_code == 401
-
-    _, page = get(client, "/login?next=/tasks/new")
-    response = client.post(
-        "/login", data={"csrf_token": csrf_of(page), "token": "wrong", "next": "/tasks/new"}
-    )
-    assert response.status_code == 401 and "That is not the token" in response.get_data(True)
-    assert client.get("/").status_code == 302
-    response = client.post(
-        "/login", data={"csrf_token": csrf_of(page), "token": TOKEN, "next": "/tasks/new"}
-    )
-    assert response.status_code == 303 and response.headers["Location"] == "/tasks/new"
-    cookie = response.headers["Set-Cookie"]
-    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and TOKEN not in cookie
-    status, page = get(client, "/")
-    assert status == 200 and "Sign out" in page and TOKEN not in page
-    # signing out ends it
-    response = client.post("/logout", data={"csrf_token": csrf_of(page)})
-    assert response.status_code == 303
-    assert client.get("/").status_code == 302
-
-
-def test_http_basic_or_bearer_with_the_token_opens_the_dashboard(
-    make_app: Callable[..., Flask],
-) -> None:
-    client = make_app(api_token=TOKEN).test_client()
-    basic = base64.b64encode(f"admin:{TOKEN}".encode()).decode()
-    assert client.get("/", headers={"Authorization": f"Basic {basic}"}).status_code == 200
-    assert client.get("/", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
-    wrong = base64.b64encode(b"admin:nope").decode()
-    assert client.get("/", headers={"Authorization": f"Basic {wrong}"}).status_code == 302
-
-
-def test_login_never_redirects_off_site(make_app: Callable[..., Flask]) -> None:
-    client = make_app(api_token=TOKEN).test_client()
-    _, page = get(client, "/login")
-    for target in ("//evil.example/", "https://evil.example/", "/\\evil.example"):
-        response = client.post(
-            "/login", data={"csrf_token": csrf_of(page), "token": TOKEN, "next": target}
-        )
-        assert response.headers["Location"] == "/", target
-        client.post("/logout", data={"csrf_token": csrf_of(get(client, "/")[1])})
-        _, page = get(client, "/login")
-
-
-def test_a_changed_token_signs_everyone_out(make_app: Callable[..., Flask]) -> None:
-    app = make_app(api_token=TOKEN, secret_key="a-fixed-secret-key-for-this-test")
-    client = app.test_client()
-    _, page = get(client, "/login")
-    client.post("/login", data={"csrf_token": csrf_of(page), "token": TOKEN})
-    assert client.get("/").status_code == 200
-    other = make_app(api_token=TOKEN + "-new", secret_key="a-fixed-secret-key-for-this-test")
-    cookie = client.get_cookie("tracker_session")
-    assert cookie is not None
-    fresh = other.test_client()
-    fresh.set_cookie("tracker_session", cookie.value)
-    assert fresh.get("/").status_code == 302
-
-
-# -- the session key ------------------------------------------------------------------------
-
-
-def test_without_a_secret_key_every_process_gets_the_same_one(
-    make_settings: Callable[..., Settings], db: Database, tmp_path: Any, monkeypatch: Any
-) -> None:
-    from tracker.web import sessions
-
-    monkeypatch.chdir(tmp_path)  # PostgreSQL keeps it in ./instance
-    settings = make_settings()
-    first = create_app(settings, db=db)
-    second = create_app(settings, db=db)
-    assert first.secret_key and first.secret_key == second.secret_key
-    path = sessions.key_file(settings)
-    assert path.read_text().strip() == first.secret_key
-    assert path.stat().st_mode & 0o077 == 0
-    # with the admin token set, it is derived from it: no file needed
-    with_token = make_settings(api_token=TOKEN)
-    assert create_app(with_token, db=db).secret_key == create_app(with_token, db=db).secret_key
-    assert create_app(with_token, db=db).secret_key != first.secret_key
-
-
-def test_a_cookie_signed_with_another_key_is_not_trusted(
-    make_app: Callable[..., Flask],
-) -> None:
-    app = make_app(api_token=TOKEN, secret_key="key-one-key-one-key-one-key-one")
-    client = app.test_client()
-    _, page = get(client, "/login")
-    client.post("/login", data={"csrf_token": csrf_of(page), "token": TOKEN})
-    cookie = client.get_cookie("tracker_session")
-    assert cookie is not None
-    stranger = make_app(api_token=TOKEN, secret_key="key-two-key-two-key-two-key-two").test_client()
-    stranger.set_cookie("tracker_session", cookie.value)
-    assert stranger.get("/").status_code == 302
 
 
 # -- small parts ----------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 from contextlib import suppress
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support.devrun import dev_env, start_dev
+from tests.support.devrun import ROOT, dev_env, start_dev
 from tests.support.servers import CLOSE
 from tests.support.waiting import wait_for
 
@@ -69,3 +70,50 @@ def test_an_early_ctrl_c_stops_every_child_before_the_runner_exits(tmp_path: Pat
     text = log.read_text()
     assert "Traceback" not in text and "KeyboardInterrupt" not in text, text[-3000:]
     assert "Dashboard:" not in text  # it stopped starting things once asked to stop
+
+
+# -- where it listens: loopback only, unlike the Procfile's web process (issue 9, item 5) -----
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _serves(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+@pytest.mark.slow
+def test_make_run_listens_on_loopback_only(tmp_path: Path) -> None:
+    env = dev_env(tmp_path, SIMULATOR_DEMO="0", TRACKER_MEDIA_DIR="")
+    port = int(env["PORT"])
+    log = tmp_path / "dev.log"
+    dev = start_dev(env, log)
+    try:
+        # served, not only accepted: gunicorn's master listens before its worker is booted
+        wait_for(lambda: _serves(f"http://127.0.0.1:{port}/healthz"), timeout=60, interval=0.3)
+        # all of 127.0.0.0/8 is this machine: a socket bound to 0.0.0.0 answers on .2 too
+        assert not _answers("127.0.0.2", port), "the web process listens beyond 127.0.0.1"
+    finally:
+        dev.send_signal(signal.SIGINT)
+        dev.wait(timeout=30)
+    assert dev.returncode == 0, log.read_text()[-3000:]
+    # the Procfile's web process keeps listening everywhere, as platforms need
+    assert "0.0.0.0" in (ROOT / "gunicorn.conf.py").read_text()  # noqa: S104
+    assert "--bind" not in (ROOT / "Procfile").read_text()
+
+
+def test_host_overrides_the_dev_bind() -> None:
+    from tracker.cli import dev as devrun
+
+    assert devrun.web_command({"PORT": "8123"})[-2:] == ["--bind", "127.0.0.1:8123"]
+    everywhere = devrun.web_command({"PORT": "8123", "HOST": "0.0.0.0"})  # noqa: S104
+    assert everywhere[-1] == "0.0.0.0:8123"
+    assert devrun.web_command({"PORT": "8123", "HOST": "::"})[-1] == "[::]:8123"

@@ -1,15 +1,21 @@
-"""Size limits, hardening headers and cookie flags, over real HTTP."""
+"""Size limits, hardening headers, cookie flags and trusted proxies' headers, over real HTTP."""
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import requests
 
 from tests.support.scripted import Reply, ScriptedUpstream, raw_task
+from tests.support.servers import LiveServer
 from tests.support.waiting import api_task
 from tracker import create_app
+from tracker.db import Database
+from tracker.settings import Settings
+
+TOKEN = "limits-admin-token-0123456789abcd"
 
 
 def _submit_one(live, upstream: ScriptedUpstream, **overrides):  # type: ignore[no-untyped-def]
@@ -59,6 +65,18 @@ def test_oversized_api_body_is_413_without_being_read(live) -> None:  # type: ig
     assert requests.get(f"{app}/api/tasks", timeout=5).json()["tasks"] == []
 
 
+def test_the_body_size_is_decided_first(live: Callable[..., LiveServer]) -> None:
+    app = live(max_body_bytes=10_000).url
+    host, port = urlsplit(app).hostname, urlsplit(app).port
+    with socket.create_connection((host, port), timeout=5) as conn:
+        conn.sendall(
+            b"POST /api/tasks HTTP/1.1\r\nHost: evil.example\r\nOrigin: https://evil.example\r\n"
+            b"Content-Type: text/plain\r\nContent-Length: 500000000\r\n\r\n"
+        )
+        head = conn.recv(4096).decode()
+    assert head.startswith("HTTP/1.1 413")
+
+
 def test_big_base64_image_under_the_limit_is_accepted(live, upstream) -> None:  # type: ignore[no-untyped-def]
     app = live(luma_api_base=upstream.url).url
     image = "data:image/png;base64," + "QUJD" * 500_000  # 2 MB
@@ -89,3 +107,30 @@ def test_session_cookie_flags(make_settings, db) -> None:  # type: ignore[no-unt
     assert secure.config["SESSION_COOKIE_SAMESITE"] == "Lax"
     plain = create_app(make_settings(public_base_url="http://127.0.0.1:8000"), db=db)
     assert plain.config["SESSION_COOKIE_SECURE"] is False
+
+
+def test_trusted_proxies_say_who_the_client_is(
+    make_settings: Callable[..., Settings], db: Database
+) -> None:
+    public = "https://tracker.example.com"
+    behind = create_app(
+        make_settings(public_base_url=public, api_token=TOKEN, trusted_proxies=1), db=db
+    ).test_client()
+    proxied = {"X-Forwarded-Host": "tracker.example.com", "X-Forwarded-Proto": "https"}
+    # the proxy talks to us as 127.0.0.1; the name the client used is the one checked
+    bad_host = {**proxied, "X-Forwarded-Host": "evil.example"}
+    assert behind.get("/api/tasks", headers=bad_host).status_code == 400
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    assert behind.get("/api/tasks", headers={**proxied, **bearer}).status_code == 200
+    # failed attempts count for the client's address, not the proxy's
+    wrong = {**proxied, "Authorization": "Bearer wrong-token-wrong-token"}
+    for _ in range(10):
+        response = behind.get("/api/tasks", headers={**wrong, "X-Forwarded-For": "203.0.113.5"})
+        assert response.status_code == 401
+    attacker = behind.get("/api/tasks", headers={**wrong, "X-Forwarded-For": "203.0.113.5"})
+    assert attacker.status_code == 429
+    neighbour = {**proxied, **bearer, "X-Forwarded-For": "203.0.113.6"}
+    assert behind.get("/api/tasks", headers=neighbour).status_code == 200
+    # without trusted proxies, the headers are the client's word and change nothing
+    direct = create_app(make_settings(public_base_url=public), db=db).test_client()
+    assert direct.get("/api/tasks", headers=bad_host).status_code == 200

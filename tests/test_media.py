@@ -11,7 +11,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,12 @@ import pytest
 import requests
 
 from tests.support.media import SAMPLE, SAMPLE_JPG, Origin, add_completed, load, sha, sim_completed
+from tests.support.servers import SHUTDOWN_POLL
 from tests.support.waiting import wait_for
 from tracker.db import Database
 from tracker.flows import archive as media
 from tracker.settings import Settings
+from tracker.storage.download import TooLarge, download
 from tracker.storage.netguard import Guard
 from tracker.tasks.models import Task, utcnow
 from tracker.tasks.serialize import task_json
@@ -423,6 +425,42 @@ def test_a_body_cut_short_leaves_no_file_and_is_retried(
     make_due(db, task_id)
     assert media.archive_due(db, settings, LumaClient(NOWHERE, "")) == 1
     assert (Path(settings.media_dir) / f"{task_id}.mp4").read_bytes() == SAMPLE
+
+
+class _OddLength(BaseHTTPRequestHandler):
+    """`/sup`: `Content-Length: ²` (byte 0xB2, read as latin-1); `/long`: 5,000 nines."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "\u00b2" if self.path == "/sup" else "9" * 5000)
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(b"video bytes")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def odd_origin() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _OddLength)
+    thread = threading.Thread(target=server.serve_forever, args=(SHUTDOWN_POLL,), daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_content_length_of_odd_digits_is_no_crash_of_the_archive(
+    odd_origin: str, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings, guard = make_settings(), Guard(allow_private=True)
+    dest = tmp_path / "v.mp4"
+    size = download(f"{odd_origin}/sup", dest, settings, guard)  # no length: the body counts
+    assert size == len(b"video bytes") and dest.read_bytes() == b"video bytes"
+    with pytest.raises(TooLarge):  # announced far past the cap
+        download(f"{odd_origin}/long", tmp_path / "long.mp4", settings, guard)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.mp4"]
 
 
 # -- scheduling: leases, --missing, nothing to do -----------------------------------------------

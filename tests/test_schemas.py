@@ -16,10 +16,8 @@ from openapi_spec_validator import validate as validate_openapi
 from pydantic import BaseModel
 
 from tests.support.scripted import Reply, ScriptedUpstream, raw_task
-from tracker import create_app
 from tracker.db import Database
 from tracker.flows import bodies, validate
-from tracker.settings import Settings
 from tracker.tasks import store
 from tracker.tasks.models import Task, utcnow
 from tracker.tasks.store import NewTask
@@ -147,11 +145,6 @@ def _csrf(page: str) -> str:
     match = re.search(r'name="csrf_token" value="([^"]+)"', page)
     assert match
     return match.group(1)
-
-
-@pytest.fixture
-def make_app(make_settings: Callable[..., Settings], db: Database) -> Callable[..., Flask]:
-    return lambda **overrides: create_app(make_settings(**overrides), db=db)
 
 
 def test_the_form_shows_the_models_problems_each_beside_its_field(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit
 
 import pytest
@@ -14,7 +14,10 @@ from sqlalchemy import select
 
 from lumasim.simulator import Simulator
 from tests.support.waiting import api_task, wait_for
+from tracker import create_app
+from tracker.db import Database
 from tracker.flows import worker
+from tracker.settings import Settings
 from tracker.tasks.models import Base
 
 KEY = "sk-live-UPSTREAM-7f3a9c0b1d2e4f56"
@@ -114,3 +117,13 @@ def test_no_secret_leaks_anywhere(  # type: ignore[no-untyped-def]
     for where, text in places.items():
         for secret in (KEY, ADMIN, *tokens):
             assert secret not in text, f"a secret ({secret[:6]}…) was found in the {where}"
+
+
+def test_the_shortest_token_allowed_is_masked_in_logs(
+    make_settings: Callable[..., Settings], db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = "0123456789abcdef"  # 16 characters
+    create_app(make_settings(api_token=token), db=db)
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("tracker.test").info("someone sent %s", token)
+    assert token not in caplog.text and "[redacted]" in caplog.text

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tracker.settings import SettingsError, load, worker_stale_after
+from tracker.settings import Settings, SettingsError, load, worker_stale_after
 
 
 def test_defaults(tmp_path: Path) -> None:
@@ -78,3 +78,37 @@ def test_a_bad_setting_stops_the_cli_with_one_line(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "PORT must be an integer" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow  # starts a process
+def test_a_short_api_token_is_refused_at_start(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="TRACKER_API_TOKEN"):
+        load({"TRACKER_API_TOKEN": "fifteen-chars!!"}, instance=tmp_path)
+    with pytest.raises(SettingsError, match="TRACKER_API_TOKEN"):
+        Settings(api_token="short")  # no way round it, so no short token escapes masking
+    assert load({"TRACKER_API_TOKEN": "sixteen-chars!!!"}, instance=tmp_path).api_token
+
+    bin_dir = Path(sys.executable).parent
+    env = {"PATH": "/usr/bin:/bin", "TRACKER_API_TOKEN": "abc123", "HOME": str(tmp_path)}
+    root = Path(__file__).resolve().parent.parent
+    for command in (
+        [str(bin_dir / "tracker"), "db", "upgrade"],
+        [str(bin_dir / "gunicorn"), "wsgi:app", "-c", "gunicorn.conf.py", "-b", "127.0.0.1:0"],
+    ):
+        result = subprocess.run(
+            command, env=env, capture_output=True, text=True, cwd=root, timeout=60
+        )
+        assert result.returncode != 0, command
+        output = result.stdout + result.stderr
+        assert "TRACKER_API_TOKEN must be at least 16 characters" in output, output
+        assert "Traceback" not in output, output
+        assert "abc123" not in output
+
+
+def test_session_lifetime_setting(tmp_path: Path) -> None:
+    assert load({}, instance=tmp_path).session_lifetime == 12 * 3600
+    assert load({"TRACKER_SESSION_LIFETIME": "3600"}, instance=tmp_path).session_lifetime == 3600
+    with pytest.raises(SettingsError, match="TRACKER_SESSION_LIFETIME"):
+        load({"TRACKER_SESSION_LIFETIME": "soon"}, instance=tmp_path)
+    with pytest.raises(SettingsError, match="TRACKER_TRUSTED_PROXIES"):
+        load({"TRACKER_TRUSTED_PROXIES": "-1"}, instance=tmp_path)
