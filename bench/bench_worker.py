@@ -52,6 +52,7 @@ SCALE = 20.0
 GENERATION = (10.0, 100.0)  # real seconds to "processing" and to "completed"
 NAIVE_EVERY = 5.0
 TASKS = 100
+CREATE = "/luma/generations"  # the simulator speaks the proxy's dialect here
 SUBMIT_PACE = 0.01  # seconds between the floor's creates, about the pace of POST /api/tasks
 BENCH_DB = "luma_bench_worker"  # created and dropped beside TEST_DATABASE_URL's database
 
@@ -354,12 +355,14 @@ def tracker_run(callbacks: bool, workdir: Path) -> dict[str, Any]:
 def naive_run() -> dict[str, Any]:
     """The common practice: create, then query every unfinished task every 5 s until done."""
     from tracker.upstream.client import LumaClient
+    from tracker.upstream.dialects import Request
 
     sim = _simulator(callbacks=False)
     client = LumaClient(sim.url or "", "", pool_size=CONCURRENCY)
     offset = time.time() - time.monotonic()
     waiting = {
-        str(client.create({"user_prompt": f"bench {n}"}).update.upstream_id) for n in range(TASKS)
+        str(client.send(Request(CREATE, {"user_prompt": f"bench {n}"})).update.upstream_id)
+        for n in range(TASKS)
     }
     known: dict[str, float] = {}
 
@@ -382,6 +385,7 @@ def naive_run() -> dict[str, Any]:
 def callback_floor() -> float:
     """The simulator calling a receiver that does nothing: the delivery delay itself (p50 s)."""
     from tracker.upstream.client import LumaClient
+    from tracker.upstream.dialects import Request
 
     arrived: dict[str, float] = {}
 
@@ -397,7 +401,8 @@ def callback_floor() -> float:
     client = LumaClient(sim.url or "", "")
     offset = time.time() - time.monotonic()
     for n in range(TASKS):
-        client.create({"user_prompt": f"floor {n}", "notify_hook": f"{hook_url}/hook"})
+        body = {"user_prompt": f"floor {n}", "notify_hook": f"{hook_url}/hook"}
+        client.send(Request(CREATE, body))
         time.sleep(SUBMIT_PACE)
     deadline = time.monotonic() + 60
     while len(arrived) < TASKS and time.monotonic() < deadline:

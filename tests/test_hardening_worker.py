@@ -32,6 +32,7 @@ from tracker.tasks import heartbeats, machine, store
 from tracker.tasks.models import Task, WorkerBeat, utcnow
 from tracker.tasks.store import NewTask
 from tracker.upstream.client import LumaClient
+from tracker.upstream.dialects import Request
 
 
 def kill_mid_download(db: Database, origin: Origin, spawn: Any, media_dir: Path) -> int:
@@ -160,7 +161,8 @@ def test_a_poll_lease_held_by_a_dead_worker_is_taken(
     ids = []
     for holder in (dead, alive, "never-registered:3:cc"):
         task_id = store.create(db, NewTask(kind="generate", user_prompt="dunes")).id
-        upstream_id = client.create({"user_prompt": "dunes"}).update.upstream_id
+        created = client.send(Request("/luma/generations", {"user_prompt": "dunes"}))
+        upstream_id = created.update.upstream_id
         with db.write() as session:
             session.execute(update(Task).where(Task.id == task_id).values(upstream_id=upstream_id))
         hold(db, task_id, "pending", holder)

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tracker.upstream.parse import Update, error_reason, parse, parse_batch
+from tracker.upstream.parse import Update, parse, parse_batch
+from tracker.upstream.parse_create import error_reason
 
 RAW_PENDING = {
     "id": "749d328e-4fd0-43a8-8c89-32394d60da69",

@@ -22,7 +22,23 @@ import requests
 from lumasim.media import SAMPLE_JPG, SAMPLE_MP4
 from lumasim.simulator import Simulator
 from tests.support.receiver import Receiver
-from tracker.upstream.client import APIStatusError, APITimeoutError, LumaClient, RateLimitError
+from tracker.upstream.client import (
+    Answer,
+    APIStatusError,
+    APITimeoutError,
+    LumaClient,
+    RateLimitError,
+)
+from tracker.upstream.dialects import Request
+
+
+def create(client: LumaClient, body: dict[str, Any]) -> Answer:
+    """A create with a body as given (the proxy's words), past the dialect's checks."""
+    return client.send(Request("/luma/generations", body))
+
+
+def extend(client: LumaClient, source: str, body: dict[str, Any]) -> Answer:
+    return client.send(Request(f"/luma/generations/{source}/extend", body))
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 4.0) -> Any:
@@ -58,7 +74,7 @@ def completed(client: LumaClient, upstream_id: str) -> Any:
 def test_a_task_goes_pending_processing_completed_with_a_real_video(
     fast: Simulator, client: LumaClient
 ) -> None:
-    answer = client.create({"user_prompt": "a cat surfing a wave"})
+    answer = create(client, {"user_prompt": "a cat surfing a wave"})
     assert answer.status == 201 and answer.update.state == "pending"
     assert answer.body["video"] is None and answer.body["created_at"].endswith("Z")
     upstream_id = answer.update.upstream_id
@@ -96,15 +112,15 @@ def test_refusals_in_lumas_words(fast: Simulator, client: LumaClient) -> None:
     unknown = requests.get(f"{url}/nope", timeout=5)
     assert (unknown.status_code, unknown.json()) == (404, {"detail": "Task not found"})
     with pytest.raises(APIStatusError) as missing:
-        client.extend("nope", {"user_prompt": "go on"})
+        extend(client, "nope", {"user_prompt": "go on"})
     assert missing.value.status == 404
-    source = client.create({"user_prompt": "a river"}).update.upstream_id
+    source = create(client, {"user_prompt": "a river"}).update.upstream_id
     with pytest.raises(APIStatusError, match="completed"):
-        client.extend(source, {"user_prompt": "go on"})
+        extend(client, source, {"user_prompt": "go on"})
     completed(client, source)
     with pytest.raises(APIStatusError, match="Loop is not supported for extend"):
-        client.extend(source, {"user_prompt": "go on", "loop": True})
-    extended = client.extend(source, {"user_prompt": "go on"}).update.upstream_id
+        extend(client, source, {"user_prompt": "go on", "loop": True})
+    extended = extend(client, source, {"user_prompt": "go on"}).update.upstream_id
     assert fast.tasks[extended].source_id == source and fast.creates == 2
 
 
@@ -116,14 +132,14 @@ def test_an_api_key_is_required_when_set() -> None:
         assert (denied.status_code, denied.json()) == (401, {"detail": "Invalid API key"})
         assert simulator.creates == 0
         allowed = LumaClient(simulator.url or "", "sk-sim")
-        assert allowed.create({"user_prompt": "a cat"}).status == 201
+        assert create(allowed, {"user_prompt": "a cat"}).status == 201
         allowed.close()
     finally:
         simulator.stop()
 
 
 def test_a_prompt_with_fail_ends_failed(fast: Simulator, client: LumaClient) -> None:
-    upstream_id = client.create({"user_prompt": "please fail this one"}).update.upstream_id
+    upstream_id = create(client, {"user_prompt": "please fail this one"}).update.upstream_id
     update = wait_for(lambda: (u := client.query(upstream_id).update).state == "failed" and u)
     assert update.failure_reason == "Frame moderation failed" and update.video_url is None
     fast.set_state(upstream_id, "failed", failure_reason="Contains blacklisted words")
@@ -136,12 +152,12 @@ def test_callbacks_reach_the_hook_on_processing_and_completed(
     fast: Simulator, client: LumaClient, receiver: Receiver
 ) -> None:
     hook = f"{receiver.url}/callbacks/luma/secret-token"
-    upstream_id = client.create({"user_prompt": "a kite", "notify_hook": hook}).update.upstream_id
+    upstream_id = create(client, {"user_prompt": "a kite", "notify_hook": hook}).update.upstream_id
     wait_for(lambda: receiver.states() == ["processing", "completed"])
     assert {path for path, _ in receiver.got} == {"/callbacks/luma/secret-token"}
     assert receiver.got[-1][1]["id"] == upstream_id and receiver.got[-1][1]["video"]["url"]
     fast.callbacks = False
-    silent = client.create({"user_prompt": "a quiet kite", "notify_hook": hook}).update
+    silent = create(client, {"user_prompt": "a quiet kite", "notify_hook": hook}).update
     completed(client, silent.upstream_id or "")
     time.sleep(0.1)
     assert len(receiver.got) == 2
@@ -165,17 +181,17 @@ def test_a_callback_not_answered_200_is_retried_three_times(receiver: Receiver) 
 def test_fail_next_answers_as_configured(fast: Simulator, client: LumaClient) -> None:
     fast.fail_next("create", status=429, body={"detail": "slow down"}, headers={"Retry-After": "2"})
     with pytest.raises(RateLimitError) as limited:
-        client.create({"user_prompt": "a cat"})
+        create(client, {"user_prompt": "a cat"})
     assert (limited.value.retry_after, limited.value.reason, fast.creates) == (2.0, "slow down", 0)
 
     fast.fail_next("create", status=500, after=True)  # the ambiguous case: created, then 500
     with pytest.raises(APIStatusError) as ambiguous:
-        client.create({"user_prompt": "a cat"})
+        create(client, {"user_prompt": "a cat"})
     assert ambiguous.value.status == 500 and fast.creates == 1 and len(fast.tasks) == 1
 
     fast.fail_next("create", drop=True)  # dropped before creating
     with pytest.raises(APITimeoutError):
-        client.create({"user_prompt": "a cat"})
+        create(client, {"user_prompt": "a cat"})
     assert fast.creates == 1 and fast.requests[-1].status == 0
 
     upstream_id = next(iter(fast.tasks))
@@ -192,7 +208,7 @@ def test_fail_next_answers_as_configured(fast: Simulator, client: LumaClient) ->
 
 
 def test_presigned_links_serve_ranges_and_expire(fast: Simulator, client: LumaClient) -> None:
-    upstream_id = client.create({"user_prompt": "a cat"}).update.upstream_id or ""
+    upstream_id = create(client, {"user_prompt": "a cat"}).update.upstream_id or ""
     video_url = completed(client, upstream_id).video_url
     part = requests.get(video_url, headers={"Range": "bytes=0-99"}, timeout=5)
     assert part.status_code == 206 and part.content == SAMPLE_MP4.read_bytes()[:100]
@@ -206,8 +222,8 @@ def test_presigned_links_serve_ranges_and_expire(fast: Simulator, client: LumaCl
 def test_max_overlap_counts_concurrent_queries_of_one_task(
     fast: Simulator, client: LumaClient
 ) -> None:
-    first = client.create({"user_prompt": "one"}).update.upstream_id or ""
-    second = client.create({"user_prompt": "two"}).update.upstream_id or ""
+    first = create(client, {"user_prompt": "one"}).update.upstream_id or ""
+    second = create(client, {"user_prompt": "two"}).update.upstream_id or ""
     fast.latency = 0.2
     client.query(first)
     client.query(first)

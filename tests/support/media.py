@@ -16,6 +16,7 @@ from tracker.db import Database
 from tracker.tasks import store
 from tracker.tasks.models import Task, utcnow
 from tracker.upstream.client import LumaClient
+from tracker.upstream.dialects import Request
 
 SAMPLE = SAMPLE_MP4.read_bytes()
 SAMPLE_JPG = SAMPLE_JPG_FILE.read_bytes()
@@ -143,7 +144,8 @@ def load(db: Database, task_id: int) -> Task:
 def sim_completed(sim: Any) -> tuple[str, LumaClient]:
     """A generation the simulator considers completed, and a client for it."""
     client = LumaClient(sim.url, "", connect_timeout=2, read_timeout=3)
-    upstream_id = client.create({"user_prompt": "a lighthouse at dusk"}).update.upstream_id
+    created = client.send(Request("/luma/generations", {"user_prompt": "a lighthouse at dusk"}))
+    upstream_id = created.update.upstream_id
     assert upstream_id
     sim.set_state(upstream_id, "completed")
     return upstream_id, client

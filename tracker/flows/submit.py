@@ -29,7 +29,7 @@ from tracker.upstream.client import (
     RateLimitError,
     UpstreamError,
 )
-from tracker.upstream.parse import parse_create
+from tracker.upstream.parse_create import parse_create
 
 
 def request_body(task: Task, notify_hook: str | None, flavor: str = "proxy") -> dict[str, Any]:

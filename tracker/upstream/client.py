@@ -1,7 +1,7 @@
 """LumaClient: the one way the project talks to the upstream (the reseller proxy or Luma).
 
-Which paths and bodies it uses is the dialect's business (tracker/dialects/); this
-module is the transport: one choke point for every request.
+Which paths and bodies it uses is the dialect's business (tracker/upstream/dialects.py);
+this module is the transport: one choke point for every request.
 
 One `requests.Session` per client, explicit connect and read timeouts on every
 call, and the project's own typed errors. The errors say what a caller needs to
@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import quote
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -33,6 +32,7 @@ from tracker import jsontext, metrics
 from tracker.tasks.states import Update
 from tracker.upstream import dialects, parse
 from tracker.upstream.dialects import Dialect, Request
+from tracker.upstream.parse_create import error_reason
 
 log = logging.getLogger(__name__)
 
@@ -169,22 +169,6 @@ class LumaClient:
         """A create as the dialect built it (`Dialect.create_request`)."""
         return self._request("POST", request.path, request.body, kind="create")
 
-    def create(self, body: dict[str, Any]) -> Answer:
-        """A new generation from a body already in this dialect's words."""
-        path = "/generations" if self.dialect.name == "luma" else "/luma/generations"
-        return self._request("POST", path, body, kind="create")
-
-    def extend(self, source_task_id: str, body: dict[str, Any]) -> Answer:
-        if self.dialect.name == "luma":  # one create route; the source is the first keyframe
-            frames = dict(body.get("keyframes") or {})
-            frames["frame0"] = {"type": "generation", "id": source_task_id}
-            return self._request(
-                "POST", "/generations", {**body, "keyframes": frames}, kind="create"
-            )
-        return self._request(
-            "POST", f"/luma/generations/{_segment(source_task_id)}/extend", body, kind="create"
-        )
-
     def query(self, upstream_id: str) -> Answer:
         return self._request("GET", self.dialect.query_path(upstream_id), kind="query")
 
@@ -278,16 +262,12 @@ class LumaClient:
         if status == 429 or (status == 503 and "Retry-After" in response.headers):
             raise RateLimitError(
                 status,
-                parse.error_reason(data, text),
+                error_reason(data, text),
                 _retry_after(response.headers.get("Retry-After")),
                 data,
             )
         if status >= 400:
-            raise APIStatusError(status, parse.error_reason(data, text), data)
+            raise APIStatusError(status, error_reason(data, text), data)
         if data is None:
-            raise InvalidResponseError(f"HTTP {status}: {parse.error_reason(None, text)}")
+            raise InvalidResponseError(f"HTTP {status}: {error_reason(None, text)}")
         return Answer(status=status, body=data, update=parse.parse(data))
-
-
-def _segment(value: str) -> str:
-    return quote(value, safe="")

@@ -13,9 +13,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tracker.settings import DIALECTS
 from tracker.tasks.models import KINDS
 from tracker.tasks.states import EVENT_SOURCES, STATES
-from tracker.upstream.dialects import FLAVORS
 
 
 def _one_of(values: tuple[str, ...]) -> Any:
@@ -24,7 +24,7 @@ def _one_of(values: tuple[str, ...]) -> Any:
 
 
 Kind = Annotated[str, _one_of(KINDS)]
-Flavor = Annotated[str, _one_of(FLAVORS)]
+Flavor = Annotated[str, _one_of(DIALECTS)]
 State = Annotated[str, _one_of(STATES)]
 EventSource = Annotated[str, _one_of(EVENT_SOURCES)]
 

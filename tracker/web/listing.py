@@ -19,9 +19,9 @@ from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from tracker.db import Database
+from tracker.settings import DIALECTS
 from tracker.tasks.models import StateCount, Task
 from tracker.tasks.states import STATES
-from tracker.upstream.dialects import FLAVORS
 from tracker.web.routing import MAX_ID
 from tracker.web.search import LIST_COLUMNS, search_rows
 
@@ -64,7 +64,7 @@ def other_dialect_waiting(session: Session, flavor: str) -> dict[str, int]:
     (upstream, state) answers it without reading the table): nobody follows them now."""
     rows = session.execute(
         select(Task.upstream, func.count())
-        .where(Task.upstream.in_([f for f in FLAVORS if f != flavor]), Task.state.in_(UNFINISHED))
+        .where(Task.upstream.in_([f for f in DIALECTS if f != flavor]), Task.state.in_(UNFINISHED))
         .group_by(Task.upstream)
     )
     return {upstream: int(count) for upstream, count in rows}

@@ -1,0 +1,213 @@
+"""The dialects: each upstream API the tracker can speak, its paths and its words.
+
+The reseller proxy (`proxy`, the default) and Luma's own API (`luma`) take the same work in
+different words (`user_prompt` vs `prompt`, an extend path vs keyframes, a batch query or
+none). Everything that differs between them lives here, so the rest of the tracker asks a
+`Dialect` instead of spelling paths. Reading the answers is `tracker.upstream.parse`'s, which
+understands both. LUMA_API_FLAVOR picks the dialect (its names and default base URLs are
+`tracker.settings.DIALECTS` and `DEFAULT_BASES`); each task stores the one it was sent with
+in `tasks.upstream`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import quote
+
+from tracker.settings import DEFAULT_BASES
+
+
+class TaskLike(Protocol):
+    """What a request body is built from: a stored Task or a NewTask.
+
+    Read-only properties: a dialect only reads them, and so a Task, whose `options` is never
+    None, fits as well as a NewTask, whose `options` may be.
+    """
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def user_prompt(self) -> str: ...
+    @property
+    def source_task_id(self) -> str | None: ...
+    @property
+    def expand_prompt(self) -> bool | None: ...
+    @property
+    def image_url(self) -> str | None: ...
+    @property
+    def image_end_url(self) -> str | None: ...
+    @property
+    def options(self) -> dict[str, Any] | None: ...
+
+
+@dataclass(frozen=True)
+class Request:
+    """One create as the upstream wants it."""
+
+    path: str
+    body: dict[str, Any]
+
+
+class Dialect(Protocol):
+    name: str
+    default_base: str
+    has_batch: bool
+    has_download_url: bool
+    credits_path: str | None
+
+    def create_request(self, task: TaskLike, callback_url: str | None) -> Request: ...
+
+    def query_path(self, upstream_id: str) -> str: ...
+
+    def batch_path(self) -> str | None: ...
+
+    def download_url_path(self, upstream_id: str) -> str | None: ...
+
+    def unsupported(self, task: TaskLike) -> tuple[str, str] | None:
+        """(field, reason) when this API cannot take the task as given, else None."""
+        ...
+
+
+def _segment(value: str) -> str:
+    return quote(value, safe="")
+
+
+# -- the reseller proxy ------------------------------------------------------------------------
+
+
+class ProxyDialect:
+    """The reseller proxy (upstream.md, "Endpoints"): today's API, the default.
+
+    `POST /luma/generations` creates, `POST /luma/generations/{id}/extend` extends, `GET
+    /luma/generations/{id}` queries one, `POST /luma/tasks` queries many, and some resellers
+    hand out a fresh download link. The callback URL travels as `notify_hook`.
+    """
+
+    name = "proxy"
+    default_base = DEFAULT_BASES["proxy"]
+    has_batch = True
+    has_download_url = True
+    credits_path: str | None = None
+
+    def create_request(self, task: TaskLike, callback_url: str | None) -> Request:
+        """Optional fields the user did not give are left out, not sent empty."""
+        body: dict[str, Any] = {"user_prompt": task.user_prompt}
+        if task.expand_prompt is not None:
+            body["expand_prompt"] = task.expand_prompt
+        if task.image_url:
+            body["image_url"] = task.image_url
+        if task.image_end_url:
+            body["image_end_url"] = task.image_end_url
+        if task.kind == "generate":
+            body.update({k: v for k, v in (task.options or {}).items() if v is not None})
+        if callback_url:
+            body["notify_hook"] = callback_url
+        if task.kind == "extend" and task.source_task_id:
+            return Request(f"/luma/generations/{_segment(task.source_task_id)}/extend", body)
+        return Request("/luma/generations", body)
+
+    def query_path(self, upstream_id: str) -> str:
+        return f"/luma/generations/{_segment(upstream_id)}"
+
+    def batch_path(self) -> str | None:
+        return "/luma/tasks"
+
+    def download_url_path(self, upstream_id: str) -> str | None:
+        return f"/luma/generations/{_segment(upstream_id)}/download_video_url"
+
+    def unsupported(self, task: TaskLike) -> tuple[str, str] | None:
+        return None  # the proxy takes URLs and base64 images alike
+
+
+# -- Luma's own API ----------------------------------------------------------------------------
+
+MODEL_NAMES = {"ray-v1": "ray-1-6", "ray-v2": "ray-2"}
+IMAGE_FIELDS = ("image_url", "image_end_url")
+
+
+def model_name(name: str) -> str:
+    """The proxy's model names in Luma's words; anything else is taken as Luma's own."""
+    return MODEL_NAMES.get(name.strip().lower(), name)
+
+
+def _is_url(value: str) -> bool:
+    return value.lower().startswith(("http://", "https://"))
+
+
+class LumaDialect:
+    """Luma's own Dream Machine API (upstream.md, "Luma's own API").
+
+    One create route for everything: an extend is a create whose `keyframes.frame0` is the
+    source generation, a start image is `frame0 {"type": "image", "url"}`, an end image
+    `frame1`. Queries are `GET /generations/{id}`; there is no batch query and no download
+    link route (the Generation object's `assets.video` is the link). The balance is
+    `GET /credits`. The proxy's words map to Luma's: `user_prompt` -> `prompt`,
+    `notify_hook` -> `callback_url`, `model_name` `ray-v1` -> `ray-1-6` and `ray-v2` ->
+    `ray-2` (Luma's own names pass as they are). `expand_prompt` has no counterpart and is
+    not sent. Luma takes image URLs only.
+    """
+
+    name = "luma"
+    default_base = DEFAULT_BASES["luma"]
+    has_batch = False
+    has_download_url = False
+    credits_path: str | None = "/credits"
+
+    def create_request(self, task: TaskLike, callback_url: str | None) -> Request:
+        body: dict[str, Any] = {"prompt": task.user_prompt}
+        if callback_url:
+            body["callback_url"] = callback_url
+        options = {k: v for k, v in (task.options or {}).items() if v is not None}
+        if "model_name" in options:
+            body["model"] = model_name(str(options.pop("model_name")))
+        for key in ("aspect_ratio", "loop", "resolution", "duration"):
+            if key in options:
+                body[key] = options[key]
+        keyframes: dict[str, Any] = {}
+        if task.kind == "extend" and task.source_task_id:
+            keyframes["frame0"] = {"type": "generation", "id": task.source_task_id}
+        elif task.image_url:
+            keyframes["frame0"] = {"type": "image", "url": task.image_url}
+        if task.image_end_url:
+            keyframes["frame1"] = {"type": "image", "url": task.image_end_url}
+        if keyframes:
+            body["keyframes"] = keyframes
+        return Request("/generations", body)
+
+    def query_path(self, upstream_id: str) -> str:
+        return f"/generations/{_segment(upstream_id)}"
+
+    def batch_path(self) -> str | None:
+        return None
+
+    def download_url_path(self, upstream_id: str) -> str | None:
+        return None
+
+    def unsupported(self, task: TaskLike) -> tuple[str, str] | None:
+        for field in IMAGE_FIELDS:
+            value = getattr(task, field)
+            if value and not _is_url(value):
+                return (
+                    field,
+                    f"{field} must be an http(s) URL: Luma's own API (LUMA_API_FLAVOR=luma) "
+                    "takes no base64 images",
+                )
+        if task.kind == "extend" and task.image_url:
+            return (
+                "image_url",
+                "image_url cannot go with source_task_id on Luma's own API: the extended "
+                "generation is the first frame (give image_end_url for the last)",
+            )
+        return None
+
+
+_DIALECTS: dict[str, Dialect] = {"proxy": ProxyDialect(), "luma": LumaDialect()}
+
+
+def get(name: str) -> Dialect:
+    """The dialect LUMA_API_FLAVOR names; ValueError for an unknown name."""
+    try:
+        return _DIALECTS[name]
+    except KeyError:
+        raise ValueError(f"unknown upstream dialect {name!r}") from None
