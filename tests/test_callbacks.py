@@ -1,22 +1,30 @@
-"""The callback route, called over real HTTP the way an upstream would call it."""
+"""The callback route, called over real HTTP the way an upstream would call it: every shape of
+answer, and hostile bodies (deep nesting, lone surrogates, NaN) that must break nothing."""
 
 from __future__ import annotations
 
+import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import requests
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from tests.support.databases import TEST_DATABASE_URL
 from tests.support.scripted import Reply, ScriptedUpstream, raw_task
+from tests.support.servers import LiveServer
+from tests.support.shown import everything_shows, strict
 from tests.support.waiting import api_task, wait_for
 from tracker.db import Database
+from tracker.tasks.models import Task, TaskEvent, utcnow
+from tracker.upstream.parse import parse
 
 VIDEO = "https://cdn.example/video.mp4?X-Amz-Signature=abc"
 THUMB = "https://cdn.example/thumb.jpg"
+JSON = {"Content-Type": "application/json"}
 
 
 @dataclass
@@ -235,3 +243,155 @@ def test_a_callback_on_connections_the_server_dropped_is_stored(db: Database, ne
         20,
         30,
     ]
+
+
+# -- hostile bodies: kept, stored as strict JSON, and shown everywhere (issue 9, item 2) -------
+
+
+def _submit(
+    live: Callable[..., LiveServer], upstream: ScriptedUpstream, upstream_id: str = "up-1"
+) -> tuple[str, int, str]:
+    app = live(luma_api_base=upstream.url).url
+    upstream.then(Reply(200, raw_task(upstream_id)))
+    task = requests.post(f"{app}/api/tasks", json={"user_prompt": "a fox"}, timeout=5).json()
+    return app, task["id"], upstream.posts()[-1].body["notify_hook"]
+
+
+def _last_callback(db: Database, task_id: int) -> TaskEvent:
+    with db.read() as session:
+        events = session.scalars(
+            select(TaskEvent)
+            .where(TaskEvent.task_id == task_id, TaskEvent.source == "callback")
+            .order_by(TaskEvent.id)
+        ).all()
+        assert events, "the callback was stored"
+        return events[-1]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 5000 + b"]" * 5000,
+        b'{"a":' * 1000 + b'"completed"' + b"}" * 1000,
+        b"[" * 100_000,
+    ],
+    ids=["5000-arrays", "1000-objects", "100000-open"],
+)
+def test_a_deeply_nested_callback_is_kept_as_not_understood(
+    db, live, upstream, body: bytes
+) -> None:  # type: ignore[no-untyped-def]
+    app, task_id, hook = _submit(live, upstream)
+    response = requests.post(hook, data=body, headers=JSON, timeout=10)
+    assert response.status_code == 200
+    assert response.json() == {"received": True, "understood": False}
+    event = _last_callback(db, task_id)
+    assert event.note == "not understood; the task will be queried"
+    stored = json.loads(event.payload)  # stored as JSON (a string of the raw text): it loads
+    assert isinstance(stored, str) and stored.startswith("[[[" if body[0:1] == b"[" else '{"a":')
+    with db.read() as session:
+        task = session.get(Task, task_id)
+        assert task.state == "pending" and task.next_check_at <= utcnow()  # queried instead
+    shown = everything_shows(app, task_id)
+    assert shown["events"][-1]["payload"] == stored
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'"\\ud800"', b'{"id": "up-1", "state": "processing", "note": "a \\ud800 b", "\\udfff": 1}'],
+    ids=["bare", "inside"],
+)
+def test_a_lone_surrogate_in_a_callback_is_stored_escaped(db, live, upstream, body: bytes) -> None:  # type: ignore[no-untyped-def]
+    app, task_id, hook = _submit(live, upstream)
+    response = requests.post(hook, data=body, headers=JSON, timeout=10)
+    assert response.status_code == 200
+    event = _last_callback(db, task_id)
+    assert event.payload.isascii() and "\\ud800" in event.payload  # escaped, not replaced
+    json.loads(event.payload)
+    shown = everything_shows(app, task_id)
+    page = requests.get(f"{app}/tasks/{task_id}", timeout=10).text
+    assert "\ufffd" in page  # shown as the replacement character
+    assert "\ufffd" in json.dumps(shown["events"][-1]["payload"], ensure_ascii=False)
+    if b"processing" in body:
+        assert shown["state"] == "processing"  # understood as before: only the text is odd
+
+
+def test_non_finite_numbers_become_null_and_the_task_is_queried(db, live, upstream) -> None:  # type: ignore[no-untyped-def]
+    app, task_id, hook = _submit(live, upstream)
+    body = (
+        b'{"id": "up-1", "state": "completed", "video": {"url": "https://cdn.example/v.mp4"},'
+        b' "progress": 1e999, "ratio": NaN, "low": -Infinity}'
+    )
+    response = requests.post(hook, data=body, headers=JSON, timeout=10)
+    assert response.status_code == 200
+    assert response.json()["understood"] is False
+    event = _last_callback(db, task_id)
+    stored = strict(event.payload)
+    assert (stored["progress"], stored["ratio"], stored["low"]) == (None, None, None)
+    shown = everything_shows(app, task_id)
+    assert shown["state"] == "pending"  # not taken at its word: asked instead
+    assert shown["events"][-1]["payload"]["progress"] is None
+    with db.read() as session:
+        assert session.get(Task, task_id).next_check_at <= utcnow()
+
+
+def test_query_answers_with_non_finite_numbers_are_stored_strict(db, live, upstream) -> None:  # type: ignore[no-untyped-def]
+    app, task_id, _ = _submit(live, upstream)
+    answer = '{"id": "up-1", "state": "processing", "progress": NaN, "eta": 1e999}'
+    upstream.then(Reply(200, answer, content_type="application/json"))
+    assert requests.post(f"{app}/api/tasks/{task_id}/poll", json={}, timeout=10).status_code == 200
+    shown = everything_shows(app, task_id)
+    assert shown["state"] == "processing"
+    assert shown["events"][-1]["payload"] == {
+        "id": "up-1",
+        "state": "processing",
+        "progress": None,
+        "eta": None,
+    }
+
+
+@pytest.mark.parametrize(
+    "payload",
+    ["[" * 5000 + "]" * 5000, '{"a": Infinity, "b": NaN}', "plain text, not JSON", "…[truncated"],
+    ids=["deep", "non-finite", "text", "cut"],
+)
+def test_any_stored_payload_still_shows(db, live, upstream, payload: str) -> None:  # type: ignore[no-untyped-def]
+    """Rows written before this fix (or by anything else) never break a page or an answer."""
+    app, task_id, _ = _submit(live, upstream)
+    with db.write() as session:
+        session.add(TaskEvent(task_id=task_id, source="callback", payload=payload))
+    shown = everything_shows(app, task_id)
+    assert shown["events"][-1]["payload"] in (payload, {"a": None, "b": None})
+
+
+def test_lone_surrogates_never_give_a_500(db, live, upstream) -> None:  # type: ignore[no-untyped-def]
+    app = live(luma_api_base=upstream.url).url
+    headers = {"Content-Type": "application/json"}
+    refused = requests.post(
+        f"{app}/api/tasks", data=b'{"user_prompt": "a fox \\ud800"}', headers=headers, timeout=5
+    )
+    assert refused.status_code == 400
+    assert refused.json()["field"] == "user_prompt"
+    upstream.then(Reply(200, raw_task("up-9")))
+    task = requests.post(f"{app}/api/tasks", json={"user_prompt": "a fox"}, timeout=5).json()
+    hook = upstream.posts()[-1].body["notify_hook"]
+    body = b'{"id": "up-9", "state": "failed", "failure_reason": "bad \\ud800 frame"}'
+    assert requests.post(hook, data=body, headers=headers, timeout=5).status_code == 200
+    failed = api_task(app, task["id"])
+    assert failed["state"] == "failed"
+    assert failed["failure_reason"].startswith("bad ")
+
+
+def test_deep_nesting_is_not_understood_not_a_crash(db, live, upstream) -> None:  # type: ignore[no-untyped-def]
+    assert not parse([[[[[[[[[[{"id": "x", "state": "completed"}]]]]]]]]]]).understood
+    assert parse(json.loads("[" * 900 + "]" * 900)) == parse(None)
+    app = live(luma_api_base=upstream.url).url
+    requests.post(f"{app}/api/tasks", json={"user_prompt": "a fox"}, timeout=5)
+    hook = upstream.posts()[-1].body["notify_hook"]
+    for depth in (500, 900, 5000):
+        response = requests.post(
+            hook,
+            data="[" * depth + "]" * depth,
+            headers={"Content-Type": "application/json"},
+            timeout=5,
+        )
+        assert response.status_code == 200

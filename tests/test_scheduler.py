@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import ast
+import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
+from tests.support.databases import TEST_DATABASE_URL
 from tracker.db import Database
-from tracker.tasks import archives, claims, heartbeats, store
+from tracker.tasks import archives, claims, heartbeats, store, sweeps
 from tracker.tasks import schedule as timing
-from tracker.tasks.models import Task, WorkerBeat, utcnow
+from tracker.tasks.models import StateCount, Task, WorkerBeat, utcnow
 from tracker.tasks.states import Next, TaskState
 from tracker.tasks.store import NewTask
 
@@ -130,6 +132,38 @@ def test_an_archive_claim_has_one_holder(db: Database, make_settings: Any) -> No
         task = session.get(Task, task_id)
         assert task is not None and task.archive_attempts == 1
         assert task.next_archive_at is not None and task.archive_error == "link expired"
+
+
+@pytest.mark.skipif(not TEST_DATABASE_URL, reason="a PostgreSQL race: needs TEST_DATABASE_URL")
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_claim_never_overwrites_a_timeout(db, make_settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    settings = make_settings(task_timeout=60.0)
+    task = store.create(db, NewTask(kind="generate", user_prompt="a fox"))
+    with db.write() as session:
+        old = utcnow() - timedelta(hours=1)
+        session.execute(update(Task).where(Task.id == task.id).values(created_at=old))
+    go, selected = threading.Event(), threading.Event()
+    real = claims.secrets.token_urlsafe
+
+    def slow_token(n: int) -> str:  # hold the claim between its read and its write
+        selected.set()
+        go.wait(10)
+        return real(n)
+
+    monkeypatch.setattr(claims.secrets, "token_urlsafe", slow_token)
+    claimer = threading.Thread(target=lambda: claims.claim_for_dispatch(db, settings))
+    claimer.start()
+    assert selected.wait(10)
+    sweeps.time_out_overdue(db, settings)  # runs in the gap
+    go.set()
+    claimer.join(timeout=10)
+    with db.read() as session:
+        stored = session.get(Task, task.id)
+        counts = dict(session.execute(select(StateCount.state, StateCount.count)).all())
+        moves = [(e.state_before, e.state_after) for e in stored.events]
+    assert counts[stored.state] == 1
+    assert sum(counts.values()) == 1 and min(counts.values()) == 0
+    assert ("timed_out", "submitting") not in moves
 
 
 def _names(tree: ast.AST, model: str) -> bool:

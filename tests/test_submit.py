@@ -1,13 +1,26 @@
-"""POST /api/tasks: validation, what is sent upstream, and every kind of upstream answer."""
+"""POST /api/tasks: validation, what is sent upstream, and every kind of upstream answer
+(cut off, late, refused with an absurd Retry-After), a resend included."""
 
 from __future__ import annotations
 
+import socket
+import threading
+from datetime import timedelta
+
 import pytest
 import requests
+from sqlalchemy import update
 
 from tests.support.scripted import Reply, ScriptedUpstream, raw_task
+from tracker.flows import submit as submit_flow
+from tracker.flows import worker
+from tracker.flows.services import make_client
+from tracker.tasks import sweeps
+from tracker.tasks.models import Task, utcnow
+from tracker.tasks.store import NewTask
 
 KEY = "sk-test-upstream-key-0123456789"
+JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture
@@ -123,6 +136,29 @@ def test_non_json_bodies_are_400(app_url: str, upstream: ScriptedUpstream, raw: 
     assert upstream.posts() == []
 
 
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        (b"[" * 100_000, None, "nested more than"),
+        (b'{"user_prompt": ' + b"[" * 2000 + b"]" * 2000 + b"}", None, "nested more than"),
+        (b'{"user_prompt": "a fox", "loop": NaN}', "loop", "finite"),
+        (b'{"user_prompt": "a fox", "duration": 1e999}', "duration", "finite"),
+        (b'{"user_prompt": "a fox \\udc00"}', "user_prompt", "surrogate"),
+        (b'{"user_prompt": "a fox"', None, "not valid JSON"),
+    ],
+    ids=["100000-open", "deep-value", "nan", "1e999", "surrogate", "cut"],
+)
+def test_api_bodies_get_a_400_naming_the_problem(  # type: ignore[no-untyped-def]
+    db, live, upstream, body: bytes, field: str | None, words: str
+) -> None:
+    app = live(luma_api_base=upstream.url).url
+    response = requests.post(f"{app}/api/tasks", data=body, headers=JSON, timeout=10)
+    assert response.status_code == 400
+    assert words in response.json()["error"]
+    assert response.json().get("field") == field
+    assert requests.get(f"{app}/api/tasks", timeout=5).json()["tasks"] == []
+
+
 def test_upstream_refusal_is_rejected_with_reason(app_url: str, upstream: ScriptedUpstream) -> None:
     detail = "Prompt is too short, minimum length is 3 characters"
     upstream.then(Reply(400, {"detail": detail}))
@@ -146,6 +182,19 @@ def test_429_leaves_the_task_queued(app_url: str, upstream: ScriptedUpstream) ->
     assert task["state"] == "queued"
     assert task["upstream_id"] is None
     assert "30 s" in task["events"][-1]["note"]
+
+
+@pytest.mark.parametrize("retry_after", ["1e12", "inf", "nan", "-5"])
+def test_absurd_retry_after_is_bounded(db, make_settings, upstream, retry_after: str) -> None:  # type: ignore[no-untyped-def]
+    settings = make_settings(luma_api_base=upstream.url)
+    upstream.then(Reply(429, {"detail": "slow down"}, headers={"Retry-After": retry_after}))
+    task = submit_flow.submit(
+        db, settings, make_client(settings), NewTask(kind="generate", user_prompt="a fox")
+    )
+    with db.read() as session:
+        stored = session.get(Task, task.id)
+        assert stored.state == "queued"
+        assert stored.next_check_at <= utcnow() + timedelta(hours=1, seconds=5)
 
 
 def test_connection_refused_leaves_the_task_queued(live) -> None:
@@ -174,6 +223,86 @@ def test_ambiguous_outcome_is_rejected_and_not_resent(
     assert len(upstream.posts()) == 1
 
 
+def _cut_off_answers() -> tuple[socket.socket, list[bytes]]:
+    """An upstream that answers 200 but cuts the body short: the request did arrive."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(5)
+    hits: list[bytes] = []
+
+    def run() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, _, rest = data.partition(b"\r\n\r\n")
+            length = next(
+                (
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                ),
+                0,
+            )
+            while len(rest) < length:
+                rest += conn.recv(65536)
+            hits.append(head.split(b"\r\n")[0])
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n"
+                b'{"id": "up-1", "state": "pen'
+            )
+            conn.close()
+
+    threading.Thread(target=run, daemon=True).start()
+    return server, hits
+
+
+def test_a_cut_off_answer_to_a_create_is_never_resent(db, make_settings) -> None:  # type: ignore[no-untyped-def]
+    server, hits = _cut_off_answers()
+    settings = make_settings(luma_api_base=f"http://127.0.0.1:{server.getsockname()[1]}")
+    client = make_client(settings)
+    try:
+        task = submit_flow.submit(
+            db, settings, client, NewTask(kind="generate", user_prompt="a fox")
+        )
+        worker.run_once(settings, db=db, client=client)
+    finally:
+        server.close()
+    with db.read() as session:
+        stored = session.get(Task, task.id)
+        assert stored.state == "rejected"
+        assert stored.failure_reason.startswith("outcome unknown")
+    assert len(hits) == 1  # one create, never a second
+
+
+def test_an_answer_after_the_lease_revives_the_task(db, make_settings, upstream) -> None:  # type: ignore[no-untyped-def]
+    settings = make_settings(luma_api_base=upstream.url, lease_seconds=0.5, read_timeout=5.0)
+    client = make_client(settings)
+    upstream.then(Reply(200, raw_task("up-slow"), delay=2.0))
+    done: dict[str, Task] = {}
+    sender = threading.Thread(
+        target=lambda: done.setdefault(
+            "task",
+            submit_flow.submit(db, settings, client, NewTask(kind="generate", user_prompt="a fox")),
+        )
+    )
+    sender.start()
+    deadline = utcnow() + timedelta(seconds=10)
+    while not sweeps.recover_interrupted_submissions(db):  # the lease runs out mid-send
+        assert utcnow() < deadline
+    sender.join(timeout=10)
+    with db.read() as session:
+        task = session.get(Task, done["task"].id)
+        assert task.state == "pending"
+        assert task.upstream_id == "up-slow"
+        assert task.failure_reason is None
+        assert task.next_check_at is not None
+
+
 def test_resend_sends_a_new_attempt(app_url: str, upstream: ScriptedUpstream) -> None:
     upstream.then(Reply(500, {"detail": "internal"}), Reply(201, raw_task("up-2")))
     task = submit(app_url, {"user_prompt": "a quiet forest"}).json()
@@ -194,3 +323,21 @@ def test_resend_of_a_pending_task_is_refused(app_url: str, upstream: ScriptedUps
     response = requests.post(f"{app_url}/api/tasks/{task['id']}/resend", json={}, timeout=5)
     assert response.status_code == 409
     assert len(upstream.posts()) == 1
+
+
+def test_a_resend_starts_a_new_timeout_clock(db, make_settings, upstream) -> None:  # type: ignore[no-untyped-def]
+    settings = make_settings(luma_api_base=upstream.url, task_timeout=3600.0)
+    client = make_client(settings)
+    upstream.then(Reply(500, {"detail": "boom"}), Reply(200, raw_task("up-2")))
+    task = submit_flow.submit(db, settings, client, NewTask(kind="generate", user_prompt="a fox"))
+    two_hours_ago = utcnow() - timedelta(hours=2)
+    with db.write() as session:  # the person waited two hours before resending, as advised
+        session.execute(
+            update(Task)
+            .where(Task.id == task.id)
+            .values(created_at=two_hours_ago, submitted_at=two_hours_ago)
+        )
+    submit_flow.resend(db, settings, client, task.id)
+    worker.run_once(settings, db=db, client=client)
+    with db.read() as session:
+        assert session.get(Task, task.id).state == "pending"

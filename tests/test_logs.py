@@ -1,5 +1,7 @@
-"""TRACKER_LOG_FORMAT=json (issue 12, item 3): one JSON object a line, ids on request and
-task lines, secrets masked as in text; the default stays text."""
+"""Log lines. TRACKER_LOG_FORMAT=json (issue 12, item 3): one JSON object a line, ids on
+request and task lines, secrets masked as in text; the default stays text. In either format
+a value cannot forge a line (issue 9, item 10): newlines, escapes and bidi marks are escaped,
+in the app's lines and in gunicorn's access log."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +20,9 @@ import requests
 
 from tests.support.servers import CLOSE, free_port
 from tests.support.waiting import wait_for
-from tracker import create_app, logs, redact, settings
+from tracker import logs, redact, settings
 from tracker.db import Database
+from tracker.web.app import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -185,3 +189,69 @@ def test_apps_made_one_after_another_wrap_the_log_record_factory_once_each(
         create_app(make_settings(), db=db)
     assert chain() == once
     logging.getLogger("tracker.test").warning("still one record")
+
+
+# -- log lines cannot be forged: text lines and gunicorn's access log (issue 9, item 10) -------
+
+FORGED = b"/x%0a127.0.0.1%20%22GET%20/forged%22%20200%1b[31m%e2%80%ae"
+
+
+def test_app_log_values_are_escaped(caplog: pytest.LogCaptureFixture) -> None:
+    redact.install_logging_filter()
+    caplog.set_level(logging.INFO)
+    value = '/x\n127.0.0.1 "GET /forged" 200\x1b[31m\u202eé'
+    logging.getLogger("tracker.test").warning("query of %s failed: %s", 7, value)
+    (record,) = [r for r in caplog.records if r.name == "tracker.test"]
+    line = record.getMessage()
+    assert "\n" not in line and "\x1b" not in line and "\u202e" not in line
+    assert line == 'query of 7 failed: /x\\n127.0.0.1 "GET /forged" 200\\x1b[31m\\u202eé'
+
+
+@pytest.mark.slow
+def test_the_access_log_cannot_be_forged(db: Database, tmp_path: Path) -> None:
+    """gunicorn with the Procfile's config, as in production: one request, one escaped line,
+    and no callback token in it."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRACKER_", "LUMA_"))}
+    env.pop("PUBLIC_BASE_URL", None)
+    env.update(DATABASE_URL=db.url, PORT=str(port), WEB_CONCURRENCY="1", TRACKER_MEDIA_DIR="")
+    log = tmp_path / "gunicorn.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "wsgi:app", "--config", "gunicorn.conf.py"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        base = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            try:
+                return requests.get(f"{base}/healthz", timeout=2).ok
+            except (requests.ConnectionError, requests.Timeout):  # a slow boot times out
+                return proc.poll() is not None  # died: fail below with its log
+
+        wait_for(up, timeout=60)
+        assert proc.poll() is None, log.read_text(errors="replace")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(
+                b"GET " + FORGED + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+            )
+            assert conn.recv(64).startswith(b"HTTP/1.1 404")
+        wait_for(lambda: b"/forged" in log.read_bytes(), timeout=20)
+        token = "a-callback-token-the-access-log-must-mask-0123456789"
+        assert requests.post(f"{base}/callbacks/luma/{token}", json={}, timeout=10).status_code
+        wait_for(lambda: b"/callbacks/luma/" in log.read_bytes(), timeout=20)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    text = log.read_bytes()
+    assert b"\x1b" not in text and "\u202e".encode() not in text
+    lines = text.decode().splitlines()
+    assert not [line for line in lines if line.startswith("127.0.0.1 ") and "/forged" in line[:30]]
+    (logged,) = [line for line in lines if "/forged" in line]
+    assert logged.startswith('127.0.0.1 "GET /x\\n127.0.0.1 ')
+    assert "\\x1b[31m\\u202e" in logged
+    assert token not in text.decode()  # masked once, where the line's record is made
