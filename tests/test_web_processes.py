@@ -1,8 +1,9 @@
-"""Issue 9 items 3 and 4: slow clients and a locked database must not take the web process down.
+"""The Procfile's web process (gunicorn's gevent worker, gunicorn.conf.py): slow clients and a
+locked database must not take it down (issue 9, items 3 and 4), its admission gate, its config.
 
-Each test starts the Procfile's web line (gunicorn with gunicorn.conf.py) as a real process on
-the `db` fixture's database. Bounds are generous (seconds where the goal is one second): before
-the fix the probes never answered while the slow clients or the lock lasted.
+The process tests start the Procfile's web line as a real process on the `db` fixture's
+database. Bounds are generous (seconds where the goal is one second): before the fix the
+probes never answered while the slow clients or the lock lasted.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
+from tests.support.servers import free_port
 from tests.support.waiting import wait_for
 from tracker.db import Database
 from tracker.tasks import store
@@ -35,12 +37,6 @@ from tracker.web import admission
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = str(Path(sys.executable).parent / "gunicorn")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _procfile_web() -> list[str]:
@@ -55,7 +51,7 @@ def _procfile_web() -> list[str]:
 @pytest.fixture
 def web(db: Database, tmp_path: Path) -> Iterator[Any]:
     """The Procfile's web line on the test's database; yields (base URL, its log path)."""
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRACKER_", "LUMA_"))}
     env.update(
         PORT=str(port),
@@ -156,20 +152,14 @@ def test_slow_clients_leave_healthz_and_callbacks_answering(db: Database, web: A
     assert stored == 3
 
 
-@pytest.fixture
-def sqlite_only(db: Database) -> Database:
-    if not db.is_sqlite:
-        pytest.skip("a file lock is SQLite's; PostgreSQL waits on rows, not on the file")
-    return db
-
-
 @pytest.mark.slow
-def test_locked_database_gets_a_quick_503_and_healthz_answers(
-    sqlite_only: Database, web: Any
-) -> None:
+# a file lock is SQLite's; PostgreSQL waits on rows, not on the file
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_locked_database_gets_a_quick_503_and_healthz_answers(db: Database, web: Any) -> None:
     base, log = web
-    task_id, token = _task_with_token(sqlite_only)
-    lock = sqlite3.connect(sqlite_only.engine.url.database, isolation_level=None)
+    assert db.is_sqlite
+    task_id, token = _task_with_token(db)
+    lock = sqlite3.connect(db.engine.url.database, isolation_level=None)
     lock.execute("BEGIN EXCLUSIVE")  # another process holding the write lock
     try:
 
@@ -194,7 +184,7 @@ def test_locked_database_gets_a_quick_503_and_healthz_answers(
     body = {"id": f"slow-{task_id}", "state": "processing", "progress": "after"}
     answer = requests.post(f"{base}/callbacks/luma/{token}", json=body, timeout=10)
     assert answer.status_code == 200, answer.text
-    with sqlite_only.read() as session:
+    with db.read() as session:
         task = session.get(Task, task_id)
         assert task is not None and task.state == "processing"
         events = session.scalars(select(TaskEvent).where(TaskEvent.task_id == task_id)).all()
