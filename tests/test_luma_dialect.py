@@ -7,6 +7,7 @@ over real HTTP; the tracker is the real app or real worker passes.
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -30,6 +31,8 @@ from tracker.tasks import store, sweeps
 from tracker.tasks.models import Task, utcnow
 from tracker.tasks.serialize import task_json
 from tracker.tasks.store import NewTask
+from tracker.upstream import dialects
+from tracker.upstream.operations import operation_for
 
 KEY = "sk-test-upstream-key-0123456789"
 FINAL = final_task_payloads()
@@ -81,6 +84,51 @@ def test_the_flavor_sets_the_default_base_and_a_bad_one_stops_the_process(tmp_pa
 
 
 # -- what is sent -----------------------------------------------------------------------------
+
+HOOK = "https://tracker.example/callbacks/luma/token"
+FULL = {"aspect_ratio": "16:9", "loop": False, "resolution": "720p", "duration": "5s"}
+WIRE = [  # (task, dialect, path, the body's exact bytes)
+    (
+        NewTask("generate", "a fox", expand_prompt=False, options={**FULL, "model_name": "ray-v2"}),
+        "proxy",
+        "/luma/generations",
+        '{"user_prompt": "a fox", "expand_prompt": false, "aspect_ratio": "16:9", "loop": false, '
+        '"resolution": "720p", "duration": "5s", "model_name": "ray-v2", "notify_hook": HOOK}',
+    ),
+    (
+        NewTask("generate", "a fox", image_url="https://i/a.png", options={"model_name": "ray-v1"}),
+        "luma",
+        "/generations",
+        '{"prompt": "a fox", "callback_url": HOOK, "model": "ray-1-6", '
+        '"keyframes": {"frame0": {"type": "image", "url": "https://i/a.png"}}}',
+    ),
+    (
+        NewTask("extend", "on", source_task_id="g/1", image_url="QUFB", image_end_url="https://e"),
+        "proxy",
+        "/luma/generations/g%2F1/extend",
+        '{"user_prompt": "on", "image_url": "QUFB", "image_end_url": "https://e", '
+        '"notify_hook": HOOK}',
+    ),
+    (
+        NewTask(
+            "extend", "on", source_task_id="g-1", expand_prompt=True, image_end_url="https://e"
+        ),
+        "luma",
+        "/generations",
+        '{"prompt": "on", "callback_url": HOOK, "keyframes": {"frame0": {"type": "generation", '
+        '"id": "g-1"}, "frame1": {"type": "image", "url": "https://e"}}}',
+    ),
+]
+
+
+@pytest.mark.parametrize(("task", "dialect", "path", "wire"), WIRE)
+def test_each_operation_goes_on_the_wire_in_its_dialects_words(
+    task: NewTask, dialect: str, path: str, wire: str
+) -> None:
+    """A task row -> its operation -> the dialect's request, to the byte (key order too)."""
+    request = dialects.get(dialect).request(operation_for(task), HOOK)
+    assert request.path == path
+    assert json.dumps(request.body) == wire.replace("HOOK", json.dumps(HOOK))
 
 
 def test_a_generation_is_sent_in_lumas_words(luma_app: str, upstream: ScriptedUpstream) -> None:

@@ -39,7 +39,6 @@ from tracker.flows.fields import (
     GenerateImage,
     ModelName,
     NullableBool,
-    Probe,
     Prompt,
     Resolution,
     SourceId,
@@ -48,7 +47,9 @@ from tracker.flows.fields import (
     problem,
 )
 from tracker.flows.notify_url import NotifyUrl
+from tracker.tasks.store import NewTask
 from tracker.upstream import dialects
+from tracker.upstream.operations import operation_for
 
 
 class _Body(BaseModel):
@@ -72,8 +73,8 @@ class _Body(BaseModel):
     def _dialect_takes_it(self, info: ValidationInfo) -> Any:
         """The dialect's rule on the whole task, for a rule that spans fields."""
         fields = {name: getattr(self, name) for name in COMMON_FIELDS}
-        task = Probe(self.kind, options=self.options(), **fields)
-        refused = dialects.get(flavor_of(info)).unsupported(task)
+        task = NewTask(self.kind, options=self.options(), **fields)
+        refused = dialects.get(flavor_of(info)).unsupported(operation_for(task))
         if refused is not None:
             raise problem(refused[1], refused[0])
         return self

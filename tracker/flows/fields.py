@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import (
@@ -24,6 +23,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from tracker.upstream import dialects
+from tracker.upstream.operations import Extend, Generate
 
 MAX_PROMPT = 5000
 MAX_ID = 128
@@ -155,19 +155,6 @@ def _duration(field: str, value: Any) -> str:
     return text
 
 
-@dataclass
-class Probe:
-    """One field of a task, as a dialect's `unsupported` rule reads a task (TaskLike)."""
-
-    kind: str
-    user_prompt: str = ""
-    source_task_id: str | None = None
-    expand_prompt: bool | None = None
-    image_url: str | None = None
-    image_end_url: str | None = None
-    options: dict[str, Any] | None = None
-
-
 def flavor_of(info: ValidationInfo) -> str:
     context = info.context if isinstance(info.context, dict) else {}
     return str(context.get("flavor") or "proxy")
@@ -183,9 +170,8 @@ def _image(kind: str) -> Callable[[Any, ValidationInfo], str | None]:
         text = _text(field, value, limit=MAX_IMAGE)
         if not IMAGE.fullmatch(text):
             raise problem(f"{field} must be an http(s) URL or base64 image data")
-        source = "given" if kind == "extend" else None
         image: dict[str, Any] = {field: text}  # image_url or image_end_url
-        probe = Probe(kind, source_task_id=source, **image)
+        probe = Extend("given", "", **image) if kind == "extend" else Generate("", **image)
         refused = dialects.get(flavor_of(info)).unsupported(probe)
         if refused is not None and refused[0] == field:
             raise problem(refused[1])

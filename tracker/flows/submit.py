@@ -29,12 +29,8 @@ from tracker.upstream.client import (
     RateLimitError,
     UpstreamError,
 )
+from tracker.upstream.operations import operation_for
 from tracker.upstream.parse_create import parse_create
-
-
-def request_body(task: Task, notify_hook: str | None, flavor: str = "proxy") -> dict[str, Any]:
-    """The JSON sent upstream in the task's dialect; fields not given are left out."""
-    return dialects.get(flavor).create_request(task, notify_hook).body
 
 
 def _shorten_images(body: dict[str, Any]) -> dict[str, Any]:
@@ -82,9 +78,8 @@ def answered(
 def send(db: Database, settings: Settings, client: LumaClient, task_id: int, token: str) -> Task:
     """Send a task that `claim_for_dispatch` moved to `submitting`, and record the outcome."""
     with db.read() as session:
-        outgoing = client.dialect.create_request(
-            _task(session, task_id), settings.callback_url(token)
-        )
+        operation = operation_for(_task(session, task_id))
+    outgoing = client.dialect.request(operation, settings.callback_url(token))
     answer: Answer | None = None
     error: UpstreamError | None = None
     try:
@@ -127,7 +122,7 @@ def resend(db: Database, settings: Settings, client: LumaClient, task_id: int) -
         if task is None:
             raise LookupError(task_id)
         if task.state == TaskState.REJECTED and task.upstream != dialect:
-            problem = dialects.get(dialect).unsupported(task)
+            problem = dialects.get(dialect).unsupported(operation_for(task))
             if problem is not None:
                 raise InvalidAction(f"cannot resend with LUMA_API_FLAVOR={dialect}: {problem[1]}")
     task = store.resend(db, task_id, dialect)

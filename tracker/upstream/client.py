@@ -166,7 +166,7 @@ class LumaClient:
     # -- the API ---------------------------------------------------------------------------
 
     def send(self, request: Request) -> Answer:
-        """A create as the dialect built it (`Dialect.create_request`)."""
+        """An operation as the dialect put it on the wire (`Dialect.request`)."""
         return self._request("POST", request.path, request.body, kind="create")
 
     def query(self, upstream_id: str) -> Answer:

@@ -3,8 +3,9 @@
 The reseller proxy (`proxy`, the default) and Luma's own API (`luma`) take the same work in
 different words (`user_prompt` vs `prompt`, an extend path vs keyframes, a batch query or
 none). Everything that differs between them lives here, so the rest of the tracker asks a
-`Dialect` instead of spelling paths. Reading the answers is `tracker.upstream.parse`'s, which
-understands both. LUMA_API_FLAVOR picks the dialect (its names and default base URLs are
+`Dialect` instead of spelling paths: `request` turns an operation (`upstream.operations`)
+and the callback URL into the wire request. Reading the answers is `tracker.upstream.parse`'s,
+which understands both. LUMA_API_FLAVOR picks the dialect (its names and default base URLs are
 `tracker.settings.DIALECTS` and `DEFAULT_BASES`); each task stores the one it was sent with
 in `tasks.upstream`.
 """
@@ -12,38 +13,16 @@ in `tasks.upstream`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, assert_never
 from urllib.parse import quote
 
 from tracker.settings import DEFAULT_BASES
-
-
-class TaskLike(Protocol):
-    """What a request body is built from: a stored Task or a NewTask.
-
-    Read-only properties: a dialect only reads them, and so a Task, whose `options` is never
-    None, fits as well as a NewTask, whose `options` may be.
-    """
-
-    @property
-    def kind(self) -> str: ...
-    @property
-    def user_prompt(self) -> str: ...
-    @property
-    def source_task_id(self) -> str | None: ...
-    @property
-    def expand_prompt(self) -> bool | None: ...
-    @property
-    def image_url(self) -> str | None: ...
-    @property
-    def image_end_url(self) -> str | None: ...
-    @property
-    def options(self) -> dict[str, Any] | None: ...
+from tracker.upstream.operations import GENERATE_OPTIONS, Extend, Generate, Operation
 
 
 @dataclass(frozen=True)
 class Request:
-    """One create as the upstream wants it."""
+    """One operation as the upstream wants it: the path to POST to and the JSON body."""
 
     path: str
     body: dict[str, Any]
@@ -56,7 +35,7 @@ class Dialect(Protocol):
     has_download_url: bool
     credits_path: str | None
 
-    def create_request(self, task: TaskLike, callback_url: str | None) -> Request: ...
+    def request(self, operation: Operation, callback_url: str | None) -> Request: ...
 
     def query_path(self, upstream_id: str) -> str: ...
 
@@ -64,13 +43,23 @@ class Dialect(Protocol):
 
     def download_url_path(self, upstream_id: str) -> str | None: ...
 
-    def unsupported(self, task: TaskLike) -> tuple[str, str] | None:
-        """(field, reason) when this API cannot take the task as given, else None."""
+    def unsupported(self, operation: Operation) -> tuple[str, str] | None:
+        """(field, reason) when this API cannot take the operation as given, else None."""
         ...
 
 
 def _segment(value: str) -> str:
     return quote(value, safe="")
+
+
+def _options(operation: Generate) -> dict[str, Any]:
+    """A generation's options by their names in the tracker's API (the proxy's words)."""
+    return {name: getattr(operation, name) for name in GENERATE_OPTIONS}
+
+
+def _given(fields: dict[str, Any]) -> dict[str, Any]:
+    """Only what was given: a field left out is not sent, not even empty."""
+    return {name: value for name, value in fields.items() if value is not None}
 
 
 # -- the reseller proxy ------------------------------------------------------------------------
@@ -90,22 +79,26 @@ class ProxyDialect:
     has_download_url = True
     credits_path: str | None = None
 
-    def create_request(self, task: TaskLike, callback_url: str | None) -> Request:
+    def request(self, operation: Operation, callback_url: str | None) -> Request:
         """Optional fields the user did not give are left out, not sent empty."""
-        body: dict[str, Any] = {"user_prompt": task.user_prompt}
-        if task.expand_prompt is not None:
-            body["expand_prompt"] = task.expand_prompt
-        if task.image_url:
-            body["image_url"] = task.image_url
-        if task.image_end_url:
-            body["image_end_url"] = task.image_end_url
-        if task.kind == "generate":
-            body.update({k: v for k, v in (task.options or {}).items() if v is not None})
+        body: dict[str, Any] = {"user_prompt": operation.prompt}
+        if operation.expand_prompt is not None:
+            body["expand_prompt"] = operation.expand_prompt
+        if operation.image_url:
+            body["image_url"] = operation.image_url
+        if operation.image_end_url:
+            body["image_end_url"] = operation.image_end_url
+        match operation:
+            case Generate():
+                path = "/luma/generations"
+                body.update(_given(_options(operation)))  # the options in the proxy's words
+            case Extend():
+                path = f"/luma/generations/{_segment(operation.source_id)}/extend"
+            case _:
+                assert_never(operation)
         if callback_url:
             body["notify_hook"] = callback_url
-        if task.kind == "extend" and task.source_task_id:
-            return Request(f"/luma/generations/{_segment(task.source_task_id)}/extend", body)
-        return Request("/luma/generations", body)
+        return Request(path, body)
 
     def query_path(self, upstream_id: str) -> str:
         return f"/luma/generations/{_segment(upstream_id)}"
@@ -116,14 +109,13 @@ class ProxyDialect:
     def download_url_path(self, upstream_id: str) -> str | None:
         return f"/luma/generations/{_segment(upstream_id)}/download_video_url"
 
-    def unsupported(self, task: TaskLike) -> tuple[str, str] | None:
+    def unsupported(self, operation: Operation) -> tuple[str, str] | None:
         return None  # the proxy takes URLs and base64 images alike
 
 
 # -- Luma's own API ----------------------------------------------------------------------------
 
 MODEL_NAMES = {"ray-v1": "ray-1-6", "ray-v2": "ray-2"}
-IMAGE_FIELDS = ("image_url", "image_end_url")
 
 
 def model_name(name: str) -> str:
@@ -154,23 +146,26 @@ class LumaDialect:
     has_download_url = False
     credits_path: str | None = "/credits"
 
-    def create_request(self, task: TaskLike, callback_url: str | None) -> Request:
-        body: dict[str, Any] = {"prompt": task.user_prompt}
+    def request(self, operation: Operation, callback_url: str | None) -> Request:
+        body: dict[str, Any] = {"prompt": operation.prompt}
         if callback_url:
             body["callback_url"] = callback_url
-        options = {k: v for k, v in (task.options or {}).items() if v is not None}
-        if "model_name" in options:
-            body["model"] = model_name(str(options.pop("model_name")))
-        for key in ("aspect_ratio", "loop", "resolution", "duration"):
-            if key in options:
-                body[key] = options[key]
         keyframes: dict[str, Any] = {}
-        if task.kind == "extend" and task.source_task_id:
-            keyframes["frame0"] = {"type": "generation", "id": task.source_task_id}
-        elif task.image_url:
-            keyframes["frame0"] = {"type": "image", "url": task.image_url}
-        if task.image_end_url:
-            keyframes["frame1"] = {"type": "image", "url": task.image_end_url}
+        match operation:
+            case Generate():
+                if operation.model_name is not None:
+                    body["model"] = model_name(str(operation.model_name))
+                options = _options(operation)
+                del options["model_name"]
+                body.update(_given(options))
+                if operation.image_url:
+                    keyframes["frame0"] = {"type": "image", "url": operation.image_url}
+            case Extend():  # one create route: the source generation is the first keyframe
+                keyframes["frame0"] = {"type": "generation", "id": operation.source_id}
+            case _:
+                assert_never(operation)
+        if operation.image_end_url:
+            keyframes["frame1"] = {"type": "image", "url": operation.image_end_url}
         if keyframes:
             body["keyframes"] = keyframes
         return Request("/generations", body)
@@ -184,16 +179,16 @@ class LumaDialect:
     def download_url_path(self, upstream_id: str) -> str | None:
         return None
 
-    def unsupported(self, task: TaskLike) -> tuple[str, str] | None:
-        for field in IMAGE_FIELDS:
-            value = getattr(task, field)
+    def unsupported(self, operation: Operation) -> tuple[str, str] | None:
+        images = {"image_url": operation.image_url, "image_end_url": operation.image_end_url}
+        for field, value in images.items():
             if value and not _is_url(value):
                 return (
                     field,
                     f"{field} must be an http(s) URL: Luma's own API (LUMA_API_FLAVOR=luma) "
                     "takes no base64 images",
                 )
-        if task.kind == "extend" and task.image_url:
+        if isinstance(operation, Extend) and operation.image_url:
             return (
                 "image_url",
                 "image_url cannot go with source_task_id on Luma's own API: the extended "
