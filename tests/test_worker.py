@@ -6,10 +6,13 @@ never timed assertions: what is asserted is the order of events and the counts.
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,12 +20,18 @@ import requests
 from sqlalchemy import select, update
 
 from lumasim.simulator import Simulator
-from tests.support.workers import SimFactory, all_in, new_tasks, simulators, states
+from tests.support.held import held_video, partials
+from tests.support.media import Origin, add_completed, load
+from tests.support.workers import SimFactory, add_worker, all_in, new_tasks, simulators, states
 from tracker.db import Database
+from tracker.flows import archive as media
 from tracker.flows import follow, worker
 from tracker.settings import Settings
-from tracker.tasks import store
+from tracker.tasks import heartbeats, machine, store
 from tracker.tasks.models import Task, utcnow
+from tracker.tasks.store import NewTask
+from tracker.upstream.client import LumaClient
+from tracker.upstream.dialects import Request
 
 
 @pytest.fixture(autouse=True)
@@ -251,3 +260,107 @@ def test_a_pass_recovers_interrupted_sends_and_times_out_old_tasks(
     with db.read() as session:
         task = session.get(Task, stuck)
         assert task is not None and "outcome unknown" in (task.failure_reason or "")
+
+
+# -- leases held by a dead worker are taken over (issue 9, item 9), each kind in-process -------
+
+
+def hold(db: Database, task_id: int, state: str, holder: str | None) -> None:
+    """The task as a claim leaves it: leased for another 100 s by `holder`."""
+    with db.write() as session:
+        task = session.get(Task, task_id)
+        assert task is not None
+        if state != task.state:
+            store.set_state(session, task, state)
+        task.claimed_until = utcnow() + timedelta(seconds=100)
+        task.claimed_by = holder
+        task.next_check_at = utcnow() - timedelta(seconds=1)
+
+
+def test_a_send_held_by_a_dead_worker_is_outcome_unknown_and_never_resent(
+    db: Database, make_settings: Any, sim: Any
+) -> None:
+    dead = add_worker(db, "gone:1:aaaaaaaa", seen_ago=heartbeats.STALE_AFTER + 30)
+    alive = add_worker(db, "here:2:bbbbbbbb", seen_ago=1)
+    ids = [store.create(db, NewTask(kind="generate", user_prompt="fog")).id for _ in range(3)]
+    for task_id, holder in zip(ids, (dead, alive, None), strict=True):
+        hold(db, task_id, "submitting", holder)  # None: the web process sent it
+
+    summary = worker.run_once(make_settings(luma_api_base=sim.url), db=db)
+
+    assert summary["recovered"] == 1 and summary["dispatched"] == 0
+    assert sim.creates == 0, "the money guard: a create in flight is never resent"
+    with db.read() as session:
+        found = {t.id: t for t in session.scalars(select(Task).where(Task.id.in_(ids)))}
+    assert found[ids[0]].state == "rejected"
+    assert (found[ids[0]].failure_reason or "").startswith(machine.OUTCOME_UNKNOWN)
+    assert [found[i].state for i in ids[1:]] == ["submitting", "submitting"]
+
+
+def test_a_poll_lease_held_by_a_dead_worker_is_taken(
+    db: Database, make_settings: Any, sim: Any
+) -> None:
+    dead = add_worker(db, "gone:1:aaaaaaaa", seen_ago=heartbeats.STALE_AFTER + 30)
+    alive = add_worker(db, "here:2:bbbbbbbb", seen_ago=1)
+    client = LumaClient(sim.url, "", connect_timeout=2, read_timeout=3)
+    ids = []
+    for holder in (dead, alive, "never-registered:3:cc"):
+        task_id = store.create(db, NewTask(kind="generate", user_prompt="dunes")).id
+        created = client.send(Request("/luma/generations", {"user_prompt": "dunes"}))
+        upstream_id = created.update.upstream_id
+        with db.write() as session:
+            session.execute(update(Task).where(Task.id == task_id).values(upstream_id=upstream_id))
+        hold(db, task_id, "pending", holder)
+        ids.append(task_id)
+
+    summary = worker.run_once(make_settings(luma_api_base=sim.url), db=db)
+
+    assert summary["polled"] == 1
+    with db.read() as session:
+        polled = [
+            t.id
+            for t in session.scalars(select(Task).where(Task.id.in_(ids)))
+            if any(e.source == "poll" for e in t.events)
+        ]
+    assert polled == [ids[0]]
+
+
+def test_an_archive_lease_held_by_a_dead_worker_is_taken_and_its_partials_removed(
+    db: Database, make_settings: Any, origin: Origin
+) -> None:
+    settings = make_settings()
+    media_dir = Path(settings.media_dir)
+    media_dir.mkdir(parents=True)
+    dead = add_worker(db, "gone:1:aaaaaaaa", seen_ago=heartbeats.STALE_AFTER + 30)
+    alive = add_worker(db, "here:2:bbbbbbbb", seen_ago=1)
+    release = threading.Event()
+    release.set()
+    ids = [add_completed(db, origin.raw(f"/{n}.mp4", held_video(release))) for n in range(3)]
+    for task_id, holder in zip(ids, (dead, alive, None), strict=True):
+        with db.write() as session:  # as media._claim leaves it
+            session.execute(
+                update(Task)
+                .where(Task.id == task_id)
+                .values(next_archive_at=utcnow() + timedelta(seconds=1800), claimed_by=holder)
+            )
+    names = {
+        f".{ids[0]}.mp4.{heartbeats.file_tag(dead)}.k2j3h4g5.part": False,  # dead writer
+        f".{ids[1]}.mp4.{heartbeats.file_tag(alive)}.k2j3h4g5.part": True,  # live writer
+        f".{ids[2]}.mp4.abcd1234.part": True,  # no writer known, recent
+        ".99.mp4.abcd1234.part": False,  # no writer known, untouched for an hour
+        ".98.mp4.0123456789ab.abcd1234.part": False,  # a writer long gone (no row)
+    }
+    for name in names:
+        (media_dir / name).write_bytes(b"half a video")
+    hour_ago = time.time() - 3600
+    os.utime(media_dir / ".99.mp4.abcd1234.part", (hour_ago, hour_ago))
+
+    beat = heartbeats.Heartbeat(db, heartbeats.new_id())
+    with beat.running():
+        client = LumaClient("http://127.0.0.1:9", "")
+        assert media.archive_due(db, settings, client, limit=10, holder=beat) == 1
+        assert media.remove_stale_partials(db, settings) >= 1
+
+    assert load(db, ids[0]).media_path == f"{ids[0]}.mp4"
+    assert [load(db, i).media_path for i in ids[1:]] == [None, None]
+    assert partials(media_dir) == sorted(name for name, kept in names.items() if kept)

@@ -1,13 +1,17 @@
-"""Live workers (issue 12, item 4): GET /api/workers, the dashboard's panel and its warning."""
+"""Live workers (issue 12, item 4): their heartbeat rows, GET /api/workers, the dashboard's panel
+and its warning."""
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from typing import Any
 
 import requests
 
+from tests.support.workers import add_worker
 from tracker.db import Database
+from tracker.tasks import heartbeats
 from tracker.tasks.models import WorkerBeat, utcnow
 
 TOKEN = "workers-test-admin-token-0123456789"
@@ -21,22 +25,6 @@ FIELDS = {
     "paused_until",
     "stale",
 }
-
-
-def add_worker(db: Database, name: str, seen_ago: float, **extra: Any) -> None:
-    now = utcnow()
-    with db.write() as session:
-        session.add(
-            WorkerBeat(
-                id=name,
-                host="machine-a",
-                pid=4242,
-                started_at=now - timedelta(seconds=seen_ago + 30),
-                last_seen_at=now - timedelta(seconds=seen_ago),
-                tasks_claimed=extra.get("tasks_claimed", 0),
-                paused_until=extra.get("paused_until"),
-            )
-        )
 
 
 def test_api_workers_lists_each_worker_and_says_which_are_stale(live: Any, db: Database) -> None:
@@ -82,3 +70,21 @@ def test_the_dashboard_warns_when_no_worker_was_seen_for_a_minute(live: Any, db:
     assert 'data-worker-id="machine-b:2:new" data-stale="false"' in page
     live_page = requests.get(f"{server.url}/", headers={"X-Live": "1"}, timeout=10).text
     assert 'id="workers"' in live_page, "the panel refreshes with the list"
+
+
+def test_the_heartbeat_row_shows_what_get_api_workers_will(db: Database) -> None:
+    paused = [0.0]
+    beat = heartbeats.Heartbeat(db, heartbeats.new_id(), paused=lambda: paused[0])
+    beat.register()
+    beat.claimed(3)
+    paused[0] = 30.0
+    beat.beat()
+    with db.read() as session:
+        row = session.get(WorkerBeat, beat.id)
+        assert row is not None
+        assert (row.host, row.pid, row.tasks_claimed) == (os.uname().nodename, os.getpid(), 3)
+        assert row.started_at <= row.last_seen_at
+        assert row.paused_until is not None and row.paused_until > row.last_seen_at
+    beat.stop()
+    with db.read() as session:
+        assert session.get(WorkerBeat, beat.id) is None

@@ -1,10 +1,12 @@
-"""Worker test helpers: simulators on demand, tasks to work on, their states; worker processes."""
+"""Worker test helpers: simulators on demand, tasks to work on, their states, heartbeat rows;
+worker processes."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ from sqlalchemy import select
 from lumasim.simulator import Simulator
 from tracker.db import Database
 from tracker.tasks import store
-from tracker.tasks.models import Task
+from tracker.tasks.models import Task, WorkerBeat, utcnow
 from tracker.tasks.store import NewTask
 
 SimFactory = Callable[..., Simulator]
@@ -49,6 +51,25 @@ def states(db: Database, ids: list[int] | None = None) -> dict[int, str]:
 def all_in(db: Database, wanted: set[str]) -> bool:
     found = states(db)
     return bool(found) and set(found.values()) <= wanted
+
+
+def add_worker(db: Database, name: str, seen_ago: float, **extra: Any) -> str:
+    """A worker's heartbeat row, last seen `seen_ago` seconds ago (`tasks_claimed`,
+    `paused_until` in `extra`); its name, as its leases give it in `claimed_by`."""
+    now = utcnow()
+    with db.write() as session:
+        session.add(
+            WorkerBeat(
+                id=name,
+                host="machine-a",
+                pid=4242,
+                started_at=now - timedelta(seconds=seen_ago + 30),
+                last_seen_at=now - timedelta(seconds=seen_ago),
+                tasks_claimed=extra.get("tasks_claimed", 0),
+                paused_until=extra.get("paused_until"),
+            )
+        )
+    return name
 
 
 TRACKER = str(Path(sys.executable).parent / "tracker")
