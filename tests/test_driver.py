@@ -16,20 +16,20 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from tests.support.databases import TEST_DATABASE_URL
 from tests.support.sent import sent_task
-from tracker import create_app
 from tracker.db import Database, table_of
 from tracker.tasks import callbacks as ingest
-from tracker.tasks import events, machine
+from tracker.tasks import machine, rows
 from tracker.tasks import sql as driver
 from tracker.tasks.models import Task, TaskEvent
 from tracker.tasks.states import Source
 from tracker.upstream.parse import Update
+from tracker.web.app import create_app
 
 TOKEN = "driver-test-token-" + "y" * 30
 _events = table_of(TaskEvent)
 _INSERT_ORPHAN = (
     insert(_events)
-    .values({name: bindparam(f"e_{name}") for name in events.COLUMNS})
+    .values({name: bindparam(f"e_{name}") for name in rows.COLUMNS})
     .returning(_events.c.id)
 )
 
@@ -53,7 +53,7 @@ def test_a_failed_write_rolls_back_and_the_next_callbacks_still_go_through(
     settings = make_settings()
     task_id = _processing(db)
     fresh = Database(db.url, lock_wait=2.0)  # a pool of its own: one connection in use
-    orphan = events.values(task_id + 1000, None, Source.CALLBACK, before=None, after=None)
+    orphan = rows.values(task_id + 1000, None, Source.CALLBACK, before=None, after=None)
     try:
         assert _progress(fresh, settings, 5) is False  # PostgreSQL: its statements prepared
         if db.is_postgres:
@@ -62,7 +62,7 @@ def test_a_failed_write_rolls_back_and_the_next_callbacks_still_go_through(
         else:
             with pytest.raises(IntegrityError), driver.write(fresh) as tx:
                 tx.execute(ingest._UPDATE_TASK, {"progress": 99, "id_": task_id})
-                events.insert(tx, orphan)
+                rows.insert(tx, orphan)
         with db.read() as session:
             task = session.get(Task, task_id)
             assert task is not None and task.progress == 5  # the UPDATE was rolled back

@@ -22,15 +22,13 @@ from sqlalchemy.exc import OperationalError
 from tests.support.databases import TEST_DATABASE_URL
 from tests.support.sent import sent_task
 from tracker.db import Database
-from tracker.tasks import batching as group_commit
+from tracker.tasks import batching, callbacks_pg, rows
 from tracker.tasks import callbacks as ingest
-from tracker.tasks import callbacks_pg as optimistic
-from tracker.tasks import events
 from tracker.tasks.models import Delivery, Task
 from tracker.upstream.parse import Update
 
 
-class Item(group_commit.Waiting):
+class Item(batching.Waiting):
     __slots__ = ("value",)
 
     def __init__(self, value: int) -> None:
@@ -65,7 +63,7 @@ def test_callers_waiting_together_are_written_together_each_with_its_own_outcome
         for item in batch:
             item.outcome = item.value * 10
 
-    writer = group_commit.GroupWriter(write_batch)
+    writer = batching.GroupWriter(write_batch)
     assert _in_threads(20, lambda n: writer.write(Item(n))) == [n * 10 for n in range(20)]
     assert sorted(v for batch in batches for v in batch) == list(range(20))  # each once
     assert len(batches) < 20 and max(len(batch) for batch in batches) > 1
@@ -78,7 +76,7 @@ def test_a_failed_batch_is_every_callers_error_and_the_next_batch_is_written() -
         for item in batch:
             item.outcome = "stored"
 
-    writer = group_commit.GroupWriter(write_batch)
+    writer = batching.GroupWriter(write_batch)
     with pytest.raises(RuntimeError, match="went away"):
         writer.write(Item(-1))
     assert writer.write(Item(1)) == "stored"
@@ -93,7 +91,7 @@ def test_callers_of_a_failed_batch_each_raise_their_own_copy_of_its_error() -> N
         time.sleep(0.05)  # the others arrive meanwhile
         raise lost
 
-    writer = group_commit.GroupWriter(write_batch)
+    writer = batching.GroupWriter(write_batch)
     errors = _in_threads(6, lambda n: writer.write(Item(n)))
     assert all(type(error) is OperationalError for error in errors)
     assert {str(error) for error in errors} == {str(lost)}
@@ -105,13 +103,13 @@ def test_writers_end_when_idle_and_come_back_for_the_next_callback(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A Database no longer used keeps no thread (tests and `tracker db copy` make many)."""
-    monkeypatch.setattr(group_commit, "IDLE", 0.05)
+    monkeypatch.setattr(batching, "IDLE", 0.05)
 
     def write_batch(batch: list[Item]) -> None:
         for item in batch:
             item.outcome = threading.current_thread()
 
-    writer = group_commit.GroupWriter(write_batch)
+    writer = batching.GroupWriter(write_batch)
     first = writer.write(Item(1))
     first.join(timeout=5)
     assert not first.is_alive() and writer._running == 0
@@ -126,7 +124,7 @@ def test_a_forked_process_starts_its_own_writer() -> None:
         for item in batch:
             item.outcome = os.getpid()
 
-    writer = group_commit.GroupWriter(write_batch)
+    writer = batching.GroupWriter(write_batch)
     assert writer.write(Item(1)) == os.getpid()  # the parent's writer runs (IDLE 5 s)
     child = os.fork()
     if child == 0:  # the child: its exit code is the assertion
@@ -208,16 +206,16 @@ def test_callbacks_of_one_task_in_one_batch_are_decided_in_order_and_written_as_
     are stored, an identical third once, and a move after them waits for a later batch."""
     settings = make_settings()
     task_id = sent_task(db, TOKENS[0], "up-0", "processing")
-    token_hash = events.hash_token(TOKENS[0])
+    token_hash = rows.hash_token(TOKENS[0])
 
-    def one(progress: int | None, state: str = "processing") -> optimistic.Callback:
+    def one(progress: int | None, state: str = "processing") -> batching.Callback:
         upd = Update(understood=True, state=state, upstream_id="up-0", progress=progress)
-        return optimistic.Callback(db, settings, token_hash, upd, {"progress": progress})
+        return batching.Callback(db, settings, token_hash, upd, {"progress": progress})
 
     batch = [one(70), one(30), one(30), one(None, "failed")]
-    optimistic.write_batch(batch)
+    callbacks_pg.write_batch(batch)
     assert [item.outcome for item in batch[:3]] == [False, False, False]
-    assert batch[3].outcome is optimistic.AGAIN  # a move: once the others are written
+    assert batch[3].outcome is callbacks_pg.AGAIN  # a move: once the others are written
     assert _stored(db, task_id) == (70, [30, 70])
 
 
@@ -231,10 +229,10 @@ def _sqlite_callback(
     progress: int | None,
     state: str = "processing",
     upstream_id: str = "up-0",
-) -> optimistic.Callback:
+) -> batching.Callback:
     upd = Update(understood=True, state=state, upstream_id=upstream_id, progress=progress)
     payload = {"state": state, "progress": progress}
-    return optimistic.Callback(db, settings, events.hash_token(token), upd, payload)
+    return batching.Callback(db, settings, rows.hash_token(token), upd, payload)
 
 
 def _history(db: Database, task_id: int) -> list[tuple[str | None, int | None]]:

@@ -14,8 +14,23 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tracker.tasks.machine import decide
-from tracker.tasks.states import MOVES, RANK, Next, Source, TaskFields, TaskState, Word
+from tracker.tasks.machine import decide, needs_query
+from tracker.tasks.states import (
+    MOVES,
+    RANK,
+    Answered,
+    Claim,
+    GiveUp,
+    InvalidAction,
+    Next,
+    QueryFailed,
+    Resend,
+    Source,
+    TaskFields,
+    TaskState,
+    TimeOut,
+    Word,
+)
 from tracker.upstream.parse import Update
 
 S = TaskState
@@ -107,7 +122,7 @@ def test_every_state_every_update_every_source(task_name: str, kind: str, source
     elif after in (S.COMPLETED, S.FAILED, S.REJECTED, S.TIMED_OUT):
         assert change.next is Next.NEVER and change.fields["quiet_polls"] == 0
     elif source is Source.CALLBACK:
-        assert change.next is (Next.NOW if upd.needs_query else Next.SAFETY_NET)
+        assert change.next is (Next.NOW if needs_query(upd) else Next.SAFETY_NET)
     else:
         assert change.next is Next.BACKOFF
         assert change.fields["quiet_polls"] == (0 if change.state else 1)
@@ -116,7 +131,7 @@ def test_every_state_every_update_every_source(task_name: str, kind: str, source
         assert change.fields["completed_at"] == change.fields["next_archive_at"] == NOW
         assert change.fields["video_url"] == VIDEO and change.fields["progress"] == 100
     if change.state is S.FAILED:
-        assert change.failure_reason == "nsfw" and change.fields["progress"] is None
+        assert change.fields["failure_reason"] == "nsfw" and change.fields["progress"] is None
     if task.state is S.REJECTED and change.state is not None:
         assert change.fields["outcome_unknown"] is False
         if change.state is not S.FAILED:
@@ -165,3 +180,91 @@ def test_completed_without_a_video_url_completes_when_one_is_stored() -> None:
     task = replace(TASKS["processing"], video_url=VIDEO)
     change = decide(task, Word(UPDATES["completed without video"], Source.CALLBACK), NOW)
     assert change.state is S.COMPLETED
+
+
+# -- the service's own acts ---------------------------------------------------------------------
+
+LEASE = Claim("hash", NOW, "worker-1")
+WAIT = QueryFailed("HTTP 503", 30.0, NOW)
+ACCEPTED = Answered("accepted", Update(state="pending", upstream_id=OURS, understood=True))
+# what each act does to a task in each state (X: refused as an invalid action); columns:
+# claim, accepted, refused, no id, unknown, not sent, give up, time out, resend
+ACTS = (
+    LEASE,
+    ACCEPTED,
+    Answered("refused", reason="bad prompt"),
+    Answered("no_id"),
+    Answered("unknown", reason="timed out"),
+    Answered("not_sent", reason="HTTP 429", wait=10.0, from_answer=False),
+    GiveUp("the sender died"),
+    TimeOut(600),
+    Resend("luma"),
+)
+X = "invalid"
+Q, B, J, T = S.QUEUED, S.SUBMITTING, S.REJECTED, S.TIMED_OUT
+ACT_TABLE: dict[str, tuple[TaskState | str | None, ...]] = {
+    "queued": (B, _, _, _, _, _, X, T, X),
+    "submitting": (X, P, J, J, J, Q, J, X, X),
+    "pending": (X, _, _, _, _, _, J, T, X),
+    "processing": (X, _, _, _, _, _, J, T, X),
+    "completed": (X, _, _, _, _, _, X, X, X),
+    "failed": (X, _, _, _, _, _, X, X, X),
+    "rejected": (X, _, _, _, _, _, X, X, Q),
+    # accepted after all: followed again
+    "rejected, outcome unknown": (X, P, _, _, _, _, X, X, Q),
+    "timed_out": (X, _, _, _, _, _, X, X, X),
+}
+
+
+@pytest.mark.parametrize("name", list(TASKS))
+@pytest.mark.parametrize("column", range(len(ACTS)))
+def test_every_act_in_every_state(name: str, column: int) -> None:
+    task, act = TASKS[name], ACTS[column]
+    expected = ACT_TABLE[name][column]
+    if expected == X:
+        with pytest.raises(InvalidAction):
+            decide(task, act, NOW)
+        return
+    change = decide(task, act, NOW)
+    assert change.state == expected
+    if change.state is not None:
+        assert change.state in MOVES[task.state]  # the machine moves only as MOVES allows
+
+
+def test_every_move_the_machine_makes_is_in_moves() -> None:
+    """MOVES is the machine's: each listed move is made by some input, and none other is."""
+    made: set[tuple[TaskState, TaskState]] = set()
+    for task in TASKS.values():
+        inputs = [*ACTS, WAIT, *(Word(upd, src) for upd in UPDATES.values() for src in Source)]
+        for given in inputs:
+            try:
+                change = decide(task, given, NOW)
+            except InvalidAction:
+                continue
+            if change.state is not None:
+                made.add((task.state, change.state))
+    listed = {(old, new) for old, targets in MOVES.items() for new in targets}
+    assert made == listed
+
+
+def test_a_failed_query_backs_off_and_gives_the_lease_back() -> None:
+    change = decide(TASKS["processing"], WAIT, NOW)
+    assert change.state is None and change.fields["claimed_until"] is None
+    assert change.fields["quiet_polls"] == 1 and change.fields["next_check_at"] == NOW
+    assert change.note == "query failed: HTTP 503; next try in 30 s"
+    settled = decide(TASKS["completed"], WAIT, NOW)  # only the lease: no event, no schedule
+    assert settled.fields == {"claimed_until": None} and settled.note is None
+
+
+def test_an_answer_that_comes_late_settles_only_a_task_given_up() -> None:
+    refused = Answered("refused", reason="moderation")
+    revived = decide(TASKS["rejected, outcome unknown"], ACCEPTED, NOW)
+    assert revived.state is S.PENDING and revived.next is Next.FIRST
+    assert revived.fields["outcome_unknown"] is False
+    settled = decide(TASKS["rejected, outcome unknown"], refused, NOW)
+    assert settled.state is None and settled.fields["outcome_unknown"] is False
+    assert settled.fields["failure_reason"] == "upstream refused: moderation"
+    news = decide(TASKS["processing"], refused, NOW)  # a callback beat the answer: it stands
+    assert news.fields == {"claimed_until": None} and "had news already" in (news.note or "")
+    error = decide(TASKS["rejected, outcome unknown"], replace(refused, from_answer=False), NOW)
+    assert error.state is None and error.note == "sent" and "failure_reason" not in error.fields

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tracker.tasks.machine import needs_query
 from tracker.upstream.parse import Update, parse, parse_batch
 from tracker.upstream.parse_create import error_reason
 
@@ -51,7 +52,7 @@ def test_raw_object_completed_with_video_and_thumbnail() -> None:
     assert update.state == "completed"
     assert update.video_url == "https://cdn.example/v.mp4?sig=1"
     assert update.thumbnail_url == "https://cdn.example/t.jpg"
-    assert not update.needs_query
+    assert not needs_query(update)
 
 
 def test_raw_object_failed_with_reason() -> None:
@@ -63,7 +64,7 @@ def test_raw_object_failed_with_reason() -> None:
 def test_completed_without_video_url_needs_a_query() -> None:
     update = parse({**RAW_PENDING, "state": "completed"})
     assert update.state == "completed"
-    assert update.needs_query
+    assert needs_query(update)
 
 
 def test_seed_wrapper_with_task_status() -> None:
@@ -102,7 +103,7 @@ def test_task_platform_wrapper_states(status: str, state: str) -> None:
 def test_task_platform_unknown_is_not_understood() -> None:
     update = parse({"task_id": "t-3", "status": "UNKNOWN", "data": None})
     assert not update.understood
-    assert update.needs_query
+    assert needs_query(update)
 
 
 def test_task_platform_failure_reason_from_wrapper() -> None:

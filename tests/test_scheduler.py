@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 
 from tests.support.databases import TEST_DATABASE_URL
 from tracker.db import Database
-from tracker.tasks import archives, claims, heartbeats, store, sweeps
+from tracker.tasks import archives, claims, heartbeats, rows, store, sweeps
 from tracker.tasks import schedule as timing
 from tracker.tasks.models import StateCount, Task, WorkerBeat, utcnow
 from tracker.tasks.states import Next, TaskState
@@ -41,7 +41,7 @@ def test_the_callback_safety_net_is_kept_while_it_is_half_to_whole_the_interval_
     latest = now + timedelta(seconds=600)
 
     def after(current: Any) -> Any:
-        return timing.next_check_at(settings, Next.SAFETY_NET, 0, now, current)
+        return rows.next_check_at(settings, Next.SAFETY_NET, 0, now, current)
 
     assert after(None) == {"next_check_at": latest}
     assert after(now + timedelta(seconds=300)) == {}  # half the interval away: kept

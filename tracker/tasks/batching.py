@@ -36,6 +36,10 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from tracker.db import Database
+from tracker.settings import Settings
+from tracker.tasks.states import Update
+
 WRITERS = 1
 MOST = 64  # callbacks a batch takes at most: a bound on one statement's arrays
 IDLE = 5.0
@@ -53,6 +57,19 @@ class Waiting:
         self.done = threading.Event()
         self.outcome: object = None
         self.error: BaseException | None = None
+
+
+class Callback(Waiting):
+    """A callback waiting for its batch, and what the batch's writer needs to write it."""
+
+    __slots__ = ("db", "payload", "settings", "token_hash", "upd")
+
+    def __init__(
+        self, db: Database, settings: Settings, token_hash: str, upd: Update, payload: Any
+    ) -> None:
+        super().__init__()
+        self.db, self.settings, self.token_hash = db, settings, token_hash
+        self.upd, self.payload = upd, payload
 
 
 class GroupWriter(Generic[Item]):

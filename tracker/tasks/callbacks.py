@@ -30,16 +30,14 @@ from sqlalchemy.exc import OperationalError
 
 from tracker.db import Database, table_of
 from tracker.settings import Settings
-from tracker.tasks import batching as group_commit
-from tracker.tasks import callbacks_pg as optimistic
-from tracker.tasks import events, machine, sql, store, webhooks
+from tracker.tasks import batching, callbacks_pg, machine, rows, sql, webhooks
 from tracker.tasks.models import Task, utcnow
-from tracker.tasks.states import Source, TaskFields, Update, Word
+from tracker.tasks.states import Source, Update, Word
 
 _tasks = table_of(Task)
 # built once: the driver compiles each once per dialect (and UPDATE once per set of columns)
 _BY_TOKEN = (
-    select(*optimistic.FIELDS)
+    select(*callbacks_pg.FIELDS)
     .where(_tasks.c.callback_token_hash == bindparam("hash_"))
     .with_for_update()
 )
@@ -70,16 +68,16 @@ def callback(
     db: Database, settings: Settings, token: str, upd: Update, payload: Any
 ) -> bool | None:
     """Write one callback: None when no task has this token, else whether the state moved."""
-    token_hash = events.hash_token(token)
+    token_hash = rows.hash_token(token)
     try:
         if not db.is_postgres:
-            item = optimistic.Callback(db, settings, token_hash, upd, payload)
+            item = batching.Callback(db, settings, token_hash, upd, payload)
             outcome = _writer(db).write(item)  # _write_sqlite_batch
             return outcome if isinstance(outcome, bool) else None
         writer = _writer(db)
         for _ in range(TRIES):
-            outcome = writer.write(optimistic.Callback(db, settings, token_hash, upd, payload))
-            if outcome is optimistic.LOCKED:
+            outcome = writer.write(batching.Callback(db, settings, token_hash, upd, payload))
+            if outcome is callbacks_pg.LOCKED:
                 raise _Locked
             if outcome is None or isinstance(outcome, bool):  # else AGAIN
                 return outcome
@@ -89,20 +87,20 @@ def callback(
             return ingest(_CoreTransaction(connection), settings, token_hash, upd, payload)
 
 
-_writers: WeakKeyDictionary[Database, group_commit.GroupWriter[optimistic.Callback]]
+_writers: WeakKeyDictionary[Database, batching.GroupWriter[batching.Callback]]
 _writers = WeakKeyDictionary()
 
 
-def _writer(db: Database) -> group_commit.GroupWriter[optimistic.Callback]:
+def _writer(db: Database) -> batching.GroupWriter[batching.Callback]:
     """The group commit of `db` (a weak key: a Database no longer used is let go)."""
     found = _writers.get(db)
     if found is None:
-        batches = optimistic.write_batch if db.is_postgres else _write_sqlite_batch
-        found = _writers.setdefault(db, group_commit.GroupWriter(batches))
+        batches = callbacks_pg.write_batch if db.is_postgres else _write_sqlite_batch
+        found = _writers.setdefault(db, batching.GroupWriter(batches))
     return found
 
 
-def _write_sqlite_batch(batch: list[optimistic.Callback]) -> None:
+def _write_sqlite_batch(batch: list[batching.Callback]) -> None:
     """SQLite's group commit: the batch's callbacks in arrival order, in one transaction.
 
     Each is decided on the task as the callbacks before it left it (the same connection
@@ -112,7 +110,7 @@ def _write_sqlite_batch(batch: list[optimistic.Callback]) -> None:
     rather than a wait of its own.
     """
     db = batch[0].db
-    written: list[optimistic.Callback] = []
+    written: list[batching.Callback] = []
     try:
         _write_in_order(db, batch, written)
     except OperationalError as exc:
@@ -127,7 +125,7 @@ def _write_sqlite_batch(batch: list[optimistic.Callback]) -> None:
 
 
 def _write_in_order(
-    db: Database, items: list[optimistic.Callback], written: list[optimistic.Callback]
+    db: Database, items: list[batching.Callback], written: list[batching.Callback]
 ) -> None:
     """Set each item's outcome as it is committed (and add it to `written`), in order.
 
@@ -170,24 +168,24 @@ def ingest(
     if row is None or not hmac.compare_digest(row.callback_token_hash or "", token_hash):
         return None
     now = utcnow()
-    change = machine.decide(TaskFields.of(row), Word(upd, Source.CALLBACK), now)
+    change = machine.decide(machine.snapshot(row), Word(upd, Source.CALLBACK), now)
     after = row.state
     if not change.ignored:
-        values = store.values_of(settings, change, token_hash, now, row.next_check_at)
+        values = rows.values_of(settings, change, token_hash, now, row.next_check_at)
         if change.state is not None:
             if webhooks.wanted(change.state, row.notify_url) and not isinstance(
                 tx, _CoreTransaction
             ):
                 raise _Locked  # rolled back by sql.write; the deliveries need Core
-            store.moved(tx, row.id, row.state, change.state)
+            rows.moved(tx, row.id, row.state, change.state)
             values["state"] = after = change.state
         values["id_"] = row.id
         tx.execute(_UPDATE_TASK, values)
         if change.state is not None and isinstance(tx, _CoreTransaction):
             webhooks.enqueue_in(tx.core, row.id, change.state)  # deliveries, in this transaction
-    events.insert(
+    rows.insert(
         tx,
-        events.values(
+        rows.values(
             row.id,
             token_hash,
             Source.CALLBACK,

@@ -47,11 +47,9 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql import Select
 
 from tracker.db import Database, table_of
-from tracker.settings import Settings
-from tracker.tasks import batching as group_commit
-from tracker.tasks import events, machine, sql, store
+from tracker.tasks import batching, machine, rows, sql
 from tracker.tasks.models import Task, TaskEvent, utcnow
-from tracker.tasks.states import Source, TaskFields, Update, Word
+from tracker.tasks.states import Source, TaskFields, Word
 
 _tasks = table_of(Task)
 _events = table_of(TaskEvent)
@@ -69,24 +67,11 @@ _row_version = cast(literal_column("tasks.xmin"), Text)
 _PEEK = select(*FIELDS, _row_version.label("version_")).where(
     _tasks.c.callback_token_hash == any_(bindparam("hashes_", type_=postgresql.ARRAY(Text)))
 )
-_EVENT_COLUMNS = tuple(name for name in events.COLUMNS if name != "task_id")
+_EVENT_COLUMNS = tuple(name for name in rows.COLUMNS if name != "task_id")
 AGAIN, LOCKED = object(), object()
 
 
-class Callback(group_commit.Waiting):
-    """A callback waiting for its batch, and what the batch's writer needs to write it."""
-
-    __slots__ = ("db", "payload", "settings", "token_hash", "upd")
-
-    def __init__(
-        self, db: Database, settings: Settings, token_hash: str, upd: Update, payload: Any
-    ) -> None:
-        super().__init__()
-        self.db, self.settings, self.token_hash = db, settings, token_hash
-        self.upd, self.payload = upd, payload
-
-
-def write_batch(batch: list[Callback]) -> None:
+def write_batch(batch: list[batching.Callback]) -> None:
     """The group commit's writer: set each callback's outcome (None: no such task)."""
     sql.once_more(_write, batch[0].db, batch)
 
@@ -98,12 +83,12 @@ class _Task:
 
     def __init__(self, row: sql.Row) -> None:
         self.row, self.version = row, row.version_
-        self.callbacks: list[Callback] = []
+        self.callbacks: list[batching.Callback] = []
         self.events: list[dict[str, Any]] = []  # an identical one is stored once (ON CONFLICT)
         self.set: dict[str, Any] = {}
 
 
-def _write(db: Database, batch: list[Callback]) -> None:
+def _write(db: Database, batch: list[batching.Callback]) -> None:
     with sql.statements(db) as st:
         hashes = list({item.token_hash for item in batch})
         rows = {row.callback_token_hash: row for row in st.all(_PEEK, {"hashes_": hashes})}
@@ -156,15 +141,15 @@ def _arrays(tasks: dict[int, _Task]) -> tuple[Select[Any], dict[str, list[Any]]]
     return _write_each(columns), arrays
 
 
-def _decided(item: Callback, row: sql.Row) -> dict[str, Any] | None:
+def _decided(item: batching.Callback, row: sql.Row) -> dict[str, Any] | None:
     """The callback's write on `row` as read, or None when it is not written here (a move,
     or an input the machine ignores)."""
     now = utcnow()
-    change = machine.decide(TaskFields.of(row), Word(item.upd, Source.CALLBACK), now)
+    change = machine.decide(machine.snapshot(row), Word(item.upd, Source.CALLBACK), now)
     if change.ignored or change.state is not None:
         return None
-    given = store.values_of(item.settings, change, item.token_hash, now, row.next_check_at)
-    event = events.values(
+    given = rows.values_of(item.settings, change, item.token_hash, now, row.next_check_at)
+    event = rows.values(
         row.id,
         item.token_hash,
         Source.CALLBACK,

@@ -55,6 +55,26 @@ _UNSCHEDULED = {"claimed_until": None, "next_check_at": None}
 _NO_PROGRESS = {"progress": None, "estimate_wait_seconds": None}
 
 
+def snapshot(row: Any) -> TaskFields:
+    """The fields deciding needs, from anything that has them: a Task, or a Core row."""
+    return TaskFields(
+        state=TaskState(row.state),
+        upstream_id=row.upstream_id,
+        video_url=row.video_url,
+        thumbnail_url=row.thumbnail_url,
+        outcome_unknown=bool(row.outcome_unknown),
+        progress=row.progress,
+        quiet_polls=row.quiet_polls or 0,
+        next_archive_at=row.next_archive_at,
+        attempts=row.attempts or 0,
+    )
+
+
+def needs_query(upd: Update) -> bool:
+    """Completed without a video URL, or not understood: ask the upstream now."""
+    return not upd.understood or (upd.state == S.COMPLETED and not upd.video_url)
+
+
 def decide(task: TaskFields, given: Input, now: datetime) -> Change:
     """The change `given` makes to `task` (pure: same inputs, same Change)."""
     match given:
@@ -280,7 +300,7 @@ def _word(task: TaskFields, upd: Update, source: Source, now: datetime) -> Chang
             # callbacks work for this task: the next one (completed) will come on its own, so
             # a query is only a safety net. Luma calls at "dreaming" and at the end.
             fields["quiet_polls"] = 0
-            next_ = Next.NOW if upd.needs_query else Next.SAFETY_NET
+            next_ = Next.NOW if needs_query(upd) else Next.SAFETY_NET
         else:
             fields["quiet_polls"] = 0 if changed else task.quiet_polls + 1
             next_ = Next.BACKOFF

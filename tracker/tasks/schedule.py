@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tracker.settings import Settings
-from tracker.tasks.states import Next
 
 
 @dataclass(frozen=True)
@@ -62,41 +61,6 @@ def poll_delay(settings: Settings, quiet_polls: int) -> float:
 def archive_delay(attempts: int) -> float:
     """The wait after the `attempts`-th failed archive attempt (the first: 30 s)."""
     return ARCHIVE.delay(attempts - 1)
-
-
-def next_check_at(
-    settings: Settings | None,
-    next_: Next,
-    quiet_polls: int,
-    now: datetime,
-    current: datetime | None = None,
-) -> dict[str, Any]:
-    """The schedule column an input leaves (empty: unchanged), as `machine.Next` says.
-
-    The safety net (callbacks work for the task) is a query at most TRACKER_POLL_MAX_INTERVAL
-    after the last news. A `current` time already between half that and all of it is kept:
-    a run of progress callbacks then leaves the indexed column alone, so PostgreSQL updates
-    the row in place (a HOT update) rather than every index of `tasks` on every callback
-    (measured: docs/benchmarks.md, "Callback ingest"). The task is still never queried
-    sooner than half the interval after news, nor later than the whole interval.
-    """
-    if next_ is Next.KEEP:
-        return {}
-    if next_ is Next.NEVER:
-        return {"next_check_at": None}
-    if next_ is Next.NOW:
-        return {"next_check_at": now}
-    if settings is None:
-        raise ValueError(f"a schedule of {next_} needs the settings")
-    if next_ is Next.FIRST:
-        return {"next_check_at": first_check(settings, now)}
-    if next_ is Next.SAFETY_NET:
-        latest = now + timedelta(seconds=settings.poll_max_interval)
-        soonest = now + timedelta(seconds=settings.poll_max_interval / 2)
-        if current is not None and soonest <= current <= latest:
-            return {}
-        return {"next_check_at": latest}
-    return {"next_check_at": now + timedelta(seconds=poll_delay(settings, quiet_polls))}
 
 
 def query_retry(

@@ -28,13 +28,14 @@ from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Dialect
+from sqlalchemy import Dialect, String, TypeDecorator
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import UpdateBase
 
 from tracker.db import Database, begin_immediate
+from tracker.tasks.states import TaskState
 
 Processor = Callable[[Any], Any]
 S = TypeVar("S", bound="Statements")
@@ -257,3 +258,16 @@ def once_more(write: Callable[..., T], *args: Any) -> T:
         if not exc.connection_invalidated:
             raise
     return write(*args)
+
+
+class StateColumn(TypeDecorator[TaskState]):
+    """A state name as text in the database, a `TaskState` in Python."""
+
+    impl = String(16)
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
+        return None if value is None else TaskState(value).value
+
+    def process_result_value(self, value: str | None, dialect: Any) -> TaskState | None:
+        return None if value is None else TaskState(value)

@@ -112,11 +112,6 @@ class Update:
     model: str | None = None  # `model`, the older `version`, or `model_name`
     prompt: str | None = None  # `prompt`, or Luma's `request.prompt`
 
-    @property
-    def needs_query(self) -> bool:
-        """Completed without a video URL, or not understood: ask the upstream now."""
-        return not self.understood or (self.state == "completed" and not self.video_url)
-
 
 NOT_UNDERSTOOD = Update()
 
@@ -146,21 +141,6 @@ class TaskFields:
     next_archive_at: datetime | None = None
     attempts: int = 0
 
-    @classmethod
-    def of(cls, row: Any) -> TaskFields:
-        """From anything with these attributes: a Task, or a Core row."""
-        return cls(
-            state=TaskState(row.state),
-            upstream_id=row.upstream_id,
-            video_url=row.video_url,
-            thumbnail_url=row.thumbnail_url,
-            outcome_unknown=bool(row.outcome_unknown),
-            progress=row.progress,
-            quiet_polls=row.quiet_polls or 0,
-            next_archive_at=row.next_archive_at,
-            attempts=getattr(row, "attempts", 0) or 0,
-        )
-
 
 @dataclass(frozen=True)
 class Change:
@@ -172,10 +152,6 @@ class Change:
     note: str | None = None
     # the input names another task: only its event is recorded (the task is not touched)
     ignored: bool = False
-
-    @property
-    def failure_reason(self) -> str | None:
-        return self.fields.get("failure_reason")
 
 
 class InvalidAction(Exception):

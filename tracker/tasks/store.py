@@ -18,15 +18,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, case, select, text, update
+from sqlalchemy import case, select, text
 from sqlalchemy.orm import Session
 
-from tracker.db import Database, table_of
+from tracker.db import Database
 from tracker.settings import Settings
 from tracker.tasks import machine, schedule, webhooks
-from tracker.tasks.events import Executor, record, scrub
-from tracker.tasks.events import hash_token as hash_token  # the callback route hashes with it
 from tracker.tasks.models import StateCount, Task, utcnow
+from tracker.tasks.rows import hash_token as hash_token  # the callback route hashes with it
+from tracker.tasks.rows import moved, record, values_of
 from tracker.tasks.states import (
     RANK,
     Answered,
@@ -36,21 +36,13 @@ from tracker.tasks.states import (
     QueryFailed,
     Resend,
     Source,
-    TaskFields,
     TaskState,
     Update,
     Word,
-    order_key,
 )
 from tracker.tasks.states import InvalidAction as InvalidAction  # callers catch it from here
 
 S = TaskState
-_counts = table_of(StateCount)
-_COUNT = (
-    update(_counts)
-    .where(_counts.c.state == bindparam("state_"))
-    .values(count=_counts.c.count + bindparam("delta_"))
-)
 # the counters in the order every single move takes them (forward): a batch never deadlocks
 _COUNTER_ORDER = (case(RANK, value=StateCount.state), StateCount.state)
 
@@ -70,17 +62,6 @@ class NewTask:
     notify_url: str | None = None
 
 
-def moved(session: Executor, task_id: int | None, old: str | None, new: str) -> None:
-    """Every state change passes here, in the transaction that makes it: the counters.
-
-    The two counter rows are always updated in one order (by rank, then name), whatever the
-    direction of the move, so that two transactions never wait on each other's counters.
-    """
-    deltas = {new: 1} if old is None else {old: -1, new: 1}
-    for state in sorted(deltas, key=order_key):
-        session.execute(_COUNT, {"state_": str(state), "delta_": deltas[state]})
-
-
 def set_state(session: Session, task: Task, new_state: str) -> None:
     """Move a Task (the counters, and the move's webhook rows) in the caller's transaction."""
     old = task.state
@@ -90,23 +71,6 @@ def set_state(session: Session, task: Task, new_state: str) -> None:
     task.state = TaskState(new_state)
     task.updated_at = utcnow()
     webhooks.enqueue(session, task, new_state)  # sent later by the worker
-
-
-def values_of(
-    settings: Settings | None,
-    change: Change,
-    token_hash: str | None,
-    now: datetime,
-    next_check_at: datetime | None,
-    token: str | None = None,
-) -> dict[str, Any]:
-    """The columns a Change sets: its fields, the reason masked, the schedule it leaves."""
-    values = dict(change.fields)
-    if change.failure_reason:
-        values["failure_reason"] = scrub(token_hash, change.failure_reason, token)
-    quiet = values.get("quiet_polls", 0)
-    values.update(schedule.next_check_at(settings, change.next, quiet, now, next_check_at))
-    return values
 
 
 def apply(
@@ -129,7 +93,7 @@ def apply(
         given = Word(given, Source(source or Source.POLL))
     now = utcnow()
     before = task.state
-    change = machine.decide(TaskFields.of(task), given, now)
+    change = machine.decide(machine.snapshot(task), given, now)
     if not change.ignored:
         token_hash = task.callback_token_hash
         values = values_of(settings, change, token_hash, now, task.next_check_at, token)

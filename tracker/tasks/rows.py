@@ -1,4 +1,5 @@
-"""A task's event history: every input (submit, callback, poll, person, sweep) as one row.
+"""The rows a decision writes: the task's columns (its schedule included), the state
+counters, and the event that records the input (every input, from any source, is one row).
 
 Payloads are stored as JSON text that always loads again, with every secret masked (the
 task's own callback token included, which only its hash remembers). Upstream inputs carry a
@@ -10,17 +11,21 @@ statement, with no SELECT before it. NULL fingerprints never collide.
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, bindparam, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from tracker import jsontext
 from tracker.db import table_of
 from tracker.redact import mask_token, redact
-from tracker.tasks.models import Task, TaskEvent, utcnow
+from tracker.settings import Settings
+from tracker.tasks.models import StateCount, Task, TaskEvent, utcnow
+from tracker.tasks.schedule import first_check, poll_delay
 from tracker.tasks.sql import Transaction
+from tracker.tasks.states import Change, Next, order_key
 
 MAX_PAYLOAD_CHARS = 256_000
 _events = table_of(TaskEvent)
@@ -147,3 +152,77 @@ def record(
             token=token,
         ),
     )
+
+
+_counts = table_of(StateCount)
+_COUNT = (
+    update(_counts)
+    .where(_counts.c.state == bindparam("state_"))
+    .values(count=_counts.c.count + bindparam("delta_"))
+)
+
+
+def moved(session: Executor, task_id: int | None, old: str | None, new: str) -> None:
+    """Every state change passes here, in the transaction that makes it: the counters.
+
+    The two counter rows are always updated in one order (by rank, then name), whatever the
+    direction of the move, so that two transactions never wait on each other's counters.
+    """
+    deltas = {new: 1} if old is None else {old: -1, new: 1}
+    for state in sorted(deltas, key=order_key):
+        session.execute(_COUNT, {"state_": str(state), "delta_": deltas[state]})
+
+
+# -- the task's columns a decision sets, its schedule included --------------------------------
+
+
+def values_of(
+    settings: Settings | None,
+    change: Change,
+    token_hash: str | None,
+    now: datetime,
+    current: datetime | None,
+    token: str | None = None,
+) -> dict[str, Any]:
+    """The columns a Change sets: its fields, the reason masked, the schedule it leaves."""
+    values = dict(change.fields)
+    if reason := change.fields.get("failure_reason"):
+        values["failure_reason"] = scrub(token_hash, reason, token)
+    quiet = values.get("quiet_polls", 0)
+    values.update(next_check_at(settings, change.next, quiet, now, current))
+    return values
+
+
+def next_check_at(
+    settings: Settings | None,
+    next_: Next,
+    quiet_polls: int,
+    now: datetime,
+    current: datetime | None = None,
+) -> dict[str, Any]:
+    """The schedule column an input leaves (empty: unchanged), as `machine.Next` says.
+
+    The safety net (callbacks work for the task) is a query at most TRACKER_POLL_MAX_INTERVAL
+    after the last news. A `current` time already between half that and all of it is kept:
+    a run of progress callbacks then leaves the indexed column alone, so PostgreSQL updates
+    the row in place (a HOT update) rather than every index of `tasks` on every callback
+    (measured: docs/benchmarks.md, "Callback ingest"). The task is still never queried
+    sooner than half the interval after news, nor later than the whole interval.
+    """
+    if next_ is Next.KEEP:
+        return {}
+    if next_ is Next.NEVER:
+        return {"next_check_at": None}
+    if next_ is Next.NOW:
+        return {"next_check_at": now}
+    if settings is None:
+        raise ValueError(f"a schedule of {next_} needs the settings")
+    if next_ is Next.FIRST:
+        return {"next_check_at": first_check(settings, now)}
+    if next_ is Next.SAFETY_NET:
+        latest = now + timedelta(seconds=settings.poll_max_interval)
+        soonest = now + timedelta(seconds=settings.poll_max_interval / 2)
+        if current is not None and soonest <= current <= latest:
+            return {}
+        return {"next_check_at": latest}
+    return {"next_check_at": now + timedelta(seconds=poll_delay(settings, quiet_polls))}
