@@ -157,7 +157,7 @@ class RedactingLogger(Logger):
         atoms = self.atoms_wrapper_class(
             self.atoms(resp, req, loggable_environ(environ), request_time)
         )
-        # set by tracker.logs.RequestIds and tracker.web.requestlog while the app ran
+        # set by tracker.logs.RequestIds and tracker.web.app (_note_task) while the app ran
         ids = {"request_id": environ.get(_logs.ENVIRON_KEY)}
         ids["task_id"] = environ.get(_logs.TASK_ENVIRON_KEY)
         try:

@@ -4,10 +4,10 @@ import logging
 import os
 import sys
 
-from tracker import create_app
-from tracker.cli import setup_logging
+from tracker.flows.services import setup_logging
 from tracker.settings import SettingsError
 from tracker.web import admission
+from tracker.web.app import create_app
 
 setup_logging()  # the app's own lines, with secrets masked, beside gunicorn's
 try:

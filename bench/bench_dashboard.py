@@ -196,7 +196,7 @@ def _tally(row: tuple[Any, ...], counts: Counter[str], hits: Counter[str]) -> No
 
 
 def fill_sqlite(path: Path, count: int) -> Filled:
-    from tracker.dbmigrate import upgrade
+    from tracker.dbschema import upgrade
 
     url = f"sqlite:///{path}"
     upgrade(url)
@@ -271,7 +271,7 @@ def _set_counts(execute: Any, counts: Counter[str], mark: str) -> None:
 def fill_postgres(url: str, count: int) -> Filled:
     import psycopg
 
-    from tracker.dbmigrate import upgrade
+    from tracker.dbschema import upgrade
 
     upgrade(url)
     started = time.monotonic()
@@ -332,9 +332,9 @@ def pages(filled: Filled) -> dict[str, str]:
 def measure(
     url: str, filled: Filled, runs: int, only: dict[str, str] | None = None
 ) -> dict[str, dict[str, float]]:
-    from tracker import create_app
     from tracker.db import Database
     from tracker.settings import Settings
+    from tracker.web.app import create_app
 
     settings = Settings(database_url=url, luma_api_base="http://127.0.0.1:9", media_dir="")
     database = Database(url)

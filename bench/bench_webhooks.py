@@ -113,7 +113,7 @@ def counts(port: int) -> dict[str, int]:
 
 def _database(folder: Path) -> Any:
     from tracker.db import Database
-    from tracker.dbmigrate import upgrade
+    from tracker.dbschema import upgrade
 
     url = f"sqlite:///{folder / 'tracker.db'}"
     upgrade(url)

@@ -147,7 +147,7 @@ def floor_qps(upstream: Upstream) -> float:
 
 def fill(url: str, count: int, state: str = "pending") -> None:
     """`count` tasks already sent (with upstream ids) in `state`, all due for a query now."""
-    from tracker.dbmigrate import upgrade
+    from tracker.dbschema import upgrade
     from tracker.tasks.models import StateCount, Task, TaskEvent
 
     upgrade(url)
@@ -285,13 +285,13 @@ def _lags(done: dict[str, float], known: dict[str, float]) -> list[float]:
 
 def tracker_run(callbacks: bool, workdir: Path) -> dict[str, Any]:
     """The tracker (web app + worker thread) on SQLite; the simulator calls back or not."""
-    from tracker import create_app
     from tracker.db import Database
-    from tracker.dbmigrate import upgrade
+    from tracker.dbschema import upgrade
     from tracker.flows import worker
     from tracker.flows.services import make_client
     from tracker.settings import Settings
     from tracker.tasks.models import Task
+    from tracker.web.app import create_app
 
     sim = _simulator(callbacks)
     url = f"sqlite:///{workdir / f'speed-{callbacks}.db'}"

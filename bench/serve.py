@@ -49,7 +49,7 @@ def procfile_web(app: str = "wsgi:app") -> list[str]:
 
 def fill_tasks(url: str, count: int) -> list[tuple[str, str]]:
     """`count` processing tasks with callback tokens: [(token, upstream id)]."""
-    from tracker.dbmigrate import upgrade
+    from tracker.dbschema import upgrade
     from tracker.tasks.models import StateCount, Task, TaskEvent
     from tracker.tasks.store import hash_token
 

@@ -28,10 +28,10 @@ from tests.support.databases import (
 )
 from tests.support.receiver import Receiver
 from tests.support.servers import LiveServer, serve
-from tracker import create_app
 from tracker.db import Database
-from tracker.dbmigrate import upgrade
+from tracker.dbschema import upgrade
 from tracker.settings import Settings
+from tracker.web.app import create_app
 
 if TYPE_CHECKING:  # imported where used: only the tests that take them load them
     from lumasim.simulator import Simulator

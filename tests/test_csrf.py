@@ -23,12 +23,12 @@ from sqlalchemy import select
 
 from tests.support.scripted import Reply, ScriptedUpstream
 from tests.support.servers import LiveServer
-from tracker import create_app
 from tracker.db import Database
 from tracker.flows import validate
 from tracker.settings import Settings
 from tracker.tasks import store
 from tracker.tasks.models import Task, TaskEvent
+from tracker.web.app import create_app
 
 PUBLIC = "https://tracker.example"
 PROXIED = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "tracker.example"}

@@ -697,7 +697,7 @@ def test_the_form_refuses_files_that_are_not_images(client: FlaskClient, db: Dat
     ],
 )
 def test_only_web_links_reach_href_and_src(url: str | None, shown: str | None) -> None:
-    from tracker.web.filters import safe_url
+    from tracker.web.pages import safe_url
 
     assert safe_url(url) == shown
 
@@ -706,7 +706,7 @@ def test_ages_read_like_a_person_would_say_them() -> None:
     from datetime import timedelta
 
     from tracker.tasks.models import utcnow
-    from tracker.web.filters import ago
+    from tracker.web.pages import ago
 
     now = utcnow()
     assert ago(now, now) == "just now"

@@ -20,12 +20,12 @@ from tests.support.blankdb import blank_database
 from tests.support.databases import BACKENDS
 from tests.support.servers import LiveServer, serve
 from tests.support.waiting import wait_for
-from tracker import create_app
 from tracker.cli import main
 from tracker.db import Database
-from tracker.dbmigrate import upgrade
+from tracker.dbschema import upgrade
 from tracker.settings import Settings
 from tracker.tasks.models import StateCount, Task, TaskEvent
+from tracker.web.app import create_app
 
 TRACKER = Path(sys.executable).parent / "tracker"
 

@@ -288,8 +288,8 @@ url_like = st.lists(url_pieces, max_size=8).map("".join) | st.text(max_size=20)
 def test_a_url_becomes_a_link_or_redirect_only_as_a_browser_would_read_it(url: str) -> None:
     """What `links` lets through is, read as a browser reads it, on this site or http(s)."""
     from tests.support.urls import browser_reads, stays_on_site
-    from tracker.web import links
-    from tracker.web.filters import safe_url
+    from tracker.web import pages as links
+    from tracker.web.pages import safe_url
 
     if links.local_path(url) is not None:
         assert stays_on_site(url) and browser_reads(url).path.startswith("/")

@@ -76,7 +76,7 @@ def test_the_service_does_not_import_the_simulator_but_to_run_it() -> None:
 def test_tracker_assets_hold_the_dashboards_files_only(
     make_settings: Callable[..., Settings],
 ) -> None:
-    from tracker import create_app
+    from tracker.web.app import create_app
 
     app: Flask = create_app(make_settings())
     client = app.test_client()

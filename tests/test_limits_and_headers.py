@@ -11,9 +11,9 @@ import requests
 from tests.support.scripted import Reply, ScriptedUpstream, raw_task
 from tests.support.servers import LiveServer
 from tests.support.waiting import api_task
-from tracker import create_app
 from tracker.db import Database
 from tracker.settings import Settings
+from tracker.web.app import create_app
 
 TOKEN = "limits-admin-token-0123456789abcd"
 

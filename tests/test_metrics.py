@@ -99,8 +99,8 @@ def test_requests_the_admission_gate_turns_away_are_counted_as_503s(
     """With every slot taken (web/admission.py), a callback and a page get 503 before any
     route runs; a scrape still shows them, the callback under its route's template."""
     from tests.support.servers import serve
-    from tracker import create_app
     from tracker.web import admission
+    from tracker.web.app import create_app
 
     monkeypatch.setattr(admission, "QUEUE_WAIT", 0.2)
     inside, release = threading.Event(), threading.Event()

@@ -10,7 +10,7 @@ from sqlalchemy import create_engine, inspect
 
 from tests.support.blankdb import blank_database
 from tests.support.databases import BACKENDS
-from tracker.dbmigrate import alembic_config
+from tracker.dbschema import alembic_config
 
 
 @pytest.mark.parametrize("kind", BACKENDS)

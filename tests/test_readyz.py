@@ -13,10 +13,10 @@ from alembic import command
 from tests.support.blankdb import blank_database
 from tests.support.databases import BACKENDS
 from tests.support.servers import serve
-from tracker import create_app
 from tracker.db import Database
-from tracker.dbmigrate import alembic_config, upgrade
+from tracker.dbschema import alembic_config, upgrade
 from tracker.settings import Settings
+from tracker.web.app import create_app
 
 
 def readyz(settings: Settings, db: Database | None = None) -> requests.Response:

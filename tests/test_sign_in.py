@@ -22,10 +22,10 @@ from sqlalchemy import select, update
 
 from tests.support.dashboard import add_task, csrf_of, get
 from tests.support.servers import LiveServer
-from tracker import create_app
 from tracker.db import Database
 from tracker.settings import Settings
 from tracker.tasks.models import SignIn, utcnow
+from tracker.web.app import create_app
 
 TOKEN = "dashboard-admin-token-0123456789"
 EVIL = "evil.example"
@@ -318,7 +318,7 @@ def test_a_session_has_an_absolute_lifetime(live: Callable[..., LiveServer], db:
 def test_without_a_secret_key_every_process_gets_the_same_one(
     make_settings: Callable[..., Settings], db: Database, tmp_path: Any, monkeypatch: Any
 ) -> None:
-    from tracker.web import sessions
+    from tracker.web import security as sessions
 
     monkeypatch.chdir(tmp_path)  # PostgreSQL keeps it in ./instance
     settings = make_settings()

@@ -54,7 +54,7 @@ def test_migration_0007_makes_outcome_unknown_a_flag_and_events_unique(tmp_path:
     from alembic import command
     from sqlalchemy import create_engine, text
 
-    from tracker.dbmigrate import alembic_config
+    from tracker.dbschema import alembic_config
 
     url = f"sqlite:///{tmp_path / 'm.db'}"
     config = alembic_config(url)

@@ -26,7 +26,7 @@ from tests.support.databases import TEST_DATABASE_URL
 from tests.support.s3server import S3Server
 from tests.support.servers import CLOSE, free_port
 from tests.support.waiting import wait_for
-from tracker.dbmigrate import upgrade
+from tracker.dbschema import upgrade
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -72,7 +72,7 @@ def test_wait_answers_as_soon_as_the_task_is_final(
 
 
 def test_waiters_past_the_cap_are_answered_at_once(db: Database, live: Any) -> None:
-    from tracker.web import waiting
+    from tracker.web import admission as waiting
 
     app = live()
     task = store.create(db, NewTask(kind="generate", user_prompt="w"))
@@ -187,8 +187,8 @@ def test_a_waiter_gives_back_its_admission_slot_while_it_sleeps(
 ) -> None:
     """With one slot (web/admission.py), a sleeping ?wait= must not turn others away (503)."""
     from tests.support.servers import serve
-    from tracker import create_app
     from tracker.web import admission
+    from tracker.web.app import create_app
 
     task = store.create(db, NewTask(kind="generate", user_prompt="slot"))
     server = serve(lambda url: admission.limit(create_app(make_settings(), db=db), 1))

@@ -1,9 +1,11 @@
-"""Prometheus metrics (`GET /metrics`, tracker/web/metrics.py), with prometheus_client.
+"""Prometheus metrics (`GET /metrics`, tracker/web/monitoring.py), with prometheus_client.
 
 Counters and histograms are counted where things happen, through the one-line helpers
 below (`callback`, `upstream_request`, `submit`, `archived_bytes`, `delivery`,
 `http_request`); gauges that describe the shared database (`tracker_tasks{state}`,
-`tracker_poll_lag_seconds`, `tracker_workers{state}`) are read from it at scrape time.
+`tracker_poll_lag_seconds`, `tracker_workers{state}`) are read from it at scrape time by the
+web's collector (tracker/web/monitoring.py), which hands itself to `render`: this module
+reads no table.
 
 Multiprocess mode (tracker/metrics_files.py): gunicorn's web processes and the worker
 write into one folder per machine, and a scrape of any web process adds them all up, so
@@ -31,21 +33,16 @@ Outcomes, as counted:
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from tracker import metrics_files
 
-log = logging.getLogger(__name__)
-
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 UPSTREAM_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-POLLED = ("pending", "processing")
 CALLBACK_RESULTS = (
     "understood",
     "not_understood",
@@ -216,62 +213,14 @@ def http_request(method: str, route: str, status: int, seconds: float) -> None:
 # -- a scrape -------------------------------------------------------------------------------
 
 
-class DatabaseGauges:
-    """Gauges read from the shared database at scrape time: the same on every machine."""
-
-    def __init__(self, db: Any, flavor: str) -> None:
-        self.db, self.flavor = db, flavor
-
-    def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import GaugeMetricFamily
-        from sqlalchemy import func, select
-        from sqlalchemy.exc import SQLAlchemyError
-
-        from tracker.tasks.heartbeats import stale_before
-        from tracker.tasks.models import StateCount, Task, WorkerBeat, utcnow
-
-        now = utcnow()
-        try:
-            with self.db.read() as session:
-                counts = session.execute(select(StateCount.state, StateCount.count)).all()
-                due = session.scalar(
-                    select(func.min(Task.next_check_at)).where(
-                        Task.state.in_(POLLED),
-                        Task.upstream == self.flavor,
-                        Task.upstream_id.is_not(None),
-                    )
-                )
-                seen = list(session.scalars(select(WorkerBeat.last_seen_at)))
-        except SQLAlchemyError as exc:
-            log.warning("metrics: the database did not answer (%s)", type(exc).__name__)
-            return
-        tasks = GaugeMetricFamily("tracker_tasks", "Tasks in each state.", labels=["state"])
-        for state, count in counts:
-            tasks.add_metric([state], count)
-        yield tasks
-        lag = max(0.0, (now - due).total_seconds()) if due is not None else 0.0
-        yield GaugeMetricFamily(
-            "tracker_poll_lag_seconds",
-            "How overdue the most overdue task waiting for a query is (0: none is).",
-            value=lag,
-        )
-        stale = stale_before(now)
-        workers = GaugeMetricFamily(
-            "tracker_workers",
-            "Worker processes by heartbeat (stale: none for 60 s).",
-            labels=["state"],
-        )
-        workers.add_metric(["live"], sum(1 for at in seen if at >= stale))
-        workers.add_metric(["stale"], sum(1 for at in seen if at < stale))
-        yield workers
-
-
-def render(db: Any, flavor: str) -> tuple[bytes, str]:
-    """The text exposition of every process's metrics on this machine, and its content type."""
+def render(*collectors: Any) -> tuple[bytes, str]:
+    """The text exposition of every process's metrics on this machine, and of `collectors`
+    (the web's gauges read from the database), with its content type."""
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
     from prometheus_client.multiprocess import MultiProcessCollector
 
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=_dir)
-    registry.register(DatabaseGauges(db, flavor))
+    for collector in collectors:
+        registry.register(collector)
     return generate_latest(registry), CONTENT_TYPE_LATEST

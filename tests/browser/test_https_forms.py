@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from werkzeug.serving import WSGIRequestHandler, generate_adhoc_ssl_context, make_server
 
-from tracker import create_app
 from tracker.db import Database
 from tracker.settings import Settings
+from tracker.web.app import create_app
 
 pytestmark = pytest.mark.browser
 

@@ -1,52 +1,124 @@
 """The `tracker` command: database, web helpers, worker, simulator and everyday actions.
 
-Every subcommand reads the same settings as the web app; a bad setting stops it with one line
-naming the variable (`context.py`). The commands are grouped by what they are for: `admin.py`
-(db, notify), `processes.py` (worker, poll, archive, simulate, dev) and `tasks.py` (submit,
-import, show, list, resend, download, watch; their following loops in `follow.py`). This file
-is the group they hang from (the console script `tracker = tracker.cli:main`) and the logging
-set-up it shares with wsgi.py.
+Every subcommand that needs the settings starts as the web app and the worker do
+(`tracker.flows.services.start`): the same settings, the same secrets masked, the same
+webhook target. A bad setting stops it with one line naming the variable, not a traceback
+(`_Group`). The commands are grouped by what they are for: the service's upkeep here (`db`:
+migrations, moving to PostgreSQL; `notify`: the outgoing webhooks' signing secrets),
+`processes.py` (worker, poll, archive, simulate, dev) and `actions.py` (submit, import,
+show, list, resend, download, watch; their following loops in `watching.py`). This file is
+the group they hang from (the console script `tracker = tracker.cli:main`).
 """
 
 from __future__ import annotations
 
-import logging
+from typing import Any
 
 import click
 
-from tracker.cli import admin, processes, tasks
+from tracker.cli import actions, processes
+from tracker.db import Database
+from tracker.dbschema import alembic_config, upgrade
+from tracker.flows.services import setup_logging, start
+from tracker.settings import SettingsError
 
 
-def setup_logging(level: int = logging.INFO) -> None:
-    from tracker import logs
-    from tracker.redact import install_logging_filter
+class _Group(click.Group):
+    """A bad setting, wherever a command reads the settings, is one line and exit code 1."""
 
-    logs.configure(level)  # text, or one JSON object a line (TRACKER_LOG_FORMAT=json)
-    install_logging_filter()
-    # alembic announces each of its plugins at INFO on every start; the migrations themselves stay
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SettingsError as exc:
+            raise click.ClickException(str(exc)) from None
 
 
-@click.group()
+@click.group(cls=_Group)
 def main() -> None:
     """Luma task tracker."""
     setup_logging()
 
 
+# -- the service's upkeep -------------------------------------------------------------------
+
+
+@click.group()
+def db() -> None:
+    """Database migrations."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every migration (the Procfile's release step)."""
+    upgrade(start().database_url)
+    click.echo("database is at the newest migration")
+
+
+@db.command("check")
+def db_check() -> None:
+    """Fail when the models and the migrations disagree."""
+    from alembic import command
+
+    command.check(alembic_config(start().database_url))
+
+
+@db.command("copy")
+@click.option("--to", "target", required=True, help="postgresql://user@host/db, new and empty")
+def db_copy(target: str) -> None:
+    """Copy every task, event and counter into a new PostgreSQL database (moving up from SQLite).
+
+    Stop the web and worker processes first: rows written during the copy would be left behind.
+    """
+    from tracker.cli import dbcopy
+
+    settings = start()
+    source = Database(settings.database_url)
+    try:
+        copied = dbcopy.copy(source, target, upgrade=upgrade, report=click.echo)
+    except dbcopy.CopyError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        source.dispose()
+    click.echo(f"copied into {copied.target}; the counts match")
+    for line in dbcopy.next_steps(settings, copied.target):
+        click.echo(line)
+
+
+@click.group()
+def notify() -> None:
+    """Outgoing webhooks."""
+
+
+@notify.command("secret")
+@click.option("--new", "make_new", is_flag=True, help="print a fresh secret (to rotate one in)")
+def notify_secret(make_new: bool) -> None:
+    """Print the signing secret(s) your receiver verifies with (whsec_...)."""
+    from tracker import signing
+
+    if make_new:
+        click.echo(signing.new_secret())
+        return
+    secrets = signing.signing_secrets(start())
+    if not secrets:
+        raise click.ClickException("TRACKER_NOTIFY_SECRET is not set (and none is generated here)")
+    for secret in secrets:
+        click.echo(secret)
+
+
 for _command in (
-    admin.db,
-    admin.notify,
+    db,
+    notify,
     processes.simulate,
     processes.worker,
     processes.poll,
     processes.archive,
     processes.dev,
-    tasks.submit,
-    tasks.import_,
-    tasks.show,
-    tasks.list_tasks,
-    tasks.resend,
-    tasks.download,
-    tasks.watch,
+    actions.submit,
+    actions.import_,
+    actions.show,
+    actions.list_tasks,
+    actions.resend,
+    actions.download,
+    actions.watch,
 ):
     main.add_command(_command)

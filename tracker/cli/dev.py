@@ -29,7 +29,7 @@ from contextlib import suppress
 import requests
 
 from tracker import settings as settings_module
-from tracker.dbmigrate import upgrade
+from tracker.dbschema import upgrade
 from tracker.settings import SettingsError
 
 log = logging.getLogger("tracker.dev")

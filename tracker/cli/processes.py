@@ -8,8 +8,8 @@ import sys
 
 import click
 
-from tracker.cli.context import load_settings, open_database
-from tracker.flows.services import make_client
+from tracker.db import Database
+from tracker.flows.services import make_client, start
 
 
 @click.command()
@@ -52,7 +52,7 @@ def worker() -> None:
     """The poller and dispatcher loop (the Procfile's `poller`)."""
     from tracker.flows import worker as worker_module
 
-    sys.exit(worker_module.run_forever(load_settings()))
+    sys.exit(worker_module.run_forever(start()))
 
 
 @click.command()
@@ -61,7 +61,7 @@ def poll(once: bool) -> None:
     """One pass of the worker: dispatch queued tasks, poll quiet ones, time out old ones."""
     from tracker.flows import worker as worker_module
 
-    summary = worker_module.run_once(load_settings())
+    summary = worker_module.run_once(start())
     click.echo(json.dumps(summary))
 
 
@@ -80,10 +80,10 @@ def archive(missing: bool) -> None:
     from tracker.storage.base import StorageError
     from tracker.tasks import heartbeats
 
-    settings = load_settings()
+    settings = start()
     if not settings.archives:
         raise click.ClickException("TRACKER_MEDIA_DIR is empty: archival is off")
-    database = open_database(settings)
+    database = Database(settings.database_url)
     try:
         if settings.media_url:
             moved = moving.move_local_copies(database, settings)

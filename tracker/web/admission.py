@@ -1,4 +1,5 @@
-"""How many requests run the app at once in a gevent worker, and what they wait for first.
+"""How many requests run the app at once in a gevent worker, what they wait for first, and
+how a `GET /api/tasks/<id>?wait=SECONDS` waits without holding a place.
 
 gevent gives every connection a greenlet, so slow clients cost little: their headers and
 small bodies are waited for cooperatively. But letting every connection into the app at once
@@ -12,21 +13,39 @@ is streamed, so slow readers hold no slot either. A request that waits QUEUE_WAI
 (every slot waiting on a locked database, say) gets a 503 with Retry-After; /healthz never
 waits for one. Those 503s are counted in /metrics like the app's own answers (`_count_busy`),
 so a busy service shows in its error rate.
+
+`?wait=`: the API answers as soon as the task is final, or after the wait. A waiter reads one
+column of one row every POLL_EVERY seconds and sleeps in between: under gunicorn's gevent
+worker (gunicorn.conf.py) `time.sleep` is cooperative, so a waiter holds no OS thread and
+callbacks are served beside any number of them. The gate's slot ("8 requests in the app at
+once") is given back while the waiter sleeps, and taken again, in turn, before it answers:
+sleeping waiters take no slot from callbacks. Its reads of the one column run without a slot
+(a read never waits on SQLite's write lock). Still, waiters are capped per process
+(MAX_WAITERS; a few under a thread-per-request server, where each one does hold a thread):
+past the cap the answer comes at once with the current state, and the `X-Tracker-Wait`
+header says `skipped`, so a client knows to ask again.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from sqlalchemy import select
+
 from tracker import metrics
+from tracker.db import Database
+from tracker.flows import validate
+from tracker.tasks.models import FINAL_STATES, Task
 from tracker.web.callbacks import RULE as CALLBACK_RULE
-from tracker.web.metrics import callback_result
+from tracker.web.callbacks import callback_result
 
 READ_AHEAD = 1_000_001  # TRACKER_MAX_CALLBACK_BYTES' default, plus the byte that tells "too long"
 QUEUE_WAIT = 2.0  # seconds a request waits for a slot, then 503 (the sender retries)
@@ -85,7 +104,7 @@ def limit(app: WSGIApp, slots: int) -> WSGIApp:
         if not gate.enter(QUEUE_WAIT):
             _count_busy(environ, time.perf_counter() - waited)
             return _busy(start_response)
-        # a request that sleeps (GET /api/tasks/<id>?wait=, web/waiting.py) gives its slot
+        # a request that sleeps (GET /api/tasks/<id>?wait=, `until_final`) gives its slot
         # back while it sleeps and takes one again before it answers
         environ["tracker.gate"] = gate
         try:
@@ -129,3 +148,75 @@ def _read_ahead(environ: dict[str, Any]) -> None:
         body = environ["wsgi.input"].read(length)
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))  # a client that hung up sent less
+
+
+# -- ?wait= ---------------------------------------------------------------------------------
+
+
+MAX_WAIT = 60.0
+POLL_EVERY = 0.5
+MAX_WAITERS = 256  # cooperative (gevent): each costs a greenlet and a query every POLL_EVERY
+MAX_THREAD_WAITERS = 2  # a thread per request: never more than this many threads asleep
+
+_lock = threading.Lock()
+_waiters = 0
+
+
+def wait_arg(raw: str | None) -> float:
+    """?wait= as seconds (0 when absent); anything but a number from 0 to 60 is a 400."""
+    if raw is None:
+        return 0.0
+    problem = validate.ValidationError(
+        "wait", f"wait must be a number of seconds from 0 to {MAX_WAIT:g}"
+    )
+    if not raw.isascii() or len(raw) > 32:  # any float's repr fits; nothing longer is read
+        raise problem
+    try:
+        value = float(raw)
+    except ValueError:
+        raise problem from None
+    if not math.isfinite(value) or not 0 <= value <= MAX_WAIT:
+        raise problem
+    return value
+
+
+def cooperative() -> bool:
+    """True under gevent's monkey patching: a sleeping waiter then holds no thread."""
+    monkey = sys.modules.get("gevent.monkey")
+    return bool(monkey is not None and monkey.is_module_patched("time"))
+
+
+def cap() -> int:
+    return MAX_WAITERS if cooperative() else MAX_THREAD_WAITERS
+
+
+def _state(db: Database, task_id: int) -> str | None:
+    with db.read() as session:
+        return session.scalar(select(Task.state).where(Task.id == task_id))
+
+
+def until_final(db: Database, task_id: int, seconds: float, gate: Gate | None = None) -> bool:
+    """Sleep until the task is final (or gone) or `seconds` pass; False when past the cap.
+
+    `gate` is the admission gate whose slot this request holds (None outside gevent).
+    """
+    global _waiters
+    with _lock:
+        if _waiters >= cap():
+            return False
+        _waiters += 1
+    if gate is not None:
+        gate.leave()
+    try:
+        deadline = time.monotonic() + seconds
+        while True:
+            state = _state(db, task_id)
+            left = deadline - time.monotonic()
+            if state is None or state in FINAL_STATES or left <= 0:
+                return True
+            time.sleep(min(POLL_EVERY, left))
+    finally:
+        with _lock:
+            _waiters -= 1
+        if gate is not None:
+            gate.enter(timeout=3600.0)  # back in line; admission gives it back after the answer

@@ -28,21 +28,21 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from flask import Blueprint, Flask, request
+from flask import Blueprint, g, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from tracker import metrics as metric
+from tracker import metrics
 from tracker.flows.services import Services
 from tracker.tasks import callbacks as ingest
 from tracker.upstream.parse import parse_body
-from tracker.web import errors, metrics, sameorigin, security
-from tracker.web.context import services
+from tracker.web import DATABASE_DOWN, UNEXPECTED, log_database_down, services
+from tracker.web.security import HEADERS, host_name, own_names
 
 log = logging.getLogger(__name__)
-bp = Blueprint("hooks", __name__)
+bp = Blueprint("callbacks", __name__)
 RULE = "/callbacks/luma/<token>"
 # what the fast path takes: the tokens this service makes (token_urlsafe) and nothing odd
 _PATH = re.compile(r"/callbacks/luma/(?P<token>[A-Za-z0-9_-]{1,256})")
@@ -69,8 +69,19 @@ def luma_callback(token: str) -> ResponseReturnValue:
     if len(raw) > limit:
         raise RequestEntityTooLarge()
     (status, body), understood = answer(svc, token, raw)
-    metrics.note_callback(understood)
+    g.callback_understood = understood  # counted after the answer (monitoring.py)
     return body, status
+
+
+def callback_result(status: int, understood: bool) -> str:
+    """The callback counter's label for an answer (by this route, the fast path, the gate)."""
+    if status < 300:
+        return "understood" if understood else "not_understood"
+    if status == 404:
+        return "unknown_token"
+    if status == 413:
+        return "too_large"
+    return "error" if status >= 500 else "refused"
 
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -83,7 +94,7 @@ class FastPath:
         self.app = app
         self.services = services
         self.limit = services.settings.max_callback_bytes
-        self.names = sameorigin.own_names(services.settings)
+        self.names = own_names(services.settings)
 
     def _plain(self, environ: dict[str, Any]) -> str | None:
         """The token of a callback the fast path may answer, or None."""
@@ -93,7 +104,7 @@ class FastPath:
         length = environ.get("CONTENT_LENGTH", "")
         if match is None or not length.isdigit() or int(length) > self.limit:
             return None
-        if sameorigin.host_name(environ.get("HTTP_HOST", "")) not in self.names:
+        if host_name(environ.get("HTTP_HOST", "")) not in self.names:
             return None
         return match["token"]
 
@@ -103,32 +114,23 @@ class FastPath:
             return self.app(environ, start_response)
         started = time.perf_counter()
         raw = environ["wsgi.input"].read(int(environ["CONTENT_LENGTH"]))
-        headers = [("Content-Type", "application/json"), *security.HEADERS]
+        headers = [("Content-Type", "application/json"), *HEADERS]
         understood = True
         try:
             (status, body), understood = answer(self.services, token, raw)
         except (OperationalError, PoolTimeout) as exc:
-            status, body = 503, {"error": errors.DATABASE_DOWN}
+            status, body = 503, {"error": DATABASE_DOWN}
             headers.append(("Retry-After", "5"))
-            errors.log_database_down(exc)
+            log_database_down(exc)
         except Exception:
             log.exception("unhandled error on POST %s", RULE)
-            status, body = 500, {"error": errors.UNEXPECTED}
+            status, body = 500, {"error": UNEXPECTED}
         data = json.dumps(body, separators=(",", ":")).encode() + b"\n"  # as Flask's jsonify
         headers.append(("Content-Length", str(len(data))))
         start_response(f"{status} {_REASONS[status]}", headers)
-        metric.http_request("POST", RULE, status, time.perf_counter() - started)
-        metric.callback(metrics.callback_result(status, understood))
+        metrics.http_request("POST", RULE, status, time.perf_counter() - started)
+        metrics.callback(callback_result(status, understood))
         return [data]
 
 
 _REASONS = {200: "OK", 404: "NOT FOUND", 500: "INTERNAL SERVER ERROR", 503: "SERVICE UNAVAILABLE"}
-
-
-def init_app(app: Flask) -> None:
-    """Put the fast path under the WSGI layers added later (request ids, ProxyFix)."""
-    services = app.extensions["tracker"]
-    # Flask documents this assignment as the way to add WSGI middleware, but types wsgi_app
-    # as a method, which mypy will not let be assigned
-    app.wsgi_app = FastPath(app.wsgi_app, services)  # type: ignore[method-assign]
-    app.register_blueprint(bp)

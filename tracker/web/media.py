@@ -25,9 +25,8 @@ from tracker.storage.base import StorageError, Stored, content_type, file_type, 
 from tracker.storage.local import LocalStore
 from tracker.storage.s3 import S3Store, status_of, why
 from tracker.tasks.models import Task
+from tracker.web import Answer, error, services
 from tracker.web.auth import request_has_token, signed_in
-from tracker.web.context import services
-from tracker.web.errors import Answer, error
 
 bp = Blueprint("media", __name__, url_prefix="/media")
 

@@ -19,9 +19,9 @@ from pydantic_core import core_schema
 from tracker.flows import bodies
 from tracker.tasks.states import STATES
 from tracker.web import answers
+from tracker.web.admission import MAX_WAIT
+from tracker.web.answers import HAND_WRITTEN, REF
 from tracker.web.api import MAX_LIMIT
-from tracker.web.openapi_shapes import HAND_WRITTEN, REF
-from tracker.web.waiting import MAX_WAIT
 
 bp = Blueprint("openapi", __name__)
 
@@ -77,7 +77,7 @@ STATUS = {
     503: "the database is unavailable; try again",
 }
 ALWAYS = (401, 429, 503)
-UNSAFE = (403, 415)  # every unsafe API request (web/sameorigin.py)
+UNSAFE = (403, 415)  # every unsafe API request (security.check_api_request)
 
 # the request bodies: a model, or a oneOf inlined (schemathesis does not follow a $ref to a
 # oneOf of $refs); the actions take none but must be sent as JSON like every unsafe request
@@ -218,7 +218,7 @@ def _paths() -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for route in ROUTES:
         paths.setdefault(route.path, {})[route.method] = _operation(route)
-    # Prometheus's text format, not JSON (tracker/web/metrics.py; absent with TRACKER_METRICS=0)
+    # Prometheus's text format, not JSON (monitoring.py; absent with TRACKER_METRICS=0)
     text = {"text/plain": {"schema": {"type": "string"}}}
     error = {"$ref": REF.format(model="Error")}
     paths["/metrics"] = {

@@ -1,5 +1,5 @@
 """Everyday work on tasks: submit, import, show, list and resend them, and follow them
-(`submit --wait`, `download`, `watch`, whose loops are in `follow.py`)."""
+(`submit --wait`, `download`, `watch`, whose loops are in `watching.py`)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,10 @@ from pathlib import Path
 
 import click
 
-from tracker.cli.context import load_settings, open_database
 from tracker.db import Database
 from tracker.flows import submit as dispatch
 from tracker.flows import validate
-from tracker.flows.services import make_client
+from tracker.flows.services import make_client, start
 from tracker.tasks import store
 from tracker.tasks.serialize import task_json
 
@@ -36,7 +35,7 @@ def submit(
     wait_: bool,
 ) -> None:
     """Submit an extend (with --source) or a new generation."""
-    settings = load_settings()
+    settings = start()
     body = {
         "source_task_id": source_task_id,
         "user_prompt": user_prompt,
@@ -53,12 +52,12 @@ def submit(
         )
     except validate.ValidationError as exc:
         raise click.BadParameter(exc.message, param_hint=exc.field) from None
-    database = open_database(settings)
+    database = Database(settings.database_url)
     task = dispatch.submit(database, settings, make_client(settings), new)
     if wait_:
-        from tracker.cli import follow
+        from tracker.cli import watching
 
-        sys.exit(follow.wait_for(database, settings, task.id))
+        sys.exit(watching.wait_for(database, settings, task.id))
     _show(database, task.id)
 
 
@@ -69,7 +68,7 @@ def import_(upstream_id: str, notify_url: str | None) -> None:
     """Track a task made elsewhere (Luma's web app, another tool) by its upstream id."""
     from tracker.flows import imports
 
-    settings = load_settings()
+    settings = start()
     try:
         upstream_id = validate.check_upstream_id(upstream_id)
     except validate.ValidationError as exc:
@@ -78,7 +77,7 @@ def import_(upstream_id: str, notify_url: str | None) -> None:
         target = validate.notify_url(notify_url, allow_private=settings.notify_allow_private)
     except validate.ValidationError as exc:
         raise click.BadParameter(exc.message, param_hint="--notify-url") from None
-    database = open_database(settings)
+    database = Database(settings.database_url)
     try:
         task, created = imports.import_task(
             database, settings, make_client(settings), upstream_id, notify_url=target
@@ -107,7 +106,7 @@ def _show(database: Database, task_id: int, events: bool = False) -> None:
 @click.argument("task_id", type=int)
 def show(task_id: int) -> None:
     """Print one task with its events as JSON."""
-    _show(open_database(load_settings()), task_id, events=True)
+    _show(Database(start().database_url), task_id, events=True)
 
 
 @click.command("list")
@@ -122,7 +121,7 @@ def list_tasks(state: str | None, limit: int) -> None:
     query = select(Task).order_by(Task.id.desc()).limit(limit)
     if state:
         query = query.where(Task.state == state)
-    with open_database(load_settings()).read() as session:
+    with Database(start().database_url).read() as session:
         for task in session.scalars(query):
             click.echo(
                 f"{task.id:>6}  {task.state:<10}  {task.kind:<8}  "
@@ -134,8 +133,8 @@ def list_tasks(state: str | None, limit: int) -> None:
 @click.argument("task_id", type=int)
 def resend(task_id: int) -> None:
     """Send a rejected task again, as a new attempt."""
-    settings = load_settings()
-    database = open_database(settings)
+    settings = start()
+    database = Database(settings.database_url)
     try:
         dispatch.resend(database, settings, make_client(settings), task_id)
     except (LookupError, store.InvalidAction) as exc:
@@ -143,7 +142,7 @@ def resend(task_id: int) -> None:
     _show(database, task_id)
 
 
-# -- following tasks ----------------------------------------------------------------------------
+# -- following tasks ------------------------------------------------------------------------
 
 
 @click.command()
@@ -154,10 +153,10 @@ def download(task_id: int, output: Path | None) -> None:
 
     Without an archived copy yet, the upstream's link is fetched through the address guard.
     """
-    from tracker.cli import follow
+    from tracker.cli import watching
 
-    settings = load_settings()
-    written = follow.download_to(open_database(settings), settings, task_id, output)
+    settings = start()
+    written = watching.download_to(Database(settings.database_url), settings, task_id, output)
     click.echo(str(written))
 
 
@@ -166,9 +165,9 @@ def download(task_id: int, output: Path | None) -> None:
 @click.option("--once", is_flag=True, help="print once and exit")
 def watch(limit: int, once: bool) -> None:
     """Follow the newest tasks live (Ctrl-C stops)."""
-    from tracker.cli import follow
+    from tracker.cli import watching
 
     try:
-        follow.watch(open_database(load_settings()), limit, once=once)
+        watching.watch(Database(start().database_url), limit, once=once)
     except KeyboardInterrupt:
         click.echo()
