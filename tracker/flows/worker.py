@@ -35,7 +35,7 @@ from tracker import metrics, shutdown
 from tracker.db import Database
 from tracker.flows import archive as media
 from tracker.flows import submit
-from tracker.flows.follow import QueryPass
+from tracker.flows.follow import QueryPass, manners_for
 from tracker.flows.notify import Sender
 from tracker.flows.services import make_client, start, warn_about
 from tracker.settings import Settings
@@ -57,8 +57,7 @@ class Worker:
         self.settings, self.db, self.client = settings, db, client
         self.name = heartbeats.new_id()
         self.stopping = threading.Event()
-        self.account = accounts.from_settings(settings)
-        self.manners = accounts.manners_for(self.account.name)
+        self.manners = manners_for(client.base_url)
         # registered (started) by run_forever and run_once; named as this worker's leases
         self.heartbeat = heartbeats.Heartbeat(db, self.name, paused=self._paused_for)
         self.queries = QueryPass(
@@ -84,7 +83,7 @@ class Worker:
         self._dispatch()
         self.queries.run(utcnow(), self.counts)
         if not self.stopping.is_set():
-            accounts.refresh(self.db, self.account, self.client)  # once a minute at most
+            accounts.refresh(self.db, self.settings, self.client)  # once a minute at most
         if archive and not self.stopping.is_set():
             self.counts["archived"] = media.archive_due(
                 self.db, self.settings, self.client, holder=self.heartbeat
