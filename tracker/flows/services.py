@@ -15,7 +15,6 @@ from tracker import settings as settings_module
 from tracker.db import Database
 from tracker.settings import Settings
 from tracker.tasks import webhooks
-from tracker.upstream import accounts
 from tracker.upstream.client import LumaClient
 
 log = logging.getLogger("tracker")
@@ -65,7 +64,14 @@ def start(settings: Settings | None = None) -> Settings:
 
 def make_client(settings: Settings) -> LumaClient:
     """A connection pool at least as large as the worker's concurrency: none thrown away."""
-    return accounts.client_for(accounts.from_settings(settings), settings)
+    return LumaClient(
+        settings.luma_api_base,
+        settings.luma_api_key,
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        pool_size=max(10, settings.poll_concurrency + 2),
+        flavor=settings.luma_api_flavor,
+    )
 
 
 def warn_about(settings: Settings, *, web: bool) -> None:

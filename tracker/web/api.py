@@ -101,7 +101,7 @@ def account() -> ResponseReturnValue:
     svc = services()
     if svc.client.dialect.credits_path is None:
         return error(404, "no account balance with LUMA_API_FLAVOR=proxy")
-    return account_json(accounts.read(svc.db, accounts.from_settings(svc.settings)))
+    return account_json(accounts.read(svc.db, svc.settings.luma_api_flavor))
 
 
 def _task_answer(task_id: int, status: int = 200) -> ResponseReturnValue:

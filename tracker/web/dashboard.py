@@ -84,8 +84,7 @@ def index() -> ResponseReturnValue:
         page = listing.page(session, svc.db, state=state, query=query, cursor=cursor)
         elsewhere = listing.other_dialect_waiting(session, flavor)
     # the stored balance (the worker reads it): never the upstream on a page view
-    has_balance = svc.client.dialect.credits_path is not None
-    account = accounts.read(svc.db, accounts.from_settings(svc.settings)) if has_balance else None
+    account = accounts.read(svc.db, flavor) if svc.client.dialect.credits_path else None
     template = "_list.html" if is_live() else "list.html"
     return render_template(
         template,
