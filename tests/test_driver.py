@@ -1,4 +1,4 @@
-"""The callback route's transaction on the driver's cursor (tracker/tasks/sql.py).
+"""The callback route's transaction on the driver's cursor (tracker/sql.py).
 
 Every test runs on SQLite and on PostgreSQL (the `db` fixture). On PostgreSQL a callback that
 does not move the task is read without a lock and written by one statement that checks the
@@ -16,10 +16,10 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from tests.support.databases import TEST_DATABASE_URL
 from tests.support.sent import sent_task
+from tracker import sql as driver
 from tracker.db import Database, table_of
 from tracker.tasks import callbacks as ingest
 from tracker.tasks import machine, rows
-from tracker.tasks import sql as driver
 from tracker.tasks.models import Task, TaskEvent
 from tracker.tasks.states import Source
 from tracker.upstream.parse import Update

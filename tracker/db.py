@@ -16,8 +16,7 @@ OperationalError, which the web app answers with 503 and Retry-After.
 from __future__ import annotations
 
 import sqlite3
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cached_property
@@ -27,11 +26,9 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     CursorResult,
-    DateTime,
     Engine,
     Result,
     Table,
-    TypeDecorator,
     create_engine,
     event,
 )
@@ -39,6 +36,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
+
+from tracker.sql import begin_immediate
+from tracker.sql import is_busy as is_busy  # the web answers a busy database with a 503
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000  # the worker and the CLI
 WEB_LOCK_WAIT = 2.0  # seconds a web request waits for SQLite's write lock, then 503
@@ -49,25 +49,6 @@ _NO_BUSY_WAIT_MS = 0
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Timezone-aware on the way out on every backend (SQLite stores naive text)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        if value is not None and dialect.name == "sqlite":
-            return value.astimezone(UTC).replace(tzinfo=None)
-        return value
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value
 
 
 def make_engine(url: str, lock_wait: float | None = None) -> Engine:
@@ -88,33 +69,6 @@ def make_engine(url: str, lock_wait: float | None = None) -> Engine:
         return engine
     # pre-ping: a connection dropped by a database restart is replaced, not handed out
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
-
-
-def is_busy(exc: Exception) -> bool:
-    """SQLite's "database is locked", raised by the driver or wrapped by SQLAlchemy."""
-    orig = exc.orig if isinstance(exc, OperationalError) else exc
-    return getattr(orig, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-
-
-def begin_immediate(
-    execute: Callable[[str], object], lock_wait: float | None, busy: type[Exception]
-) -> None:
-    """BEGIN IMMEDIATE, retried with `time.sleep` for at most `lock_wait` seconds while locked.
-
-    time.sleep: another thread runs meanwhile, or under gevent another greenlet. `busy` is
-    the exception class the caller's `execute` raises (SQLAlchemy's or the driver's).
-    """
-    deadline = None if lock_wait is None else time.monotonic() + lock_wait
-    pause = 0.001
-    while True:
-        try:
-            execute("BEGIN IMMEDIATE")
-            return
-        except busy as exc:
-            if deadline is None or not is_busy(exc) or time.monotonic() >= deadline:
-                raise
-        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-        pause = min(pause * 2, 0.02)
 
 
 def _tune_sqlite(engine: Engine, busy_ms: int, lock_wait: float | None) -> None:
@@ -170,7 +124,7 @@ class Database:
 
     @cached_property
     def driver_engine(self) -> Engine:
-        """The callback route's pool (tracker/tasks/sql.py).
+        """The callback route's pool (tracker/sql.py).
 
         On PostgreSQL, one without pre-ping: the ping is a round trip on every checkout, a
         fifth of the route's database work (measured, docs/benchmarks.md "Callback

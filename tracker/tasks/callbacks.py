@@ -22,16 +22,18 @@ from __future__ import annotations
 
 import hmac
 import time
+from datetime import UTC, datetime
 from typing import Any
 from weakref import WeakKeyDictionary
 
 from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.exc import OperationalError
 
+from tracker import sql
 from tracker.db import Database, table_of
 from tracker.settings import Settings
-from tracker.tasks import batching, callbacks_pg, machine, rows, sql, webhooks
-from tracker.tasks.models import Task, utcnow
+from tracker.tasks import batching, callbacks_pg, machine, rows, webhooks
+from tracker.tasks.models import Task
 from tracker.tasks.states import Source, Update, Word
 
 _tasks = table_of(Task)
@@ -167,7 +169,7 @@ def ingest(
     row = tx.first(_BY_TOKEN, {"hash_": token_hash})
     if row is None or not hmac.compare_digest(row.callback_token_hash or "", token_hash):
         return None
-    now = utcnow()
+    now = datetime.now(UTC)  # (not db.utcnow: one module fewer on the hot path)
     change = machine.decide(machine.snapshot(row), Word(upd, Source.CALLBACK), now)
     after = row.state
     if not change.ignored:
@@ -194,6 +196,7 @@ def ingest(
             payload=payload,
             note=change.note,
             dedupe=True,
+            now=now,
         ),
     )
     return change.state is not None

@@ -27,6 +27,7 @@ it another way:
 from __future__ import annotations
 
 import hmac
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
@@ -46,9 +47,10 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql import Select
 
+from tracker import sql
 from tracker.db import Database, table_of
-from tracker.tasks import batching, machine, rows, sql
-from tracker.tasks.models import Task, TaskEvent, utcnow
+from tracker.tasks import batching, machine, rows
+from tracker.tasks.models import Task, TaskEvent
 from tracker.tasks.states import Source, TaskFields, Word
 
 _tasks = table_of(Task)
@@ -144,7 +146,7 @@ def _arrays(tasks: dict[int, _Task]) -> tuple[Select[Any], dict[str, list[Any]]]
 def _decided(item: batching.Callback, row: sql.Row) -> dict[str, Any] | None:
     """The callback's write on `row` as read, or None when it is not written here (a move,
     or an input the machine ignores)."""
-    now = utcnow()
+    now = datetime.now(UTC)  # (not db.utcnow: one module fewer on the hot path)
     change = machine.decide(machine.snapshot(row), Word(item.upd, Source.CALLBACK), now)
     if change.ignored or change.state is not None:
         return None
@@ -158,6 +160,7 @@ def _decided(item: batching.Callback, row: sql.Row) -> dict[str, Any] | None:
         payload=item.payload,
         note=change.note,
         dedupe=True,
+        now=now,
     )
     return {"set": given, "event": event, "version": row.version_}
 

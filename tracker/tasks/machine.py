@@ -1,13 +1,11 @@
 """The state machine: what one input does to one task, decided without a session or HTTP.
 
-`decide(task, given, now)` is the one place a move is chosen. `task` is a snapshot of the
-task's fields (`TaskFields`); `given` is the upstream's word (`Word`: a callback, a query's
-answer, an import) or one of the service's own acts (`Claim`, `Answered`, `GiveUp`,
-`TimeOut`, `Resend`, `QueryFailed`). It returns a `Change`: the new state (or none), the
-columns to set, when to query next (`Next`: the store's schedule turns that into a time) and
-the event's note. Every move it makes is one of `states.MOVES`; an act that does not fit the
-task's state raises `InvalidAction`. `tasks.store` writes the Change in one transaction.
-tests/test_machine.py runs every state x every kind of input through it.
+`decide(task, given, now)` is the one place a move is chosen, from a snapshot of the task
+(`TaskFields`) and either the upstream's word (`Word`: a callback, a query's answer, an
+import) or one of the service's own acts (`Claim`, `Answered`, `GiveUp`, `TimeOut`,
+`Resend`, `QueryFailed`). Its `Change` says the new state (or none), the columns to set,
+when to query next (`Next`) and the event's note; every move is one of `states.MOVES`, and
+an act that does not fit the state raises `InvalidAction`. `tasks.store` writes it.
 
 The upstream's word moves a task forward only:
 - an input naming another upstream task than ours is recorded and changes nothing;
@@ -23,26 +21,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from tracker.tasks.states import (
-    FINAL_STATES,
-    MOVES,
-    UPSTREAM_SOURCES,
-    Answered,
-    Change,
-    Claim,
-    GiveUp,
-    Input,
-    InvalidAction,
-    Next,
-    QueryFailed,
-    Resend,
-    Source,
-    TaskFields,
-    TaskState,
-    TimeOut,
-    Update,
-    Word,
-)
+from tracker.tasks import states as st
+from tracker.tasks.states import MOVES, Change, Next, TaskFields, TaskState, Update
 
 S = TaskState
 
@@ -75,41 +55,43 @@ def needs_query(upd: Update) -> bool:
     return not upd.understood or (upd.state == S.COMPLETED and not upd.video_url)
 
 
-def decide(task: TaskFields, given: Input, now: datetime) -> Change:
+def decide(task: TaskFields, given: st.Input, now: datetime) -> Change:
     """The change `given` makes to `task` (pure: same inputs, same Change)."""
     match given:
-        case Word(update, source):
-            change = _word(task, update, Source(source), now)
-        case Answered():
+        case st.Word(update, source):
+            change = _word(task, update, st.Source(source), now)
+        case st.Answered():
             change = _answered(task, given, now)
         case _:
             change = _act(task, given, now)
     if change.state is not None and change.state not in MOVES[task.state]:
-        raise InvalidAction(f"a {task.state} task cannot become {change.state}")
+        raise st.InvalidAction(f"a {task.state} task cannot become {change.state}")
     return change
 
 
-def _act(task: TaskFields, given: Input, now: datetime) -> Change:
+def _act(task: TaskFields, given: st.Input, now: datetime) -> Change:
     match given:
-        case Claim():
+        case st.Claim():
             if task.state is not S.QUEUED:
-                raise InvalidAction(f"only a queued task can be sent; this one is {task.state}")
+                raise st.InvalidAction(f"only a queued task can be sent; this one is {task.state}")
             fields = {"attempts": task.attempts + 1, "submitted_at": now}
             fields |= {
                 "callback_token_hash": given.token_hash,
                 "claimed_until": given.claimed_until,
             }
             return Change(S.SUBMITTING, fields | {"claimed_by": given.claimed_by})
-        case GiveUp(why):
+        case st.GiveUp(why):
             return unknown(why)
-        case TimeOut(seconds):
+        case st.TimeOut(seconds):
             never_sent = " (never sent: no free slot)" if task.state is S.QUEUED else ""
             reason = f"no final state after {seconds:g} s{never_sent}"
             fields = {**_NO_PROGRESS, **_UNSCHEDULED, "failure_reason": reason}
             return Change(S.TIMED_OUT, fields, note=reason)
-        case Resend(dialect):
+        case st.Resend(dialect):
             if task.state is not S.REJECTED:
-                raise InvalidAction(f"only a rejected task can be resent; this one is {task.state}")
+                raise st.InvalidAction(
+                    f"only a rejected task can be resent; this one is {task.state}"
+                )
             fields = {
                 **_NO_PROGRESS,
                 "upstream": dialect,
@@ -122,8 +104,8 @@ def _act(task: TaskFields, given: Input, now: datetime) -> Change:
                 "submitted_at": now,  # a new attempt: a new clock
             }
             return Change(S.QUEUED, fields, note=f"resent as attempt {task.attempts + 1}")
-        case QueryFailed(message, wait, next_check_at):
-            if task.state in FINAL_STATES and task.state is not S.TIMED_OUT:
+        case st.QueryFailed(message, wait, next_check_at):
+            if task.state in st.FINAL_STATES and task.state is not S.TIMED_OUT:
                 return Change(None, {"claimed_until": None})  # the lease back, nothing else
             fields = {
                 "claimed_until": None,
@@ -155,7 +137,7 @@ def _refused(reason: str) -> dict[str, Any]:
     }
 
 
-def _answered(task: TaskFields, given: Answered, now: datetime) -> Change:
+def _answered(task: TaskFields, given: st.Answered, now: datetime) -> Change:
     """A create's outcome; one that comes after the task left `submitting` is `_late`."""
     released = {"claimed_until": None}
     if task.state is not S.SUBMITTING:
@@ -181,13 +163,13 @@ def _answered(task: TaskFields, given: Answered, now: datetime) -> Change:
         **released,
         "attempts": task.attempts - 1,  # it never reached the upstream: not an attempt
         "callback_token_hash": None,
-        "next_check_at": _after(now, wait),
+        "next_check_at": now + timedelta(seconds=wait),
     }
     note = f"not accepted now ({given.reason}); will try again in {wait:g} s"
     return Change(S.QUEUED, fields, note=note)
 
 
-def _late(task: TaskFields, given: Answered, now: datetime) -> Change:
+def _late(task: TaskFields, given: st.Answered, now: datetime) -> Change:
     """The answer came after the task left `submitting`.
 
     A callback beat the answer (its news stands, the answer adds the id), or the send
@@ -228,24 +210,24 @@ def target_state(task: TaskFields, upd: Update) -> TaskState | None:
     return wanted
 
 
-def may_move(task: TaskFields, target: TaskState, source: Source) -> bool:
+def may_move(task: TaskFields, target: TaskState, source: st.Source) -> bool:
     """A move in `MOVES`, forward; a rejected task only when its outcome was unknown and the
     upstream itself (a callback or a query) says it exists."""
     if target not in MOVES[task.state]:
         return False
     if task.state is S.REJECTED:
-        return task.outcome_unknown and source in UPSTREAM_SOURCES
+        return task.outcome_unknown and source in st.UPSTREAM_SOURCES
     return True
 
 
-def _word(task: TaskFields, upd: Update, source: Source, now: datetime) -> Change:
+def _word(task: TaskFields, upd: Update, source: st.Source, now: datetime) -> Change:
     """The change the upstream's word `upd`, from `source`, makes to `task`."""
     before = task.state
     if (
         upd.upstream_id
         and task.upstream_id
         and upd.upstream_id != task.upstream_id
-        and source in UPSTREAM_SOURCES
+        and source in st.UPSTREAM_SOURCES
     ):
         return Change(None, note=OTHER_TASK_NOTE, ignored=True)
 
@@ -272,11 +254,11 @@ def _word(task: TaskFields, upd: Update, source: Source, now: datetime) -> Chang
             fields["completed_at"] = fields["next_archive_at"] = now
     if upd.upstream_state and (changed or target == before):
         fields["upstream_state"] = upd.upstream_state
-    if changed and after in FINAL_STATES:
+    if changed and after in st.FINAL_STATES:
         # a completed task is at 100 %; any other final one has no progress to show
         fields["progress"] = 100 if after is S.COMPLETED else None
         fields["estimate_wait_seconds"] = None
-    elif target is not None and target == after and after not in FINAL_STATES:
+    elif target is not None and target == after and after not in st.FINAL_STATES:
         # only news for the current state; a smaller figure (reordered answers) is ignored
         if upd.progress is not None:
             fields["progress"] = max(task.progress or 0, upd.progress)
@@ -290,13 +272,13 @@ def _word(task: TaskFields, upd: Update, source: Source, now: datetime) -> Chang
     fields["updated_at"] = now
 
     next_ = Next.KEEP
-    if source is Source.POLL:
+    if source is st.Source.POLL:
         fields["claimed_until"] = None  # the query's lease is given back with its answer
-    if source in UPSTREAM_SOURCES:
+    if source in st.UPSTREAM_SOURCES:
         fields["last_news_at"] = now
-        if after in FINAL_STATES:
+        if after in st.FINAL_STATES:
             next_, fields["quiet_polls"] = Next.NEVER, 0
-        elif source is Source.CALLBACK:
+        elif source is st.Source.CALLBACK:
             # callbacks work for this task: the next one (completed) will come on its own, so
             # a query is only a safety net. Luma calls at "dreaming" and at the end.
             fields["quiet_polls"] = 0
@@ -313,7 +295,3 @@ def _word(task: TaskFields, upd: Update, source: Source, now: datetime) -> Chang
         elif not changed and target and target != before:
             note = f"{target} ignored: the task is already {before}"
     return Change(after if changed else None, fields, next_, note)
-
-
-def _after(now: datetime, seconds: float) -> datetime:
-    return now + timedelta(seconds=seconds)

@@ -22,9 +22,8 @@ from sqlalchemy import (
 from sqlalchemy import false as sa_false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from tracker.db import UTCDateTime
 from tracker.db import utcnow as utcnow  # the models' clock, as every module reads it
-from tracker.tasks.sql import StateColumn
+from tracker.sql import UTCDateTime
 from tracker.tasks.states import FINAL_STATES, TaskState
 
 
@@ -42,7 +41,7 @@ class Task(Base):
     upstream_id: Mapped[str | None] = mapped_column(String(128), index=True)
     source_task_id: Mapped[str | None] = mapped_column(String(128), index=True)
     kind: Mapped[str] = mapped_column(String(16))
-    state: Mapped[TaskState] = mapped_column(StateColumn)
+    state: Mapped[TaskState] = mapped_column(String(16))  # a TaskState, stored as its name
     # the API the task was sent with (LUMA_API_FLAVOR then): only that dialect's worker follows it
     upstream: Mapped[str] = mapped_column(String(16), default="proxy", server_default="proxy")
     upstream_state: Mapped[str | None] = mapped_column(String(32))

@@ -22,9 +22,9 @@ from tracker import jsontext
 from tracker.db import table_of
 from tracker.redact import mask_token, redact
 from tracker.settings import Settings
+from tracker.sql import Transaction
 from tracker.tasks.models import StateCount, Task, TaskEvent, utcnow
 from tracker.tasks.schedule import first_check, poll_delay
-from tracker.tasks.sql import Transaction
 from tracker.tasks.states import Change, Next, order_key
 
 MAX_PAYLOAD_CHARS = 256_000
@@ -48,7 +48,7 @@ COLUMNS = (
     "fingerprint",
     "created_at",
 )
-# a Session, a Core connection, or the callback route's driver transaction (tracker/tasks/sql.py)
+# a Session, a Core connection, or the callback route's driver transaction (tracker/sql.py)
 Executor = Session | Connection | Transaction
 
 
@@ -98,6 +98,7 @@ def values(
     note: str | None = None,
     dedupe: bool = False,
     token: str | None = None,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
     """An event's row: its payload as stored (secrets masked) and, with dedupe, its fingerprint."""
     body = payload_text(token_hash, payload, token)
@@ -113,7 +114,7 @@ def values(
         "note": scrub(token_hash, note, token) if note else None,
         "payload": body,
         "fingerprint": fingerprint,
-        "created_at": utcnow(),
+        "created_at": now or utcnow(),
     }
 
 

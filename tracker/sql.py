@@ -5,41 +5,80 @@ and INSERT cost 0.27 ms of CPU through `Connection.execute` on SQLite and 0.71 m
 PostgreSQL, and 0.03 and 0.26 ms through the driver: SQLAlchemy's per-statement work (cache
 keys, execution contexts, events, result objects) was most of the route's database time.
 
-Two shapes, one per database:
-- SQLite (`Transaction`, `write`): statements one by one in a BEGIN IMMEDIATE transaction; the
-  database is in the process, so a statement costs no trip.
-- PostgreSQL (`Statements`, `statements`): single statements on a connection in autocommit,
-  each its own transaction, each prepared once a connection (psycopg's `prepare=True`: the
-  server neither parses nor plans it again). A batch of callbacks is read by one of them
-  and written by another (tracker/tasks/callbacks_pg.py): two round trips, with no BEGIN, no COMMIT
-  and no lock held while the web process decides.
-
-What is kept from SQLAlchemy: the statements themselves (Core, built once in the modules that
-own them), compiled here once per dialect and set of columns; each column type's own bind
-and result processing (UTC datetimes as SQLite's text, state names); the engine's pool; and
-its exceptions: a driver error leaves here as SQLAlchemy's (`OperationalError` is still the
-web's 503), and a connection found dead is invalidated, not handed out again.
+SQLite (`Transaction`, `write`): statements in a BEGIN IMMEDIATE transaction, its lock waited
+for cooperatively (`begin_immediate`, which Database.write uses too). PostgreSQL
+(`Statements`, `statements`): single statements in autocommit, each prepared once a
+connection. Kept from SQLAlchemy: the Core statements, compiled here once per dialect and
+set of columns; each column type's bind and result processing (`UTCDateTime`); the pool;
+and its exceptions (a dead connection is invalidated, not handed out again).
 """
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Dialect, String, TypeDecorator
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import DateTime, Dialect, TypeDecorator
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import UpdateBase
 
-from tracker.db import Database, begin_immediate
-from tracker.tasks.states import TaskState
+if TYPE_CHECKING:  # the Database hands its pools here, and imports `begin_immediate` from here
+    from tracker.db import Database
+
 
 Processor = Callable[[Any], Any]
 S = TypeVar("S", bound="Statements")
 T = TypeVar("T")
+
+
+def is_busy(exc: Exception) -> bool:
+    """SQLite's "database is locked", raised by the driver or wrapped by SQLAlchemy."""
+    orig = exc.orig if isinstance(exc, OperationalError) else exc
+    return getattr(orig, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def begin_immediate(
+    execute: Callable[[str], object], lock_wait: float | None, busy: type[Exception]
+) -> None:
+    """BEGIN IMMEDIATE, retried with `time.sleep` (another thread or greenlet runs meanwhile)
+    for at most `lock_wait` seconds while locked; `busy`: what `execute` raises then."""
+    deadline = None if lock_wait is None else time.monotonic() + lock_wait
+    pause = 0.001
+    while True:
+        try:
+            execute("BEGIN IMMEDIATE")
+            return
+        except busy as exc:
+            if deadline is None or not is_busy(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 2, 0.02)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware on the way out on every backend (SQLite stores naive text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        if value is not None and dialect.name == "sqlite":
+            return value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
 
 
 @dataclass(frozen=True)
@@ -258,16 +297,3 @@ def once_more(write: Callable[..., T], *args: Any) -> T:
         if not exc.connection_invalidated:
             raise
     return write(*args)
-
-
-class StateColumn(TypeDecorator[TaskState]):
-    """A state name as text in the database, a `TaskState` in Python."""
-
-    impl = String(16)
-    cache_ok = True
-
-    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
-        return None if value is None else TaskState(value).value
-
-    def process_result_value(self, value: str | None, dialect: Any) -> TaskState | None:
-        return None if value is None else TaskState(value)
