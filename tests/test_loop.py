@@ -14,7 +14,8 @@ import requests
 
 from lumasim.simulator import Simulator
 from tests.support.waiting import api_task, wait_for
-from tracker.flows import follow, worker
+from tracker.flows import worker
+from tracker.upstream import accounts
 
 FLAVORS = ["proxy", "luma"]
 
@@ -66,7 +67,7 @@ def test_submit_to_completed_by_callbacks_then_extend(live, sim, flavor) -> None
 def test_submit_to_completed_by_polling_only(  # type: ignore[no-untyped-def]
     live, sim, flavor, db, make_settings
 ) -> None:
-    follow._manners.clear()
+    accounts.forget_manners()
     app = live(callbacks=False, luma_api_base=sim.url, luma_api_flavor=flavor, poll_after=0.1).url
     task = requests.post(f"{app}/api/tasks", json={"user_prompt": "a red kite"}, timeout=5).json()
     assert task["state"] == "pending"

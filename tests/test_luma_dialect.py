@@ -23,15 +23,15 @@ from tests.support.shapes import check_final, final_task_payloads, load, named_i
 from tests.support.waiting import api_task
 from tracker import settings as settings_module
 from tracker.db import Database
-from tracker.flows import follow, worker
 from tracker.flows import submit as dispatch
+from tracker.flows import worker
 from tracker.flows.services import make_client
 from tracker.settings import SettingsError
 from tracker.tasks import store, sweeps
 from tracker.tasks.models import Task, utcnow
 from tracker.tasks.serialize import task_json
 from tracker.tasks.store import NewTask
-from tracker.upstream import dialects
+from tracker.upstream import accounts, dialects
 from tracker.upstream.operations import operation_for
 
 KEY = "sk-test-upstream-key-0123456789"
@@ -40,7 +40,7 @@ FINAL = final_task_payloads()
 
 @pytest.fixture(autouse=True)
 def _forget_upstreams() -> None:
-    follow._manners.clear()
+    accounts.forget_manners()
 
 
 def generation(gen_id: str, state: str = "queued", **extra: Any) -> dict[str, Any]:

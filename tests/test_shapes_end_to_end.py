@@ -25,12 +25,13 @@ from tests.support.shapes import (
 )
 from tests.support.waiting import api_task
 from tracker.db import Database
-from tracker.flows import follow, submit, worker
+from tracker.flows import submit, worker
 from tracker.flows.services import make_client
 from tracker.settings import Settings
 from tracker.tasks.models import Task
 from tracker.tasks.serialize import task_json
 from tracker.tasks.store import NewTask
+from tracker.upstream import accounts
 
 FINAL = final_task_payloads()
 
@@ -38,7 +39,7 @@ FINAL = final_task_payloads()
 @pytest.fixture(autouse=True)
 def _forget_upstreams() -> None:
     """Ports are reused between tests: what one upstream taught a process must not leak."""
-    follow._manners.clear()
+    accounts.forget_manners()
 
 
 def stored(db: Database, task_id: int) -> dict[str, Any]:

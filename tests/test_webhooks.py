@@ -19,13 +19,13 @@ from tests.support.sent import sent_task
 from tests.support.waiting import wait_for
 from tests.support.webhook_receiver import Receiver
 from tracker.db import Database
-from tracker.flows import follow
 from tracker.flows.notify import Sender
 from tracker.settings import Settings
 from tracker.tasks import callbacks, store, webhooks
 from tracker.tasks.models import Delivery, Task
 from tracker.tasks.states import GiveUp
 from tracker.tasks.store import NewTask
+from tracker.upstream import accounts
 from tracker.upstream.parse import Update
 
 SECRET = "whsec_" + base64.b64encode(b"test-notify-secret-0123456789abcd").decode()
@@ -38,7 +38,7 @@ def _no_global_target() -> Iterator[None]:
     """configure() names the process's target: no test leaves its receiver to the next."""
     yield
     webhooks.configure(None)
-    follow._manners.clear()
+    accounts.forget_manners()
 
 
 @pytest.fixture
@@ -306,7 +306,7 @@ def test_detail_page_shows_deliveries_and_redeliver_needs_the_csrf_token(
 ) -> None:
     import re
 
-    from tracker.web.app import create_app
+    from tracker import create_app
 
     settings = _settings(make_settings, notify_url=receiver.url, notify_retry_schedule=())
     app = create_app(settings, db=db)

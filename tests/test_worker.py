@@ -25,11 +25,12 @@ from tests.support.media import Origin, add_completed, load
 from tests.support.workers import SimFactory, add_worker, all_in, new_tasks, simulators, states
 from tracker.db import Database
 from tracker.flows import archive as media
-from tracker.flows import follow, worker
+from tracker.flows import worker
 from tracker.settings import Settings
 from tracker.tasks import heartbeats, machine, store
 from tracker.tasks.models import Task, utcnow
 from tracker.tasks.store import NewTask
+from tracker.upstream import accounts
 from tracker.upstream.client import LumaClient
 from tracker.upstream.dialects import Request
 
@@ -37,7 +38,7 @@ from tracker.upstream.dialects import Request
 @pytest.fixture(autouse=True)
 def _forget_upstreams() -> None:
     """Ports are reused between tests: what one upstream taught a process must not leak."""
-    follow._manners.clear()
+    accounts.forget_manners()
 
 
 @pytest.fixture

@@ -3,22 +3,21 @@
 Each pass, pending and processing tasks whose check is due (`tasks.claims.claim_polls`)
 are queried, at most TRACKER_POLL_CONCURRENCY requests at once, in batches of BATCH_SIZE
 where the upstream answers them (a batch endpoint that fails with a 4xx, or answers with no
-batch, is left alone for BATCH_REPROBE seconds). Only the pool's threads talk to the
+batch, is left alone for accounts.BATCH_REPROBE seconds). Only the pool's threads talk to the
 upstream; the pass's own thread hands every answer and failure to the store
 (`store.record_queries`, `store.query_failed`), answers that arrive together at once.
 `query_now` is one task's query, asked for by a person (the dashboard, `tracker poll`).
 
-What a process learned about an upstream (a Retry-After, no batch endpoint) is its
-`Manners`, shared by every pass and thread of the process, dispatch included.
+What a process learned about an account's upstream (a Retry-After, no batch endpoint) is
+its `Manners` (`upstream.accounts`), shared by every pass and thread, dispatch included.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
@@ -31,12 +30,12 @@ from tracker.tasks.claims import Job
 from tracker.tasks.heartbeats import Heartbeat
 from tracker.tasks.models import Task
 from tracker.tasks.states import InvalidAction, Update
+from tracker.upstream.accounts import Manners
 from tracker.upstream.client import APIStatusError, LumaClient, RateLimitError, UpstreamError
 
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 50
-BATCH_REPROBE = 600.0  # an upstream without a usable batch endpoint is asked again after this
 
 
 @dataclass
@@ -47,40 +46,6 @@ class Result:
     update: Update | None = None
     body: Any = None
     error: UpstreamError | None = None
-
-
-@dataclass
-class Manners:
-    """What this process learned about one upstream, shared by every pass and thread."""
-
-    paused_until: dict[str, float] = field(default_factory=dict)  # "query"/"create": monotonic
-    batch_off_until: float = 0.0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def pause(self, what: str, seconds: float) -> None:
-        with self.lock:
-            until = max(self.paused_until.get(what, 0.0), time.monotonic() + seconds)
-            self.paused_until[what] = until
-
-    def pause_left(self, what: str = "query") -> float:
-        return max(0.0, self.paused_until.get(what, 0.0) - time.monotonic())
-
-    def use_batch(self) -> bool:
-        return time.monotonic() >= self.batch_off_until
-
-    def no_batch(self) -> None:
-        if self.use_batch():
-            log.info("the upstream has no usable batch endpoint: asking one task at a time")
-        self.batch_off_until = time.monotonic() + BATCH_REPROBE
-
-
-_manners: dict[str, Manners] = {}
-_manners_lock = threading.Lock()
-
-
-def manners_for(base_url: str) -> Manners:
-    with _manners_lock:
-        return _manners.setdefault(base_url, Manners())
 
 
 class QueryPass:

@@ -31,15 +31,15 @@ import signal
 import threading
 import time
 
-from tracker import metrics, shutdown
+from tracker import metrics, redact, shutdown
 from tracker.db import Database
 from tracker.flows import archive as media
 from tracker.flows import submit
-from tracker.flows.follow import QueryPass, manners_for
+from tracker.flows.follow import QueryPass
 from tracker.flows.notify import Sender
-from tracker.flows.services import make_client, start, warn_about
+from tracker.flows.services import make_client, warn_about
 from tracker.settings import Settings
-from tracker.tasks import claims, heartbeats, sweeps
+from tracker.tasks import claims, heartbeats, sweeps, webhooks
 from tracker.tasks.models import utcnow
 from tracker.tasks.states import TaskState
 from tracker.upstream import accounts
@@ -57,7 +57,8 @@ class Worker:
         self.settings, self.db, self.client = settings, db, client
         self.name = heartbeats.new_id()
         self.stopping = threading.Event()
-        self.manners = manners_for(client.base_url)
+        self.account = accounts.from_settings(settings)
+        self.manners = accounts.manners_for(self.account.name)
         # registered (started) by run_forever and run_once; named as this worker's leases
         self.heartbeat = heartbeats.Heartbeat(db, self.name, paused=self._paused_for)
         self.queries = QueryPass(
@@ -83,7 +84,7 @@ class Worker:
         self._dispatch()
         self.queries.run(utcnow(), self.counts)
         if not self.stopping.is_set():
-            accounts.refresh(self.db, self.settings, self.client)  # once a minute at most
+            accounts.refresh(self.db, self.account, self.client)  # once a minute at most
         if archive and not self.stopping.is_set():
             self.counts["archived"] = media.archive_due(
                 self.db, self.settings, self.client, holder=self.heartbeat
@@ -128,7 +129,7 @@ def run_once(
     """One pass (`tracker poll --once`, cron, tests); returns what it did."""
     database = db or Database(settings.database_url)
     upstream = client or make_client(settings)
-    start(settings)  # the set-up the web app and the CLI share (flows/services.py)
+    webhooks.configure(settings)
     worker = Worker(settings, database, upstream)
     sender = Sender(settings, database, worker.name)
     worker.heartbeat.start()
@@ -170,9 +171,10 @@ def _archive_forever(worker: Worker) -> None:
 
 def run_forever(settings: Settings) -> int:
     """The Procfile's `poller`: passes until SIGTERM or SIGINT, then a clean exit (0)."""
-    start(settings)  # the set-up the web app and the CLI share (flows/services.py)
+    redact.register(settings.luma_api_key)
     # a starting process: the metrics files of processes that are gone are removed
     metrics.setup(settings.metrics, settings.metrics_dir, kind="worker", prune=True)
+    webhooks.configure(settings)
     database, client = Database(settings.database_url), make_client(settings)
     worker = Worker(settings, database, client)
     sender = Sender(settings, database, worker.name)

@@ -128,9 +128,9 @@ class LumaClient:
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
         pool_size: int = 10,
-        flavor: str = "proxy",
+        dialect: str = "proxy",
     ) -> None:
-        self.dialect: Dialect = dialects.get(flavor)
+        self.dialect: Dialect = dialects.get(dialect)
         self.base_url = base_url.rstrip("/")
         self.timeout = (connect_timeout, read_timeout)
         self.session = requests.Session()
