@@ -1,7 +1,8 @@
-"""What every process builds once from its settings: the database, the upstream client.
+"""What every process sets up and builds once: logging, its settings, the database, the
+upstream client.
 
-Why its own module: the web app, the worker and the CLI all need these, and none of it
-needs Flask, so the worker and the CLI can import it without pulling the web stack in.
+Why its own module: the web app, the worker and the CLI all start here (`start`), and none
+of it needs Flask, so the worker and the CLI can import it without pulling the web stack in.
 """
 
 from __future__ import annotations
@@ -9,9 +10,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from tracker import redact
+from tracker import logs, redact
+from tracker import settings as settings_module
 from tracker.db import Database
 from tracker.settings import Settings
+from tracker.tasks import webhooks
 from tracker.upstream import accounts
 from tracker.upstream.client import LumaClient
 
@@ -27,6 +30,39 @@ class Services:
     client: LumaClient
 
 
+def setup_logging(level: int = logging.INFO) -> None:
+    """Where log lines go: stderr, as text or JSON (TRACKER_LOG_FORMAT), secrets masked.
+
+    For a program's entry point (wsgi.py, the `tracker` command) to call first, before any
+    setting is read: a bad setting is then reported as a line like any other. A library
+    call (`create_app` in a test) leaves the handlers to whoever runs it, and `start` masks
+    what they write either way.
+    """
+    logs.configure(level)  # text, or one JSON object a line (TRACKER_LOG_FORMAT=json)
+    redact.install_logging_filter()
+    # alembic announces each of its plugins at INFO on every start; the migrations themselves stay
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+
+
+def start(settings: Settings | None = None) -> Settings:
+    """Set up this process (the web app, the worker, a `tracker` command) from its settings.
+
+    In this order: every log record is masked and carries its request's and task's ids;
+    the settings are loaded from the environment unless given (a bad one raises
+    SettingsError, naming the variable); the secrets they hold are masked from then on (the
+    upstream key, the admin token, the storage credentials); and outgoing webhooks go to
+    TRACKER_NOTIFY_URL, signed with TRACKER_NOTIFY_SECRET (masked too). Every process of a
+    deployment reads the same environment, so they agree. Safe to call again.
+    """
+    redact.install_logging_filter()
+    logs.install_context()
+    settings = settings or settings_module.load()
+    redact.register(settings.luma_api_key, settings.api_token)
+    redact.register(settings.aws_access_key_id, settings.aws_secret_access_key)
+    webhooks.configure(settings)
+    return settings
+
+
 def make_client(settings: Settings) -> LumaClient:
     """A connection pool at least as large as the worker's concurrency: none thrown away."""
     return accounts.client_for(accounts.from_settings(settings), settings)
@@ -34,8 +70,6 @@ def make_client(settings: Settings) -> LumaClient:
 
 def warn_about(settings: Settings, *, web: bool) -> None:
     """The start-up warnings a person running the service should see once."""
-    # every process (web, worker) passes here first: the AWS keys are masked from the start
-    redact.register(settings.aws_access_key_id, settings.aws_secret_access_key)
     if not settings.public_base_url:
         log.warning(
             "PUBLIC_BASE_URL is not set: tasks are sent without notify_hook, "

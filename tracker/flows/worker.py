@@ -31,15 +31,15 @@ import signal
 import threading
 import time
 
-from tracker import metrics, redact, shutdown
+from tracker import metrics, shutdown
 from tracker.db import Database
 from tracker.flows import archive as media
 from tracker.flows import submit
 from tracker.flows.follow import QueryPass
 from tracker.flows.notify import Sender
-from tracker.flows.services import make_client, warn_about
+from tracker.flows.services import make_client, start, warn_about
 from tracker.settings import Settings
-from tracker.tasks import claims, heartbeats, sweeps, webhooks
+from tracker.tasks import claims, heartbeats, sweeps
 from tracker.tasks.models import utcnow
 from tracker.tasks.states import TaskState
 from tracker.upstream import accounts
@@ -129,7 +129,7 @@ def run_once(
     """One pass (`tracker poll --once`, cron, tests); returns what it did."""
     database = db or Database(settings.database_url)
     upstream = client or make_client(settings)
-    webhooks.configure(settings)
+    start(settings)  # the set-up the web app and the CLI share (flows/services.py)
     worker = Worker(settings, database, upstream)
     sender = Sender(settings, database, worker.name)
     worker.heartbeat.start()
@@ -171,10 +171,9 @@ def _archive_forever(worker: Worker) -> None:
 
 def run_forever(settings: Settings) -> int:
     """The Procfile's `poller`: passes until SIGTERM or SIGINT, then a clean exit (0)."""
-    redact.register(settings.luma_api_key)
+    start(settings)  # the set-up the web app and the CLI share (flows/services.py)
     # a starting process: the metrics files of processes that are gone are removed
     metrics.setup(settings.metrics, settings.metrics_dir, kind="worker", prune=True)
-    webhooks.configure(settings)
     database, client = Database(settings.database_url), make_client(settings)
     worker = Worker(settings, database, client)
     sender = Sender(settings, database, worker.name)

@@ -1,4 +1,10 @@
-"""The JSON API: submit, list, show, and the manual actions."""
+"""The JSON API: submit, list, show (with `?wait=`), the manual actions, and the webhook
+delivery log (GET /api/tasks/<id>/deliveries, POST /api/deliveries/<id>/redeliver).
+
+Everything under /api asks for the admin token as a Bearer header (auth.require_bearer).
+The detail page shows the same delivery list (`delivery_rows`) with a Redeliver form of its
+own (dashboard, CSRF-checked).
+"""
 
 from __future__ import annotations
 
@@ -10,18 +16,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from tracker import jsontext
+from tracker.db import Database
 from tracker.flows import follow, imports, validate
 from tracker.flows import submit as dispatch
-from tracker.tasks.models import Task
+from tracker.tasks import deliveries as queue
+from tracker.tasks.models import Delivery, Task
 from tracker.tasks.serialize import account_json, task_json
 from tracker.tasks.states import STATES
 from tracker.upstream import accounts
 from tracker.upstream.client import UpstreamError
-from tracker.web import waiting
-from tracker.web.auth import request_has_token
-from tracker.web.context import services
-from tracker.web.errors import error
-from tracker.web.routing import MAX_ID
+from tracker.web import MAX_ID, admission, error, services
+from tracker.web.auth import require_bearer
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -29,13 +34,7 @@ DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 
 
-@bp.before_request
-def require_token() -> ResponseReturnValue | None:
-    if not request_has_token(basic=False):
-        response, status = error(401, "missing or wrong token (Authorization: Bearer <token>)")
-        response.headers["WWW-Authenticate"] = 'Bearer realm="tracker"'
-        return response, status
-    return None
+bp.before_request(require_bearer)
 
 
 def invalid(exc: validate.ValidationError) -> tuple[Response, int]:
@@ -158,11 +157,11 @@ def list_tasks() -> ResponseReturnValue:
 def show(task_id: int) -> ResponseReturnValue:
     """One task; with ?wait=SECONDS (0-60) the answer waits until the task is final."""
     try:
-        seconds = waiting.wait_arg(request.args.get("wait"))
+        seconds = admission.wait_arg(request.args.get("wait"))
     except validate.ValidationError as exc:
         return error(400, exc.message, exc.field)
     gate = request.environ.get("tracker.gate")
-    if seconds and not waiting.until_final(services().db, task_id, seconds, gate):
+    if seconds and not admission.until_final(services().db, task_id, seconds, gate):
         response = make_response(_task_answer(task_id))
         response.headers["X-Tracker-Wait"] = "skipped"  # too many waiting: ask again
         return response
@@ -172,7 +171,7 @@ def show(task_id: int) -> ResponseReturnValue:
 @bp.post("/tasks/<int:task_id>/poll")
 def poll(task_id: int) -> ResponseReturnValue:
     svc = services()
-    try:  # no such task (404), or not one to query (409): errors.py answers
+    try:  # no such task (404), or not one to query (409): tracker/web/__init__.py answers
         follow.query_now(svc.db, svc.settings, svc.client, task_id)
     except UpstreamError as exc:
         return error(502, f"the upstream query failed: {exc.message}")
@@ -182,5 +181,51 @@ def poll(task_id: int) -> ResponseReturnValue:
 @bp.post("/tasks/<int:task_id>/resend")
 def resend(task_id: int) -> ResponseReturnValue:
     svc = services()
-    dispatch.resend(svc.db, svc.settings, svc.client, task_id)  # 404, 409: errors.py
+    dispatch.resend(svc.db, svc.settings, svc.client, task_id)  # 404, 409: tracker/web/__init__.py
     return _task_answer(task_id)
+
+
+# -- the webhook delivery log ---------------------------------------------------------------
+
+
+def delivery_json(row: Delivery) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "type": row.type,
+        "target": row.target,
+        "state": row.state,
+        "webhook_id": row.webhook_id,
+        "attempts": list(row.attempts or []),
+    }
+
+
+def delivery_rows(db: Database, task_id: int) -> list[dict[str, Any]] | None:
+    """The task's deliveries, newest first; None when there is no such task."""
+    with db.read() as session:
+        if session.get(Task, task_id) is None:
+            return None
+        rows = session.scalars(
+            select(Delivery).where(Delivery.task_id == task_id).order_by(Delivery.id.desc())
+        )
+        return [delivery_json(row) for row in rows]
+
+
+@bp.get("/tasks/<int:task_id>/deliveries")
+def task_deliveries(task_id: int) -> ResponseReturnValue:
+    rows = delivery_rows(services().db, task_id)
+    if rows is None:
+        return error(404, f"no task {task_id}")
+    return {"deliveries": rows}
+
+
+@bp.post("/deliveries/<int:delivery_id>/redeliver")
+def redeliver(delivery_id: int) -> ResponseReturnValue:
+    """Send it again, same webhook-id; 202: the worker sends it, not this request."""
+    db = services().db
+    if not queue.redeliver(db, delivery_id):
+        return error(404, f"no delivery {delivery_id}")
+    with db.read() as session:
+        row = session.get(Delivery, delivery_id)
+        if row is None:
+            return error(404, f"no delivery {delivery_id}")
+        return delivery_json(row), 202

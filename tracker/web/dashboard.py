@@ -1,17 +1,22 @@
 """The dashboard: server-rendered pages to watch, search, submit and act on tasks.
 
-Reads go through `listing`; every change goes through `lifecycle`, as for the API.
-Pages refresh themselves (static/dashboard.js asks for the same URL with `X-Live: 1`
-and gets just the part that changes). Every POST carries a CSRF token (`sessions`);
-sign-in is `auth`'s, template filters are `filters`', error pages are `errors`'.
+Reads go through `listing` (and `detail`, below); every change goes through the flows and
+the task store, as for the API. Pages refresh themselves (static/dashboard.js asks for the
+same URL with `X-Live: 1` and gets just the part that changes). Every POST carries a CSRF
+token (security.py); sign-in is auth.py's, template filters and the form are pages.py's,
+error pages are the web package's own (tracker/web/__init__.py).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
+from sqlalchemy import Row, func, select
+from sqlalchemy.orm import Session, selectinload
 
 from tracker.flows import follow, imports, validate
 from tracker.flows import submit as dispatch
@@ -21,9 +26,9 @@ from tracker.tasks.serialize import task_json
 from tracker.tasks.states import STATES
 from tracker.upstream import accounts
 from tracker.upstream.client import UpstreamError
-from tracker.web import auth, deliveries, errors, forms, listing
-from tracker.web.context import services
-from tracker.web.errors import LIVE_HEADER, is_live
+from tracker.web import LIVE_HEADER, auth, is_live, listing, pages, services
+from tracker.web import page as error_page
+from tracker.web.api import delivery_rows
 
 bp = Blueprint(
     "dashboard",
@@ -42,7 +47,7 @@ def _guard() -> ResponseReturnValue | None:
     if request.endpoint in PUBLIC_ENDPOINTS or auth.allowed():
         return None
     if is_live() or request.method != "GET":
-        return errors.page(401, "Sign in again", "Your session ended; reload the page to sign in.")
+        return error_page(401, "Sign in again", "Your session ended; reload the page to sign in.")
     return redirect(url_for("dashboard.login", next=request.full_path.rstrip("?")))
 
 
@@ -93,14 +98,59 @@ def index() -> ResponseReturnValue:
     )
 
 
+@dataclass
+class Detail:
+    task: Task
+    extends: list[Row[Any]]
+    extensions: list[Row[Any]]
+
+
+CHAIN_COLUMNS = (
+    Task.id,
+    Task.state,
+    Task.upstream_id,
+    func.substr(Task.user_prompt, 1, 120).label("prompt"),
+    Task.created_at,
+)
+MAX_EXTENSIONS = 100
+
+
+def detail_of(session: Session, task_id: int) -> Detail | None:
+    """A task with its events, the task it extends and the extensions made from it."""
+    task = session.scalar(select(Task).where(Task.id == task_id).options(selectinload(Task.events)))
+    if task is None:
+        return None
+    extends: list[Row[Any]] = []
+    if task.source_task_id:
+        extends = list(
+            session.execute(
+                select(*CHAIN_COLUMNS)
+                .where(Task.upstream_id == task.source_task_id)
+                .order_by(Task.id.desc())
+                .limit(5)
+            ).all()
+        )
+    extensions: list[Row[Any]] = []
+    if task.upstream_id:
+        extensions = list(
+            session.execute(
+                select(*CHAIN_COLUMNS)
+                .where(Task.source_task_id == task.upstream_id)
+                .order_by(Task.id)
+                .limit(MAX_EXTENSIONS)
+            ).all()
+        )
+    return Detail(task=task, extends=extends, extensions=extensions)
+
+
 @bp.get("/tasks/<int:task_id>")
 def detail(task_id: int) -> ResponseReturnValue:
     with services().db.read() as session:
-        found = listing.detail(session, task_id)
+        found = detail_of(session, task_id)
     if found is None:
-        raise LookupError(task_id)  # errors.py: "No such task"
+        raise LookupError(task_id)  # tracker/web/__init__.py: "No such task"
     template = "_detail.html" if is_live() else "detail.html"
-    sent = deliveries.delivery_rows(services().db, task_id) or []
+    sent = delivery_rows(services().db, task_id) or []
     return render_template(
         template, d=found, task=found.task, data=task_json(found.task), deliveries=sent
     )
@@ -123,7 +173,7 @@ def new_task() -> ResponseReturnValue:
         values = {"source_task_id": request.args.get("source", "").strip()[:128]}
         return _form(values, {})
     settings = services().settings
-    values, errors, new = forms.read_new_task(
+    values, errors, new = pages.read_new_task(
         request.form,
         request.files,
         settings.luma_api_flavor,
@@ -175,7 +225,7 @@ def import_task() -> ResponseReturnValue:
 @bp.post("/tasks/<int:task_id>/poll")
 def poll(task_id: int) -> ResponseReturnValue:
     svc = services()
-    try:  # no such task, or nothing to query: errors.py answers
+    try:  # no such task, or nothing to query: tracker/web/__init__.py answers
         follow.query_now(svc.db, svc.settings, svc.client, task_id)
         flash("Asked the upstream; the answer is in the timeline.", "ok")
     except UpstreamError as exc:
@@ -191,7 +241,7 @@ def redeliver(task_id: int, delivery_id: int) -> ResponseReturnValue:
         row = session.get(Delivery, delivery_id)
         found = row is not None and row.task_id == task_id
     if not found or not queue.redeliver(db, delivery_id):
-        raise LookupError(task_id)  # errors.py: "not found"
+        raise LookupError(task_id)  # tracker/web/__init__.py: "not found"
     flash("Queued again; the worker sends it with the same webhook-id.", "ok")
     return redirect(url_for("dashboard.detail", task_id=task_id), code=303)
 
@@ -199,7 +249,7 @@ def redeliver(task_id: int, delivery_id: int) -> ResponseReturnValue:
 @bp.post("/tasks/<int:task_id>/resend")
 def resend(task_id: int) -> ResponseReturnValue:
     svc = services()
-    dispatch.resend(svc.db, svc.settings, svc.client, task_id)  # refusals: errors.py
+    dispatch.resend(svc.db, svc.settings, svc.client, task_id)  # refusals: tracker/web/__init__.py
     with svc.db.read() as session:
         task = session.get(Task, task_id)
     if task is not None and task.state == "queued":
