@@ -306,7 +306,7 @@ def test_detail_page_shows_deliveries_and_redeliver_needs_the_csrf_token(
 ) -> None:
     import re
 
-    from tracker import create_app
+    from tracker.web.app import create_app
 
     settings = _settings(make_settings, notify_url=receiver.url, notify_retry_schedule=())
     app = create_app(settings, db=db)
