@@ -27,8 +27,8 @@ from tracker.flows import archive as media
 from tracker.flows import worker
 from tracker.settings import Settings, SettingsError
 from tracker.settings import load as load_settings
-from tracker.storage.base import StorageError
 from tracker.storage.s3 import S3Store
+from tracker.storage.stores import StorageError
 from tracker.tasks import heartbeats
 from tracker.upstream.client import LumaClient
 

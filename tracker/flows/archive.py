@@ -34,9 +34,9 @@ from tracker.db import Database
 from tracker.redact import redact
 from tracker.settings import Settings
 from tracker.storage import netguard
-from tracker.storage.base import StorageError, Store
 from tracker.storage.download import DownloadError, remove_partials
 from tracker.storage.fetch import FreshLinks, fetch
+from tracker.storage.stores import StorageError, Store
 from tracker.tasks import archives, heartbeats
 from tracker.tasks import schedule as timing
 from tracker.tasks.heartbeats import Heartbeat

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from tracker.settings import Settings
 from tracker.storage import netguard
-from tracker.storage.base import StorageError, Store
 from tracker.storage.download import DownloadError, TooLarge, download
+from tracker.storage.stores import StorageError, Store
 from tracker.upstream.client import Answer, LumaClient, UpstreamError
 
 

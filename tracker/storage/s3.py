@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from tracker import redact
 from tracker.settings import Settings
-from tracker.storage.base import StorageError, Store, Stored, check, file_type, valid_name
+from tracker.storage.stores import StorageError, Store, Stored, check, file_type, valid_name
 
 if TYPE_CHECKING:  # boto3's types come from the stubs the test extras install
     from mypy_boto3_s3.type_defs import GetObjectOutputTypeDef

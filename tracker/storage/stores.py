@@ -1,16 +1,21 @@
-"""What every store is: a `Store` speaks by file name, and the checks every name passes.
+"""The stores: what every one is (a `Store` speaks by file name, and the checks every name
+passes), and `LocalStore`, TRACKER_MEDIA_DIR, the one-machine default.
 
-Archival (`media`), serving (`web/media`) and the CLI speak to a `Store` by file name
-(`12.mp4`, `12.jpg`), which is also what the database keeps, so the same row is valid in
-the folder and in the bucket and moving copies between them never rewrites a task. The
-stores are `storage.local.LocalStore` and `storage.s3.S3Store`; `storage` chooses.
+Archival (`flows/archive`), serving (`web/media`) and the CLI speak to a `Store` by file
+name (`12.mp4`, `12.jpg`), which is also what the database keeps, so the same row is valid
+in the folder and in the bucket and moving copies between them never rewrites a task. The
+stores are `LocalStore` (a download is written straight into its folder, atomically; a copy
+beside its name first, then renamed) and `storage.s3.S3Store`; `storage` chooses.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from abc import ABC, abstractmethod
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeGuard
@@ -92,3 +97,55 @@ class Store(ABC):
 def check(name: str) -> None:
     if not valid_name(name):
         raise StorageError(f"not a stored file name: {name[:40]!r}")
+
+
+class LocalStore(Store):
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def describe(self) -> str:
+        return str(self.root)
+
+    def path(self, name: str | None) -> Path | None:
+        """The file for a stored name, if it exists inside the folder."""
+        if not valid_name(name):
+            return None
+        root = self.root.resolve()
+        path = (root / str(name)).resolve()
+        if not path.is_relative_to(root) or not path.is_file():
+            return None
+        return path
+
+    @contextmanager
+    def receive(self, name: str, tag: str = "") -> Iterator[Path]:
+        check(name)
+        yield self.root / name  # `download` writes it atomically in place, tagged meanwhile
+
+    def put(self, name: str, source: Path) -> int:
+        check(name)
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".{name}.put.part"
+        try:
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, self.root / name)
+        except OSError as exc:
+            with suppress(OSError):
+                tmp.unlink()
+            raise StorageError(f"cannot write to the media directory ({exc.strerror})") from None
+        return (self.root / name).stat().st_size
+
+    def stat(self, name: str | None) -> Stored | None:
+        path = self.path(name)
+        if path is None:
+            return None
+        return Stored(size=path.stat().st_size, content_type=file_type(path.name, path))
+
+    def names(self) -> set[str]:
+        with suppress(OSError):
+            return {p.name for p in self.root.iterdir() if valid_name(p.name) and p.is_file()}
+        return set()
+
+    def delete(self, name: str) -> None:
+        path = self.path(name)
+        if path is not None:
+            path.unlink()
