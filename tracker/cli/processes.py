@@ -75,9 +75,9 @@ def archive(missing: bool) -> None:
     does, so it keeps a heartbeat while it runs: killed, its downloads are taken over within
     a minute like a worker's.
     """
+    from tracker import storage
     from tracker.flows import archive as media
-    from tracker.storage import moving
-    from tracker.storage.base import StorageError
+    from tracker.storage.stores import StorageError
     from tracker.tasks import heartbeats
 
     settings = start()
@@ -86,7 +86,7 @@ def archive(missing: bool) -> None:
     database = Database(settings.database_url)
     try:
         if settings.media_url:
-            moved = moving.move_local_copies(database, settings)
+            moved = storage.move_local_copies(database, settings)
             click.echo(
                 f"moved {moved.moved} local cop{'y' if moved.moved == 1 else 'ies'} into "
                 f"{settings.media_url}"

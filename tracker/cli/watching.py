@@ -21,8 +21,8 @@ from tracker.db import Database
 from tracker.settings import Settings
 from tracker.storage import netguard
 from tracker.storage.download import DownloadError, download
-from tracker.storage.local import LocalStore
 from tracker.storage.s3 import S3Store
+from tracker.storage.stores import LocalStore
 from tracker.tasks.models import FINAL_STATES, Task
 
 EVERY = 0.5  # seconds between looks at the row

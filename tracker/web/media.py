@@ -21,9 +21,15 @@ from flask import Blueprint, Response, redirect, request, send_file, session
 from werkzeug.http import quote_etag, unquote_etag
 
 from tracker import signing, storage
-from tracker.storage.base import StorageError, Stored, content_type, file_type, valid_name
-from tracker.storage.local import LocalStore
 from tracker.storage.s3 import S3Store, status_of, why
+from tracker.storage.stores import (
+    LocalStore,
+    StorageError,
+    Stored,
+    content_type,
+    file_type,
+    valid_name,
+)
 from tracker.tasks.models import Task
 from tracker.web import Answer, error, services
 from tracker.web.auth import request_has_token, signed_in
