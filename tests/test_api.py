@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import requests
 
-from tracker.tasks import store
-from tracker.tasks.store import NewTask
+from tests.support.factory import make_task
+from tracker.db import Database
 
 
-def make(db, n: int, prompt: str = "prompt") -> list[int]:  # type: ignore[no-untyped-def]
-    return [
-        store.create(db, NewTask(kind="generate", user_prompt=f"{prompt} {i}")).id for i in range(n)
-    ]
+def make(db: Database, n: int, prompt: str = "prompt") -> list[int]:
+    return [make_task(db, "queued", user_prompt=f"{prompt} {i}").id for i in range(n)]
 
 
 def test_list_is_newest_first_with_cursor_pages(db, live) -> None:  # type: ignore[no-untyped-def]
@@ -55,10 +53,7 @@ def test_bad_query_parameters_are_400(db, live) -> None:  # type: ignore[no-unty
 
 def test_task_json_fields_and_shortened_base64(db, live) -> None:  # type: ignore[no-untyped-def]
     image = "iVBORw0KGgo" + "A" * 5000
-    task = store.create(
-        db,
-        NewTask(kind="extend", user_prompt="add cat", source_task_id="src-9", image_url=image),
-    )
+    task = make_task(db, "queued", user_prompt="add cat", source_task_id="src-9", image_url=image)
     body = requests.get(f"{live().url}/api/tasks/{task.id}", timeout=5).json()
     fields = [
         "id",

@@ -21,12 +21,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from tests.support.factory import make_task
 from tests.support.scripted import Reply, ScriptedUpstream
 from tests.support.servers import LiveServer
 from tracker.db import Database
-from tracker.flows import validate
 from tracker.settings import Settings
-from tracker.tasks import store
 from tracker.tasks.models import Task, TaskEvent
 from tracker.web.app import create_app
 
@@ -44,13 +43,8 @@ def _token_of(page: str) -> str:
 
 
 def _rejected_task(db: Database) -> int:
-    task = store.create(db, validate.new_task({"user_prompt": "refused once"}))
-    with db.write() as session:
-        row = session.get(Task, task.id)
-        assert row is not None
-        store.set_state(session, row, "rejected")
-        row.failure_reason = "upstream refused: busy"
-    return task.id
+    failure = "upstream refused: busy"
+    return make_task(db, "rejected", user_prompt="refused once", failure_reason=failure).id
 
 
 def _state(db: Database, task_id: int) -> str:

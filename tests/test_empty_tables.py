@@ -8,8 +8,8 @@ from datetime import timedelta
 from sqlalchemy import func, select
 
 from tests.support.databases import empty_tables
+from tests.support.factory import make_task
 from tracker.db import Database
-from tracker.tasks import store
 from tracker.tasks.models import (
     Account,
     Base,
@@ -20,7 +20,6 @@ from tracker.tasks.models import (
     utcnow,
 )
 from tracker.tasks.states import TaskState
-from tracker.tasks.store import NewTask
 
 
 def rows_by_table(db: Database) -> dict[str, int]:
@@ -33,11 +32,11 @@ def rows_by_table(db: Database) -> dict[str, int]:
 
 def counted(db: Database) -> dict[str, int]:
     with db.read() as session:
-        return dict(session.execute(select(StateCount.state, StateCount.count)).tuples().all())
+        return dict(session.execute(select(StateCount.state, StateCount.count)).all())
 
 
 def test_every_table_is_emptied_and_the_counters_zeroed(db: Database) -> None:
-    task = store.create(db, NewTask(kind="generate", user_prompt="left behind"))
+    task = make_task(db, "queued", user_prompt="left behind")
     now = utcnow()
     with db.write() as session:
         session.add(

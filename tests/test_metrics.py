@@ -19,13 +19,13 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.factory import make_task
 from tests.support.servers import free_port
 from tests.support.waiting import wait_for
 from tracker import metrics_files
 from tracker.db import Database
 from tracker.tasks import store
 from tracker.tasks.models import Task, WorkerBeat, utcnow
-from tracker.tasks.store import NewTask
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -56,15 +56,13 @@ def test_a_scrape_counts_callbacks_by_result_and_times_requests_by_route(
 ) -> None:
     server = live()
     token = "a-callback-token-that-must-never-show-in-metrics-000"
-    with db.write() as session:
-        task = Task(
-            kind="generate",
-            state="processing",
-            user_prompt="p",
-            upstream_id="up-1",
-            callback_token_hash=store.hash_token(token),
-        )
-        session.add(task)
+    make_task(
+        db,
+        "processing",
+        user_prompt="p",
+        upstream_id="up-1",
+        callback_token_hash=store.hash_token(token),
+    )
     before = scrape(server.url)
     post = f"{server.url}/callbacks/luma/{token}"
     assert (
@@ -88,7 +86,7 @@ def test_a_scrape_counts_callbacks_by_result_and_times_requests_by_route(
     count = "tracker_http_request_seconds_count"
     assert value(after, count, method="POST", route=route, status="200") >= 2
     assert token not in after and "/callbacks/luma/nope" not in after
-    store.create(db, NewTask(kind="generate", user_prompt="waits"))
+    make_task(db, "queued", user_prompt="waits")
     assert value(scrape(server.url), "tracker_tasks", state="queued") == 1  # the counters
     assert "tracker_upstream_request_seconds" in after  # the histogram is declared
 
@@ -157,7 +155,7 @@ def test_submits_and_upstream_requests_are_counted(live: Any, upstream: Any, db:
 
 def test_poll_lag_is_how_overdue_the_most_overdue_task_is(live: Any, db: Database) -> None:
     server = live()
-    task = store.create(db, NewTask(kind="generate", user_prompt="late"))
+    task = make_task(db, "queued", user_prompt="late")
     with db.write() as session:
         row = session.get(Task, task.id)
         assert row is not None

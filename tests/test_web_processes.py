@@ -27,12 +27,12 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
+from tests.support.factory import make_task, set_fields
 from tests.support.servers import free_port
 from tests.support.waiting import wait_for
 from tracker.db import Database
 from tracker.tasks import store
 from tracker.tasks.models import Task, TaskEvent
-from tracker.tasks.store import NewTask
 from tracker.web import admission
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,14 +84,11 @@ def web(db: Database, tmp_path: Path) -> Iterator[Any]:
 
 def _task_with_token(db: Database) -> tuple[int, str]:
     """A processing task and the callback token the upstream would call back with."""
-    task = store.create(db, NewTask(kind="generate", user_prompt="a slow river"))
     token = secrets.token_urlsafe(32)
-    with db.write() as session:
-        row = session.get(Task, task.id)
-        assert row is not None
-        row.upstream_id = f"slow-{row.id}"
-        row.callback_token_hash = store.hash_token(token)
-        store.set_state(session, row, "processing")
+    task = make_task(db, "processing", user_prompt="a slow river")
+    set_fields(
+        db, task.id, upstream_id=f"slow-{task.id}", callback_token_hash=store.hash_token(token)
+    )
     return task.id, token
 
 

@@ -19,13 +19,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
+from tests.support.factory import make_task
 from tests.support.waiting import wait_for
 from tests.support.webhook_receiver import Receiver
 from tracker.db import Database
 from tracker.settings import Settings
 from tracker.tasks import store, webhooks
 from tracker.tasks.models import Delivery, Task, WorkerBeat, utcnow
-from tracker.tasks.store import NewTask
 
 TRACKER = str(Path(sys.executable).parent / "tracker")
 SECRET = "whsec_" + base64.b64encode(b"process-test-secret-0123456789ab").decode()
@@ -61,7 +61,7 @@ def test_a_worker_killed_mid_delivery_loses_no_event(
     db: Database, receiver: Receiver, tmp_path: Path
 ) -> None:
     webhooks.configure(Settings(database_url=db.url, notify_url=receiver.url))
-    task = store.create(db, NewTask(kind="generate", user_prompt="never lost"))
+    task = make_task(db, "queued", user_prompt="never lost")
     with db.write() as session:
         row = session.get(Task, task.id)
         assert row is not None

@@ -12,12 +12,12 @@ import pytest
 import requests
 from click.testing import CliRunner
 
+from tests.support.factory import make_task
 from tracker import cli, signing
 from tracker.db import Database
 from tracker.settings import SettingsError, load
 from tracker.tasks import store, webhooks
 from tracker.tasks.models import Task
-from tracker.tasks.store import NewTask
 from tracker.upstream.parse import Update
 
 SECRET = "whsec_" + base64.b64encode(b"test-notify-secret-0123456789abcd").decode()
@@ -41,7 +41,7 @@ def _finish(db: Database, settings: Any, task_id: int, state: str, **fields: Any
 @pytest.mark.parametrize("raw", ["-1", "61", "abc", "1e9", "nan", "", "Ù¡"])
 def test_wait_out_of_range_is_a_400_naming_wait(db: Database, live: Any, raw: str) -> None:
     app = live()
-    task = store.create(db, NewTask(kind="generate", user_prompt="w"))
+    task = make_task(db, "queued", user_prompt="w")
     answer = requests.get(f"{app.url}/api/tasks/{task.id}", params={"wait": raw}, timeout=5)
     assert answer.status_code == 400
     assert answer.json()["field"] == "wait"
@@ -51,7 +51,7 @@ def test_wait_answers_as_soon_as_the_task_is_final(
     db: Database, live: Any, make_settings: Any
 ) -> None:
     app = live()
-    task = store.create(db, NewTask(kind="generate", user_prompt="w"))
+    task = make_task(db, "queued", user_prompt="w")
     _finish(db, make_settings(), task.id, "pending")
     assert requests.get(f"{app.url}/api/tasks/{task.id}?wait=0", timeout=5).json()["state"] == (
         "pending"
@@ -75,7 +75,7 @@ def test_waiters_past_the_cap_are_answered_at_once(db: Database, live: Any) -> N
     from tracker.web import admission as waiting
 
     app = live()
-    task = store.create(db, NewTask(kind="generate", user_prompt="w"))
+    task = make_task(db, "queued", user_prompt="w")
     # threads, not greenlets, in this server: the cap is MAX_THREAD_WAITERS
     holders = [
         threading.Thread(
@@ -190,7 +190,7 @@ def test_a_waiter_gives_back_its_admission_slot_while_it_sleeps(
     from tracker.web import admission
     from tracker.web.app import create_app
 
-    task = store.create(db, NewTask(kind="generate", user_prompt="slot"))
+    task = make_task(db, "queued", user_prompt="slot")
     server = serve(lambda url: admission.limit(create_app(make_settings(), db=db), 1))
     try:
         waiter = threading.Thread(

@@ -15,6 +15,7 @@ import pytest
 import requests
 from sqlalchemy import select, text
 
+from tests.support.factory import make_task, make_tasks
 from tests.support.sent import sent_task
 from tests.support.waiting import wait_for
 from tests.support.webhook_receiver import Receiver
@@ -24,7 +25,6 @@ from tracker.settings import Settings
 from tracker.tasks import callbacks, store, webhooks
 from tracker.tasks.models import Delivery, Task
 from tracker.tasks.states import GiveUp
-from tracker.tasks.store import NewTask
 from tracker.upstream import accounts
 from tracker.upstream.parse import Update
 
@@ -83,7 +83,7 @@ def test_refused_then_accepted_same_id_signed_and_logged(
     settings = _settings(make_settings, notify_url=receiver.url)
     webhooks.configure(settings)
     receiver.plan = ["refuse"]
-    task = store.create(db, NewTask(kind="generate", user_prompt="a lighthouse at dusk"))
+    task = make_task(db, "queued", user_prompt="a lighthouse at dusk")
     _move(db, settings, task.id, "pending")
 
     # refused (503), due again after the schedule's first delay (0 s here), then accepted
@@ -113,7 +113,7 @@ def test_the_seven_types_and_nothing_for_queued_or_submitting(
 ) -> None:
     settings = _settings(make_settings, notify_url=receiver.url)
     webhooks.configure(settings)
-    ids = [store.create(db, NewTask(kind="generate", user_prompt=f"p{n}")).id for n in range(4)]
+    ids = [make_task(db, "queued", user_prompt=f"p{n}").id for n in range(4)]
     with db.write() as session:
         store.set_state(session, session.get(Task, ids[0]), "submitting")  # type: ignore[arg-type]
     assert _deliveries(db, ids[0]) == []
@@ -159,7 +159,7 @@ def test_rotation_signs_with_every_secret(
     secrets = (OLD_SECRET, SECRET)
     settings = _settings(make_settings, notify_url=receiver.url, notify_secrets=secrets)
     webhooks.configure(settings)
-    task = store.create(db, NewTask(kind="generate", user_prompt="two secrets"))
+    task = make_task(db, "queued", user_prompt="two secrets")
     _move(db, settings, task.id, "pending")
     _deliver(settings, db)
     (got,) = receiver.received
@@ -208,7 +208,7 @@ def test_redirects_are_not_followed_and_redeliver_keeps_the_id(
     settings = _settings(make_settings, notify_url=receiver.url, notify_retry_schedule=())
     webhooks.configure(settings)
     receiver.plan = ["redirect"]
-    task = store.create(db, NewTask(kind="generate", user_prompt="moved"))
+    task = make_task(db, "queued", user_prompt="moved")
     _move(db, settings, task.id, "pending")
     _deliver(settings, db)
     assert len(receiver.received) == 1  # the Location was never asked
@@ -233,7 +233,7 @@ def test_archived_event_carries_signed_links_that_open_without_the_token(
 ) -> None:
     app = live(api_token=TOKEN, notify_secrets=(SECRET,), notify_url=receiver.url)
     settings = _settings(make_settings, notify_url=receiver.url, public_base_url=app.url)
-    task = store.create(db, NewTask(kind="generate", user_prompt="keep me"))
+    task = make_task(db, "queued", user_prompt="keep me")
     media = tmp_path / "media"
     media.mkdir(exist_ok=True)
     (media / f"{task.id}.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
@@ -258,7 +258,7 @@ def test_archived_event_carries_signed_links_that_open_without_the_token(
 def test_the_secret_is_in_no_row(db: Database, make_settings: Any, receiver: Receiver) -> None:
     settings = _settings(make_settings, notify_url=receiver.url)
     webhooks.configure(settings)
-    task = store.create(db, NewTask(kind="generate", user_prompt="secret?"))
+    task = make_task(db, "queued", user_prompt="secret?")
     _move(db, settings, task.id, "pending")
     receiver.plan = ["refuse"]
     _deliver(settings, db)
@@ -277,8 +277,7 @@ def test_two_senders_never_send_one_delivery_at_once(
 
     settings = _settings(make_settings, notify_url=receiver.url)
     webhooks.configure(settings)
-    new = NewTask(kind="generate", user_prompt="race")
-    ids = [store.create(db, new).id for _ in range(60)]
+    ids = make_tasks(db, 60, "queued", user_prompt="race")
     for task_id in ids:
         _move(db, settings, task_id, "pending")
     databases = [Database(db.url), Database(db.url)]
@@ -311,7 +310,7 @@ def test_detail_page_shows_deliveries_and_redeliver_needs_the_csrf_token(
     settings = _settings(make_settings, notify_url=receiver.url, notify_retry_schedule=())
     app = create_app(settings, db=db)
     receiver.plan = ["refuse"]
-    task = store.create(db, NewTask(kind="generate", user_prompt="show my webhooks"))
+    task = make_task(db, "queued", user_prompt="show my webhooks")
     _move(db, settings, task.id, "pending")
     _deliver(settings, db)
     (row,) = _deliveries(db, task.id)

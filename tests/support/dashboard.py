@@ -9,10 +9,10 @@ from typing import Any
 
 from flask.testing import FlaskClient
 
+from tests.support.factory import PROMPT, make_task
 from tracker.db import Database
-from tracker.flows import validate
-from tracker.tasks import store
 from tracker.tasks.models import Task
+from tracker.tasks.rows import record
 
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
@@ -22,27 +22,22 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "img"  # the README
 
 def add_task(
     db: Database,
-    prompt: str = "a quiet harbour at dawn",
+    prompt: str = PROMPT,
     *,
     state: str = "queued",
     source: str | None = None,
     events: list[dict[str, Any]] | None = None,
     **fields: Any,
 ) -> int:
-    """A task in any state, its counters kept by store.set_state, as the service keeps them."""
-    body: dict[str, Any] = {"user_prompt": prompt}
-    if source:
-        body["source_task_id"] = source
-    task = store.create(db, validate.new_task(body))
-    with db.write() as session:
-        row = session.get(Task, task.id)
-        assert row is not None
-        before = row.state
-        store.set_state(session, row, state)
-        for name, value in fields.items():
-            setattr(row, name, value)
-        for payload in events or []:
-            store.record(session, row, "callback", before=before, payload=payload)
+    """A task in any state (tests/support/factory.py), an extend of `source` when given, with
+    `events`: callback payloads recorded as the service records them."""
+    task = make_task(db, state, user_prompt=prompt, source_task_id=source, **fields)
+    if events:
+        with db.write() as session:
+            row = session.get(Task, task.id)
+            assert row is not None
+            for payload in events:
+                record(session, row, "callback", before="queued", payload=payload)
     return task.id
 
 

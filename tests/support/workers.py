@@ -13,10 +13,9 @@ from typing import Any
 from sqlalchemy import select
 
 from lumasim.simulator import Simulator
+from tests.support.factory import make_tasks
 from tracker.db import Database
-from tracker.tasks import store
 from tracker.tasks.models import Task, WorkerBeat, utcnow
-from tracker.tasks.store import NewTask
 
 SimFactory = Callable[..., Simulator]
 
@@ -37,7 +36,7 @@ def simulators() -> Iterator[SimFactory]:
 
 
 def new_tasks(db: Database, count: int, prompt: str = "a slow pan over the sea") -> list[int]:
-    return [store.create(db, NewTask(kind="generate", user_prompt=prompt)).id for _ in range(count)]
+    return make_tasks(db, count, "queued", user_prompt=prompt)
 
 
 def states(db: Database, ids: list[int] | None = None) -> dict[int, str]:
