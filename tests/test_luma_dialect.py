@@ -18,6 +18,7 @@ import requests
 from sqlalchemy import update
 
 from lumasim.simulator import Simulator
+from tests.support.factory import make_task
 from tests.support.scripted import Reply, ScriptedUpstream
 from tests.support.shapes import check_final, final_task_payloads, load, named_id, unnamed_in_flight
 from tests.support.waiting import api_task
@@ -27,7 +28,7 @@ from tracker.flows import submit as dispatch
 from tracker.flows import worker
 from tracker.flows.services import make_client
 from tracker.settings import SettingsError
-from tracker.tasks import store, sweeps
+from tracker.tasks import claims
 from tracker.tasks.models import Task, utcnow
 from tracker.tasks.serialize import task_json
 from tracker.tasks.store import NewTask
@@ -297,18 +298,19 @@ def test_after_a_switch_the_worker_leaves_the_other_dialects_tasks_alone(
 ) -> None:
     sim = Simulator(processing_after=0.1, complete_after=0.2, flavor="luma").start()
     try:
-        proxy_ids = [
-            store.create(db, NewTask(kind="generate", user_prompt=f"old {n}")).id for n in range(3)
-        ]
         long_ago = utcnow() - timedelta(days=2)
-        with db.write() as session:  # sent with the proxy two days ago, never finished
-            for n, task_id in enumerate(proxy_ids):
-                task = session.get(Task, task_id)
-                assert task is not None
-                store.set_state(session, task, ("pending", "processing", "queued")[n])
-                task.upstream_id = f"proxy-{n}" if n < 2 else None
-                task.submitted_at = task.created_at = long_ago
-                task.next_check_at = long_ago
+        proxy_ids = [  # sent with the proxy two days ago, never finished
+            make_task(
+                db,
+                state,
+                user_prompt=f"old {n}",
+                upstream_id=f"proxy-{n}" if n < 2 else None,
+                submitted_at=long_ago,
+                created_at=long_ago,
+                next_check_at=long_ago,
+            ).id
+            for n, state in enumerate(("pending", "processing", "queued"))
+        ]
         settings = make_settings(
             luma_api_base=sim.url, luma_api_flavor="luma", poll_after=0.0, max_in_flight=2
         )
@@ -346,6 +348,6 @@ def test_after_a_switch_the_worker_leaves_the_other_dialects_tasks_alone(
         # back on the proxy flavor, the same worker code would time them out
         with db.write() as session:
             session.execute(update(Task).where(Task.id.in_(proxy_ids)).values(next_check_at=None))
-        assert sweeps.time_out_overdue(db, make_settings(task_timeout=60)) == 3
+        assert claims.time_out_overdue(db, make_settings(task_timeout=60)) == 3
     finally:
         sim.stop()

@@ -9,15 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from tests.support.databases import TEST_DATABASE_URL
+from tests.support.factory import make_task, make_tasks
 from tracker.db import Database
-from tracker.tasks import archives, claims, heartbeats, rows, store, sweeps
+from tracker.tasks import archives, claims, heartbeats, rows, store
 from tracker.tasks import schedule as timing
 from tracker.tasks.models import StateCount, Task, WorkerBeat, utcnow
 from tracker.tasks.states import Next, TaskState
-from tracker.tasks.store import NewTask
 
 TRACKER = Path(__file__).resolve().parent.parent / "tracker"
 
@@ -58,18 +58,13 @@ def test_archive_retries_and_upstream_pauses_keep_their_timings() -> None:
     assert timing.RATE_LIMIT.delay() == 5.0 and timing.RATE_LIMIT.delay(retry_after=0.5) == 0.5
 
 
-def _in_flight(db: Database, count: int, **fields: Any) -> list[int]:
-    ids = [store.create(db, NewTask(kind="generate", user_prompt="fog")).id for _ in range(count)]
-    with db.write() as session:
-        for n, task_id in enumerate(ids):
-            task = session.get(Task, task_id)
-            assert task is not None
-            store.set_state(session, task, TaskState.PROCESSING)
-            task.upstream_id = f"up-{task_id}-{n}"
-            task.next_check_at = utcnow() - timedelta(seconds=1)
-            for name, value in fields.items():
-                setattr(task, name, value)
-    return ids
+def _in_flight(db: Database, count: int) -> list[int]:
+    """Processing tasks due for a query."""
+    due = utcnow() - timedelta(seconds=1)
+    return [
+        make_task(db, "processing", user_prompt="fog", upstream_id=f"up-{n}", next_check_at=due).id
+        for n in range(count)
+    ]
 
 
 def test_a_poll_claim_is_held_until_released(db: Database, make_settings: Any) -> None:
@@ -104,8 +99,7 @@ def test_a_dead_holders_poll_claim_is_taken_over(db: Database, make_settings: An
 
 def test_dispatch_claims_stop_at_the_in_flight_cap(db: Database, make_settings: Any) -> None:
     settings = make_settings(max_in_flight=2)
-    for _ in range(3):
-        store.create(db, NewTask(kind="generate", user_prompt="fog", upstream="proxy"))
+    make_tasks(db, 3, "queued", user_prompt="fog", upstream="proxy")
     claimed = claims.claim_for_dispatch(db, settings, limit=5, owner="w")
     assert len(claimed) == 2
     assert claims.claim_for_dispatch(db, settings, limit=5, owner="w") == []
@@ -118,12 +112,7 @@ def test_dispatch_claims_stop_at_the_in_flight_cap(db: Database, make_settings: 
 
 def test_an_archive_claim_has_one_holder(db: Database, make_settings: Any) -> None:
     settings = make_settings()
-    (task_id,) = _in_flight(db, 1)
-    with db.write() as session:
-        task = session.get(Task, task_id)
-        assert task is not None
-        store.set_state(session, task, TaskState.COMPLETED)
-        session.execute(update(Task).where(Task.id == task_id).values(next_archive_at=utcnow()))
+    task_id = make_task(db, "completed", upstream_id="up-1", next_archive_at=utcnow()).id
     first = archives.claim(db, settings, task_id, due_only=True, owner=None)
     assert first is not None and first.lease_until > utcnow() + timedelta(minutes=10)
     assert archives.claim(db, settings, task_id, due_only=True, owner=None) is None
@@ -138,10 +127,7 @@ def test_an_archive_claim_has_one_holder(db: Database, make_settings: Any) -> No
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_a_claim_never_overwrites_a_timeout(db, make_settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     settings = make_settings(task_timeout=60.0)
-    task = store.create(db, NewTask(kind="generate", user_prompt="a fox"))
-    with db.write() as session:
-        old = utcnow() - timedelta(hours=1)
-        session.execute(update(Task).where(Task.id == task.id).values(created_at=old))
+    task = make_task(db, "queued", user_prompt="a fox", created_at=utcnow() - timedelta(hours=1))
     go, selected = threading.Event(), threading.Event()
     real = claims.secrets.token_urlsafe
 
@@ -154,7 +140,7 @@ def test_a_claim_never_overwrites_a_timeout(db, make_settings, monkeypatch) -> N
     claimer = threading.Thread(target=lambda: claims.claim_for_dispatch(db, settings))
     claimer.start()
     assert selected.wait(10)
-    sweeps.time_out_overdue(db, settings)  # runs in the gap
+    claims.time_out_overdue(db, settings)  # runs in the gap
     go.set()
     claimer.join(timeout=10)
     with db.read() as session:

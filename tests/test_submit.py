@@ -15,7 +15,7 @@ from tests.support.scripted import Reply, ScriptedUpstream, raw_task
 from tracker.flows import submit as submit_flow
 from tracker.flows import worker
 from tracker.flows.services import make_client
-from tracker.tasks import sweeps
+from tracker.tasks import claims
 from tracker.tasks.models import Task, utcnow
 from tracker.tasks.store import NewTask
 
@@ -292,7 +292,7 @@ def test_an_answer_after_the_lease_revives_the_task(db, make_settings, upstream)
     )
     sender.start()
     deadline = utcnow() + timedelta(seconds=10)
-    while not sweeps.recover_interrupted_submissions(db):  # the lease runs out mid-send
+    while not claims.recover_interrupted_submissions(db):  # the lease runs out mid-send
         assert utcnow() < deadline
     sender.join(timeout=10)
     with db.read() as session:

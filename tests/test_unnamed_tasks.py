@@ -20,7 +20,7 @@ from tests.support.waiting import api_task, wait_for
 from tracker.db import Database
 from tracker.flows import submit
 from tracker.flows.services import make_client
-from tracker.tasks import sweeps
+from tracker.tasks import claims
 from tracker.tasks.models import Task
 from tracker.tasks.store import NewTask
 
@@ -119,7 +119,7 @@ def test_an_answer_after_the_lease_ran_out(
         )
     )
     sender.start()
-    wait_for(lambda: sweeps.recover_interrupted_submissions(db))  # the lease ran out
+    wait_for(lambda: claims.recover_interrupted_submissions(db))  # the lease ran out
     hold.set()
     sender.join(10)
     client.close()

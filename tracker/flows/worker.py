@@ -14,7 +14,7 @@ unset), and the upstream limits how many tasks may run at once. So each pass:
 5. the credit balance is read, at most once a minute (`accounts.refresh`, Luma only);
 6. a few finished videos are archived (`media.archive_due`) while their links are fresh.
 
-Every claim, lease and backoff is the scheduler's (`scheduler.claims`, `scheduler.sweeps`,
+Every claim, lease and backoff is the scheduler's (`tasks.claims`,
 `scheduler.timing`), every state change lifecycle's: this module runs the passes, and
 `worker_queries` talks to the upstream from a thread pool and hands the answers over. A
 worker killed mid-pass leaves leases that expire, or that others take over as soon as its
@@ -39,7 +39,7 @@ from tracker.flows.follow import QueryPass
 from tracker.flows.notify import Sender
 from tracker.flows.services import make_client, start, warn_about
 from tracker.settings import Settings
-from tracker.tasks import claims, heartbeats, sweeps
+from tracker.tasks import claims, heartbeats
 from tracker.tasks.models import utcnow
 from tracker.tasks.states import TaskState
 from tracker.upstream import accounts
@@ -79,8 +79,8 @@ class Worker:
         must not hold up the polling of everything else.
         """
         self.counts = dict.fromkeys(COUNTS, 0)
-        self.counts["recovered"] = sweeps.recover_interrupted_submissions(self.db)
-        self.counts["timed_out"] = sweeps.time_out_overdue(self.db, self.settings)
+        self.counts["recovered"] = claims.recover_interrupted_submissions(self.db)
+        self.counts["timed_out"] = claims.time_out_overdue(self.db, self.settings)
         self._dispatch()
         self.queries.run(utcnow(), self.counts)
         if not self.stopping.is_set():

@@ -31,10 +31,10 @@ import requests
 from tracker import shutdown
 from tracker.settings import Settings
 from tracker.storage import netguard
+from tracker.tasks.schedule import DOWNLOAD_DEADLINE
 
 CHUNK = 64 * 1024
 # one file, start to end: 500 MB at ~0.6 MB/s; a server dripping bytes cannot hold a worker
-DOWNLOAD_DEADLINE = 900.0
 EXPIRED_STATUSES = frozenset({403, 404, 410})
 HEADERS = {"User-Agent": "luma-tracker/0.1", "Accept": "*/*", "Accept-Encoding": "identity"}
 

@@ -19,7 +19,6 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from tracker.db import Database, rowcount
 from tracker.settings import Settings
-from tracker.storage.download import DOWNLOAD_DEADLINE
 from tracker.tasks import heartbeats, webhooks
 from tracker.tasks import schedule as timing
 from tracker.tasks.models import Task, utcnow
@@ -29,7 +28,7 @@ log = logging.getLogger(__name__)
 
 # a claimed task is left alone this long: past the longest video + thumbnail downloads
 # (unless its holder's heartbeat goes stale first)
-MIN_LEASE = 2 * DOWNLOAD_DEADLINE + 60.0
+MIN_LEASE = 2 * timing.DOWNLOAD_DEADLINE + 60.0
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ A clean stop deletes the row after giving the leases back; a killed process's ro
 
 Taking over is safe for every kind of lease: a poll is a query (asking twice costs
 nothing), a download writes its own temporary file, and a send held by a dead process
-becomes "outcome unknown" (`scheduler.sweeps.recover_interrupted_submissions`), never a resend.
+becomes "outcome unknown" (`claims.recover_interrupted_submissions`), never a resend.
 """
 
 from __future__ import annotations

@@ -45,6 +45,9 @@ RATE_LIMIT = Backoff(5.0, 5.0, jitter=False, retry_after_wins=True)
 # an archive attempt that failed: 30 s, 1 min, 2 min, ... up to an hour
 ARCHIVE = Backoff(30.0, 3600.0)
 ARCHIVE_MAX_ATTEMPTS = 8
+# one video download may take this long (storage.download stops it then); an archive lease
+# outlives two of them (the video and its thumbnail)
+DOWNLOAD_DEADLINE = 900.0
 # the account's credit balance: read at most once in this many seconds, by one process
 CREDIT_CHECK_INTERVAL = 60.0
 
