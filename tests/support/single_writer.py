@@ -28,7 +28,8 @@ from sqlalchemy.engine import Engine
 TRACKER = Path(__file__).resolve().parents[2] / "tracker"
 OWNER = TRACKER / "tasks"
 PLUMBING = {TRACKER / "db.py"}
-EXEMPT = {TRACKER / "cli" / "dbcopy.py"}
+# migrations (run by dbschema.upgrade) and `tracker db copy` write rows of their own making
+EXEMPT = {TRACKER / "cli" / "dbcopy.py", TRACKER / "dbschema.py"}
 WRITES_TASKS = re.compile(r"^\s*(INSERT\s+INTO|UPDATE)\s+\"?tasks\"?[\s(]", re.IGNORECASE)
 
 violations: list[str] = []
