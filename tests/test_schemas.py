@@ -15,12 +15,11 @@ from flask import Flask
 from openapi_spec_validator import validate as validate_openapi
 from pydantic import BaseModel
 
+from tests.support.factory import add_callbacks, make_task
 from tests.support.scripted import Reply, ScriptedUpstream, raw_task
 from tracker.db import Database
 from tracker.flows import bodies, validate
-from tracker.tasks import store
-from tracker.tasks.models import Task, utcnow
-from tracker.tasks.store import NewTask
+from tracker.tasks.models import utcnow
 from tracker.web import answers as answer_models
 from tracker.web.openapi import SPEC
 
@@ -189,9 +188,15 @@ def _tasks_in_every_shape(db: Database) -> None:
     """Tasks as the service leaves them: queued, running with progress, done with archived
     media, failed, an extend with base64 images, events with odd payloads."""
     now = utcnow()
-    generate = NewTask("generate", "a fox", options={"loop": True, "duration": "5s"})
-    extend = NewTask("extend", "on", "src-1", True, PNG_BASE64 * 40, PNG_BASE64)
-    shapes: list[tuple[NewTask, str, dict[str, Any], list[Any]]] = [
+    generate = {"user_prompt": "a fox", "options": {"loop": True, "duration": "5s"}}
+    extend = {
+        "user_prompt": "on",
+        "source_task_id": "src-1",
+        "expand_prompt": True,
+        "image_url": PNG_BASE64 * 40,
+        "image_end_url": PNG_BASE64,
+    }
+    shapes: list[tuple[dict[str, Any], str, dict[str, Any], list[Any]]] = [
         (generate, "queued", {}, []),
         (generate, "processing", {"progress": 40, "estimate_wait_seconds": 12}, [{"a": [1]}]),
         (
@@ -210,16 +215,8 @@ def _tasks_in_every_shape(db: Database) -> None:
         (extend, "failed", {"failure_reason": "moderation", "upstream_state": "failed"}, []),
     ]
     for new, state, fields, payloads in shapes:
-        task = store.create(db, new)
-        with db.write() as session:
-            row = session.get(Task, task.id)
-            assert row is not None
-            before = row.state
-            store.set_state(session, row, state)
-            for name, value in fields.items():
-                setattr(row, name, value)
-            for payload in payloads:
-                store.record(session, row, "callback", before=before, payload=payload)
+        task = make_task(db, state, **new, **fields)
+        add_callbacks(db, task.id, payloads)
 
 
 def test_every_task_answer_is_exactly_its_model(db: Database, live: Any) -> None:

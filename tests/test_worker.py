@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 import requests
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from lumasim.simulator import Simulator
+from tests.support.factory import make_task, set_fields
 from tests.support.held import held_video, partials
 from tests.support.media import Origin, add_completed, load
 from tests.support.workers import SimFactory, add_worker, all_in, new_tasks, simulators, states
@@ -27,9 +28,8 @@ from tracker.db import Database
 from tracker.flows import archive as media
 from tracker.flows import worker
 from tracker.settings import Settings
-from tracker.tasks import heartbeats, machine, store
+from tracker.tasks import heartbeats, machine
 from tracker.tasks.models import Task, utcnow
-from tracker.tasks.store import NewTask
 from tracker.upstream import accounts
 from tracker.upstream.client import LumaClient
 from tracker.upstream.dialects import Request
@@ -240,12 +240,9 @@ def test_a_pass_recovers_interrupted_sends_and_times_out_old_tasks(
     db: Database, make_settings: Any
 ) -> None:
     settings = make_settings(task_timeout=60.0)
-    stuck, old = new_tasks(db, 2)
     past = utcnow() - timedelta(seconds=120)
-    with db.write() as session:
-        store.set_state(session, session.get(Task, stuck), "submitting")  # type: ignore[arg-type]
-        session.execute(update(Task).where(Task.id == stuck).values(claimed_until=past))
-        session.execute(update(Task).where(Task.id == old).values(created_at=past))
+    stuck = make_task(db, "submitting", claimed_until=past).id  # its sender's lease ran out
+    old = make_task(db, "queued", created_at=past).id
 
     summary = worker.run_once(settings, db=db)
 
@@ -266,16 +263,10 @@ def test_a_pass_recovers_interrupted_sends_and_times_out_old_tasks(
 # -- leases held by a dead worker are taken over (issue 9, item 9), each kind in-process -------
 
 
-def hold(db: Database, task_id: int, state: str, holder: str | None) -> None:
-    """The task as a claim leaves it: leased for another 100 s by `holder`."""
-    with db.write() as session:
-        task = session.get(Task, task_id)
-        assert task is not None
-        if state != task.state:
-            store.set_state(session, task, state)
-        task.claimed_until = utcnow() + timedelta(seconds=100)
-        task.claimed_by = holder
-        task.next_check_at = utcnow() - timedelta(seconds=1)
+def hold(db: Database, state: str, holder: str | None, **fields: Any) -> int:
+    """A task as a claim leaves it, in `state`: leased for another 100 s by `holder`; its id."""
+    lease = {"claimed_until": utcnow() + timedelta(seconds=100), "claimed_by": holder}
+    return make_task(db, state, next_check_at=utcnow() - timedelta(seconds=1), **lease, **fields).id
 
 
 def test_a_send_held_by_a_dead_worker_is_outcome_unknown_and_never_resent(
@@ -283,9 +274,8 @@ def test_a_send_held_by_a_dead_worker_is_outcome_unknown_and_never_resent(
 ) -> None:
     dead = add_worker(db, "gone:1:aaaaaaaa", seen_ago=heartbeats.STALE_AFTER + 30)
     alive = add_worker(db, "here:2:bbbbbbbb", seen_ago=1)
-    ids = [store.create(db, NewTask(kind="generate", user_prompt="fog")).id for _ in range(3)]
-    for task_id, holder in zip(ids, (dead, alive, None), strict=True):
-        hold(db, task_id, "submitting", holder)  # None: the web process sent it
+    # None: the web process sent it
+    ids = [hold(db, "submitting", holder, user_prompt="fog") for holder in (dead, alive, None)]
 
     summary = worker.run_once(make_settings(luma_api_base=sim.url), db=db)
 
@@ -306,13 +296,9 @@ def test_a_poll_lease_held_by_a_dead_worker_is_taken(
     client = LumaClient(sim.url, "", connect_timeout=2, read_timeout=3)
     ids = []
     for holder in (dead, alive, "never-registered:3:cc"):
-        task_id = store.create(db, NewTask(kind="generate", user_prompt="dunes")).id
         created = client.send(Request("/luma/generations", {"user_prompt": "dunes"}))
         upstream_id = created.update.upstream_id
-        with db.write() as session:
-            session.execute(update(Task).where(Task.id == task_id).values(upstream_id=upstream_id))
-        hold(db, task_id, "pending", holder)
-        ids.append(task_id)
+        ids.append(hold(db, "pending", holder, user_prompt="dunes", upstream_id=upstream_id))
 
     summary = worker.run_once(make_settings(luma_api_base=sim.url), db=db)
 
@@ -338,12 +324,8 @@ def test_an_archive_lease_held_by_a_dead_worker_is_taken_and_its_partials_remove
     release.set()
     ids = [add_completed(db, origin.raw(f"/{n}.mp4", held_video(release))) for n in range(3)]
     for task_id, holder in zip(ids, (dead, alive, None), strict=True):
-        with db.write() as session:  # as media._claim leaves it
-            session.execute(
-                update(Task)
-                .where(Task.id == task_id)
-                .values(next_archive_at=utcnow() + timedelta(seconds=1800), claimed_by=holder)
-            )
+        lease = utcnow() + timedelta(seconds=1800)  # as media._claim leaves it
+        set_fields(db, task_id, next_archive_at=lease, claimed_by=holder)
     names = {
         f".{ids[0]}.mp4.{heartbeats.file_tag(dead)}.k2j3h4g5.part": False,  # dead writer
         f".{ids[1]}.mp4.{heartbeats.file_tag(alive)}.k2j3h4g5.part": True,  # live writer

@@ -9,10 +9,8 @@ from typing import Any
 
 from flask.testing import FlaskClient
 
-from tests.support.factory import PROMPT, make_task
+from tests.support.factory import PROMPT, add_callbacks, make_task
 from tracker.db import Database
-from tracker.tasks.models import Task
-from tracker.tasks.rows import record
 
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
@@ -26,18 +24,13 @@ def add_task(
     *,
     state: str = "queued",
     source: str | None = None,
-    events: list[dict[str, Any]] | None = None,
+    events: list[Any] | None = None,
     **fields: Any,
 ) -> int:
     """A task in any state (tests/support/factory.py), an extend of `source` when given, with
     `events`: callback payloads recorded as the service records them."""
     task = make_task(db, state, user_prompt=prompt, source_task_id=source, **fields)
-    if events:
-        with db.write() as session:
-            row = session.get(Task, task.id)
-            assert row is not None
-            for payload in events:
-                record(session, row, "callback", before="queued", payload=payload)
+    add_callbacks(db, task.id, events or [])
     return task.id
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import update
 from tracker.db import Database
 from tracker.tasks import store
 from tracker.tasks.models import Task, utcnow
-from tracker.tasks.rows import moved
+from tracker.tasks.rows import moved, record
 from tracker.tasks.states import TaskState
 from tracker.tasks.store import NewTask
 
@@ -60,6 +60,16 @@ def set_fields(db: Database, task_id: int, **columns: Any) -> None:
     assert "state" not in columns, "a state is set by make_task, which keeps the counters"
     with db.write() as session:
         session.execute(update(Task).where(Task.id == task_id).values(columns))
+
+
+def add_callbacks(db: Database, task_id: int, payloads: list[Any]) -> None:
+    """Callback events with these payloads, recorded as the service records them (masked,
+    stored as JSON text), each as if it had arrived while the task was queued."""
+    with db.write() as session:
+        task = session.get(Task, task_id)
+        assert task is not None, f"task {task_id} is stored"
+        for payload in payloads:
+            record(session, task, "callback", before=TaskState.QUEUED, payload=payload)
 
 
 def load_task(db: Database, task_id: int) -> Task:
