@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.support.media import SAMPLE, SAMPLE_JPG, Origin, add_completed, load, sha, sim_completed
+from tests.support.factory import load_task
+from tests.support.media import SAMPLE, SAMPLE_JPG, Origin, add_completed, sha, sim_completed
 from tests.support.servers import SHUTDOWN_POLL
 from tests.support.waiting import wait_for
 from tracker.db import Database
@@ -87,7 +88,7 @@ def test_archives_video_and_thumbnail_byte_for_byte(
     with caplog.at_level(logging.INFO, logger="tracker"):
         assert media.archive_due(db, settings, client) == 1
 
-    task = load(db, task_id)
+    task = load_task(db, task_id)
     assert task.state == "completed"
     assert task.media_path == f"{task_id}.mp4"  # relative to the media directory
     assert task.thumbnail_path == f"{task_id}.jpg"
@@ -118,7 +119,7 @@ def test_expired_link_gets_a_fresh_one_from_download_url(
 
     assert media.archive_due(db, settings, client) == 1
 
-    task = load(db, task_id)
+    task = load_task(db, task_id)
     assert sha((Path(settings.media_dir) / f"{task_id}.mp4").read_bytes()) == sha(SAMPLE)
     assert task.archive_error is None and task.archive_attempts == 0
     assert any(r.route == "download_url" for r in sim.requests)
@@ -149,7 +150,7 @@ def test_a_failing_link_backs_off_then_gives_up(
     for attempt in range(1, media.MAX_ATTEMPTS):
         before = utcnow()
         assert media.archive_due(db, settings, client) == 0
-        task = load(db, task_id)
+        task = load_task(db, task_id)
         assert task.archive_attempts == attempt
         assert task.archive_error is not None and "HTTP 500" in task.archive_error
         assert "http" not in task.archive_error.replace("HTTP", "")  # no URL
@@ -159,7 +160,7 @@ def test_a_failing_link_backs_off_then_gives_up(
     assert waits == sorted(waits) and waits[0] >= 0.8 * media.RETRY_BASE
 
     assert media.archive_due(db, settings, client) == 0
-    task = load(db, task_id)
+    task = load_task(db, task_id)
     assert task.archive_error.startswith(f"gave up after {media.MAX_ATTEMPTS} attempts")
     assert task.next_archive_at is None
     assert media_files(settings) == []
@@ -175,8 +176,8 @@ def test_a_task_completed_by_callback_is_archived_and_plays(
     )
     assert created.status_code == 201
     task_id = created.json()["id"]
-    wait_for(lambda: load(db, task_id).state == "completed")
-    assert load(db, task_id).next_archive_at is not None  # lifecycle scheduled the copy
+    wait_for(lambda: load_task(db, task_id).state == "completed")
+    assert load_task(db, task_id).next_archive_at is not None  # lifecycle scheduled the copy
 
     settings = make_settings(luma_api_base=sim.url)
     client = LumaClient(sim.url, settings.luma_api_key)
@@ -297,7 +298,7 @@ def test_loopback_link_is_refused_unless_allowed(
 
     assert media.archive_due(db, settings, LumaClient(NOWHERE, "")) == 0
 
-    task = load(db, task_id)
+    task = load_task(db, task_id)
     assert task.archive_error == "refused: 127.0.0.1 is not a public address (loopback)"
     assert task.next_archive_at is None  # the rule will not change by waiting
     assert task.media_path is None and task.state == "completed"
@@ -307,7 +308,7 @@ def test_loopback_link_is_refused_unless_allowed(
     # the same link, with TRACKER_MEDIA_ALLOW_PRIVATE=1, through `tracker archive --missing`
     allowed = make_settings(media_allow_private=True)
     assert media.archive_missing(db, allowed, LumaClient(NOWHERE, "")) == 1
-    assert load(db, task_id).archive_error is None
+    assert load_task(db, task_id).archive_error is None
 
 
 def test_a_redirect_to_loopback_is_refused(
@@ -320,7 +321,7 @@ def test_a_redirect_to_loopback_is_refused(
 
     assert media.archive_due(db, settings, LumaClient(NOWHERE, ""), guard=PUBLIC_GUARD) == 0
 
-    task = load(db, task_id)
+    task = load_task(db, task_id)
     assert task.archive_error == "refused: 127.0.0.1 is not a public address (loopback)"
     assert public_origin.paths() == ["/v.mp4"]  # the first hop was fetched...
     assert origin.hits == []  # ...the second never connected
@@ -343,7 +344,7 @@ def test_redirects_on_allowed_hosts_are_followed_up_to_five(
     assert media.archive_due(db, settings, client, limit=5, guard=PUBLIC_GUARD) == 1
 
     assert sha((Path(settings.media_dir) / f"{ok_task}.mp4").read_bytes()) == sha(SAMPLE)
-    assert load(db, loop_task).archive_error == "more than 5 redirects"
+    assert load_task(db, loop_task).archive_error == "more than 5 redirects"
 
 
 def test_a_name_resolving_to_loopback_is_refused_and_the_checked_address_is_used(
@@ -357,7 +358,7 @@ def test_a_name_resolving_to_loopback_is_refused_and_the_checked_address_is_used
 
     refused = make_settings(media_allow_private=False)
     assert media.archive_due(db, refused, client, guard=Guard(resolver=resolver)) == 0
-    assert load(db, task_id).archive_error == (
+    assert load_task(db, task_id).archive_error == (
         "refused: videos.example.invalid (127.0.0.1) is not a public address (loopback)"
     )
     assert origin.hits == []
@@ -392,13 +393,13 @@ def test_past_the_size_cap_is_aborted_and_leaves_no_file(
 
     assert media.archive_due(db, settings, LumaClient(NOWHERE, ""), limit=10) == 0
 
-    assert load(db, announced).archive_error == (
+    assert load_task(db, announced).archive_error == (
         f"larger than the 1000-byte limit ({len(SAMPLE)} bytes announced)"
     )
     for task_id in (unannounced, lies):
-        assert load(db, task_id).archive_error == "larger than the 1000-byte limit"
+        assert load_task(db, task_id).archive_error == "larger than the 1000-byte limit"
     for task_id in (announced, unannounced, lies):
-        task = load(db, task_id)
+        task = load_task(db, task_id)
         assert task.media_path is None and task.next_archive_at is None  # not retried
     assert media_files(settings) == []  # no file, no temp file
 
@@ -416,7 +417,7 @@ def test_a_body_cut_short_leaves_no_file_and_is_retried(
 
     task_id = add_completed(db, origin.raw("/cut.mp4", cut))
     assert media.archive_due(db, settings, LumaClient(NOWHERE, "")) == 0
-    task = load(db, task_id)
+    task = load_task(db, task_id)
     assert task.archive_error.startswith("the download broke off")
     assert task.archive_attempts == 1 and task.next_archive_at > utcnow()
     assert media_files(settings) == []
@@ -494,7 +495,7 @@ def test_two_workers_do_not_download_the_same_task(
         first.join(10)
     assert results == [1]
     assert origin.paths() == ["/slow.mp4"]
-    assert load(db, task_id).media_path == f"{task_id}.mp4"
+    assert load_task(db, task_id).media_path == f"{task_id}.mp4"
 
 
 def test_archive_missing_takes_everything_without_a_file(
@@ -510,7 +511,7 @@ def test_archive_missing_takes_everything_without_a_file(
     assert media.archive_due(db, settings, client) == 0  # neither is due
 
     assert media.archive_missing(db, settings, client) == 2
-    assert load(db, given_up).archive_error is None
+    assert load_task(db, given_up).archive_error is None
 
     # a file lost from disk is fetched again; one still there is not
     (Path(settings.media_dir) / f"{never_scheduled}.mp4").unlink()
@@ -527,7 +528,7 @@ def test_a_due_task_already_on_disk_needs_no_download(
     make_due(db, task_id)  # lifecycle saw a fresh link for it
     origin.hits.clear()
     assert media.archive_due(db, settings, LumaClient(NOWHERE, "")) == 0
-    assert origin.hits == [] and load(db, task_id).next_archive_at is None
+    assert origin.hits == [] and load_task(db, task_id).next_archive_at is None
 
 
 def test_archival_is_off_with_an_empty_media_dir(
@@ -537,7 +538,7 @@ def test_archival_is_off_with_an_empty_media_dir(
     task_id = add_completed(db, origin.file("/v.mp4", SAMPLE))
     assert media.archive_due(db, settings, LumaClient(NOWHERE, "")) == 0
     assert media.archive_missing(db, settings, LumaClient(NOWHERE, "")) == 0
-    assert origin.hits == [] and load(db, task_id).archive_attempts == 0
+    assert origin.hits == [] and load_task(db, task_id).archive_attempts == 0
 
 
 def test_an_unwritable_media_dir_is_an_archive_error_not_a_crash(
@@ -550,6 +551,6 @@ def test_an_unwritable_media_dir_is_an_archive_error_not_a_crash(
 
     assert media.archive_due(db, settings, LumaClient(NOWHERE, "")) == 0
 
-    task = load(db, task_id)
+    task = load_task(db, task_id)
     assert task.archive_error.startswith("cannot write to the media directory")
     assert task.archive_attempts == 1 and task.next_archive_at is not None

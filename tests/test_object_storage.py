@@ -17,8 +17,9 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
+from tests.support.factory import load_task
 from tests.support.held import partials
-from tests.support.media import SAMPLE, SAMPLE_JPG, add_completed, load, sha, sim_completed
+from tests.support.media import SAMPLE, SAMPLE_JPG, add_completed, sha, sim_completed
 from tests.support.s3server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, Bucket, S3Server
 from tests.support.waiting import wait_for
 from tracker import storage
@@ -91,7 +92,7 @@ def test_a_task_completed_by_callback_is_archived_into_the_bucket_and_redirects(
     )
     assert created.status_code == 201
     task_id = created.json()["id"]
-    wait_for(lambda: load(db, task_id).state == "completed")  # by the simulator's callback
+    wait_for(lambda: load_task(db, task_id).state == "completed")  # by the simulator's callback
 
     summary = worker.run_once(settings, db=db)  # one worker pass
     assert summary["archived"] == 1
@@ -190,7 +191,7 @@ def test_a_missing_or_unreachable_bucket_is_a_retried_archive_error_404_or_503(
     task_id = add_completed(db, client.query(upstream_id).update.video_url, upstream_id=upstream_id)
 
     assert media.archive_due(db, make_settings(**gone), client) == 0
-    task = load(db, task_id)
+    task = load_task(db, task_id)
     assert task.archive_error == "upload to the bucket failed (NoSuchBucket)"
     assert task.archive_attempts == 1 and task.next_archive_at is not None  # retried later
     assert task.media_path is None
@@ -305,7 +306,7 @@ def test_archive_missing_moves_local_copies_into_the_bucket(
     assert bucket.read(f"{task_id}.mp4") == SAMPLE
     assert bucket.read(f"{task_id}.jpg") == SAMPLE_JPG
     assert list(folder.iterdir()) == []  # deleted once the upload was verified
-    assert load(db, task_id).media_path == f"{task_id}.mp4"  # the same name, now in the bucket
+    assert load_task(db, task_id).media_path == f"{task_id}.mp4"  # the same name, now in the bucket
     assert SECRET_ACCESS_KEY not in done.stdout + done.stderr
 
     answer = requests.get(f"{app.url}/media/{task_id}/video", allow_redirects=False, timeout=5)

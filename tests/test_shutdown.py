@@ -24,8 +24,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from tests.support.factory import load_task
 from tests.support.held import STALE_AFTER, VIDEO, held_video, partials
-from tests.support.media import Origin, add_completed, load
+from tests.support.media import Origin, add_completed
 from tests.support.waiting import wait_for
 from tests.support.workers import KEY
 from tracker.db import Database
@@ -46,7 +47,7 @@ def test_sigterm_abandons_the_download_and_gives_its_lease_back(
 
     # the origin holds the rest of the video for two minutes: the worker must not wait
     assert first.signal(15) == 0
-    task = load(db, task_id)
+    task = load_task(db, task_id)
     assert task.media_path is None
     assert task.claimed_by is None, "the lease was given back"
     assert task.next_archive_at is not None and task.next_archive_at <= utcnow(), "due at once"
@@ -59,7 +60,7 @@ def test_sigterm_abandons_the_download_and_gives_its_lease_back(
     release.set()
     second = spawn(media_dir)
     # no heartbeat to go stale and no lease to expire: the next worker takes it at once
-    wait_for(lambda: load(db, task_id).media_path, timeout=40, interval=0.2)
+    wait_for(lambda: load_task(db, task_id).media_path, timeout=40, interval=0.2)
     assert (media_dir / f"{task_id}.mp4").read_bytes() == VIDEO
     assert second.signal(15) == 0
 
@@ -76,7 +77,7 @@ def kill_mid_download(db: Database, origin: Origin, spawn: Any, media_dir: Path)
     first.popen.kill()
     first.popen.wait(timeout=10)
     assert partials(media_dir), "the killed worker left its partial file"
-    task = load(db, task_id)
+    task = load_task(db, task_id)
     assert task.media_path is None and task.next_archive_at > utcnow(), "and its lease"
     release.set()  # the origin answers in full from now on
     return task_id
@@ -91,11 +92,11 @@ def test_a_worker_killed_mid_download_is_taken_over_by_the_next_one(
 
     second = spawn(media_dir, stale_after=STALE_AFTER)
     # the killed worker's heartbeat goes stale after STALE_AFTER: generous bounds, a loaded machine
-    wait_for(lambda: load(db, task_id).media_path, timeout=180, interval=0.5)
+    wait_for(lambda: load_task(db, task_id).media_path, timeout=180, interval=0.5)
 
     assert (media_dir / f"{task_id}.mp4").read_bytes() == VIDEO
     assert partials(media_dir) == [], "the dead worker's partial file was removed"
-    task = load(db, task_id)
+    task = load_task(db, task_id)
     assert task.archive_error is None and task.next_archive_at is None
 
     def claims_of(pid: int) -> int:
@@ -123,7 +124,7 @@ def test_archive_missing_takes_over_from_a_killed_worker(
     def archive_missing() -> str | None:
         proc = spawn(media_dir, "archive", "--missing", stale_after=STALE_AFTER)
         assert proc.popen.wait(timeout=60) == 0, proc.text()
-        return load(db, task_id).media_path
+        return load_task(db, task_id).media_path
 
     # each run leaves alone what a live process may still be downloading; once STALE_AFTER
     # has passed the killed worker counts as dead and a run takes its task

@@ -20,9 +20,9 @@ import requests
 from sqlalchemy import select
 
 from lumasim.simulator import Simulator
-from tests.support.factory import make_task, set_fields
+from tests.support.factory import load_task, make_task, set_fields
 from tests.support.held import held_video, partials
-from tests.support.media import Origin, add_completed, load
+from tests.support.media import Origin, add_completed
 from tests.support.workers import SimFactory, add_worker, all_in, new_tasks, simulators, states
 from tracker.db import Database
 from tracker.flows import archive as media
@@ -344,6 +344,6 @@ def test_an_archive_lease_held_by_a_dead_worker_is_taken_and_its_partials_remove
         assert media.archive_due(db, settings, client, limit=10, holder=beat) == 1
         assert media.remove_stale_partials(db, settings) >= 1
 
-    assert load(db, ids[0]).media_path == f"{ids[0]}.mp4"
-    assert [load(db, i).media_path for i in ids[1:]] == [None, None]
+    assert load_task(db, ids[0]).media_path == f"{ids[0]}.mp4"
+    assert [load_task(db, i).media_path for i in ids[1:]] == [None, None]
     assert partials(media_dir) == sorted(name for name, kept in names.items() if kept)

@@ -11,10 +11,10 @@ from typing import Any
 
 from lumasim.media import SAMPLE_JPG as SAMPLE_JPG_FILE
 from lumasim.media import SAMPLE_MP4
+from tests.support.factory import make_task
 from tests.support.servers import SHUTDOWN_POLL
 from tracker.db import Database
-from tracker.tasks import store
-from tracker.tasks.models import Task, utcnow
+from tracker.tasks.models import utcnow
 from tracker.upstream.client import LumaClient
 from tracker.upstream.dialects import Request
 
@@ -111,34 +111,17 @@ def add_completed(
 ) -> int:
     """A completed task as store.apply leaves it (next_archive_at = now)."""
     now = utcnow()
-    with db.write() as session:
-        task = Task(
-            kind="generate",
-            state=None,
-            user_prompt="a red fox in the snow",
-            options={},
-            upstream_id=upstream_id,
-            video_url=video_url,
-            thumbnail_url=thumbnail_url,
-            created_at=now,
-            updated_at=now,
-            completed_at=now,
-            next_archive_at=now if due else None,
-            attempts=1,
-            quiet_polls=0,
-            archive_attempts=0,
-        )
-        store.set_state(session, task, "completed")
-        session.add(task)
-        session.flush()
-        return task.id
-
-
-def load(db: Database, task_id: int) -> Task:
-    with db.read() as session:
-        task = session.get(Task, task_id)
-        assert task is not None
-        return task
+    return make_task(
+        db,
+        "completed",
+        user_prompt="a red fox in the snow",
+        upstream_id=upstream_id,
+        video_url=video_url,
+        thumbnail_url=thumbnail_url,
+        completed_at=now,
+        next_archive_at=now if due else None,
+        attempts=1,
+    ).id
 
 
 def sim_completed(sim: Any) -> tuple[str, LumaClient]:
