@@ -17,10 +17,9 @@ import pytest
 import requests
 
 from tests.support.databases import TEST_DATABASE_URL
+from tests.support.factory import make_task
 from tests.support.waiting import api_task, wait_for
-from tracker.tasks import store
 from tracker.tasks.models import Task
-from tracker.tasks.store import NewTask
 
 pytestmark = [
     pytest.mark.skipif(
@@ -106,7 +105,7 @@ def test_worker_survives_a_restart(postgres_only, sim, tmp_path: Path) -> None: 
         time.sleep(1.5)  # passes fail while the server is down
         _cluster("start")
         assert worker.poll() is None, "the worker died with the database"
-        queued = store.create(db, NewTask(kind="generate", user_prompt="after the restart"))
+        queued = make_task(db, "queued", user_prompt="after the restart")
 
         def sent() -> bool:
             with db.read() as session:
