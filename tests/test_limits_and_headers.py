@@ -51,29 +51,30 @@ def test_oversized_chunked_callback_is_refused(live, upstream) -> None:  # type:
     assert api_task(app, task["id"])["state"] == "pending"
 
 
-def test_oversized_api_body_is_413_without_being_read(live) -> None:  # type: ignore[no-untyped-def]
-    app = live(max_body_bytes=10_000).url
+def _announce_a_huge_body(app: str, headers: bytes) -> str:
+    """The head of the answer to a POST that announces 500 MB and sends none of it."""
     host, port = urlsplit(app).hostname, urlsplit(app).port
-    # announce a huge body and send none of it: the answer must come anyway
     with socket.create_connection((host, port), timeout=5) as conn:
         conn.sendall(
-            b"POST /api/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 500000000\r\n\r\n"
+            b"POST /api/tasks HTTP/1.1\r\n" + headers + b"Content-Length: 500000000\r\n\r\n"
         )
-        head = conn.recv(4096).decode()
+        return conn.recv(4096).decode()
+
+
+def test_oversized_api_body_is_413_without_being_read(live) -> None:  # type: ignore[no-untyped-def]
+    app = live(max_body_bytes=10_000).url
+    # announce a huge body and send none of it: the answer must come anyway
+    head = _announce_a_huge_body(app, b"Host: x\r\nContent-Type: application/json\r\n")
     assert head.startswith("HTTP/1.1 413")
     assert requests.get(f"{app}/api/tasks", timeout=5).json()["tasks"] == []
 
 
 def test_the_body_size_is_decided_first(live: Callable[..., LiveServer]) -> None:
     app = live(max_body_bytes=10_000).url
-    host, port = urlsplit(app).hostname, urlsplit(app).port
-    with socket.create_connection((host, port), timeout=5) as conn:
-        conn.sendall(
-            b"POST /api/tasks HTTP/1.1\r\nHost: evil.example\r\nOrigin: https://evil.example\r\n"
-            b"Content-Type: text/plain\r\nContent-Length: 500000000\r\n\r\n"
-        )
-        head = conn.recv(4096).decode()
+    head = _announce_a_huge_body(
+        app,
+        b"Host: evil.example\r\nOrigin: https://evil.example\r\nContent-Type: text/plain\r\n",
+    )
     assert head.startswith("HTTP/1.1 413")
 
 
