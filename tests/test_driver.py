@@ -23,6 +23,7 @@ from tracker.tasks import machine, rows
 from tracker.tasks.models import Task, TaskEvent
 from tracker.tasks.states import Source
 from tracker.upstream.parse import Update
+from tracker.web import callbacks as web_callbacks
 from tracker.web.app import create_app
 
 TOKEN = "driver-test-token-" + "y" * 30
@@ -40,7 +41,7 @@ def _processing(db: Database) -> int:
 
 def _progress(db: Database, settings: Any, progress: int) -> bool | None:
     upd = Update(understood=True, state="processing", upstream_id="up-driver", progress=progress)
-    return ingest.callback(db, settings, TOKEN, upd, {"progress": progress})
+    return web_callbacks.write(db, settings, TOKEN, upd, {"progress": progress})
 
 
 def test_a_failed_write_rolls_back_and_the_next_callbacks_still_go_through(

@@ -1,4 +1,4 @@
-"""The group commit (tracker/tasks/batching.py) and PostgreSQL's batched callback write
+"""The group commit (tracker/web/callbacks.py) and PostgreSQL's batched callback write
 (tracker/tasks/callbacks_pg.py): many callbacks at once, each stored, each answered with its own
 outcome, none waiting forever.
 
@@ -22,10 +22,11 @@ from sqlalchemy.exc import OperationalError
 from tests.support.databases import TEST_DATABASE_URL
 from tests.support.sent import sent_task
 from tracker.db import Database
-from tracker.tasks import batching, callbacks_pg, rows
 from tracker.tasks import callbacks as ingest
+from tracker.tasks import callbacks_pg, rows
 from tracker.tasks.models import Delivery, Task
 from tracker.upstream.parse import Update
+from tracker.web import callbacks as batching
 
 
 class Item(batching.Waiting):
@@ -146,7 +147,7 @@ TOKENS = [f"group-commit-token-{n}-" + "z" * 24 for n in range(3)]
 
 def _progress(db: Database, settings: Any, task: int, progress: int) -> bool | None:
     upd = Update(understood=True, state="processing", upstream_id=f"up-{task}", progress=progress)
-    return ingest.callback(db, settings, TOKENS[task], upd, {"progress": progress})
+    return batching.write(db, settings, TOKENS[task], upd, {"progress": progress})
 
 
 def _stored(db: Database, task_id: int) -> tuple[int | None, list[int]]:
@@ -260,7 +261,7 @@ def test_a_sqlite_batch_is_written_in_order_a_move_with_webhooks_between_its_run
         _sqlite_callback(db, settings, TOKENS[0], 90),
         _sqlite_callback(db, settings, "no-such-token-000000000000000000000", 5),
     ]
-    ingest._write_sqlite_batch(batch)
+    ingest.write_batch(batch)
     assert [item.error for item in batch] == [None] * 5
     assert [item.outcome for item in batch] == [False, False, True, False, None]
     with db.read() as session:
@@ -293,7 +294,7 @@ def test_one_callback_a_sqlite_batch_cannot_store_fails_only_itself(
 
     batch[1].payload = {"progress": Unwritable(), "state": "processing"}
 
-    ingest._write_sqlite_batch(batch)
+    ingest.write_batch(batch)
     assert isinstance(batch[1].error, RuntimeError)
     assert [batch[0].outcome, batch[2].outcome] == [False, False]
     assert [batch[0].error, batch[2].error] == [None, None]
@@ -319,7 +320,7 @@ def test_a_sqlite_batch_waits_for_the_lock_only_as_long_as_its_oldest_caller_has
             holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock...
             release = threading.Timer(0.5, holder.rollback)  # ...for half a second
             release.start()
-            ingest._write_sqlite_batch([item])
+            ingest.write_batch([item])
             release.join()
             assert (item.error is None) is stored, item.error
             assert isinstance(item.error, OperationalError) or item.outcome is False

@@ -22,11 +22,12 @@ from tests.support.webhook_receiver import Receiver
 from tracker.db import Database
 from tracker.flows.notify import Sender
 from tracker.settings import Settings
-from tracker.tasks import callbacks, store, webhooks
+from tracker.tasks import store, webhooks
 from tracker.tasks.models import Delivery, Task
 from tracker.tasks.states import GiveUp
 from tracker.upstream import accounts
 from tracker.upstream.parse import Update
+from tracker.web import callbacks as web_callbacks
 
 SECRET = "whsec_" + base64.b64encode(b"test-notify-secret-0123456789abcd").decode()
 OLD_SECRET = "whsec_" + base64.b64encode(b"the-secret-being-rotated-out-0123").decode()
@@ -351,9 +352,9 @@ def test_a_callback_that_moves_the_task_makes_its_delivery(
     task_id = sent_task(db, CALLBACK_TOKEN, "up-cb", "pending", notify_url)
     token = CALLBACK_TOKEN
     processing = Update(understood=True, state="processing", upstream_id="up-cb", progress=10)
-    assert callbacks.callback(db, settings, token, processing, {"state": "processing"}) is True
+    assert web_callbacks.write(db, settings, token, processing, {"state": "processing"}) is True
     further = Update(understood=True, state="processing", upstream_id="up-cb", progress=60)
-    assert callbacks.callback(db, settings, token, further, {"progress": 60}) is False
+    assert web_callbacks.write(db, settings, token, further, {"progress": 60}) is False
     # the pending one is the send's (set_state above); the callback adds one, not two
     assert [d.type for d in _deliveries(db, task_id)] == ["task.pending", "task.processing"]
     _deliver(settings, db)
@@ -374,8 +375,8 @@ def test_a_callback_with_no_target_moves_the_task_and_makes_no_delivery(
         upstream_id="up-cb",
         video_url="https://cdn.example/v.mp4",
     )
-    assert callbacks.callback(db, settings, token, done, {"state": "completed"}) is True
-    assert callbacks.callback(db, settings, "not-" + token, done, {"state": "completed"}) is None
+    assert web_callbacks.write(db, settings, token, done, {"state": "completed"}) is True
+    assert web_callbacks.write(db, settings, "not-" + token, done, {"state": "completed"}) is None
     assert _deliveries(db, task_id) == []
     with db.read() as session:
         task = session.get(Task, task_id)

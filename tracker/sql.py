@@ -35,7 +35,6 @@ if TYPE_CHECKING:  # the Database hands its pools here, and imports `begin_immed
 
 Processor = Callable[[Any], Any]
 S = TypeVar("S", bound="Statements")
-T = TypeVar("T")
 
 
 def is_busy(exc: Exception) -> bool:
@@ -282,18 +281,3 @@ def write(db: Database, *, waited: float = 0.0) -> Iterator[Transaction]:
 def statements(db: Database) -> AbstractContextManager[Statements]:
     """PostgreSQL: single statements, each its own transaction, on a pooled connection."""
     return _checked_out(db, Statements)
-
-
-def once_more(write: Callable[..., T], *args: Any) -> T:
-    """`write(*args)`, and once more if its connection had died (a restarted server, say).
-
-    Nothing was written then; the route's pool has no pre-ping (db.driver_engine), so the
-    second try is on a new connection. A second failure is the web's 503, and the sender
-    tries again.
-    """
-    try:
-        return write(*args)
-    except DBAPIError as exc:
-        if not exc.connection_invalidated:
-            raise
-    return write(*args)

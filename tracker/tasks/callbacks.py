@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import hmac
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
-from weakref import WeakKeyDictionary
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.exc import OperationalError
@@ -32,7 +32,7 @@ from sqlalchemy.exc import OperationalError
 from tracker import sql
 from tracker.db import Database, table_of
 from tracker.settings import Settings
-from tracker.tasks import batching, callbacks_pg, machine, rows, webhooks
+from tracker.tasks import callbacks_pg, machine, rows, webhooks
 from tracker.tasks.models import Task
 from tracker.tasks.states import Source, Update, Word
 
@@ -44,7 +44,6 @@ _BY_TOKEN = (
     .with_for_update()
 )
 _UPDATE_TASK = update(_tasks).where(_tasks.c.id == bindparam("id_"))
-TRIES = 3  # batches a callback may go into before it is written the locked way
 
 
 class _Locked(Exception):
@@ -66,43 +65,29 @@ class _CoreTransaction(sql.Transaction):
         return None if row is None else sql.Row(row._mapping)
 
 
-def callback(
-    db: Database, settings: Settings, token: str, upd: Update, payload: Any
+class Queued(Protocol):
+    """A callback waiting in the web process's group commit (web/callbacks.py): what a batch
+    writer reads, and the outcome (or error) it sets for the caller."""
+
+    db: Database
+    settings: Settings
+    token_hash: str
+    upd: Update
+    payload: Any
+    since: float
+    outcome: object
+    error: BaseException | None
+
+
+def write_locked(
+    db: Database, settings: Settings, token_hash: str, upd: Update, payload: Any
 ) -> bool | None:
-    """Write one callback: None when no task has this token, else whether the state moved."""
-    token_hash = rows.hash_token(token)
-    try:
-        if not db.is_postgres:
-            item = batching.Callback(db, settings, token_hash, upd, payload)
-            outcome = _writer(db).write(item)  # _write_sqlite_batch
-            return outcome if isinstance(outcome, bool) else None
-        writer = _writer(db)
-        for _ in range(TRIES):
-            outcome = writer.write(batching.Callback(db, settings, token_hash, upd, payload))
-            if outcome is callbacks_pg.LOCKED:
-                raise _Locked
-            if outcome is None or isinstance(outcome, bool):  # else AGAIN
-                return outcome
-        raise _Locked  # the row kept changing: wait for its lock
-    except _Locked:
-        with db.write_connection() as connection:
-            return ingest(_CoreTransaction(connection), settings, token_hash, upd, payload)
+    """One callback in a transaction of its own, the row locked (the third way)."""
+    with db.write_connection() as connection:
+        return ingest(_CoreTransaction(connection), settings, token_hash, upd, payload)
 
 
-_writers: WeakKeyDictionary[Database, batching.GroupWriter[batching.Callback]]
-_writers = WeakKeyDictionary()
-
-
-def _writer(db: Database) -> batching.GroupWriter[batching.Callback]:
-    """The group commit of `db` (a weak key: a Database no longer used is let go)."""
-    found = _writers.get(db)
-    if found is None:
-        batches = callbacks_pg.write_batch if db.is_postgres else _write_sqlite_batch
-        found = _writers.setdefault(db, batching.GroupWriter(batches))
-    return found
-
-
-def _write_sqlite_batch(batch: list[batching.Callback]) -> None:
+def write_batch(batch: Sequence[Queued]) -> None:
     """SQLite's group commit: the batch's callbacks in arrival order, in one transaction.
 
     Each is decided on the task as the callbacks before it left it (the same connection
@@ -112,7 +97,7 @@ def _write_sqlite_batch(batch: list[batching.Callback]) -> None:
     rather than a wait of its own.
     """
     db = batch[0].db
-    written: list[batching.Callback] = []
+    written: list[Queued] = []
     try:
         _write_in_order(db, batch, written)
     except OperationalError as exc:
@@ -126,9 +111,7 @@ def _write_sqlite_batch(batch: list[batching.Callback]) -> None:
                 item.error = exc
 
 
-def _write_in_order(
-    db: Database, items: list[batching.Callback], written: list[batching.Callback]
-) -> None:
+def _write_in_order(db: Database, items: Sequence[Queued], written: list[Queued]) -> None:
     """Set each item's outcome as it is committed (and add it to `written`), in order.
 
     Runs of them share a transaction; a move that makes webhook deliveries ends its run
@@ -175,9 +158,11 @@ def ingest(
     if not change.ignored:
         values = rows.values_of(settings, change, token_hash, now, row.next_check_at)
         if change.state is not None:
-            if webhooks.wanted(change.state, row.notify_url) and not isinstance(
-                tx, _CoreTransaction
-            ):
+            # the move makes webhook deliveries (as webhooks.wanted says, read here in place)
+            deliveries = change.state in webhooks.EVENT_TYPES and (
+                webhooks.target or row.notify_url
+            )
+            if deliveries and not isinstance(tx, _CoreTransaction):
                 raise _Locked  # rolled back by sql.write; the deliveries need Core
             rows.moved(tx, row.id, row.state, change.state)
             values["state"] = after = change.state

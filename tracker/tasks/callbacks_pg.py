@@ -27,9 +27,10 @@ it another way:
 from __future__ import annotations
 
 import hmac
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     Boolean,
@@ -45,11 +46,15 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import Select
+
+if TYPE_CHECKING:  # what a batch holds: web/callbacks.py queues it, tasks/callbacks.py types it
+    from tracker.tasks.callbacks import Queued
 
 from tracker import sql
 from tracker.db import Database, table_of
-from tracker.tasks import batching, machine, rows
+from tracker.tasks import machine, rows
 from tracker.tasks.models import Task, TaskEvent
 from tracker.tasks.states import Source, TaskFields, Word
 
@@ -73,9 +78,19 @@ _EVENT_COLUMNS = tuple(name for name in rows.COLUMNS if name != "task_id")
 AGAIN, LOCKED = object(), object()
 
 
-def write_batch(batch: list[batching.Callback]) -> None:
-    """The group commit's writer: set each callback's outcome (None: no such task)."""
-    sql.once_more(_write, batch[0].db, batch)
+def write_batch(batch: Sequence[Queued]) -> None:
+    """The group commit's writer: set each callback's outcome (None: no such task).
+
+    Written once more if the connection had died (a restarted server, say): nothing was
+    written then, and the route's pool has no pre-ping (db.driver_engine), so the second try
+    is on a new connection. A second failure is the web's 503, and the sender tries again.
+    """
+    try:
+        _write(batch[0].db, batch)
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        _write(batch[0].db, batch)
 
 
 class _Task:
@@ -85,12 +100,12 @@ class _Task:
 
     def __init__(self, row: sql.Row) -> None:
         self.row, self.version = row, row.version_
-        self.callbacks: list[batching.Callback] = []
+        self.callbacks: list[Queued] = []
         self.events: list[dict[str, Any]] = []  # an identical one is stored once (ON CONFLICT)
         self.set: dict[str, Any] = {}
 
 
-def _write(db: Database, batch: list[batching.Callback]) -> None:
+def _write(db: Database, batch: Sequence[Queued]) -> None:
     with sql.statements(db) as st:
         hashes = list({item.token_hash for item in batch})
         rows = {row.callback_token_hash: row for row in st.all(_PEEK, {"hashes_": hashes})}
@@ -143,7 +158,7 @@ def _arrays(tasks: dict[int, _Task]) -> tuple[Select[Any], dict[str, list[Any]]]
     return _write_each(columns), arrays
 
 
-def _decided(item: batching.Callback, row: sql.Row) -> dict[str, Any] | None:
+def _decided(item: Queued, row: sql.Row) -> dict[str, Any] | None:
     """The callback's write on `row` as read, or None when it is not written here (a move,
     or an input the machine ignores)."""
     now = datetime.now(UTC)  # (not db.utcnow: one module fewer on the hot path)

@@ -25,7 +25,7 @@ from tracker.settings import Settings
 from tracker.sql import Transaction
 from tracker.tasks.models import StateCount, Task, TaskEvent, utcnow
 from tracker.tasks.schedule import first_check, poll_delay
-from tracker.tasks.states import Change, Next, order_key
+from tracker.tasks.states import RANK, Change, Next, TaskState
 
 MAX_PAYLOAD_CHARS = 256_000
 _events = table_of(TaskEvent)
@@ -170,7 +170,9 @@ def moved(session: Executor, task_id: int | None, old: str | None, new: str) -> 
     direction of the move, so that two transactions never wait on each other's counters.
     """
     deltas = {new: 1} if old is None else {old: -1, new: 1}
-    for state in sorted(deltas, key=order_key):
+    # by rank, then name: the one order counters are locked in, so no two transactions wait
+    # on each other's counters
+    for state in sorted(deltas, key=lambda state: (RANK[TaskState(state)], state)):
         session.execute(_COUNT, {"state_": str(state), "delta_": deltas[state]})
 
 

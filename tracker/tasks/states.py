@@ -239,8 +239,3 @@ Input = Word | Claim | Answered | GiveUp | TimeOut | Resend | QueryFailed
 
 def is_final(state: str | None) -> bool:
     return state in FINAL_STATES
-
-
-def order_key(state: str) -> tuple[int, str]:
-    """The one order state counters are locked in (by rank, then name): never a lock cycle."""
-    return RANK[TaskState(state)], state

@@ -39,7 +39,8 @@ EVENT_TYPES = {
 _PENDING = "tracker_webhooks"
 
 _config_lock = threading.Lock()
-_global_target = ""
+# the process's global target (TRACKER_NOTIFY_URL), set by `configure`
+target = ""
 
 
 def configure(settings: Settings | None) -> None:
@@ -48,20 +49,20 @@ def configure(settings: Settings | None) -> None:
     Called where a process reads its settings (create_app, the worker, the CLI): every
     process of a deployment reads the same environment, so they agree.
     """
-    global _global_target
+    global target
     with _config_lock:
-        _global_target = settings.notify_url if settings is not None else ""
+        target = settings.notify_url if settings is not None else ""
     if settings is not None:
         redact.register(*settings.notify_secrets)
 
 
 def global_target() -> str:
-    return _global_target
+    return target
 
 
 def wanted(what: str, notify_url: str | None) -> bool:
     """Whether a move to `what` of a task with this notify_url makes deliveries."""
-    return what in EVENT_TYPES and bool(_global_target or notify_url)
+    return what in EVENT_TYPES and bool(target or notify_url)
 
 
 def new_webhook_id() -> str:
@@ -77,7 +78,7 @@ def enqueue(session: Session, task: Task, what: str) -> list[Delivery]:
     kind = EVENT_TYPES.get(what)
     if kind is None:
         return []
-    candidates = ((_global_target, "global"), (task.notify_url, "task"))
+    candidates = ((target, "global"), (task.notify_url, "task"))
     targets = [(url, name) for url, name in candidates if url]
     if not targets:
         return []
@@ -119,7 +120,7 @@ def enqueue_in(conn: Connection, task_id: int, what: str) -> None:
     """
     if what not in EVENT_TYPES:
         return
-    if not _global_target and not conn.execute(_NOTIFY_URL, {"id_": task_id}).scalar():
+    if not target and not conn.execute(_NOTIFY_URL, {"id_": task_id}).scalar():
         return
     with Session(bind=conn) as session:  # joins the connection's transaction, never commits it
         task = session.get(Task, task_id)

@@ -6,8 +6,8 @@ what resellers send, so any JSON is taken, and what cannot be understood is kept
 the task due for a query.
 
 The hot path of the service (docs/benchmarks.md, "Callback ingest"): the body is read once,
-parsed once, and written by `tracker/tasks/callbacks.py` (one SELECT, one UPDATE of the task, one
-INSERT ... ON CONFLICT DO NOTHING of its event, on the driver's cursor).
+parsed once, queued (the group commit, below) and written by the task store's batch writer
+with the callbacks that arrived meanwhile (tasks/callbacks.py, tasks/callbacks_pg.py).
 
 Two doors, one answer (`answer`). A plain callback — POST, a token-shaped path, a declared
 length within TRACKER_MAX_CALLBACK_BYTES, one of this service's names in Host — is answered
@@ -21,12 +21,18 @@ untouched, which answers it with the app's own checks.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import os
+import queue
 import re
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Generic, TypeVar
+from weakref import WeakKeyDictionary
 
 from flask import Blueprint, g, request
 from flask.typing import ResponseReturnValue
@@ -35,8 +41,11 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from tracker import metrics
+from tracker.db import Database
 from tracker.flows.services import Services
-from tracker.tasks import callbacks as ingest
+from tracker.settings import Settings
+from tracker.tasks import callbacks, callbacks_pg, rows
+from tracker.tasks.states import Update
 from tracker.upstream.parse import parse_body
 from tracker.web import DATABASE_DOWN, UNEXPECTED, log_database_down, services
 from tracker.web.security import HEADERS, host_name, own_names
@@ -52,8 +61,8 @@ Answer = tuple[int, dict[str, Any]]
 
 def answer(services: Services, token: str, raw: bytes) -> tuple[Answer, bool]:
     """The status and JSON body for a callback's body, and whether the body was understood."""
-    update, payload = parse_body(raw)  # never raises: see parse_body and jsonsafe
-    found = ingest.callback(services.db, services.settings, token, update, payload)
+    update, payload = parse_body(raw)  # never raises: see parse_body and jsontext
+    found = write(services.db, services.settings, token, update, payload)
     if found is None:
         return (404, {"error": "unknown callback"}), update.understood
     return (200, {"received": True, "understood": update.understood}), update.understood
@@ -71,6 +80,172 @@ def luma_callback(token: str) -> ResponseReturnValue:
     (status, body), understood = answer(svc, token, raw)
     g.callback_understood = understood  # counted after the answer (monitoring.py)
     return body, status
+
+
+# -- the group commit: callbacks that arrive together are written together -------------------
+#
+# Why: measured under wrk (docs/benchmarks.md, "Callback ingest"), a callback's round trips to
+# PostgreSQL and its commit were most of its cost beyond a bare endpoint's, and on SQLite its
+# write lock, BEGIN and commit. Callbacks that arrive while others are being written wait in
+# a queue; one writer a process (`WRITERS`: measured, a second one split the batches and took
+# fewer callbacks a second) takes every one waiting and hands them to the store's batch
+# writer (tasks/callbacks.py on SQLite, tasks/callbacks_pg.py on PostgreSQL): one commit a
+# batch. A lone callback is written at once; a caller waits for its own callback's outcome,
+# so an answer is sent only once it is stored. The writer is a thread (a greenlet under
+# gevent), ended after `IDLE` seconds with nothing to write, so a Database no longer used
+# keeps no thread; a forked process starts with an empty queue and a writer of its own.
+
+TRIES = 3  # PostgreSQL: batches a callback may go into before it is written the locked way
+
+
+def write(db: Database, settings: Settings, token: str, upd: Update, payload: Any) -> bool | None:
+    """Write one callback: None when no task has this token, else whether the state moved."""
+    token_hash = rows.hash_token(token)
+    writer = _writer(db)
+    for _ in range(TRIES):
+        outcome = writer.write(Callback(db, settings, token_hash, upd, payload))
+        if outcome is None or isinstance(outcome, bool):
+            return outcome
+        if outcome is callbacks_pg.LOCKED:  # a move, or an input naming another task
+            break
+    # written alone with the row locked (the row kept changing, or the write needs the lock)
+    return callbacks.write_locked(db, settings, token_hash, upd, payload)
+
+
+_writers: WeakKeyDictionary[Database, GroupWriter[Callback]] = WeakKeyDictionary()
+
+
+def _writer(db: Database) -> GroupWriter[Callback]:
+    """The group commit of `db` (a weak key: a Database no longer used is let go)."""
+    found = _writers.get(db)
+    if found is None:
+        batches = callbacks_pg.write_batch if db.is_postgres else callbacks.write_batch
+        found = _writers.setdefault(db, GroupWriter(batches))
+    return found
+
+
+WRITERS = 1
+MOST = 64  # callbacks a batch takes at most: a bound on one statement's arrays
+IDLE = 5.0
+
+Item = TypeVar("Item", bound="Waiting")
+
+
+class Waiting:
+    """One caller's callback: what it waits on, and what it gets back (and since when)."""
+
+    __slots__ = ("done", "error", "outcome", "since")
+
+    def __init__(self) -> None:
+        self.since = time.monotonic()
+        self.done = threading.Event()
+        self.outcome: object = None
+        self.error: BaseException | None = None
+
+
+class GroupWriter(Generic[Item]):
+    """A queue and its writers: `write(item)` returns once `write_batch` wrote the item.
+
+    `write_batch` sets each item's `outcome`; an exception it raises is every item's (each
+    caller raises a copy of its own, `_own`).
+    """
+
+    def __init__(self, write_batch: Callable[[list[Item]], None]) -> None:
+        self.write_batch = write_batch
+        self._reset()
+        _all.add(self)
+
+    def _reset(self) -> None:
+        self._queue: queue.SimpleQueue[Item] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._running = 0
+
+    def write(self, item: Item) -> object:
+        self._queue.put(item)
+        if self._running < WRITERS:
+            with self._lock:
+                if self._running < WRITERS:  # a writer leaving checks the queue under this lock
+                    self._running += 1
+                    threading.Thread(target=self._serve, name="group-commit", daemon=True).start()
+        item.done.wait()
+        if item.error is not None:
+            raise _own(item.error)
+        return item.outcome
+
+    def _next_batch(self) -> list[Item] | None:
+        """What waits (at most MOST), or None when this writer should end."""
+        while True:
+            try:
+                batch = [self._queue.get(timeout=IDLE)]
+                break
+            except queue.Empty:
+                with self._lock:
+                    if self._queue.empty():
+                        self._running -= 1
+                        return None
+        while len(batch) < MOST:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _serve(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            try:
+                self.write_batch(batch)
+            except Exception as exc:  # every caller raises it: the web's 503 (or 500)
+                for item in batch:
+                    item.error = exc
+            except BaseException:  # this writer is being stopped (the process ends)
+                for item in batch:
+                    item.error = RuntimeError("the group commit's writer was stopped")
+                with self._lock:
+                    self._running -= 1
+                raise
+            finally:
+                for item in batch:
+                    item.done.set()
+
+
+def _own(error: BaseException) -> BaseException:
+    """One caller's copy of its batch's exception: same type, text and writer's traceback.
+
+    Raising the one object in every caller at once would have each caller's frames added to
+    the same `__traceback__`, so one caller's logged error could show another's frames.
+    """
+    try:
+        mine = copy.copy(error)  # exceptions copy through their __reduce__ (SQLAlchemy's too)
+    except Exception:  # an exception class that cannot be rebuilt: the shared one, as it is
+        return error
+    mine.__cause__, mine.__context__ = error.__cause__, error.__context__
+    mine.__suppress_context__ = error.__suppress_context__
+    return mine.with_traceback(error.__traceback__)
+
+
+_all: weakref.WeakSet[GroupWriter[Any]] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    """In a forked child: the parent's writers are not there, nor are its waiting callers."""
+    for writer in list(_all):
+        writer._reset()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+class Callback(Waiting):
+    """A callback waiting for its batch, and what the batch's writer needs to write it."""
+
+    __slots__ = ("db", "payload", "settings", "token_hash", "upd")
+
+    def __init__(
+        self, db: Database, settings: Settings, token_hash: str, upd: Update, payload: Any
+    ) -> None:
+        super().__init__()
+        self.db, self.settings, self.token_hash = db, settings, token_hash
+        self.upd, self.payload = upd, payload
 
 
 def callback_result(status: int, understood: bool) -> str:
