@@ -31,6 +31,8 @@ from tests.support.servers import LiveServer, serve
 from tracker.db import Database
 from tracker.dbschema import upgrade
 from tracker.settings import Settings
+from tracker.tasks import webhooks
+from tracker.upstream import accounts
 from tracker.web.app import create_app
 
 if TYPE_CHECKING:  # imported where used: only the tests that take them load them
@@ -54,6 +56,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     every other test of a run, by their mark rather than by their file's name. `make test`
     runs them alone anyway (`pytest -m serial`, after the parallel run)."""
     items.sort(key=lambda item: item.get_closest_marker("serial") is not None)
+
+
+@pytest.fixture(autouse=True)
+def _process_state_afresh() -> None:
+    """Each test starts with this process's module state as a new process has it, whatever ran
+    here before it: no global webhook target (the last TRACKER_NOTIFY_URL configured, perhaps a
+    receiver that is gone) and nothing an upstream taught about pausing (ports are reused)."""
+    webhooks.configure(None)
+    accounts.forget_manners()
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

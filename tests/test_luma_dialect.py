@@ -32,16 +32,11 @@ from tracker.tasks import claims
 from tracker.tasks.models import Task, utcnow
 from tracker.tasks.serialize import task_json
 from tracker.tasks.store import NewTask
-from tracker.upstream import accounts, dialects
+from tracker.upstream import dialects
 from tracker.upstream.operations import operation_for
 
 KEY = "sk-test-upstream-key-0123456789"
 FINAL = final_task_payloads()
-
-
-@pytest.fixture(autouse=True)
-def _forget_upstreams() -> None:
-    accounts.forget_manners()
 
 
 def generation(gen_id: str, state: str = "queued", **extra: Any) -> dict[str, Any]:

@@ -31,15 +31,8 @@ from tracker.settings import Settings
 from tracker.tasks.models import Task
 from tracker.tasks.serialize import task_json
 from tracker.tasks.store import NewTask
-from tracker.upstream import accounts
 
 FINAL = final_task_payloads()
-
-
-@pytest.fixture(autouse=True)
-def _forget_upstreams() -> None:
-    """Ports are reused between tests: what one upstream taught a process must not leak."""
-    accounts.forget_manners()
 
 
 def stored(db: Database, task_id: int) -> dict[str, Any]:

@@ -16,17 +16,11 @@ from tests.support.factory import make_task
 from tracker import cli, signing
 from tracker.db import Database
 from tracker.settings import SettingsError, load
-from tracker.tasks import store, webhooks
+from tracker.tasks import store
 from tracker.tasks.models import Task
 from tracker.upstream.parse import Update
 
 SECRET = "whsec_" + base64.b64encode(b"test-notify-secret-0123456789abcd").decode()
-
-
-@pytest.fixture(autouse=True)
-def _no_global_target() -> Any:
-    yield
-    webhooks.configure(None)
 
 
 def _finish(db: Database, settings: Any, task_id: int, state: str, **fields: Any) -> None:

@@ -25,21 +25,12 @@ from tracker.settings import Settings
 from tracker.tasks import store, webhooks
 from tracker.tasks.models import Delivery, Task
 from tracker.tasks.states import GiveUp
-from tracker.upstream import accounts
 from tracker.upstream.parse import Update
 from tracker.web import callbacks as web_callbacks
 
 SECRET = "whsec_" + base64.b64encode(b"test-notify-secret-0123456789abcd").decode()
 OLD_SECRET = "whsec_" + base64.b64encode(b"the-secret-being-rotated-out-0123").decode()
 TOKEN = "test-admin-token-0123456789"
-
-
-@pytest.fixture(autouse=True)
-def _no_global_target() -> Iterator[None]:
-    """configure() names the process's target: no test leaves its receiver to the next."""
-    yield
-    webhooks.configure(None)
-    accounts.forget_manners()
 
 
 @pytest.fixture

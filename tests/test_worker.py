@@ -30,15 +30,8 @@ from tracker.flows import worker
 from tracker.settings import Settings
 from tracker.tasks import heartbeats, machine
 from tracker.tasks.models import Task, utcnow
-from tracker.upstream import accounts
 from tracker.upstream.client import LumaClient
 from tracker.upstream.dialects import Request
-
-
-@pytest.fixture(autouse=True)
-def _forget_upstreams() -> None:
-    """Ports are reused between tests: what one upstream taught a process must not leak."""
-    accounts.forget_manners()
 
 
 @pytest.fixture
