@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tracker.tasks.machine import needs_query
+from tracker.upstream.operations import error_reason
 from tracker.upstream.parse import Update, parse, parse_batch
-from tracker.upstream.parse_create import error_reason
 
 RAW_PENDING = {
     "id": "749d328e-4fd0-43a8-8c89-32394d60da69",

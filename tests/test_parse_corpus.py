@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tracker.tasks.machine import needs_query
+from tracker.upstream.operations import parse_create
 from tracker.upstream.parse import Update, parse, parse_batch
-from tracker.upstream.parse_create import parse_create
 
 CORPUS = Path(__file__).parent / "fixtures" / "upstream"
 FILES = sorted(CORPUS.glob("*.json"))

@@ -18,8 +18,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 import secrets as random_secrets
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 from standardwebhooks.webhooks import Webhook
 
-from tracker import redact, secretfile
+from tracker import redact
 from tracker.settings import Settings
 
 LINK_LIFETIME = 24 * 3600
@@ -59,7 +61,7 @@ def signing_secrets(settings: Settings, *, create: bool = True) -> tuple[str, ..
     if cached is None:
         if not create and not path.exists():
             return ()
-        cached = _cache[path] = secretfile.read_or_create(path, new_secret)
+        cached = _cache[path] = read_or_create(path, new_secret)
         redact.register(cached)
     return (cached,)
 
@@ -123,3 +125,34 @@ def sign_links(settings: Settings, body: dict[str, Any], now: float) -> dict[str
                 data[key] = signed_link(settings, data[key], now)
         body = {**body, "data": data}
     return body
+
+
+# -- a secret kept in a file of its own, made once by whichever process gets there first -------
+# The dashboard's session key and the webhooks' signing secret (on SQLite, when none is set)
+# both live beside the database; processes that start together must all end up with one value.
+
+
+def read_or_create(path: Path, make: Callable[[], str]) -> str:
+    """The file's value, or `make()`'s written there once (mode 0600).
+
+    A private temporary file is linked into place: of several processes starting together
+    exactly one link succeeds, and every one of them reads the winner's value.
+    """
+    try:
+        existing = path.read_text().strip()
+    except FileNotFoundError:
+        existing = ""
+    if existing:
+        return existing
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{random_secrets.token_hex(4)}")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(make())
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        pass
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path.read_text().strip()

@@ -19,7 +19,7 @@ from tracker.tasks import store
 from tracker.tasks.models import Task
 from tracker.tasks.store import NewTask
 from tracker.upstream.client import APIStatusError, LumaClient, UpstreamError
-from tracker.upstream.parse_create import origin
+from tracker.upstream.operations import origin
 
 # statuses by which an upstream says "no such task" to a GET of one id
 NOT_KNOWN = (400, 404, 410, 422)

@@ -29,8 +29,7 @@ from tracker.upstream.client import (
     RateLimitError,
     UpstreamError,
 )
-from tracker.upstream.operations import operation_for
-from tracker.upstream.parse_create import parse_create
+from tracker.upstream.operations import operation_for, parse_create
 
 
 def _shorten_images(body: dict[str, Any]) -> dict[str, Any]:

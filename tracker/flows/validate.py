@@ -13,7 +13,7 @@ from typing import Any
 import pydantic
 import pydantic_core
 
-from tracker.flows.bodies import Import, submit_model
+from tracker.flows.bodies import Import, check_notify_url, submit_model
 from tracker.flows.fields import (
     ASPECT_RATIOS,
     COMMON_FIELDS,
@@ -30,7 +30,6 @@ from tracker.flows.fields import (
     TRACKER_SETS,
     check_task_id,
 )
-from tracker.flows.notify_url import check_notify_url
 from tracker.tasks.store import NewTask
 
 __all__ = [

@@ -32,7 +32,7 @@ from tracker import jsontext, metrics
 from tracker.tasks.states import Update
 from tracker.upstream import dialects, parse
 from tracker.upstream.dialects import Dialect, Request
-from tracker.upstream.parse_create import error_reason
+from tracker.upstream.operations import error_reason
 
 log = logging.getLogger(__name__)
 

@@ -1,22 +1,17 @@
-"""The callback route the upstream calls (notify_hook).
+"""The callback route the upstream calls (notify_hook), and its group commit.
 
 It finds the task by the secret token in its own URL, never by an id in the body; stores
-what it got as an event; applies it forward only; and answers at once. Nobody documents
-what resellers send, so any JSON is taken, and what cannot be understood is kept and makes
-the task due for a query.
+what it got as an event; applies it forward only; and answers at once. Nobody documents what
+resellers send, so any JSON is taken; what cannot be understood is kept and makes the task
+due for a query. The hot path (docs/benchmarks.md, "Callback ingest"): the body is read and
+parsed once, queued, and written by the store with the callbacks that arrived meanwhile.
 
-The hot path of the service (docs/benchmarks.md, "Callback ingest"): the body is read once,
-parsed once, queued (the group commit, below) and written by the task store's batch writer
-with the callbacks that arrived meanwhile (tasks/callbacks.py, tasks/callbacks_pg.py).
-
-Two doors, one answer (`answer`). A plain callback — POST, a token-shaped path, a declared
-length within TRACKER_MAX_CALLBACK_BYTES, one of this service's names in Host — is answered
-by `FastPath`, a WSGI layer under the request ids and ProxyFix, without Flask: measured, its
-request context, session, hooks and response object were a quarter of the route's CPU. It
-does what Flask's hooks would have done for this route (the timing and the callback
-counter, the two headers every answer carries, the JSON errors). Anything else (a chunked
-body, a length past the limit, a strange Host or path) goes to the Flask route below,
-untouched, which answers it with the app's own checks.
+Two doors, one answer (`answer`). A plain callback (POST, a token-shaped path, a declared
+length within TRACKER_MAX_CALLBACK_BYTES, one of this service's names in Host) is answered
+by `FastPath`, a WSGI layer under the request ids and ProxyFix, without Flask (measured: its
+request context, session, hooks and response object were a quarter of the route's CPU); it
+does what Flask's hooks would (timing, the callback counter, the two headers, JSON errors).
+Anything else goes to the Flask route, which answers it with the app's own checks.
 """
 
 from __future__ import annotations
@@ -83,17 +78,13 @@ def luma_callback(token: str) -> ResponseReturnValue:
 
 
 # -- the group commit: callbacks that arrive together are written together -------------------
-#
-# Why: measured under wrk (docs/benchmarks.md, "Callback ingest"), a callback's round trips to
-# PostgreSQL and its commit were most of its cost beyond a bare endpoint's, and on SQLite its
-# write lock, BEGIN and commit. Callbacks that arrive while others are being written wait in
-# a queue; one writer a process (`WRITERS`: measured, a second one split the batches and took
-# fewer callbacks a second) takes every one waiting and hands them to the store's batch
-# writer (tasks/callbacks.py on SQLite, tasks/callbacks_pg.py on PostgreSQL): one commit a
-# batch. A lone callback is written at once; a caller waits for its own callback's outcome,
-# so an answer is sent only once it is stored. The writer is a thread (a greenlet under
-# gevent), ended after `IDLE` seconds with nothing to write, so a Database no longer used
-# keeps no thread; a forked process starts with an empty queue and a writer of its own.
+# Measured under wrk (docs/benchmarks.md, "Callback ingest"): round trips, commits and (on
+# SQLite) the write lock were most of a callback's cost. Callbacks arriving while others are
+# written wait here; one writer a process (a second split the batches: fewer a second) hands
+# every one waiting to the store's batch writer (tasks/callbacks.py, tasks/callbacks_pg.py),
+# one commit a batch. A caller waits for its own outcome, so an answer follows the commit.
+# The writer is a thread (a greenlet under gevent), gone after IDLE seconds idle; a forked
+# process starts with an empty queue and a writer of its own.
 
 TRIES = 3  # PostgreSQL: batches a callback may go into before it is written the locked way
 
@@ -209,11 +200,8 @@ class GroupWriter(Generic[Item]):
 
 
 def _own(error: BaseException) -> BaseException:
-    """One caller's copy of its batch's exception: same type, text and writer's traceback.
-
-    Raising the one object in every caller at once would have each caller's frames added to
-    the same `__traceback__`, so one caller's logged error could show another's frames.
-    """
+    """One caller's copy of its batch's exception (same type, text and writer's traceback):
+    one object raised in every caller would gather all their frames in one traceback."""
     try:
         mine = copy.copy(error)  # exceptions copy through their __reduce__ (SQLAlchemy's too)
     except Exception:  # an exception class that cannot be rebuilt: the shared one, as it is

@@ -53,7 +53,7 @@ from flask import Flask, Response, request
 from sqlalchemy.engine import make_url
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from tracker import secretfile
+from tracker import signing
 from tracker.settings import Settings
 from tracker.web import error, services
 
@@ -229,7 +229,7 @@ def secret_key(settings: Settings) -> str:
         ).hexdigest()
     path = key_file(settings)
     try:
-        return secretfile.read_or_create(path, lambda: secrets.token_hex(32))
+        return signing.read_or_create(path, lambda: secrets.token_hex(32))
     except OSError as exc:
         log.warning(
             "cannot keep a session key in %s (%s): using one for this process only; "
