@@ -72,6 +72,12 @@ def test_at_most_70_modules_none_over_300_lines() -> None:
     assert len(found) <= MOST_MODULES, sorted(found)
 
 
+def test_no_two_modules_share_a_name() -> None:
+    """One thing, one name: `callbacks` is the route's, not also the store's (issue 19)."""
+    names = [path.stem for path in modules().values() if path.name != "__init__.py"]
+    assert sorted({name for name in names if names.count(name) > 1}) == []
+
+
 def test_no_import_points_to_a_higher_layer() -> None:
     found = modules()
     upward = [

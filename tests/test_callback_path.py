@@ -9,7 +9,7 @@ answer (the metrics), which is no part of the write.
 
 The usual callback (progress) is traced on both databases, and the one that completes a task
 on SQLite. On PostgreSQL a callback that moves a task is written the locked way
-(tasks/callbacks.py, after tasks/callbacks_pg.py passed it on): one module more.
+(tasks/callback_writes.py, after tasks/callback_writes_pg.py passed it on): one module more.
 """
 
 from __future__ import annotations

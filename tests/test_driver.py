@@ -2,7 +2,7 @@
 
 Every test runs on SQLite and on PostgreSQL (the `db` fixture). On PostgreSQL a callback that
 does not move the task is read without a lock and written by one statement that checks the
-row did not change meanwhile (tracker/tasks/callbacks.py).
+row did not change meanwhile (tracker/tasks/callback_writes.py).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from tests.support.databases import TEST_DATABASE_URL
 from tests.support.sent import sent_task
 from tracker import sql as driver
 from tracker.db import Database, table_of
-from tracker.tasks import callbacks as ingest
+from tracker.tasks import callback_writes as ingest
 from tracker.tasks import machine, rows
 from tracker.tasks.models import Task, TaskEvent
 from tracker.tasks.states import Source

@@ -1,6 +1,6 @@
 """The group commit (tracker/web/callbacks.py) and PostgreSQL's batched callback write
-(tracker/tasks/callbacks_pg.py): many callbacks at once, each stored, each answered with its own
-outcome, none waiting forever.
+(tracker/tasks/callback_writes_pg.py): many callbacks at once, each stored, each answered
+with its own outcome, none waiting forever.
 
 The queue's own behaviour is tested with a plain function as the batch's writer; the write
 itself on a real PostgreSQL, with callbacks sent from threads as the web's greenlets send them.
@@ -22,8 +22,8 @@ from sqlalchemy.exc import OperationalError
 from tests.support.databases import TEST_DATABASE_URL
 from tests.support.sent import sent_task
 from tracker.db import Database
-from tracker.tasks import callbacks as ingest
-from tracker.tasks import callbacks_pg, rows
+from tracker.tasks import callback_writes as ingest
+from tracker.tasks import callback_writes_pg, rows
 from tracker.tasks.models import Delivery, Task
 from tracker.upstream.parse import Update
 from tracker.web import callbacks as batching
@@ -214,9 +214,9 @@ def test_callbacks_of_one_task_in_one_batch_are_decided_in_order_and_written_as_
         return batching.Callback(db, settings, token_hash, upd, {"progress": progress})
 
     batch = [one(70), one(30), one(30), one(None, "failed")]
-    callbacks_pg.write_batch(batch)
+    callback_writes_pg.write_batch(batch)
     assert [item.outcome for item in batch[:3]] == [False, False, False]
-    assert batch[3].outcome is callbacks_pg.AGAIN  # a move: once the others are written
+    assert batch[3].outcome is callback_writes_pg.AGAIN  # a move: once the others are written
     assert _stored(db, task_id) == (70, [30, 70])
 
 

@@ -9,7 +9,7 @@ A violation fails the test that caused it, at its teardown: raising inside the h
 swallowed by the code under test (a worker loop that logs and carries on).
 
 The callback route's fast path writes on the driver's own cursor, past these hooks; it lives
-in tracker/tasks/ (tasks/callbacks.py, tasks/callbacks_pg.py), which is what the rule asks.
+in tracker/tasks/ (tasks/callback_writes.py, tasks/callback_writes_pg.py), as the rule asks.
 Code run in a child process (gunicorn, the worker) is checked by the same tests in process.
 """
 

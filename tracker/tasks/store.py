@@ -7,7 +7,7 @@ open their own transaction around it: `create`, `import_task`, `record_answer` (
 outcome), `record_queries` and `query_failed`, `resend`; the claims and sweeps call `apply`
 with `Claim`, `GiveUp` and `TimeOut`.
 
-A callback is written by `tasks.callbacks`, the hot path, with `values_of` and `moved` from
+A callback is written by `tasks.callback_writes`, the hot path, with `values_of` and `moved` from
 here. Schedule and lease values come from `tasks.schedule`; nothing here talks HTTP.
 """
 

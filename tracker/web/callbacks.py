@@ -39,7 +39,7 @@ from tracker import metrics
 from tracker.db import Database
 from tracker.flows.services import Services
 from tracker.settings import Settings
-from tracker.tasks import callbacks, callbacks_pg, rows
+from tracker.tasks import callback_writes, callback_writes_pg, rows
 from tracker.tasks.states import Update
 from tracker.upstream.parse import parse_body
 from tracker.web import DATABASE_DOWN, UNEXPECTED, log_database_down, services
@@ -81,7 +81,7 @@ def luma_callback(token: str) -> ResponseReturnValue:
 # Measured under wrk (docs/benchmarks.md, "Callback ingest"): round trips, commits and (on
 # SQLite) the write lock were most of a callback's cost. Callbacks arriving while others are
 # written wait here; one writer a process (a second split the batches: fewer a second) hands
-# every one waiting to the store's batch writer (tasks/callbacks.py, tasks/callbacks_pg.py),
+# every one waiting to the store's batch writer (tasks/callback_writes.py, or its _pg twin),
 # one commit a batch. A caller waits for its own outcome, so an answer follows the commit.
 # The writer is a thread (a greenlet under gevent), gone after IDLE seconds idle; a forked
 # process starts with an empty queue and a writer of its own.
@@ -97,10 +97,10 @@ def write(db: Database, settings: Settings, token: str, upd: Update, payload: An
         outcome = writer.write(Callback(db, settings, token_hash, upd, payload))
         if outcome is None or isinstance(outcome, bool):
             return outcome
-        if outcome is callbacks_pg.LOCKED:  # a move, or an input naming another task
+        if outcome is callback_writes_pg.LOCKED:  # a move, or an input naming another task
             break
     # written alone with the row locked (the row kept changing, or the write needs the lock)
-    return callbacks.write_locked(db, settings, token_hash, upd, payload)
+    return callback_writes.write_locked(db, settings, token_hash, upd, payload)
 
 
 _writers: WeakKeyDictionary[Database, GroupWriter[Callback]] = WeakKeyDictionary()
@@ -110,7 +110,7 @@ def _writer(db: Database) -> GroupWriter[Callback]:
     """The group commit of `db` (a weak key: a Database no longer used is let go)."""
     found = _writers.get(db)
     if found is None:
-        batches = callbacks_pg.write_batch if db.is_postgres else callbacks.write_batch
+        batches = callback_writes_pg.write_batch if db.is_postgres else callback_writes.write_batch
         found = _writers.setdefault(db, GroupWriter(batches))
     return found
 

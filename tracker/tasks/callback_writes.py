@@ -1,17 +1,20 @@
 """A callback's write: the service's hot path (docs/benchmarks.md, "Callback ingest").
 
+The web process's group commit (web/callbacks.py) hands its batches here on SQLite, and to
+tasks/callback_writes_pg.py on PostgreSQL.
+
 What is written, whichever way: the machine's decision on the task's row (found by the hash
 of the URL's token), one UPDATE of the task (state, fields, schedule), the counters when the
-state moved (`store.moved`), and the event, inserted with ON CONFLICT DO NOTHING on its
+state moved (`rows.moved`), and the event, inserted with ON CONFLICT DO NOTHING on its
 (task, fingerprint) so that an identical delivery is stored once.
 
 Three ways, the first that applies:
 - PostgreSQL, a callback that does not move the state (progress, the usual one): optimistic,
-  and grouped with the callbacks arriving meanwhile (tracker/tasks/callbacks_pg.py,
-  tracker/tasks/batching.py): no lock held while deciding, one commit for a batch.
+  and grouped with the callbacks arriving meanwhile (tasks/callback_writes_pg.py): no lock
+  held while deciding, one commit for a batch.
 - SQLite: the statements on the driver's cursor, in one BEGIN IMMEDIATE transaction, also
   grouped: the callbacks arriving meanwhile are written one after another in that transaction
-  (`_write_sqlite_batch`), so a batch takes the write lock and commits once.
+  (`write_batch`), so a batch takes the write lock and commits once.
 - Otherwise (a move, an input naming another task, a row that kept changing under the
   optimistic write, or a move that makes webhook deliveries on SQLite): one transaction on a
   Core connection with the row locked (SELECT ... FOR UPDATE), where `webhooks.enqueue_in`
@@ -32,14 +35,14 @@ from sqlalchemy.exc import OperationalError
 from tracker import sql
 from tracker.db import Database, table_of
 from tracker.settings import Settings
-from tracker.tasks import callbacks_pg, machine, rows, webhooks
+from tracker.tasks import callback_writes_pg, machine, rows, webhooks
 from tracker.tasks.models import Task
 from tracker.tasks.states import Source, Update, Word
 
 _tasks = table_of(Task)
 # built once: the driver compiles each once per dialect (and UPDATE once per set of columns)
 _BY_TOKEN = (
-    select(*callbacks_pg.FIELDS)
+    select(*callback_writes_pg.FIELDS)
     .where(_tasks.c.callback_token_hash == bindparam("hash_"))
     .with_for_update()
 )

@@ -13,8 +13,8 @@ trips and one commit (one WAL flush) however many callbacks it holds. Measured i
 docs/benchmarks.md ("Callback ingest"): each send over loopback TCP cost the web process
 about 0.1 ms of CPU, and a statement pipeline per callback more than it saved.
 
-What is not written here is said by the outcome, and the caller (tracker/tasks/callbacks.py) writes
-it another way:
+What is not written here is said by the outcome, and the caller (web/callbacks.py) has it
+written another way (tasks/callback_writes.write_locked):
 - `AGAIN`: the row changed since it was read, or is locked by another writer right now
   (skipped, never waited for: two batches never wait on each other, so they cannot
   deadlock). Nothing was written; the callback goes into a later batch, read afresh.
@@ -49,8 +49,8 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import Select
 
-if TYPE_CHECKING:  # what a batch holds: web/callbacks.py queues it, tasks/callbacks.py types it
-    from tracker.tasks.callbacks import Queued
+if TYPE_CHECKING:  # what a batch holds (queued by web/callbacks.py)
+    from tracker.tasks.callback_writes import Queued
 
 from tracker import sql
 from tracker.db import Database, table_of
