@@ -30,7 +30,7 @@ from tracker.flows.services import make_client
 from tracker.settings import SettingsError
 from tracker.tasks import claims
 from tracker.tasks.models import Task, utcnow
-from tracker.tasks.serialize import task_json
+from tracker.tasks.schema import task_json
 from tracker.tasks.store import NewTask
 from tracker.upstream import dialects
 from tracker.upstream.operations import operation_for

@@ -28,7 +28,7 @@ from tracker.settings import Settings
 from tracker.storage.download import TooLarge, download
 from tracker.storage.netguard import Guard
 from tracker.tasks.models import Task, utcnow
-from tracker.tasks.serialize import task_json
+from tracker.tasks.schema import task_json
 from tracker.upstream.client import LumaClient
 
 NOWHERE = "http://127.0.0.1:9"  # an upstream nobody listens on

@@ -29,7 +29,7 @@ from tracker.flows import submit, worker
 from tracker.flows.services import make_client
 from tracker.settings import Settings
 from tracker.tasks.models import Task
-from tracker.tasks.serialize import task_json
+from tracker.tasks.schema import task_json
 from tracker.tasks.store import NewTask
 
 FINAL = final_task_payloads()

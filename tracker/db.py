@@ -132,7 +132,7 @@ class Database:
         """
         if not self.is_postgres:
             return self.engine
-        # autocommit: each of the route's statements is its own transaction (driver.py)
+        # autocommit: each of the route's statements is its own transaction (tracker/sql.py)
         return create_engine(self.url, pool_size=8, max_overflow=12, isolation_level="AUTOCOMMIT")
 
     def dispose(self) -> None:

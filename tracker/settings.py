@@ -44,7 +44,7 @@ class Settings:
     port: int = 8000
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
-    # the worker (poller and dispatcher)
+    # the worker (queries and dispatch)
     poll_after: float = 60.0
     poll_max_interval: float = 600.0
     task_timeout: float = 21600.0
@@ -72,8 +72,8 @@ class Settings:
     aws_region: str = ""
     aws_access_key_id: str = field(default="", repr=False)
     aws_secret_access_key: str = field(default="", repr=False)
-    # outgoing webhooks (tracker/webhooks/): every task's events go to notify_url, and a task's
-    # own notify_url gets its own; signed with every secret of notify_secrets (rotation)
+    # outgoing webhooks (tasks/webhooks.py, flows/notify.py): every task's events go to
+    # notify_url, a task's own notify_url gets its own; signed with each of notify_secrets
     notify_url: str = ""
     notify_secrets: tuple[str, ...] = field(default=(), repr=False)
     notify_retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE

@@ -9,7 +9,7 @@ Kubernetes: terminationGracePeriodSeconds). In that window the worker (`worker.r
   minutes, and another worker starts it again from the beginning anyway. `request()` cuts
   the connection of every download registered with `interruptible` (a read blocked on a
   slow origin returns at once), and `check()` raises `Abandoned` between chunks;
-- gives back every lease it holds (polls, archive claims, deliveries), so that another
+- gives back every lease it holds (queries, archive claims, deliveries), so that another
   worker takes those tasks at once instead of waiting for a lease to expire; then deletes
   its heartbeat row.
 

@@ -140,7 +140,7 @@ def compile_for(
 
 
 class Row(dict[str, Any]):
-    """A selected row, read by name as an attribute (as `machine.TaskFields.of` reads one)."""
+    """A selected row, read by name as an attribute (as `machine.snapshot` reads one)."""
 
     def __getattr__(self, name: str) -> Any:
         try:

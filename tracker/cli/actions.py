@@ -14,7 +14,7 @@ from tracker.flows import submit as dispatch
 from tracker.flows import validate
 from tracker.flows.services import make_client, start
 from tracker.tasks import store
-from tracker.tasks.serialize import task_json
+from tracker.tasks.schema import task_json
 
 
 @click.command()

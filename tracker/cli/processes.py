@@ -49,7 +49,7 @@ def simulate(
 
 @click.command()
 def worker() -> None:
-    """The poller and dispatcher loop (the Procfile's `poller`)."""
+    """The worker: dispatch, queries, archiving and webhooks (the Procfile's `poller`)."""
     from tracker.flows import worker as worker_module
 
     sys.exit(worker_module.run_forever(start()))
@@ -58,7 +58,7 @@ def worker() -> None:
 @click.command()
 @click.option("--once", is_flag=True, required=True, help="run a single pass and exit")
 def poll(once: bool) -> None:
-    """One pass of the worker: dispatch queued tasks, poll quiet ones, time out old ones."""
+    """One pass of the worker: dispatch queued tasks, query quiet ones, time out old ones."""
     from tracker.flows import worker as worker_module
 
     summary = worker_module.run_once(start())

@@ -10,13 +10,14 @@ pass; `tracker archive --missing` calls `archive_missing`.
 - `download` streams into a temporary file renamed into place only when whole, through
   `netguard` (public addresses only, every redirect checked); for a bucket, that file is
   then uploaded and verified before the task counts as archived.
-- An expired or failing link is retried with a fresh one from the upstream (`media_fetch`);
+- An expired or failing link is retried with a fresh one from the upstream (`storage.fetch`);
   a failed attempt backs off exponentially and gives up after MAX_ATTEMPTS, leaving `archive_error`.
-- Only the media columns are written, never the task's state: archival is not a
-  lifecycle change. A conditional UPDATE (the lease) keeps two workers off one task.
-- The lease names its holder (`claimed_by`, a `heartbeat` row): a holder killed mid-download
-  is recognised by its stale heartbeat within a minute, its task taken over and its
-  temporary files removed, rather than the task waiting out the half-hour lease.
+- Only the media columns are written (by `tasks.archives`), never the task's state: archival
+  is not a move. A conditional UPDATE (the lease) keeps two workers off one task.
+- The lease names its holder (`claimed_by`, its row in `workers`: `tasks.heartbeats`): a
+  holder killed mid-download is recognised by its stale heartbeat within a minute, its task
+  taken over and its temporary files removed, rather than the task waiting out the
+  half-hour lease.
 - Links are credentials: no URL ever reaches a log line or `archive_error`.
 """
 
@@ -45,7 +46,7 @@ from tracker.upstream.client import LumaClient
 
 log = logging.getLogger(__name__)
 
-# the claims and their backoff are the scheduler's (scheduler.archives, scheduler.timing)
+# the claims and their backoff are the task domain's (tasks.archives, tasks.schedule)
 MAX_ATTEMPTS = timing.ARCHIVE_MAX_ATTEMPTS
 RETRY_BASE = timing.ARCHIVE.base
 MIN_LEASE = archives.MIN_LEASE
@@ -130,7 +131,7 @@ def _note_success(db: Database, task_id: int, video: str | None, thumbnail: str 
 
 
 def _give_back(db: Database, task_id: int, holder: str | None) -> None:
-    """A download abandoned by a shutdown: its lease goes back (`scheduler.archives.give_back`)."""
+    """A download abandoned by a shutdown: its lease goes back (`archives.give_back`)."""
     log.info("task %d: archival abandoned (stopping); its lease is given back", task_id)
     archives.give_back(db, task_id, holder)
 
@@ -148,7 +149,7 @@ def _note_failure(
 def _claim(
     db: Database, settings: Settings, task_id: int, *, due_only: bool, holder: Heartbeat | None
 ) -> _Job | None:
-    """Take the task for one attempt (`scheduler.archives.claim`); None when another has it."""
+    """Take the task for one attempt (`archives.claim`); None when another has it."""
     # only a registered holder's name goes on the lease: an unknown one is never taken for dead
     owner = holder.id if holder is not None and holder.registered else None
     claim = archives.claim(db, settings, task_id, due_only=due_only, owner=owner)

@@ -1,8 +1,8 @@
 """What a client may send: a submission (an extend or a generation) and an import.
 
 The models are strict (a string is not a boolean, "5" is not a number) and refuse unknown
-fields; each field's rule (check and JSON schema) is in `fields` (notify_url's in
-`notify_url`). Which model applies is decided by `source_task_id` (`submit_model`): given,
+fields; each field's rule (check and JSON schema) is in `fields` (notify_url's here,
+below). Which model applies is decided by `source_task_id` (`submit_model`): given,
 the body is an `Extend`; missing, null or "", a `Generate`.
 
 The upstream dialect (LUMA_API_FLAVOR, passed as validation context `{"flavor": ...}`)
@@ -62,7 +62,7 @@ def check_notify_url(field: str, value: Any, allow_private: bool) -> str:
     """An http(s) URL whose host resolves to public addresses only (the address guard).
 
     Any API caller may set one, so a URL aimed inside (loopback, private, link-local, ...) is
-    refused here, and checked again at every attempt (`webhooks.sender`). `allow_private` is
+    refused here, and checked again at every attempt (`flows.notify`). `allow_private` is
     TRACKER_NOTIFY_ALLOW_PRIVATE (development). Messages name the host, never the URL.
     """
     from tracker.storage import netguard

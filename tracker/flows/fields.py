@@ -6,7 +6,7 @@ schemathesis fuzzes) says what the check accepts, no more, no less. Optional fie
 null or "" for "not given"; text is stored stripped.
 
 A check refuses with `problem(message)`; `tracker.flows.validate` hands the message on as is.
-notify_url's rule, which asks the address guard, is `notify_url.py`'s.
+notify_url's rule, which asks the address guard, is in `bodies.py`.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 It runs beside the passes (`worker.run_forever` starts it) with a small pool of its own,
 so a receiver that hangs holds one of its threads for at most TIMEOUT and never holds up
-dispatch, polling or archiving. New rows are claimed as threads free up, so one slow
+dispatch, queries or archiving. New rows are claimed as threads free up, so one slow
 receiver does not stop the others' events either.
 
 Each attempt: the body's media paths become signed links, the headers are signed with every

@@ -1,6 +1,6 @@
 """Check a submission (JSON API, dashboard form, CLI) before anything is stored or sent.
 
-The rules are the models in `tracker.schemas`; this module runs them and turns what they
+The rules are the models in `flows.bodies`; this module runs them and turns what they
 refuse into `Problem`s, each naming its field so a person can fix it, in a fixed order
 (unknown fields first, then the fields as the form shows them). Nothing half-valid is stored.
 """

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from tracker import redact
 from tracker.settings import Settings
 from tracker.tasks.models import Delivery, Task, utcnow
-from tracker.tasks.serialize import iso, task_json
+from tracker.tasks.schema import iso, task_json
 
 # a move into one of these states (or "archived": the copy is ready) is an event;
 # moves into queued or submitting send nothing

@@ -21,11 +21,12 @@ from tracker.flows import follow, imports, validate
 from tracker.flows import submit as dispatch
 from tracker.tasks import deliveries as queue
 from tracker.tasks.models import Delivery, Task
-from tracker.tasks.serialize import account_json, task_json
+from tracker.tasks.schema import task_json
 from tracker.tasks.states import STATES
 from tracker.upstream import accounts
 from tracker.upstream.client import UpstreamError
 from tracker.web import MAX_ID, admission, error, services
+from tracker.web.answers import Account
 from tracker.web.auth import require_bearer
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -101,7 +102,8 @@ def account() -> ResponseReturnValue:
     svc = services()
     if svc.client.dialect.credits_path is None:
         return error(404, "no account balance with LUMA_API_FLAVOR=proxy")
-    return account_json(accounts.read(svc.db, accounts.from_settings(svc.settings)))
+    balance = accounts.read(svc.db, accounts.from_settings(svc.settings))
+    return Account.of(balance).model_dump(mode="json")
 
 
 def _task_answer(task_id: int, status: int = 200) -> ResponseReturnValue:

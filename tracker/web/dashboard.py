@@ -22,7 +22,7 @@ from tracker.flows import follow, imports, validate
 from tracker.flows import submit as dispatch
 from tracker.tasks import deliveries as queue
 from tracker.tasks.models import Delivery, Task
-from tracker.tasks.serialize import task_json
+from tracker.tasks.schema import task_json
 from tracker.tasks.states import STATES
 from tracker.upstream import accounts
 from tracker.upstream.client import UpstreamError

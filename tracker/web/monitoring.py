@@ -38,7 +38,7 @@ from tracker.db import Database
 from tracker.settings import Settings
 from tracker.tasks import heartbeats
 from tracker.tasks.models import StateCount, Task, WorkerBeat, utcnow
-from tracker.tasks.serialize import iso
+from tracker.tasks.schema import iso
 from tracker.tasks.states import POLLED_STATES
 from tracker.web import services
 from tracker.web.auth import require_bearer

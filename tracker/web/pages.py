@@ -37,7 +37,7 @@ from werkzeug.datastructures import FileStorage, ImmutableMultiDict
 from tracker import jsontext
 from tracker.flows import validate
 from tracker.tasks import store
-from tracker.tasks.serialize import short_image
+from tracker.tasks.schema import short_image
 from tracker.tasks.states import FINAL_STATES, STATES
 from tracker.tasks.store import NewTask
 
