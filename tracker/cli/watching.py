@@ -1,4 +1,4 @@
-"""The CLI's following commands: `submit --wait`, `tracker download`, `tracker watch`, `notify`.
+"""The CLI's following commands: `submit --wait`, `tracker download`, `tracker watch`.
 
 They read the database as the web app does (the worker and callbacks move the tasks). On a
 terminal the state is one line rewritten in place; otherwise (a pipe, a log, CI) a plain line

@@ -1,15 +1,15 @@
 """Stream one link into a file, whole or not at all.
 
-Used by `media` for archival. The body streams (never held in memory) through
-`netguard.checked_get` (public addresses only, every redirect checked), with connect
-and read timeouts, an overall deadline and a byte cap counted as it arrives (a missing
-or lying Content-Length changes nothing). It lands in a temporary file in the target
-directory that is fsync'd and `os.replace`d into place only when complete, so a reader
-sees the old file or the whole new one, never a half file; on any error the temporary
-file is removed.
+Used for archival (`storage.fetch`) and by `tracker download`. The body streams (never
+held in memory) through `netguard.checked_get` (public addresses only, every redirect
+checked), with connect and read timeouts, an overall deadline and a byte cap counted as
+it arrives (a missing or lying Content-Length changes nothing). It lands in a temporary
+file in the target directory that is fsync'd and `os.replace`d into place only when
+complete, so a reader sees the old file or the whole new one, never a half file; on any
+error the temporary file is removed.
 
 A process killed mid-download cannot remove its temporary file, so each one is named for
-its writer (`.<name>.<writer tag>.<random>.part`, the tag from `heartbeat.file_tag`) and
+its writer (`.<name>.<writer tag>.<random>.part`, the tag from `heartbeats.file_tag`) and
 `remove_partials` deletes those whose writer is no longer alive.
 
 Links are credentials (presigned): error messages name a status or a host, never a URL.

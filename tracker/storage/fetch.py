@@ -67,7 +67,7 @@ def fetch(
     """Download into the store under `name`; a failure to store is a (retried) DownloadError.
 
     `tag` names this process on the temporary file, so that a sweep can tell when its
-    writer died (`remove_stale_partials`).
+    writer died (`flows.archive.remove_stale_partials`).
     """
     try:
         with store.receive(name, tag) as dest:

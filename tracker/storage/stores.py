@@ -76,7 +76,8 @@ class Store(ABC):
         """A path to write the whole file to; stored under `name` when the block succeeds.
 
         `tag` names the writing process on any file left behind if it dies, so that the
-        sweep (`media.remove_stale_partials`) can tell a dead writer's file from a live one's.
+        sweep (`flows.archive.remove_stale_partials`) can tell a dead writer's file from a
+        live one's.
         """
 
     @abstractmethod

@@ -1,11 +1,11 @@
 """Archive claims: which finished video a process may download now, and when to retry it.
 
 The lease is `next_archive_at` pushed past the download with `archive_error` cleared, which
-is how `media.archive_missing` tells a task in someone's hands from one waiting out a
-backoff; `claimed_by` names the holder, so that a dead one's lease is taken over (its
-heartbeat went stale) rather than waited out. A failed attempt backs off (`timing.ARCHIVE`)
-and is given up after `timing.ARCHIVE_MAX_ATTEMPTS`. Only media columns are written here,
-never the task's state: archival is not a lifecycle change.
+is how `flows.archive.archive_missing` tells a task in someone's hands from one waiting out
+a backoff; `claimed_by` names the holder, so that a dead one's lease is taken over (its
+heartbeat went stale) rather than waited out. A failed attempt backs off (`schedule.ARCHIVE`)
+and is given up after `schedule.ARCHIVE_MAX_ATTEMPTS`. Only media columns are written here,
+never the task's state: archival is not a move.
 """
 
 from __future__ import annotations

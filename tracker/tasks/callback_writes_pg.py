@@ -7,7 +7,7 @@ statement then updates the task only if that version is still the row's, and ins
 event only if the update happened. No BEGIN or COMMIT, no lock held while deciding.
 
 Callbacks that arrive while others are being written are written together (the group
-commit, tracker/tasks/batching.py): one SELECT reads every row they name, and one statement
+commit, web/callbacks.py): one SELECT reads every row they name, and one statement
 writes them all (their values passed as arrays and unnested), so a batch costs two round
 trips and one commit (one WAL flush) however many callbacks it holds. Measured in
 docs/benchmarks.md ("Callback ingest"): each send over loopback TCP cost the web process
@@ -61,7 +61,7 @@ from tracker.tasks.states import Source, TaskFields, Word
 _tasks = table_of(Task)
 _events = table_of(TaskEvent)
 # the columns `machine.decide` needs, the id, the token's hash, the task's own webhook
-# target, and its next query (kept when a callback would barely move it: scheduler.timing)
+# target, and its next query (kept when a callback would barely move it: rows.next_check_at)
 FIELDS = (
     _tasks.c.id,
     _tasks.c.callback_token_hash,

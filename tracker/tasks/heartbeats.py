@@ -2,7 +2,7 @@
 
 A lease says "this task is in someone's hands until ...". When the hands are a process
 killed with SIGKILL (an OOM kill, a lost machine), the lease used to be waited out: two
-minutes for a poll or a send, half an hour for a download, while the upstream's video
+minutes for a query or a send, half an hour for a download, while the upstream's video
 link expires within the hour. So every process that claims tasks (`tracker worker`,
 `tracker poll --once`, `tracker archive --missing`) keeps a row in `workers`, named as
 its leases are (`tasks.claimed_by`), and rewrites `last_seen_at` every BEAT_EVERY seconds
@@ -14,7 +14,7 @@ process sending a task, a test) is unknown, and its leases expire on their own a
 A clean stop deletes the row after giving the leases back; a killed process's row stays
 (the dashboard shows it stale) until PRUNE_AFTER, far past any lease.
 
-Taking over is safe for every kind of lease: a poll is a query (asking twice costs
+Taking over is safe for every kind of lease: a query only asks (asking twice costs
 nothing), a download writes its own temporary file, and a send held by a dead process
 becomes "outcome unknown" (`claims.recover_interrupted_submissions`), never a resend.
 """

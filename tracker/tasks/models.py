@@ -1,6 +1,8 @@
-"""The tables: tasks, their event history, and a per-state counter.
+"""The tables: tasks, their event history, the per-state counters, sign-ins, the upstream
+account, worker processes and webhook deliveries.
 
-Only `lifecycle` writes a task's state; everything else reads these rows.
+Only `tracker/tasks/` writes a task's row (its state as `machine.decide` says, through
+`store` or the callback writes); everything else reads it.
 Times are timezone-aware UTC.
 """
 
@@ -72,10 +74,10 @@ class Task(Base):
     submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    # scheduling: when the worker should next look (dispatch a queued task, poll a quiet one)
+    # scheduling: when the worker should next look (dispatch a queued task, query a quiet one)
     last_news_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     next_check_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # polls in a row that brought no change: the exponent of the poll backoff
+    # queries in a row that brought no change: the exponent of the query backoff
     quiet_polls: Mapped[int] = mapped_column(Integer, default=0)
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     claimed_by: Mapped[str | None] = mapped_column(String(64))
@@ -131,7 +133,7 @@ class TaskEvent(Base):
 
 
 class StateCount(Base):
-    """How many tasks are in each state, kept by lifecycle so the dashboard never counts rows."""
+    """How many tasks are in each state, kept by `rows.moved` so the dashboard never counts rows."""
 
     __tablename__ = "state_counts"
 
@@ -156,7 +158,7 @@ class SignIn(Base):
 class Account(Base):
     """What the worker last read of the upstream account (Luma's credit balance).
 
-    The worker writes it at most once a minute (`credits.refresh`); the web only reads it,
+    The worker writes it at most once a minute (`upstream.accounts.refresh`); the web only reads it,
     so no page or API answer ever waits on the upstream for it.
     """
 
@@ -185,7 +187,7 @@ class WorkerBeat(Base):
     pid: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    # claims taken since the start: dispatches, polls and archives
+    # claims taken since the start: dispatches, queries and archives
     tasks_claimed: Mapped[int] = mapped_column(Integer, default=0)
     # the upstream said "not now" (Retry-After): no queries or creates until then
     paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -197,7 +199,7 @@ DELIVERY_STATES = ("pending", "succeeded", "failed")
 class Delivery(Base):
     """One webhook event for one target: sent by a worker until a 2xx, or marked failed.
 
-    Written in the transaction that changed the task (`tracker.webhooks.enqueue`), so an
+    Written in the transaction that changed the task (`tracker.tasks.webhooks.enqueue`), so an
     event is never lost and never sent from inside a request. `webhook_id` is the same on
     every attempt and redelivery. `payload` is the body without its media links, which are
     signed afresh at each attempt. `claimed_until`/`claimed_by` are the sending lease.

@@ -203,7 +203,7 @@ def next_check_at(
     now: datetime,
     current: datetime | None = None,
 ) -> dict[str, Any]:
-    """The schedule column an input leaves (empty: unchanged), as `machine.Next` says.
+    """The schedule column an input leaves (empty: unchanged), as `states.Next` says.
 
     The safety net (callbacks work for the task) is a query at most TRACKER_POLL_MAX_INTERVAL
     after the last news. A `current` time already between half that and all of it is kept:

@@ -1,4 +1,4 @@
-"""The task store: the only code that writes a task's row, applying what `machine` decided.
+"""The task store: what `machine` decides, written to a task's row (the callback path aside).
 
 Every input passes through `apply` in the caller's transaction (a Session): the machine's
 Change is written to the task, a move updates the per-state counters (`moved`) and adds the
@@ -7,8 +7,9 @@ open their own transaction around it: `create`, `import_task`, `record_answer` (
 outcome), `record_queries` and `query_failed`, `resend`; the claims and sweeps call `apply`
 with `Claim`, `GiveUp` and `TimeOut`.
 
-A callback is written by `tasks.callback_writes`, the hot path, with `values_of` and `moved` from
-here. Schedule and lease values come from `tasks.schedule`; nothing here talks HTTP.
+A callback is written by `tasks.callback_writes`, the hot path, with the same `values_of` and
+`moved` (`tasks.rows`). Schedule and lease values come from `tasks.schedule`; nothing here
+talks HTTP.
 """
 
 from __future__ import annotations

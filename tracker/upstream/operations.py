@@ -132,7 +132,7 @@ def parse_create(body: Any) -> CreateAnswer:
     """A create's 2xx body -> CreateAnswer; never raises.
 
     A body that names a task is accepted even when it also shows an error code: the task
-    exists upstream, and following it (polls, callbacks) settles what became of it.
+    exists upstream, and following it (queries, callbacks) settles what became of it.
     """
     if isinstance(body, list):
         return parse_create(body[0]) if len(body) == 1 else CreateAnswer(NOT_UNDERSTOOD)

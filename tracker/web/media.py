@@ -1,6 +1,6 @@
 """Archived videos and thumbnails, served with HTTP Range so that browsers can seek.
 
-A webhook's body carries signed links (`webhooks.signing`) that open one file for 24 hours
+A webhook's body carries signed links (`tracker.signing`) that open one file for 24 hours
 without the token. Otherwise the same door as the dashboard: the admin token (Bearer or
 Basic), or a session signed in through the dashboard's login. The login's mark is bound to
 the token (`auth.signed_in`), so changing TRACKER_API_TOKEN shuts the videos to old

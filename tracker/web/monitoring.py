@@ -16,7 +16,7 @@
   row in `workers` (tracker/tasks/heartbeats.py) and rewrites its `last_seen_at` every 10 s;
   a row not rewritten for 60 s (`heartbeats.STALE_AFTER`, from TRACKER_WORKER_STALE_AFTER)
   is stale: the process was killed, or its machine is gone. A clean stop deletes the row.
-  With no live row, nothing sends, polls or archives: the dashboard says so.
+  With no live row, nothing sends, queries or archives: the dashboard says so.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The OpenAPI document of the JSON API, served at /api/openapi.json.
 
-The schemas are generated from the models in `tracker.schemas` (the ones that check the
-input and document the answers), so the document cannot drift from the code; what is
+The schemas are generated from the models in `flows/bodies.py` (the ones that check the
+input) and `web/answers.py` (the answers), so the document cannot drift from the code; what is
 written here is only what a model cannot say: the routes, their words and status codes.
 schemathesis fuzzes the live app against this document in the test suite.
 """
