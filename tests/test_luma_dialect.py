@@ -24,7 +24,7 @@ from tests.support.shapes import check_final, final_task_payloads, load, named_i
 from tests.support.waiting import api_task
 from tracker import settings as settings_module
 from tracker.db import Database
-from tracker.flows import submit as dispatch
+from tracker.flows import submit as submit_flow
 from tracker.flows import worker
 from tracker.flows.services import make_client
 from tracker.settings import SettingsError
@@ -263,7 +263,7 @@ def test_by_polling_only(
     upstream.route("GET", f"/generations/{upstream_id}", Reply(200, case["body"]))
     settings = make_settings(luma_api_base=upstream.url, luma_api_flavor="luma", poll_after=0.0)
     client = make_client(settings)
-    task = dispatch.submit(db, settings, client, NewTask(kind="generate", user_prompt="a fox"))
+    task = submit_flow.submit(db, settings, client, NewTask(kind="generate", user_prompt="a fox"))
     client.close()
     for _ in range(20):
         worker.run_once(settings.with_overrides(media_dir=""), db=db)
@@ -310,7 +310,7 @@ def test_after_a_switch_the_worker_leaves_the_other_dialects_tasks_alone(
             luma_api_base=sim.url, luma_api_flavor="luma", poll_after=0.0, max_in_flight=2
         )
         client = make_client(settings)
-        mine = dispatch.submit(
+        mine = submit_flow.submit(
             db, settings, client, NewTask(kind="generate", user_prompt="a new one")
         )
         client.close()

@@ -25,8 +25,8 @@ TRACKER = Path(__file__).resolve().parent.parent / "tracker"
 def test_the_poll_backoff_doubles_with_jitter_up_to_its_cap(make_settings: Any) -> None:
     settings = make_settings(poll_after=60.0, poll_max_interval=600.0)
     for quiet, (low, high) in enumerate([(48, 60), (96, 120), (192, 240), (384, 480)]):
-        assert low <= timing.poll_delay(settings, quiet) <= high
-    assert 480 <= timing.poll_delay(settings, 30) <= 600
+        assert low <= timing.query_delay(settings, quiet) <= high
+    assert 480 <= timing.query_delay(settings, 30) <= 600
     # a Retry-After longer than the backoff is honoured
     wait, when = timing.query_retry(settings, 1, 900.0)
     assert wait == 900.0 and when > utcnow() + timedelta(seconds=890)
@@ -70,11 +70,11 @@ def _in_flight(db: Database, count: int) -> list[int]:
 def test_a_poll_claim_is_held_until_released(db: Database, make_settings: Any) -> None:
     settings = make_settings()
     ids = _in_flight(db, 3)
-    first = claims.claim_polls(db, settings, "worker-a", utcnow(), 10)
+    first = claims.claim_queries(db, settings, "worker-a", utcnow(), 10)
     assert sorted(task_id for task_id, _ in first) == ids
-    assert claims.claim_polls(db, settings, "worker-b", utcnow(), 10) == []
-    claims.release_polls(db, "worker-a", first[:1])
-    again = claims.claim_polls(db, settings, "worker-b", utcnow(), 10)
+    assert claims.claim_queries(db, settings, "worker-b", utcnow(), 10) == []
+    claims.release_queries(db, "worker-a", first[:1])
+    again = claims.claim_queries(db, settings, "worker-b", utcnow(), 10)
     assert [task_id for task_id, _ in again] == [first[0][0]]
 
 
@@ -92,8 +92,8 @@ def test_a_dead_holders_poll_claim_is_taken_over(db: Database, make_settings: An
                 last_seen_at=now - timedelta(seconds=heartbeats.STALE_AFTER + 5),
             )
         )
-    assert claims.claim_polls(db, settings, "dead-worker", utcnow(), 10)
-    taken = claims.claim_polls(db, settings, "alive", utcnow(), 10)
+    assert claims.claim_queries(db, settings, "dead-worker", utcnow(), 10)
+    taken = claims.claim_queries(db, settings, "alive", utcnow(), 10)
     assert [claimed for claimed, _ in taken] == [task_id]
 
 

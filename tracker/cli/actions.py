@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from tracker.db import Database
-from tracker.flows import submit as dispatch
+from tracker.flows import submit as submit_flow
 from tracker.flows import validate
 from tracker.flows.services import make_client, start
 from tracker.tasks import store
@@ -53,7 +53,7 @@ def submit(
     except validate.ValidationError as exc:
         raise click.BadParameter(exc.message, param_hint=exc.field) from None
     database = Database(settings.database_url)
-    task = dispatch.submit(database, settings, make_client(settings), new)
+    task = submit_flow.submit(database, settings, make_client(settings), new)
     if wait_:
         from tracker.cli import watching
 
@@ -136,7 +136,7 @@ def resend(task_id: int) -> None:
     settings = start()
     database = Database(settings.database_url)
     try:
-        dispatch.resend(database, settings, make_client(settings), task_id)
+        submit_flow.resend(database, settings, make_client(settings), task_id)
     except (LookupError, store.InvalidAction) as exc:
         raise click.ClickException(str(exc)) from None
     _show(database, task_id)

@@ -1,6 +1,6 @@
 """The worker's query pass: due tasks claimed with a lease and asked about, in batches.
 
-Each pass, pending and processing tasks whose check is due (`tasks.claims.claim_polls`)
+Each pass, pending and processing tasks whose check is due (`tasks.claims.claim_queries`)
 are queried, at most TRACKER_POLL_CONCURRENCY requests at once, in batches of BATCH_SIZE
 where the upstream answers them (a batch endpoint that fails with a 4xx, or answers with no
 batch, is left alone for accounts.BATCH_REPROBE seconds). Only the pool's threads talk to the
@@ -104,13 +104,13 @@ class QueryPass:
         return self.stopping.is_set() or self.manners.pause_left("query") > 0
 
     def _claim(self, cutoff: datetime, limit: int) -> Job:
-        job = claims.claim_polls(self.db, self.settings, self.name, cutoff, limit)
+        job = claims.claim_queries(self.db, self.settings, self.name, cutoff, limit)
         self.heartbeat.claimed(len(job))
         return job
 
     def release(self, job: Job | None = None) -> None:
         """Give back the leases this worker holds on tasks it will not query (all when None)."""
-        claims.release_polls(self.db, self.name, job)
+        claims.release_queries(self.db, self.name, job)
 
     def _record(self, results: list[Result]) -> None:
         """Answers to the store together (a query's cost to the worker is mostly the

@@ -1,26 +1,26 @@
-"""The worker: sends queued tasks and polls the ones that went quiet.
+"""The worker: sends queued tasks and queries the ones that went quiet.
 
 Callbacks get lost (a reseller never sends one, a deploy drops one, PUBLIC_BASE_URL is
 unset), and the upstream limits how many tasks may run at once. So each pass:
 
 1. a task left in `submitting` by a crash gets "outcome unknown" (never resent on our own);
 2. tasks with no final state after TRACKER_TASK_TIMEOUT become `timed_out`;
-3. queued tasks are sent oldest first while lifecycle says a slot is free;
+3. queued tasks are sent oldest first while the claims say a slot is free;
 4. due pending/processing tasks are claimed with a lease and queried, at most
    TRACKER_POLL_CONCURRENCY requests at once, in batches where the upstream answers them
-   (`worker_queries`);
+   (`flows.follow`);
    only tasks of the configured dialect (LUMA_API_FLAVOR): another API cannot answer
    for the rest, so they keep their state (and are not timed out) until it is back;
 5. the credit balance is read, at most once a minute (`accounts.refresh`, Luma only);
-6. a few finished videos are archived (`media.archive_due`) while their links are fresh.
+6. a few finished videos are archived (`flows.archive`) while their links are fresh.
 
-Every claim, lease and backoff is the scheduler's (`tasks.claims`,
-`scheduler.timing`), every state change lifecycle's: this module runs the passes, and
-`worker_queries` talks to the upstream from a thread pool and hands the answers over. A
-worker killed mid-pass leaves leases that expire, or that others take over as soon as its
-heartbeat (`heartbeat`, a row in `workers`) goes stale.
+Every claim, lease and backoff is tasks/' (`tasks.claims`, `tasks.schedule`), every state
+change the store's: this module runs the passes, and `flows.follow` talks to the upstream
+from a thread pool and hands the answers over. A worker killed mid-pass leaves leases that
+expire, or that others take over as soon as its heartbeat (`tasks.heartbeats`, a row in
+`workers`) goes stale.
 
-Outgoing webhooks are sent by a thread of their own (`webhooks.sender`), as archival has
+Outgoing webhooks are sent by a thread of their own (`flows.notify`), as archival has
 one: a receiver that hangs holds up neither the passes nor the downloads.
 """
 
@@ -76,7 +76,7 @@ class Worker:
         """One pass; the counts say what it did. Upstream trouble never raises from here.
 
         `archive=False` when a thread of its own archives (run_forever): a large download
-        must not hold up the polling of everything else.
+        must not hold up the queries of everything else.
         """
         self.counts = dict.fromkeys(COUNTS, 0)
         self.counts["recovered"] = claims.recover_interrupted_submissions(self.db)
@@ -112,7 +112,7 @@ class Worker:
 
     def next_delay(self) -> float:
         """The interval, or less when a poll falls due sooner (but not before a Retry-After)."""
-        due = claims.next_poll_due(self.db, self.settings)
+        due = claims.next_query_due(self.db, self.settings)
         interval = self.settings.worker_interval
         soon = interval if due is None else (due - utcnow()).total_seconds()
         return min(interval, max(0.01, soon, self.manners.pause_left("query")))

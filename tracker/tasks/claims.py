@@ -23,7 +23,7 @@ from tracker.tasks import heartbeats, schedule, store
 from tracker.tasks.models import Account, StateCount, Task, utcnow
 from tracker.tasks.states import (
     IN_FLIGHT_STATES,
-    POLLED_STATES,
+    QUERIED_STATES,
     TIMEABLE_STATES,
     Claim,
     GiveUp,
@@ -120,10 +120,10 @@ def claim_for_dispatch(
 # -- poll claims ------------------------------------------------------------------------------
 
 
-def pollable(now: datetime, flavor: str) -> tuple[Any, ...]:
+def queryable(now: datetime, flavor: str) -> tuple[Any, ...]:
     """Tasks a worker may query: its own dialect's (another API cannot answer for them)."""
     return (
-        Task.state.in_(POLLED_STATES),
+        Task.state.in_(QUERIED_STATES),
         Task.upstream == flavor,
         Task.upstream_id.is_not(None),
         or_(
@@ -134,11 +134,13 @@ def pollable(now: datetime, flavor: str) -> tuple[Any, ...]:
     )
 
 
-def claim_polls(db: Database, settings: Settings, owner: str, cutoff: datetime, limit: int) -> Job:
+def claim_queries(
+    db: Database, settings: Settings, owner: str, cutoff: datetime, limit: int
+) -> Job:
     """Lease up to `limit` tasks due for a query by `cutoff`, most overdue first."""
     now = utcnow()
     query = select(Task.id, Task.upstream_id).where(
-        *pollable(now, settings.luma_api_flavor), Task.next_check_at <= cutoff
+        *queryable(now, settings.luma_api_flavor), Task.next_check_at <= cutoff
     )
     with db.write() as session:
         rows = session.execute(
@@ -156,10 +158,10 @@ def claim_polls(db: Database, settings: Settings, owner: str, cutoff: datetime, 
     return [(row.id, row.upstream_id) for row in rows]
 
 
-def release_polls(db: Database, owner: str, job: Job | None = None) -> None:
+def release_queries(db: Database, owner: str, job: Job | None = None) -> None:
     """Give back `owner`'s leases on tasks it will not query (all of them when None)."""
     query = update(Task).where(
-        Task.claimed_by == owner, Task.claimed_until.is_not(None), Task.state.in_(POLLED_STATES)
+        Task.claimed_by == owner, Task.claimed_until.is_not(None), Task.state.in_(QUERIED_STATES)
     )
     if job is not None:
         query = query.where(Task.id.in_([task_id for task_id, _ in job]))
@@ -169,12 +171,12 @@ def release_polls(db: Database, owner: str, job: Job | None = None) -> None:
         )
 
 
-def next_poll_due(db: Database, settings: Settings) -> datetime | None:
+def next_query_due(db: Database, settings: Settings) -> datetime | None:
     """When the next query falls due (None: nothing to follow)."""
     now = utcnow()
     with db.read() as session:
         return session.scalar(
-            select(func.min(Task.next_check_at)).where(*pollable(now, settings.luma_api_flavor))
+            select(func.min(Task.next_check_at)).where(*queryable(now, settings.luma_api_flavor))
         )
 
 

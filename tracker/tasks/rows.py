@@ -24,7 +24,7 @@ from tracker.redact import mask_token, redact
 from tracker.settings import Settings
 from tracker.sql import Transaction
 from tracker.tasks.models import StateCount, Task, TaskEvent, utcnow
-from tracker.tasks.schedule import first_check, poll_delay
+from tracker.tasks.schedule import first_check, query_delay
 from tracker.tasks.states import RANK, Change, Next, TaskState
 
 MAX_PAYLOAD_CHARS = 256_000
@@ -228,4 +228,4 @@ def next_check_at(
         if current is not None and soonest <= current <= latest:
             return {}
         return {"next_check_at": latest}
-    return {"next_check_at": now + timedelta(seconds=poll_delay(settings, quiet_polls))}
+    return {"next_check_at": now + timedelta(seconds=query_delay(settings, quiet_polls))}

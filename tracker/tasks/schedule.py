@@ -1,8 +1,8 @@
 """Backoff and lease values: the only source of the times written to schedule and lease columns.
 
-One helper, `Backoff`, covers every retry timing the service has (the poll backoff, the
+One helper, `Backoff`, covers every retry timing the service has (the query backoff, the
 archive retries, the wait before a refused create is tried again, the pause after a 429);
-the values functions give lifecycle and the claims the columns to write, so that a lease or
+the values functions give the store and the claims the columns to write, so that a lease or
 a schedule is never made up anywhere else.
 """
 
@@ -52,13 +52,13 @@ DOWNLOAD_DEADLINE = 900.0
 CREDIT_CHECK_INTERVAL = 60.0
 
 
-def poll_backoff(settings: Settings) -> Backoff:
+def query_backoff(settings: Settings) -> Backoff:
     """From TRACKER_POLL_AFTER up to TRACKER_POLL_MAX_INTERVAL, by quiet polls in a row."""
     return Backoff(max(settings.poll_after, 1.0), settings.poll_max_interval)
 
 
-def poll_delay(settings: Settings, quiet_polls: int) -> float:
-    return poll_backoff(settings).delay(quiet_polls)
+def query_delay(settings: Settings, quiet_polls: int) -> float:
+    return query_backoff(settings).delay(quiet_polls)
 
 
 def archive_delay(attempts: int) -> float:
@@ -70,7 +70,7 @@ def query_retry(
     settings: Settings, quiet_polls: int, retry_after: float | None
 ) -> tuple[float, datetime]:
     """A failed query: (the wait, the next check), the poll backoff or the Retry-After if later."""
-    wait = poll_backoff(settings).delay(quiet_polls, retry_after)
+    wait = query_backoff(settings).delay(quiet_polls, retry_after)
     return wait, datetime.now(UTC) + timedelta(seconds=wait)
 
 

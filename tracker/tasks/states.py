@@ -51,7 +51,7 @@ FINAL_STATES = frozenset({S.COMPLETED, S.FAILED, S.REJECTED, S.TIMED_OUT})
 # holding one of the upstream's slots (TRACKER_MAX_IN_FLIGHT)
 IN_FLIGHT_STATES = (S.SUBMITTING, S.PENDING, S.PROCESSING)
 # followed by queries when the callbacks go quiet
-POLLED_STATES = (S.PENDING, S.PROCESSING)
+QUERIED_STATES = (S.PENDING, S.PROCESSING)
 # given up by the timeout sweep when they outlive TRACKER_TASK_TIMEOUT
 TIMEABLE_STATES = (S.QUEUED, S.PENDING, S.PROCESSING)
 EVENT_SOURCES: tuple[Source, ...] = tuple(Source)

@@ -1,6 +1,6 @@
 """Events into delivery rows, written in the transaction that changed the task.
 
-`enqueue` is called by `lifecycle.set_state` (every state change passes there) and by
+`enqueue` is called by `store.set_state` (every state change passes there) and by
 archival when the copy is ready. It adds one `Delivery` per target: the global
 TRACKER_NOTIFY_URL (named once per process by `configure`) and the task's own
 `notify_url`. The body's `data` is the task as `GET /api/tasks/<id>` shows it, taken when

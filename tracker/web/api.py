@@ -18,7 +18,7 @@ from sqlalchemy.orm import selectinload
 from tracker import jsontext
 from tracker.db import Database
 from tracker.flows import follow, imports, validate
-from tracker.flows import submit as dispatch
+from tracker.flows import submit as submit_flow
 from tracker.tasks import deliveries as queue
 from tracker.tasks.models import Delivery, Task
 from tracker.tasks.schema import task_json
@@ -69,7 +69,7 @@ def submit() -> ResponseReturnValue:
         )
     except validate.ValidationError as exc:
         return invalid(exc)
-    task = dispatch.submit(svc.db, svc.settings, svc.client, new)
+    task = submit_flow.submit(svc.db, svc.settings, svc.client, new)
     return _task_answer(task.id, 201)
 
 
@@ -183,7 +183,9 @@ def poll(task_id: int) -> ResponseReturnValue:
 @bp.post("/tasks/<int:task_id>/resend")
 def resend(task_id: int) -> ResponseReturnValue:
     svc = services()
-    dispatch.resend(svc.db, svc.settings, svc.client, task_id)  # 404, 409: tracker/web/__init__.py
+    submit_flow.resend(
+        svc.db, svc.settings, svc.client, task_id
+    )  # 404, 409: tracker/web/__init__.py
     return _task_answer(task_id)
 
 

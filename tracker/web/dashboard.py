@@ -19,7 +19,7 @@ from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from tracker.flows import follow, imports, validate
-from tracker.flows import submit as dispatch
+from tracker.flows import submit as submit_flow
 from tracker.tasks import deliveries as queue
 from tracker.tasks.models import Delivery, Task
 from tracker.tasks.schema import task_json
@@ -182,7 +182,7 @@ def new_task() -> ResponseReturnValue:
     if new is None:
         return _form(values, errors), 400
     svc = services()
-    task = dispatch.submit(svc.db, svc.settings, svc.client, new)
+    task = submit_flow.submit(svc.db, svc.settings, svc.client, new)
     flash(f"Task {task.id} submitted.", "ok")
     return redirect(url_for("dashboard.detail", task_id=task.id), code=303)
 
@@ -249,7 +249,9 @@ def redeliver(task_id: int, delivery_id: int) -> ResponseReturnValue:
 @bp.post("/tasks/<int:task_id>/resend")
 def resend(task_id: int) -> ResponseReturnValue:
     svc = services()
-    dispatch.resend(svc.db, svc.settings, svc.client, task_id)  # refusals: tracker/web/__init__.py
+    submit_flow.resend(
+        svc.db, svc.settings, svc.client, task_id
+    )  # refusals: tracker/web/__init__.py
     with svc.db.read() as session:
         task = session.get(Task, task_id)
     if task is not None and task.state == "queued":

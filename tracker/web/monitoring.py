@@ -39,7 +39,7 @@ from tracker.settings import Settings
 from tracker.tasks import heartbeats
 from tracker.tasks.models import StateCount, Task, WorkerBeat, utcnow
 from tracker.tasks.schema import iso
-from tracker.tasks.states import POLLED_STATES
+from tracker.tasks.states import QUERIED_STATES
 from tracker.web import services
 from tracker.web.auth import require_bearer
 from tracker.web.callbacks import callback_result
@@ -120,7 +120,7 @@ class DatabaseGauges:
                 counts = session.execute(select(StateCount.state, StateCount.count)).all()
                 due = session.scalar(
                     select(func.min(Task.next_check_at)).where(
-                        Task.state.in_(POLLED_STATES),
+                        Task.state.in_(QUERIED_STATES),
                         Task.upstream == self.flavor,
                         Task.upstream_id.is_not(None),
                     )
