@@ -6,7 +6,7 @@ For each database, at 1,000 and at 1,000,000 tasks:
 2. the tasks written in bulk: the table's secondary indexes and triggers are set aside,
    the rows go in (SQLite: executemany in one transaction; PostgreSQL: COPY), the
    indexes and triggers come back (SQLite rebuilds its FTS5 index), and `state_counts`
-   is set to what was written, as lifecycle.set_state would have kept it. PostgreSQL
+   is set to what was written, as store.set_state would have kept it. PostgreSQL
    gets ANALYZE, as autovacuum would do; SQLite gets no ANALYZE, as the service never runs it;
 3. each page asked for through Flask's test client (the whole request: routing, the
    queries, the template): WARMUP untimed runs, then RUNS timed ones; median and p95.
@@ -467,7 +467,7 @@ def report(started: datetime, runs: int, small: int, large: int, data: dict[str,
         lines.append("")
     lines += [
         "How: pages are keyset (`id < cursor ORDER BY id DESC LIMIT 51`) on the primary key or on "
-        "(state, id); the tab counts read the 8 rows of `state_counts` that lifecycle keeps; a "
+        "(state, id); the tab counts read the 8 rows of `state_counts` that the task store keeps; a "
         "search runs one indexed query per kind of match (local id, upstream and source id "
         "prefix, prompt words) each limited to a page, and merges them. Prompt words: SQLite "
         "FTS5 with external content and 2- to 5-character prefix indexes, read newest first "

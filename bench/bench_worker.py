@@ -558,13 +558,13 @@ def report(
     if per[0] >= 0.05:
         lines += [
             "",
-            "Why the tracker still queries tasks whose callbacks arrive: `lifecycle.apply` makes "
+            "Why the tracker still queries tasks whose callbacks arrive: `machine.decide` makes "
             "a task due TRACKER_POLL_AFTER (60 s) after its last news, and Luma calls back when a "
             f"generation starts and when it ends. A {complete:.0f} s generation is silent for "
             f"about {complete - processing:.0f} s in between, so the worker asks once in that "
             "silence (in a batch where the upstream has the endpoint). Generations shorter than "
             "about TRACKER_POLL_AFTER are never queried. Meeting the goal for long generations "
-            "is a policy choice in `lifecycle.apply`, not the worker's: after an understood, "
+            "is a policy choice in `machine.decide`, not the worker's: after an understood, "
             "non-final callback, wait longer (TRACKER_POLL_MAX_INTERVAL, say), at the price of "
             "noticing a lost final callback later.",
         ]
