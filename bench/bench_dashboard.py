@@ -467,7 +467,7 @@ def report(started: datetime, runs: int, small: int, large: int, data: dict[str,
         lines.append("")
     lines += [
         "How: pages are keyset (`id < cursor ORDER BY id DESC LIMIT 51`) on the primary key or on "
-        "(state, id); the tab counts read the 8 rows of `state_counts` that the task store keeps; a "
+        "(state, id); the tab counts read the 8 rows of `state_counts` the task store keeps; a "
         "search runs one indexed query per kind of match (local id, upstream and source id "
         "prefix, prompt words) each limited to a page, and merges them. Prompt words: SQLite "
         "FTS5 with external content and 2- to 5-character prefix indexes, read newest first "
