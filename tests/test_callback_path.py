@@ -126,8 +126,6 @@ def test_a_progress_callback_crosses_at_most_8_modules(
     _trace(db, make_settings(), b'{"id": "up-1", "state": "dreaming", "progress": 40}', traced)
 
 
-# on PostgreSQL a move is written the locked way: see the module
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_a_completing_callback_crosses_at_most_8_modules(
     db: Database, make_settings: Any, traced: Tracer
 ) -> None:

@@ -18,7 +18,6 @@ from tests.support.databases import TEST_DATABASE_URL
 from tests.support.sent import sent_task
 from tracker import sql as driver
 from tracker.db import Database, table_of
-from tracker.tasks import callback_writes as ingest
 from tracker.tasks import machine, rows
 from tracker.tasks.models import Task, TaskEvent
 from tracker.tasks.states import Source
@@ -48,9 +47,9 @@ def test_a_failed_write_rolls_back_and_the_next_callbacks_still_go_through(
     db: Database, make_settings: Any
 ) -> None:
     """A write that fails (here: an event for a task that is not there) leaves nothing, and
-    the same pool's connections take the next callbacks: on SQLite the transaction is
-    rolled back; on PostgreSQL the failed statement was its own transaction, and the
-    statements the connection had prepared still serve."""
+    the same pool's connections take the next callbacks: a transaction (SQLite's, and
+    PostgreSQL's for a move) is rolled back; on PostgreSQL a failed single statement was its
+    own transaction, and the statements the connection had prepared still serve."""
     settings = make_settings()
     task_id = _processing(db)
     fresh = Database(db.url, lock_wait=2.0)  # a pool of its own: one connection in use
@@ -60,10 +59,9 @@ def test_a_failed_write_rolls_back_and_the_next_callbacks_still_go_through(
         if db.is_postgres:
             with pytest.raises(IntegrityError), driver.statements(fresh) as st:
                 st.first(_INSERT_ORPHAN, {f"e_{k}": v for k, v in orphan.items()})
-        else:
-            with pytest.raises(IntegrityError), driver.write(fresh) as tx:
-                tx.execute(ingest._UPDATE_TASK, {"progress": 99, "id_": task_id})
-                rows.insert(tx, orphan)
+        with pytest.raises(IntegrityError), driver.write(fresh) as tx:
+            tx.execute(rows._UPDATE_TASK, {"progress": 99, "id_": task_id})
+            rows.insert(tx, orphan)
         with db.read() as session:
             task = session.get(Task, task_id)
             assert task is not None and task.progress == 5  # the UPDATE was rolled back

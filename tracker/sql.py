@@ -192,10 +192,19 @@ def _row(compiled: Compiled, found: Sequence[Any] | None) -> Row | None:
 
 
 class Transaction(Statements):
-    """SQLite's: statements in one BEGIN IMMEDIATE transaction, each run when called."""
+    """Statements in one transaction, each run when called: SQLite's BEGIN IMMEDIATE, or on
+    PostgreSQL an explicit BEGIN on the autocommit connection (a callback that moves a task:
+    its row locked, its counters in the one order every move takes them)."""
 
     def _send(self, compiled: Compiled, values: dict[str, Any]) -> None:
-        self.cursor.execute(compiled.sql, compiled.parameters(values))
+        if self.postgres:
+            super()._send(compiled, values)  # prepared, as single statements are
+        else:
+            self.cursor.execute(compiled.sql, compiled.parameters(values))
+
+    @property
+    def postgres(self) -> bool:
+        return self.dialect.name == "postgresql"
 
     def execute(self, statement: UpdateBase, values: dict[str, Any]) -> None:
         """An INSERT, UPDATE or DELETE.
@@ -209,19 +218,29 @@ class Transaction(Statements):
         self._send(compiled, values)
 
     def begin(self, lock_wait: float | None) -> None:
-        """BEGIN IMMEDIATE: the write lock up front, waited for cooperatively (db.py)."""
+        """SQLite: BEGIN IMMEDIATE, the write lock up front, waited for cooperatively."""
+        if self.postgres:
+            self.statement = "BEGIN"
+            self.cursor.execute("BEGIN")
+            return
         self.statement = "BEGIN IMMEDIATE"
         busy = self.dialect.loaded_dbapi.OperationalError
         begin_immediate(self.cursor.execute, lock_wait, busy)
 
     def commit(self) -> None:
         self.statement = "COMMIT"
-        self.connection.commit()
+        if self.postgres:
+            self.cursor.execute("COMMIT")
+        else:
+            self.connection.commit()
 
     def abandon(self) -> None:
         """After an error: roll back."""
         with suppress(Exception):  # a dead connection: the error that killed it is raised
-            self.connection.rollback()
+            if self.postgres:
+                self.cursor.execute("ROLLBACK")
+            else:
+                self.connection.rollback()
 
 
 @contextmanager
@@ -261,13 +280,11 @@ def _checked_out(db: Database, make: Callable[[Any, Dialect], S]) -> Iterator[S]
 
 @contextmanager
 def write(db: Database, *, waited: float = 0.0) -> Iterator[Transaction]:
-    """SQLite: a write transaction on a pooled connection, committed when the block ends.
+    """A write transaction on a pooled connection, committed when the block ends.
 
-    `waited`: seconds the callers have waited already (in a group commit's queue), taken off
-    the wait for the write lock, so that none waits past `db.lock_wait` in all.
+    `waited` (SQLite): seconds the callers have waited already (in a group commit's queue),
+    taken off the wait for the write lock, so that none waits past `db.lock_wait` in all.
     """
-    if db.is_postgres:
-        raise TypeError("PostgreSQL's callback writes are single statements: use statements()")
     with _checked_out(db, Transaction) as tx:
         try:
             tx.begin(None if db.lock_wait is None else max(0.0, db.lock_wait - waited))

@@ -23,34 +23,18 @@ Three ways, the first that applies:
 
 from __future__ import annotations
 
-import hmac
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
 
 from tracker import sql
-from tracker.db import Database, table_of
+from tracker.db import Database
 from tracker.settings import Settings
-from tracker.tasks import callback_writes_pg, machine, rows, webhooks
-from tracker.tasks.models import Task
-from tracker.tasks.states import Source, Update, Word
-
-_tasks = table_of(Task)
-# built once: the driver compiles each once per dialect (and UPDATE once per set of columns)
-_BY_TOKEN = (
-    select(*callback_writes_pg.FIELDS)
-    .where(_tasks.c.callback_token_hash == bindparam("hash_"))
-    .with_for_update()
-)
-_UPDATE_TASK = update(_tasks).where(_tasks.c.id == bindparam("id_"))
-
-
-class _Locked(Exception):
-    """This callback is written the third way (see the module): on a Core connection."""
+from tracker.tasks import rows
+from tracker.tasks.states import Update
 
 
 class _CoreTransaction(sql.Transaction):
@@ -87,7 +71,8 @@ def write_locked(
 ) -> bool | None:
     """One callback in a transaction of its own, the row locked (the third way)."""
     with db.write_connection() as connection:
-        return ingest(_CoreTransaction(connection), settings, token_hash, upd, payload)
+        core = _CoreTransaction(connection)
+        return rows.ingest(core, settings, token_hash, upd, payload, core=connection)
 
 
 def write_batch(batch: Sequence[Queued]) -> None:
@@ -129,9 +114,9 @@ def _write_in_order(db: Database, items: Sequence[Queued], written: list[Queued]
             for item in items[start:]:
                 try:
                     outcomes.append(
-                        ingest(tx, item.settings, item.token_hash, item.upd, item.payload)
+                        rows.ingest(tx, item.settings, item.token_hash, item.upd, item.payload)
                     )
-                except _Locked:  # raised before this callback wrote anything
+                except rows.Locked:  # raised before this callback wrote anything
                     alone = item
                     break
         for item, outcome in zip(items[start:], outcomes, strict=False):  # committed
@@ -139,52 +124,8 @@ def _write_in_order(db: Database, items: Sequence[Queued], written: list[Queued]
             written.append(item)
         start += len(outcomes)
         if alone is not None:
-            with db.write_connection() as connection:
-                alone.outcome = ingest(
-                    _CoreTransaction(connection),
-                    *(alone.settings, alone.token_hash, alone.upd, alone.payload),
-                )
+            alone.outcome = write_locked(
+                db, alone.settings, alone.token_hash, alone.upd, alone.payload
+            )
             written.append(alone)
             start += 1
-
-
-def ingest(
-    tx: sql.Transaction, settings: Settings, token_hash: str, upd: Update, payload: Any
-) -> bool | None:
-    """The write in one transaction, the row locked (SQLite's way, and the third way)."""
-    row = tx.first(_BY_TOKEN, {"hash_": token_hash})
-    if row is None or not hmac.compare_digest(row.callback_token_hash or "", token_hash):
-        return None
-    now = datetime.now(UTC)  # (not db.utcnow: one module fewer on the hot path)
-    change = machine.decide(machine.snapshot(row), Word(upd, Source.CALLBACK), now)
-    after = row.state
-    if not change.ignored:
-        values = rows.values_of(settings, change, token_hash, now, row.next_check_at)
-        if change.state is not None:
-            # the move makes webhook deliveries (as webhooks.wanted says, read here in place)
-            deliveries = change.state in webhooks.EVENT_TYPES and (
-                webhooks.target or row.notify_url
-            )
-            if deliveries and not isinstance(tx, _CoreTransaction):
-                raise _Locked  # rolled back by sql.write; the deliveries need Core
-            rows.moved(tx, row.id, row.state, change.state)
-            values["state"] = after = change.state
-        values["id_"] = row.id
-        tx.execute(_UPDATE_TASK, values)
-        if change.state is not None and isinstance(tx, _CoreTransaction):
-            webhooks.enqueue_in(tx.core, row.id, change.state)  # deliveries, in this transaction
-    rows.insert(
-        tx,
-        rows.values(
-            row.id,
-            token_hash,
-            Source.CALLBACK,
-            before=row.state,
-            after=after,
-            payload=payload,
-            note=change.note,
-            dedupe=True,
-            now=now,
-        ),
-    )
-    return change.state is not None

@@ -56,19 +56,11 @@ from tracker import sql
 from tracker.db import Database, table_of
 from tracker.tasks import machine, rows
 from tracker.tasks.models import Task, TaskEvent
-from tracker.tasks.states import Source, TaskFields, Word
+from tracker.tasks.states import Source, Word
 
 _tasks = table_of(Task)
 _events = table_of(TaskEvent)
-# the columns `machine.decide` needs, the id, the token's hash, the task's own webhook
-# target, and its next query (kept when a callback would barely move it: rows.next_check_at)
-FIELDS = (
-    _tasks.c.id,
-    _tasks.c.callback_token_hash,
-    _tasks.c.notify_url,
-    _tasks.c.next_check_at,
-    *(_tasks.c[name] for name in TaskFields.__dataclass_fields__),
-)
+FIELDS = rows.FIELDS
 _row_version = cast(literal_column("tasks.xmin"), Text)
 # every row a batch's callbacks name, unlocked, with its version
 _PEEK = select(*FIELDS, _row_version.label("version_")).where(
@@ -85,12 +77,29 @@ def write_batch(batch: Sequence[Queued]) -> None:
     written then, and the route's pool has no pre-ping (db.driver_engine), so the second try
     is on a new connection. A second failure is the web's 503, and the sender tries again.
     """
+    db = batch[0].db
     try:
-        _write(batch[0].db, batch)
+        _write(db, batch)
     except DBAPIError as exc:
         if not exc.connection_invalidated:
             raise
-        _write(batch[0].db, batch)
+        _write(db, batch)
+    for item in batch:
+        if item.outcome is LOCKED:
+            _write_locked(db, item)
+
+
+def _write_locked(db: Database, item: Queued) -> None:
+    """A move, or an input naming another task: in a transaction of its own, the row locked
+    (SELECT ... FOR UPDATE), the counters in the one order every move takes them. One whose
+    webhook deliveries need the Core way stays LOCKED: the caller writes it so."""
+    try:
+        with sql.write(db) as tx:
+            item.outcome = rows.ingest(tx, item.settings, item.token_hash, item.upd, item.payload)
+    except rows.Locked:
+        pass
+    except Exception as exc:  # this caller's 503 (or 500), and only this one's
+        item.error = exc
 
 
 class _Task:

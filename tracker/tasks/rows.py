@@ -11,10 +11,11 @@ statement, with no SELECT before it. NULL fingerprints never collide.
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timedelta
+import hmac
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, update
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -23,9 +24,11 @@ from tracker.db import table_of
 from tracker.redact import mask_token, redact
 from tracker.settings import Settings
 from tracker.sql import Transaction
+from tracker.tasks import webhooks
+from tracker.tasks.machine import decide, snapshot
 from tracker.tasks.models import StateCount, Task, TaskEvent, utcnow
 from tracker.tasks.schedule import first_check, query_delay
-from tracker.tasks.states import RANK, Change, Next, TaskState
+from tracker.tasks.states import RANK, Change, Next, Source, TaskFields, TaskState, Update, Word
 
 MAX_PAYLOAD_CHARS = 256_000
 _events = table_of(TaskEvent)
@@ -229,3 +232,61 @@ def next_check_at(
             return {}
         return {"next_check_at": latest}
     return {"next_check_at": now + timedelta(seconds=query_delay(settings, quiet_polls))}
+
+
+# -- a callback's write, its row locked: SQLite's batches, PostgreSQL's moves, the Core way ---
+
+_tasks = table_of(Task)
+# the columns `machine.decide` needs, the id, the token's hash, the task's own webhook
+# target, and its next query (kept when a callback would barely move it: next_check_at)
+FIELDS = (
+    _tasks.c.id,
+    _tasks.c.callback_token_hash,
+    _tasks.c.notify_url,
+    _tasks.c.next_check_at,
+    *(_tasks.c[name] for name in TaskFields.__dataclass_fields__),
+)
+# built once: the driver compiles each once per dialect (and UPDATE once per set of columns)
+_BY_TOKEN = select(*FIELDS).where(_tasks.c.callback_token_hash == bindparam("hash_"))
+_BY_TOKEN = _BY_TOKEN.with_for_update()
+_UPDATE_TASK = update(_tasks).where(_tasks.c.id == bindparam("id_"))
+
+
+class Locked(Exception):
+    """The move makes webhook deliveries: written on a Core connection instead."""
+
+
+def ingest(
+    tx: Transaction,
+    settings: Settings,
+    token_hash: str,
+    upd: Update,
+    payload: Any,
+    core: Connection | None = None,
+) -> bool | None:
+    """One callback in `tx`, its row locked: None when no task has this token, else whether
+    the state moved. A move that makes webhook deliveries raises `Locked` unless the write
+    is on a Core connection (`core`), where their rows are added in the same transaction."""
+    row = tx.first(_BY_TOKEN, {"hash_": token_hash})
+    if row is None or not hmac.compare_digest(row.callback_token_hash or "", token_hash):
+        return None
+    now = datetime.now(UTC)  # (not db.utcnow: one module fewer on the hot path)
+    change = decide(snapshot(row), Word(upd, Source.CALLBACK), now)
+    after = row.state
+    if not change.ignored:
+        columns = values_of(settings, change, token_hash, now, row.next_check_at)
+        if change.state is not None:
+            # the move makes webhook deliveries (webhooks.wanted, read here in place)
+            targets = webhooks.target or row.notify_url
+            if change.state in webhooks.EVENT_TYPES and targets and core is None:
+                raise Locked  # rolled back by sql.write
+            moved(tx, row.id, row.state, change.state)
+            columns["state"] = after = change.state
+        columns["id_"] = row.id
+        tx.execute(_UPDATE_TASK, columns)
+        if change.state is not None and core is not None:
+            webhooks.enqueue_in(core, row.id, change.state)  # deliveries, in this transaction
+    said = {"payload": payload, "note": change.note, "dedupe": True, "now": now}
+    event = values(row.id, token_hash, Source.CALLBACK, before=row.state, after=after, **said)
+    insert(tx, event)
+    return change.state is not None
