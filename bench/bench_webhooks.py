@@ -329,13 +329,16 @@ def bench_wait() -> list[str]:
     from tracker.tasks import claims, store
     from tracker.tasks.models import Task
     from tracker.tasks.store import NewTask
+    from tracker.upstream.accounts import from_settings
 
     with tempfile.TemporaryDirectory() as folder:
         db = _database(Path(folder))
         settings = Settings(database_url=db.url, max_in_flight=1000, submits_per_minute=1000)
         for _ in range(100):
             store.create(db, NewTask(kind="generate", user_prompt="c"))
-        claimed = claims.claim_for_dispatch(db, settings, limit=100)
+        claimed = claims.claim_for_dispatch(
+            db, settings, limit=100, account=from_settings(settings)
+        )
         hooks = []
         with db.write() as session:
             for task_id, token in claimed:

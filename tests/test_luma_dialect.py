@@ -33,6 +33,7 @@ from tracker.tasks.models import Task, utcnow
 from tracker.tasks.schema import task_json
 from tracker.tasks.store import NewTask
 from tracker.upstream import dialects
+from tracker.upstream.accounts import from_settings
 from tracker.upstream.operations import operation_for
 
 KEY = "sk-test-upstream-key-0123456789"
@@ -343,6 +344,7 @@ def test_after_a_switch_the_worker_leaves_the_other_dialects_tasks_alone(
         # back on the proxy flavor, the same worker code would time them out
         with db.write() as session:
             session.execute(update(Task).where(Task.id.in_(proxy_ids)).values(next_check_at=None))
-        assert claims.time_out_overdue(db, make_settings(task_timeout=60)) == 3
+        quick = make_settings(task_timeout=60)
+        assert claims.time_out_overdue(db, quick, account=from_settings(quick)) == 3
     finally:
         sim.stop()

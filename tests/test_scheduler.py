@@ -18,6 +18,7 @@ from tracker.tasks import archives, claims, heartbeats, rows, store
 from tracker.tasks import schedule as timing
 from tracker.tasks.models import StateCount, Task, WorkerBeat, utcnow
 from tracker.tasks.states import Next, TaskState
+from tracker.upstream.accounts import from_settings as _account
 
 TRACKER = Path(__file__).resolve().parent.parent / "tracker"
 
@@ -70,11 +71,14 @@ def _in_flight(db: Database, count: int) -> list[int]:
 def test_a_poll_claim_is_held_until_released(db: Database, make_settings: Any) -> None:
     settings = make_settings()
     ids = _in_flight(db, 3)
-    first = claims.claim_queries(db, settings, "worker-a", utcnow(), 10)
+    first = claims.claim_queries(db, settings, "worker-a", utcnow(), 10, account=_account(settings))
     assert sorted(task_id for task_id, _ in first) == ids
-    assert claims.claim_queries(db, settings, "worker-b", utcnow(), 10) == []
+    assert (
+        claims.claim_queries(db, settings, "worker-b", utcnow(), 10, account=_account(settings))
+        == []
+    )
     claims.release_queries(db, "worker-a", first[:1])
-    again = claims.claim_queries(db, settings, "worker-b", utcnow(), 10)
+    again = claims.claim_queries(db, settings, "worker-b", utcnow(), 10, account=_account(settings))
     assert [task_id for task_id, _ in again] == [first[0][0]]
 
 
@@ -92,17 +96,24 @@ def test_a_dead_holders_poll_claim_is_taken_over(db: Database, make_settings: An
                 last_seen_at=now - timedelta(seconds=heartbeats.STALE_AFTER + 5),
             )
         )
-    assert claims.claim_queries(db, settings, "dead-worker", utcnow(), 10)
-    taken = claims.claim_queries(db, settings, "alive", utcnow(), 10)
+    assert claims.claim_queries(
+        db, settings, "dead-worker", utcnow(), 10, account=_account(settings)
+    )
+    taken = claims.claim_queries(db, settings, "alive", utcnow(), 10, account=_account(settings))
     assert [claimed for claimed, _ in taken] == [task_id]
 
 
 def test_dispatch_claims_stop_at_the_in_flight_cap(db: Database, make_settings: Any) -> None:
     settings = make_settings(max_in_flight=2)
     make_tasks(db, 3, "queued", user_prompt="fog", upstream="proxy")
-    claimed = claims.claim_for_dispatch(db, settings, limit=5, owner="w")
+    claimed = claims.claim_for_dispatch(
+        db, settings, limit=5, account=_account(settings), owner="w"
+    )
     assert len(claimed) == 2
-    assert claims.claim_for_dispatch(db, settings, limit=5, owner="w") == []
+    assert (
+        claims.claim_for_dispatch(db, settings, limit=5, account=_account(settings), owner="w")
+        == []
+    )
     with db.read() as session:
         task = session.get(Task, claimed[0][0])
         assert task is not None and task.state == TaskState.SUBMITTING
@@ -137,10 +148,12 @@ def test_a_claim_never_overwrites_a_timeout(db, make_settings, monkeypatch) -> N
         return real(n)
 
     monkeypatch.setattr(claims.secrets, "token_urlsafe", slow_token)
-    claimer = threading.Thread(target=lambda: claims.claim_for_dispatch(db, settings))
+    claimer = threading.Thread(
+        target=lambda: claims.claim_for_dispatch(db, settings, account=_account(settings))
+    )
     claimer.start()
     assert selected.wait(10)
-    claims.time_out_overdue(db, settings)  # runs in the gap
+    claims.time_out_overdue(db, settings, account=_account(settings))  # runs in the gap
     go.set()
     claimer.join(timeout=10)
     with db.read() as session:

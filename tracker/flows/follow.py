@@ -30,7 +30,8 @@ from tracker.tasks.claims import Job
 from tracker.tasks.heartbeats import Heartbeat
 from tracker.tasks.models import Task
 from tracker.tasks.states import InvalidAction, Update
-from tracker.upstream.accounts import Manners
+from tracker.upstream import accounts
+from tracker.upstream.accounts import Account
 from tracker.upstream.client import APIStatusError, LumaClient, RateLimitError, UpstreamError
 
 log = logging.getLogger(__name__)
@@ -59,12 +60,13 @@ class QueryPass:
         *,
         owner: str,
         stopping: threading.Event,
-        manners: Manners,
+        account: Account,
         heartbeat: Heartbeat,
     ) -> None:
         self.settings, self.db, self.client = settings, db, client
         self.name = owner  # on the leases
-        self.stopping, self.manners, self.heartbeat = stopping, manners, heartbeat
+        self.stopping, self.account, self.heartbeat = stopping, account, heartbeat
+        self.manners = accounts.manners_for(account.name)  # what the upstream taught it
         self.pool = ThreadPoolExecutor(settings.poll_concurrency, thread_name_prefix="poll")
         self.counts: dict[str, int] = {}  # the pass's, handed over by `run`
 
@@ -104,7 +106,9 @@ class QueryPass:
         return self.stopping.is_set() or self.manners.pause_left("query") > 0
 
     def _claim(self, cutoff: datetime, limit: int) -> Job:
-        job = claims.claim_queries(self.db, self.settings, self.name, cutoff, limit)
+        job = claims.claim_queries(
+            self.db, self.settings, self.name, cutoff, limit, account=self.account
+        )
         self.heartbeat.claimed(len(job))
         return job
 

@@ -21,7 +21,7 @@ from tracker.tasks import claims, schedule, store
 from tracker.tasks.models import Task
 from tracker.tasks.states import Answered, TaskState
 from tracker.tasks.store import InvalidAction, NewTask
-from tracker.upstream import dialects
+from tracker.upstream import accounts, dialects
 from tracker.upstream.client import (
     Answer,
     APIStatusError,
@@ -95,7 +95,8 @@ def send(db: Database, settings: Settings, client: LumaClient, task_id: int, tok
 
 def dispatch(db: Database, settings: Settings, client: LumaClient, task_id: int) -> bool:
     """Send this queued task now if a slot is free; False leaves it queued for the worker."""
-    claimed = claims.claim_for_dispatch(db, settings, task_id=task_id)
+    account = accounts.from_settings(settings)  # one account today: the settings'
+    claimed = claims.claim_for_dispatch(db, settings, task_id=task_id, account=account)
     for claimed_id, token in claimed:
         send(db, settings, client, claimed_id, token)
     return bool(claimed)

@@ -67,7 +67,7 @@ class Worker:
             client,
             owner=self.name,
             stopping=self.stopping,
-            manners=self.manners,
+            account=self.account,
             heartbeat=self.heartbeat,
         )
         self.counts = dict.fromkeys(COUNTS, 0)  # this pass's; only the pass's thread counts
@@ -80,7 +80,9 @@ class Worker:
         """
         self.counts = dict.fromkeys(COUNTS, 0)
         self.counts["recovered"] = claims.recover_interrupted_submissions(self.db)
-        self.counts["timed_out"] = claims.time_out_overdue(self.db, self.settings)
+        self.counts["timed_out"] = claims.time_out_overdue(
+            self.db, self.settings, account=self.account
+        )
         self._dispatch()
         self.queries.run(utcnow(), self.counts)
         if not self.stopping.is_set():
@@ -98,7 +100,9 @@ class Worker:
     def _dispatch(self) -> None:
         """One claim, then its send: a claim's lease never has to outlive other sends."""
         while not self.stopping.is_set() and not self.manners.pause_left("create"):
-            claimed = claims.claim_for_dispatch(self.db, self.settings, limit=1, owner=self.name)
+            claimed = claims.claim_for_dispatch(
+                self.db, self.settings, limit=1, account=self.account, owner=self.name
+            )
             if not claimed:
                 return
             self.heartbeat.claimed(len(claimed))
@@ -112,7 +116,7 @@ class Worker:
 
     def next_delay(self) -> float:
         """The interval, or less when a poll falls due sooner (but not before a Retry-After)."""
-        due = claims.next_query_due(self.db, self.settings)
+        due = claims.next_query_due(self.db, self.account)
         interval = self.settings.worker_interval
         soon = interval if due is None else (due - utcnow()).total_seconds()
         return min(interval, max(0.01, soon, self.manners.pause_left("query")))

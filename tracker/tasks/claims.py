@@ -1,4 +1,5 @@
-"""Dispatch slots and poll claims: which tasks this process may send or query now.
+"""Dispatch slots and query claims: which tasks this process may send or query now, for
+which account (`Holder`: an upstream account's dialect and caps, keyed by the account).
 
 A claim is written in the transaction that picks the rows: PostgreSQL's FOR UPDATE SKIP
 LOCKED lets claimers pass each other, SQLite's BEGIN IMMEDIATE serializes them. A lease
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -36,14 +37,27 @@ SLOT_LOCK = 0x4C554D41
 Job = list[tuple[int, str]]  # (task id, upstream id) pairs asked about together
 
 
+class Holder(Protocol):
+    """The account a claim is for (upstream.accounts.Account is one): the dialect its tasks
+    are sent with, and its caps. One account today; the tasks table names none yet, so an
+    account's tasks are those of its dialect."""
+
+    @property
+    def dialect(self) -> str: ...
+    @property
+    def max_in_flight(self) -> int: ...
+    @property
+    def submits_per_minute(self) -> int: ...
+
+
 # -- dispatch slots ---------------------------------------------------------------------------
 
 
-def _others(settings: Settings) -> tuple[str, ...]:
-    return tuple(f for f in DIALECTS if f != settings.luma_api_flavor)
+def _others(account: Holder) -> tuple[str, ...]:
+    return tuple(f for f in DIALECTS if f != account.dialect)
 
 
-def slots_free(session: Session, settings: Settings, now: datetime) -> int:
+def slots_free(session: Session, account: Holder, now: datetime) -> int:
     """Free create slots against this dialect's upstream (the other one's tasks do not count)."""
     in_flight = (
         session.scalar(
@@ -56,7 +70,7 @@ def slots_free(session: Session, settings: Settings, now: datetime) -> int:
     elsewhere = session.scalar(
         select(func.count())
         .select_from(Task)
-        .where(Task.upstream.in_(_others(settings)), Task.state.in_(IN_FLIGHT_STATES))
+        .where(Task.upstream.in_(_others(account)), Task.state.in_(IN_FLIGHT_STATES))
     )
     in_flight -= elsewhere or 0
     recent = (
@@ -65,12 +79,12 @@ def slots_free(session: Session, settings: Settings, now: datetime) -> int:
             .select_from(Task)
             .where(
                 Task.submitted_at >= now - timedelta(seconds=60),
-                Task.upstream == settings.luma_api_flavor,
+                Task.upstream == account.dialect,
             )
         )
         or 0  # count(): never None, but Session.scalar is typed to allow it
     )
-    return max(0, min(settings.max_in_flight - in_flight, settings.submits_per_minute - recent))
+    return max(0, min(account.max_in_flight - in_flight, account.submits_per_minute - recent))
 
 
 def lock_slots(session: Session, db: Database) -> None:
@@ -85,6 +99,7 @@ def claim_for_dispatch(
     task_id: int | None = None,
     limit: int = 1,
     *,
+    account: Holder,
     owner: str | None = None,
 ) -> list[tuple[int, str]]:
     """Move up to `limit` queued tasks (oldest first, or the one given) to `submitting`.
@@ -97,13 +112,13 @@ def claim_for_dispatch(
     claimed: list[tuple[int, str]] = []
     with db.write() as session:
         lock_slots(session, db)
-        free = min(limit, slots_free(session, settings, now))
+        free = min(limit, slots_free(session, account, now))
         if free <= 0:
             return []
         query = select(Task).where(
             Task.state == TaskState.QUEUED,
             Task.next_check_at <= now,
-            Task.upstream == settings.luma_api_flavor,
+            Task.upstream == account.dialect,
         )
         if task_id is not None:
             query = query.where(Task.id == task_id)
@@ -135,12 +150,12 @@ def queryable(now: datetime, flavor: str) -> tuple[Any, ...]:
 
 
 def claim_queries(
-    db: Database, settings: Settings, owner: str, cutoff: datetime, limit: int
+    db: Database, settings: Settings, owner: str, cutoff: datetime, limit: int, *, account: Holder
 ) -> Job:
     """Lease up to `limit` tasks due for a query by `cutoff`, most overdue first."""
     now = utcnow()
     query = select(Task.id, Task.upstream_id).where(
-        *queryable(now, settings.luma_api_flavor), Task.next_check_at <= cutoff
+        *queryable(now, account.dialect), Task.next_check_at <= cutoff
     )
     with db.write() as session:
         rows = session.execute(
@@ -171,12 +186,12 @@ def release_queries(db: Database, owner: str, job: Job | None = None) -> None:
         )
 
 
-def next_query_due(db: Database, settings: Settings) -> datetime | None:
+def next_query_due(db: Database, account: Holder) -> datetime | None:
     """When the next query falls due (None: nothing to follow)."""
     now = utcnow()
     with db.read() as session:
         return session.scalar(
-            select(func.min(Task.next_check_at)).where(*queryable(now, settings.luma_api_flavor))
+            select(func.min(Task.next_check_at)).where(*queryable(now, account.dialect))
         )
 
 
@@ -229,7 +244,7 @@ def recover_interrupted_submissions(db: Database, limit: int = 500) -> int:
     return len(tasks)
 
 
-def time_out_overdue(db: Database, settings: Settings, limit: int = 500) -> int:
+def time_out_overdue(db: Database, settings: Settings, limit: int = 500, *, account: Holder) -> int:
     """Tasks with no final state TRACKER_TASK_TIMEOUT seconds after creation become timed_out.
 
     A later callback or a manual poll can still complete them (see `tasks.machine`).
@@ -241,7 +256,7 @@ def time_out_overdue(db: Database, settings: Settings, limit: int = 500) -> int:
             .where(
                 Task.state.in_(TIMEABLE_STATES),
                 # another dialect's tasks wait for a worker that can ask about them
-                Task.upstream == settings.luma_api_flavor,
+                Task.upstream == account.dialect,
                 # the clock starts with the current attempt (a resend starts a new one)
                 func.coalesce(Task.submitted_at, Task.created_at) < cutoff,
             )
