@@ -12,6 +12,7 @@ import requests
 from sqlalchemy import update
 
 from tests.support.scripted import Reply, ScriptedUpstream, raw_task
+from tests.support.sent import submit_in_background
 from tracker.flows import submit as submit_flow
 from tracker.flows import worker
 from tracker.flows.services import make_client
@@ -283,14 +284,7 @@ def test_an_answer_after_the_lease_revives_the_task(db, make_settings, upstream)
     settings = make_settings(luma_api_base=upstream.url, lease_seconds=0.5, read_timeout=5.0)
     client = make_client(settings)
     upstream.then(Reply(200, raw_task("up-slow"), delay=2.0))
-    done: dict[str, Task] = {}
-    sender = threading.Thread(
-        target=lambda: done.setdefault(
-            "task",
-            submit_flow.submit(db, settings, client, NewTask(kind="generate", user_prompt="a fox")),
-        )
-    )
-    sender.start()
+    sender, done = submit_in_background(db, settings, client)
     deadline = utcnow() + timedelta(seconds=10)
     while not claims.recover_interrupted_submissions(db):  # the lease runs out mid-send
         assert utcnow() < deadline

@@ -15,14 +15,13 @@ import pytest
 import requests
 
 from tests.support.scripted import Reply, ScriptedUpstream, raw_task
+from tests.support.sent import submit_in_background
 from tests.support.shapes import unnamed_in_flight
 from tests.support.waiting import api_task, wait_for
 from tracker.db import Database
-from tracker.flows import submit
 from tracker.flows.services import make_client
 from tracker.tasks import claims
 from tracker.tasks.models import Task
-from tracker.tasks.store import NewTask
 
 VIDEO = "https://cdn.example/v.mp4"
 
@@ -111,14 +110,7 @@ def test_an_answer_after_the_lease_ran_out(
     hold = threading.Event()
     upstream.route("POST", "/luma/generations", Reply(200, answer, hold=hold))
     client = make_client(settings)
-    done: dict[str, Task] = {}
-    sender = threading.Thread(
-        target=lambda: done.setdefault(
-            "task",
-            submit.submit(db, settings, client, NewTask(kind="generate", user_prompt="a fox")),
-        )
-    )
-    sender.start()
+    sender, done = submit_in_background(db, settings, client)
     wait_for(lambda: claims.recover_interrupted_submissions(db))  # the lease ran out
     hold.set()
     sender.join(10)

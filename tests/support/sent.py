@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+
 from tests.support.factory import make_task
 from tracker.db import Database
+from tracker.flows import submit
+from tracker.settings import Settings
 from tracker.tasks import store
 from tracker.tasks.models import Task
+from tracker.tasks.store import NewTask
+from tracker.upstream.client import LumaClient
 
 
 def sent_task(
@@ -21,3 +27,17 @@ def sent_task(
         task.upstream_id = upstream_id
         task.callback_token_hash = store.hash_token(token)
     return task_id
+
+
+def submit_in_background(
+    db: Database, settings: Settings, client: LumaClient
+) -> tuple[threading.Thread, dict[str, Task]]:
+    """A task submitted from a thread of its own (its send held up upstream, say): the
+    thread, started, and where its task lands once the submit returns (`["task"]`)."""
+    done: dict[str, Task] = {}
+    new = NewTask(kind="generate", user_prompt="a fox")
+    sender = threading.Thread(
+        target=lambda: done.setdefault("task", submit.submit(db, settings, client, new))
+    )
+    sender.start()
+    return sender, done
