@@ -50,7 +50,7 @@ DATABASE_DOWN = "the database is unavailable; try again shortly"
 UNEXPECTED = "internal error; it has been logged"
 
 # werkzeug's Response: what `redirect` and `send_file` build (Flask's Response is one too)
-Answer = BaseResponse | tuple[BaseResponse, int]
+Reply = BaseResponse | tuple[BaseResponse, int]
 
 
 def services() -> Services:
@@ -105,7 +105,7 @@ def _task_id(exc: Exception) -> object:
     return view_args.get("task_id", exc.args[0] if exc.args else "")
 
 
-def http_error(exc: HTTPException) -> Answer | HTTPException:
+def http_error(exc: HTTPException) -> Reply | HTTPException:
     status = exc.code or 500
     if _for_pages():
         if isinstance(exc, CSRFError):
@@ -127,7 +127,7 @@ def http_error(exc: HTTPException) -> Answer | HTTPException:
     return response, status
 
 
-def database_down(exc: OperationalError | PoolTimeout) -> Answer:
+def database_down(exc: OperationalError | PoolTimeout) -> Reply:
     # the sender (the upstream for callbacks) should try again; nothing was half-written
     log_database_down(exc)
     if _for_pages():
@@ -138,14 +138,14 @@ def database_down(exc: OperationalError | PoolTimeout) -> Answer:
     return response, 503
 
 
-def unexpected(exc: Exception) -> Answer:
+def unexpected(exc: Exception) -> Reply:
     log.exception("unhandled error on %s %s", request.method, request.path)
     if _for_pages():
         return page(500, "Something went wrong", "The error has been logged.")
     return error(500, UNEXPECTED)
 
 
-def not_found(exc: LookupError) -> Answer:
+def not_found(exc: LookupError) -> Reply:
     if isinstance(exc, KeyError | IndexError):
         return unexpected(exc)  # a bug in our code, not a task that is not there
     task_id = _task_id(exc)
@@ -154,7 +154,7 @@ def not_found(exc: LookupError) -> Answer:
     return error(404, f"no task {task_id}")
 
 
-def invalid_action(exc: store.InvalidAction) -> Answer:
+def invalid_action(exc: store.InvalidAction) -> Reply:
     if not _for_pages():
         return error(409, str(exc))
     flash(str(exc), "error")  # shown on the task's page, where the button was

@@ -51,10 +51,10 @@ RULE = "/callbacks/luma/<token>"
 # what the fast path takes: the tokens this service makes (token_urlsafe) and nothing odd
 _PATH = re.compile(r"/callbacks/luma/(?P<token>[A-Za-z0-9_-]{1,256})")
 
-Answer = tuple[int, dict[str, Any]]
+CallbackReply = tuple[int, dict[str, Any]]
 
 
-def answer(services: Services, token: str, raw: bytes) -> tuple[Answer, bool]:
+def answer(services: Services, token: str, raw: bytes) -> tuple[CallbackReply, bool]:
     """The status and JSON body for a callback's body, and whether the body was understood."""
     update, payload = parse_body(raw)  # never raises: see parse_body and jsontext
     found = write(services.db, services.settings, token, update, payload)

@@ -31,7 +31,7 @@ from tracker.storage.stores import (
     valid_name,
 )
 from tracker.tasks.models import Task
-from tracker.web import Answer, error, services
+from tracker.web import Reply, error, services
 from tracker.web.auth import request_has_token, signed_in
 
 bp = Blueprint("media", __name__, url_prefix="/media")
@@ -40,7 +40,7 @@ CHUNK = 64 * 1024
 
 
 @bp.before_request
-def require_login() -> Answer | None:
+def require_login() -> Reply | None:
     settings = services().settings
     token = settings.api_token
     expires, signature = request.args.get("expires"), request.args.get("signature")
@@ -61,7 +61,7 @@ def _harden(response: Response) -> Response:
     return response
 
 
-def _serve(task_id: int, column: str) -> Answer:
+def _serve(task_id: int, column: str) -> Reply:
     svc = services()
     with svc.db.read() as db_session:
         task = db_session.get(Task, task_id)
@@ -92,7 +92,7 @@ def _serve(task_id: int, column: str) -> Answer:
     return moved
 
 
-def _send_local(store: LocalStore, name: str) -> Answer:
+def _send_local(store: LocalStore, name: str) -> Reply:
     path = store.path(name)
     if path is None:
         return error(404, "not found")
@@ -102,7 +102,7 @@ def _send_local(store: LocalStore, name: str) -> Answer:
     return _harden(response)
 
 
-def _proxy(store: S3Store, name: str, stored: Stored, mimetype: str) -> Answer:
+def _proxy(store: S3Store, name: str, stored: Stored, mimetype: str) -> Reply:
     """Stream the object through, answering Range, If-Range and If-None-Match like send_file."""
     etag = unquote_etag(stored.etag)[0] if stored.etag else None
     if etag and request.if_none_match.contains(etag):
@@ -149,10 +149,10 @@ def _proxy(store: S3Store, name: str, stored: Stored, mimetype: str) -> Answer:
 
 
 @bp.get("/<int:task_id>/video")
-def video(task_id: int) -> Answer:
+def video(task_id: int) -> Reply:
     return _serve(task_id, "media_path")
 
 
 @bp.get("/<int:task_id>/thumbnail")
-def thumbnail(task_id: int) -> Answer:
+def thumbnail(task_id: int) -> Reply:
     return _serve(task_id, "thumbnail_path")
