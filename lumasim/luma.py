@@ -13,7 +13,11 @@ from typing import Any
 
 from werkzeug.routing import Rule
 
-MODELS = ("ray-1-6", "ray-2", "ray-flash-2")
+# what Luma's API takes, as its SDK (lumaai 1.21.0, generated from its OpenAPI document) says
+MODELS = ("ray-2", "ray-flash-2")
+ASPECT_RATIOS = ("1:1", "16:9", "9:16", "4:3", "3:4", "21:9", "9:21")
+RESOLUTIONS = ("540p", "720p", "1080p", "4k")
+DURATIONS = ("5s", "9s")
 LUMA_STATE = {"pending": "queued", "processing": "dreaming"}  # completed/failed as they are
 VIDEO_COST_CENTS = 40  # what one simulated generation takes off the balance
 
@@ -63,8 +67,17 @@ def refusal(body: dict[str, Any], source_state: str | None) -> str | None:
     if len(prompt) > 5000:
         return "Prompt is too long, maximum length is 5000 characters"
     model = body.get("model")
-    if model is not None and model not in MODELS:
+    if model is None:
+        return f"model is required: one of {', '.join(MODELS)}"
+    if model not in MODELS:
         return f"Invalid model: {model}. Use one of {', '.join(MODELS)}"
+    for name, allowed in (
+        ("aspect_ratio", ASPECT_RATIOS),
+        ("resolution", RESOLUTIONS),
+        ("duration", DURATIONS),
+    ):
+        if name in body and body[name] not in allowed:
+            return f"Invalid {name}: {body[name]}. Use one of {', '.join(allowed)}"
     frames = body.get("keyframes")
     if frames is not None and not isinstance(frames, dict):
         return "keyframes must be an object"

@@ -36,7 +36,7 @@ def sim(flavor: str) -> Any:
 
 def made_elsewhere(sim: Simulator, prompt: str = "a heron lands on a pier") -> str:
     """A task created straight at the upstream, as Luma's web app or another tool would."""
-    body = {"prompt": prompt} if sim.flavor == "luma" else {"user_prompt": prompt}
+    body = {"prompt": prompt, "model": "ray-2"} if sim.flavor == "luma" else {"user_prompt": prompt}
     path = "/generations" if sim.flavor == "luma" else "/luma/generations"
     answer = requests.post(sim.url + path, json=body, timeout=5)
     assert answer.status_code == 201

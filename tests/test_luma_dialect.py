@@ -93,10 +93,10 @@ WIRE = [  # (task, dialect, path, the body's exact bytes)
         '"resolution": "720p", "duration": "5s", "model_name": "ray-v2", "notify_hook": HOOK}',
     ),
     (
-        NewTask("generate", "a fox", image_url="https://i/a.png", options={"model_name": "ray-v1"}),
+        NewTask("generate", "a fox", image_url="https://i/a.png", options={"model_name": "ray-v2"}),
         "luma",
         "/generations",
-        '{"prompt": "a fox", "callback_url": HOOK, "model": "ray-1-6", '
+        '{"prompt": "a fox", "callback_url": HOOK, "model": "ray-2", '
         '"keyframes": {"frame0": {"type": "image", "url": "https://i/a.png"}}}',
     ),
     (
@@ -112,8 +112,8 @@ WIRE = [  # (task, dialect, path, the body's exact bytes)
         ),
         "luma",
         "/generations",
-        '{"prompt": "on", "callback_url": HOOK, "keyframes": {"frame0": {"type": "generation", '
-        '"id": "g-1"}, "frame1": {"type": "image", "url": "https://e"}}}',
+        '{"prompt": "on", "callback_url": HOOK, "model": "ray-2", "keyframes": {"frame0": '
+        '{"type": "generation", "id": "g-1"}, "frame1": {"type": "image", "url": "https://e"}}}',
     ),
 ]
 
@@ -164,13 +164,39 @@ def test_a_generation_is_sent_in_lumas_words(luma_app: str, upstream: ScriptedUp
 
 
 @pytest.mark.parametrize(
-    ("given", "sent"), [("ray-v1", "ray-1-6"), ("ray-v2", "ray-2"), ("ray-flash-2", "ray-flash-2")]
+    ("given", "sent"),
+    [(None, "ray-2"), ("ray-v2", "ray-2"), ("ray-2", "ray-2"), ("ray-flash-2", "ray-flash-2")],
 )
-def test_model_names_map_to_lumas(
-    luma_app: str, upstream: ScriptedUpstream, given: str, sent: str
+def test_every_create_names_a_model_in_lumas_words(
+    luma_app: str, upstream: ScriptedUpstream, given: str | None, sent: str
 ) -> None:
-    assert submit(luma_app, {"user_prompt": "a fox", "model_name": given}).status_code == 201
+    """Luma's SDK makes `model` required: LUMA_MODEL (ray-2) unless the task names one."""
+    body = {"user_prompt": "a fox"} | ({"model_name": given} if given else {})
+    assert submit(luma_app, body).status_code == 201
     assert upstream.posts()[0].body["model"] == sent
+
+
+def test_luma_model_is_the_default_and_is_checked_at_start(tmp_path: Path) -> None:
+    assert settings_module.load({}, instance=tmp_path).luma_model == "ray-2"
+    flash = settings_module.load({"LUMA_MODEL": "ray-flash-2"}, instance=tmp_path)
+    assert flash.luma_model == "ray-flash-2"
+    with pytest.raises(SettingsError, match="LUMA_MODEL"):
+        settings_module.load({"LUMA_MODEL": "ray-1-6"}, instance=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("model_name", "ray-v1"), ("model_name", "ray-1-6"), ("duration", "7s")]
+)
+def test_what_lumas_api_refuses_is_a_400_at_submit(
+    luma_app: str, upstream: ScriptedUpstream, field: str, value: str
+) -> None:
+    """ray-v1 has no counterpart on Luma's API, and its durations are 5s and 9s: the 400
+    names the field, and nothing is stored or sent."""
+    answer = submit(luma_app, {"user_prompt": "a fox", field: value})
+    assert answer.status_code == 400 and answer.json()["field"] == field
+    assert "Luma's own API" in answer.json()["error"]
+    assert upstream.posts() == []
+    assert requests.get(f"{luma_app}/api/tasks", timeout=5).json()["tasks"] == []
 
 
 def test_an_extend_is_a_create_with_the_source_as_frame0(

@@ -66,20 +66,23 @@ def test_refusals_in_lumas_words(luma: Simulator) -> None:
         return answer.json()["detail"]
 
     assert refused({"user_prompt": "the proxy's words"}) == "Prompt is required"
-    assert refused({"prompt": "ab"}).startswith("Prompt is too short")
+    assert refused({"prompt": "ab", "model": "ray-2"}).startswith("Prompt is too short")
     assert refused({"prompt": "a fox", "model": "ray-v2"}).startswith("Invalid model")
     image = {"type": "image", "url": "data:image/png;base64,AAAA"}
-    assert "URL" in refused({"prompt": "a fox", "keyframes": {"frame0": image}})
-    source = create(luma, {"prompt": "a river"}).json()["id"]
+    assert "URL" in refused({"prompt": "a fox", "model": "ray-2", "keyframes": {"frame0": image}})
+    source = create(luma, {"prompt": "a river", "model": "ray-2"}).json()["id"]
     frame = {"frame0": {"type": "generation", "id": source}}
-    assert "completed" in refused({"prompt": "go on", "keyframes": frame})
-    assert refused({"prompt": "go on", "keyframes": frame, "loop": True}) == (
+    assert "completed" in refused({"prompt": "go on", "model": "ray-2", "keyframes": frame})
+    assert refused({"prompt": "go on", "model": "ray-2", "keyframes": frame, "loop": True}) == (
         "Loop is not supported for extend"
     )
     unknown = {"frame0": {"type": "generation", "id": "nope"}}
-    assert refused({"prompt": "go on", "keyframes": unknown}) == "Generation not found"
+    assert (
+        refused({"prompt": "go on", "model": "ray-2", "keyframes": unknown})
+        == "Generation not found"
+    )
     luma.set_state(source, "completed")
-    extended = create(luma, {"prompt": "go on", "keyframes": frame})
+    extended = create(luma, {"prompt": "go on", "model": "ray-2", "keyframes": frame})
     assert extended.status_code == 201
     assert luma.tasks[extended.json()["id"]].source_id == source
 
@@ -89,11 +92,11 @@ def test_callbacks_post_the_generation_at_dreaming_and_completed(
     receiver: Receiver,
 ) -> None:
     hook = f"{receiver.url}/callbacks/luma/tok"
-    made = create(luma, {"prompt": "a kite", "callback_url": hook}).json()
+    made = create(luma, {"prompt": "a kite", "model": "ray-2", "callback_url": hook}).json()
     wait_for(lambda: receiver.states() == ["dreaming", "completed"])
     final = receiver.got[-1][1]
     assert final["id"] == made["id"] and final["assets"]["video"].startswith(luma.url)
-    failing = create(luma, {"prompt": "please fail", "callback_url": hook}).json()
+    failing = create(luma, {"prompt": "please fail", "model": "ray-2", "callback_url": hook}).json()
     wait_for(
         lambda: any(b["id"] == failing["id"] and b["state"] == "failed" for _, b in receiver.got)
     )
@@ -101,7 +104,7 @@ def test_callbacks_post_the_generation_at_dreaming_and_completed(
 
 def test_credits_answer_the_balance_in_cents(luma: Simulator) -> None:
     start = requests.get(f"{luma.url}/credits", timeout=5).json()["credit_balance"]
-    create(luma, {"prompt": "a heron"})
+    create(luma, {"prompt": "a heron", "model": "ray-2"})
     assert requests.get(f"{luma.url}/credits", timeout=5).json()["credit_balance"] < start
 
 
@@ -117,7 +120,9 @@ def test_the_cli_speaks_luma_with_flavor() -> None:
         line = child.stderr.readline() if child.stderr else ""
         assert "Luma's own API" in line
         answer = requests.post(
-            f"http://127.0.0.1:{port}/generations", json={"prompt": "a fox"}, timeout=5
+            f"http://127.0.0.1:{port}/generations",
+            json={"prompt": "a fox", "model": "ray-2"},
+            timeout=5,
         )
         assert answer.status_code == 201 and answer.json()["state"] == "queued"
         child.send_signal(signal.SIGTERM)

@@ -31,6 +31,7 @@ DEFAULT_BASES = {
     "luma": "https://api.lumalabs.ai/dream-machine/v1",
 }
 DIALECTS = tuple(DEFAULT_BASES)
+LUMA_MODELS = ("ray-2", "ray-flash-2")  # Luma's video models (its SDK requires one a create)
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class Settings:
     luma_api_flavor: str = DIALECTS[0]
     luma_api_base: str = DEFAULT_BASES[DIALECTS[0]]
     luma_api_key: str = field(default="", repr=False)
+    luma_model: str = LUMA_MODELS[0]  # sent on every video create of the luma dialect
     public_base_url: str = ""
     port: int = 8000
     connect_timeout: float = 5.0
@@ -219,11 +221,8 @@ def normalize_database_url(raw: str, *, name: str = "DATABASE_URL") -> str:
 
 def worker_stale_after(env: Mapping[str, str] | None = None) -> float:
     """TRACKER_WORKER_STALE_AFTER: seconds without a heartbeat before a process counts as dead.
-
-    Not a field of Settings: tasks/heartbeats.py reads it at import, since its SQL helpers run
-    where no settings are at hand (and every process of a deployment reads one environment).
-    `load` checks it at start like the rest.
-    """
+    Not a field of Settings: tasks/heartbeats.py reads it at import (no settings at hand there;
+    every process of a deployment reads one environment); `load` checks it at start."""
     env = os.environ if env is None else env
     return _number(env, "TRACKER_WORKER_STALE_AFTER", DEFAULT_STALE_AFTER, minimum=3)
 
@@ -248,6 +247,7 @@ def load(env: Mapping[str, str] | None = None, *, instance: Path | None = None) 
         luma_api_flavor=dialect,
         luma_api_base=_http_url(env, "LUMA_API_BASE", DEFAULT_BASES[dialect]),
         luma_api_key=env.get("LUMA_API_KEY", "").strip(),
+        luma_model=_choice(env, "LUMA_MODEL", LUMA_MODELS),
         public_base_url=_http_url(env, "PUBLIC_BASE_URL", ""),
         port=_number(env, "PORT", 8000, minimum=1),
         connect_timeout=_number(env, "LUMA_CONNECT_TIMEOUT", 5.0, minimum=0.1),

@@ -78,7 +78,9 @@ def send(db: Database, settings: Settings, client: LumaClient, task_id: int, tok
     """Send a task that `claim_for_dispatch` moved to `submitting`, and record the outcome."""
     with db.read() as session:
         operation = operation_for(_task(session, task_id))
-    outgoing = client.dialect.request(operation, settings.callback_url(token))
+    outgoing = client.dialect.request(
+        operation, settings.callback_url(token), model=settings.luma_model
+    )
     answer: Answer | None = None
     error: UpstreamError | None = None
     try:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, assert_never
 from urllib.parse import quote
 
-from tracker.settings import DEFAULT_BASES
+from tracker.settings import DEFAULT_BASES, LUMA_MODELS
 from tracker.upstream.operations import GENERATE_OPTIONS, Extend, Generate, Operation
 
 
@@ -35,7 +35,11 @@ class Dialect(Protocol):
     has_download_url: bool
     credits_path: str | None
 
-    def request(self, operation: Operation, callback_url: str | None) -> Request: ...
+    def request(
+        self, operation: Operation, callback_url: str | None, model: str = LUMA_MODELS[0]
+    ) -> Request:
+        """The wire request; `model`: the video model when the task names none (LUMA_MODEL)."""
+        ...
 
     def query_path(self, upstream_id: str) -> str: ...
 
@@ -79,7 +83,9 @@ class ProxyDialect:
     has_download_url = True
     credits_path: str | None = None
 
-    def request(self, operation: Operation, callback_url: str | None) -> Request:
+    def request(
+        self, operation: Operation, callback_url: str | None, model: str = LUMA_MODELS[0]
+    ) -> Request:  # the proxy picks its own model when none is named: `model` is not sent
         """Optional fields the user did not give are left out, not sent empty."""
         body: dict[str, Any] = {"user_prompt": operation.prompt}
         if operation.expand_prompt is not None:
@@ -115,12 +121,16 @@ class ProxyDialect:
 
 # -- Luma's own API ----------------------------------------------------------------------------
 
-MODEL_NAMES = {"ray-v1": "ray-1-6", "ray-v2": "ray-2"}
+MODEL_NAMES = {"ray-v2": "ray-2"}  # the proxy's names with a counterpart (ray-v1 has none)
+DURATIONS = ("5s", "9s")  # the SDK's values, as resolution and aspect ratio are the API's own
 
 
-def model_name(name: str) -> str:
-    """The proxy's model names in Luma's words; anything else is taken as Luma's own."""
-    return MODEL_NAMES.get(name.strip().lower(), name)
+def model_name(name: str) -> str | None:
+    """A model name in Luma's words: its own pass, the proxy's `ray-v2` is `ray-2`; None when
+    Luma has no such model (the proxy's `ray-v1`, say)."""
+    name = name.strip().lower()
+    name = MODEL_NAMES.get(name, name)
+    return name if name in LUMA_MODELS else None
 
 
 def _is_url(value: str) -> bool:
@@ -135,9 +145,10 @@ class LumaDialect:
     `frame1`. Queries are `GET /generations/{id}`; there is no batch query and no download
     link route (the Generation object's `assets.video` is the link). The balance is
     `GET /credits`. The proxy's words map to Luma's: `user_prompt` -> `prompt`,
-    `notify_hook` -> `callback_url`, `model_name` `ray-v1` -> `ray-1-6` and `ray-v2` ->
-    `ray-2` (Luma's own names pass as they are). `expand_prompt` has no counterpart and is
-    not sent. Luma takes image URLs only.
+    `notify_hook` -> `callback_url`, `model_name` -> `model` (`ray-v2` is `ray-2`; Luma's own
+    names pass; `ray-v1` has no counterpart and is refused at submit). `model` is required on
+    every create (the SDK's contract): LUMA_MODEL when the task names none. `expand_prompt`
+    has no counterpart and is not sent. Luma takes image URLs only.
     """
 
     name = "luma"
@@ -146,15 +157,18 @@ class LumaDialect:
     has_download_url = False
     credits_path: str | None = "/credits"
 
-    def request(self, operation: Operation, callback_url: str | None) -> Request:
+    def request(
+        self, operation: Operation, callback_url: str | None, model: str = LUMA_MODELS[0]
+    ) -> Request:
         body: dict[str, Any] = {"prompt": operation.prompt}
         if callback_url:
             body["callback_url"] = callback_url
         keyframes: dict[str, Any] = {}
+        body["model"] = model
         match operation:
             case Generate():
                 if operation.model_name is not None:
-                    body["model"] = model_name(str(operation.model_name))
+                    body["model"] = model_name(str(operation.model_name)) or model
                 options = _options(operation)
                 del options["model_name"]
                 body.update(_given(options))
@@ -180,6 +194,10 @@ class LumaDialect:
         return None
 
     def unsupported(self, operation: Operation) -> tuple[str, str] | None:
+        if isinstance(operation, Generate):
+            problem = _luma_options(operation)
+            if problem is not None:
+                return problem
         images = {"image_url": operation.image_url, "image_end_url": operation.image_end_url}
         for field, value in images.items():
             if value and not _is_url(value):
@@ -195,6 +213,17 @@ class LumaDialect:
                 "generation is the first frame (give image_end_url for the last)",
             )
         return None
+
+
+def _luma_options(operation: Generate) -> tuple[str, str] | None:
+    """A generation's options Luma's own API refuses (its SDK's values)."""
+    named = operation.model_name
+    if named is not None and model_name(str(named)) is None:
+        accepted = ", ".join([*LUMA_MODELS, *MODEL_NAMES])
+        return "model_name", f"model_name must be one of {accepted} on Luma's own API"
+    if operation.duration is not None and operation.duration not in DURATIONS:
+        return "duration", f"duration must be one of {', '.join(DURATIONS)} on Luma's own API"
+    return None  # aspect_ratio, resolution and loop: the API's own rules take the SDK's values
 
 
 _DIALECTS: dict[str, Dialect] = {"proxy": ProxyDialect(), "luma": LumaDialect()}
