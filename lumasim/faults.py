@@ -12,7 +12,7 @@ from typing import Any
 
 from werkzeug.wrappers import Response
 
-ROUTES = ("create", "query", "batch", "download_url", "file", "credits")
+ROUTES = ("create", "query", "list", "batch", "download_url", "file", "credits")
 
 
 @dataclass

@@ -26,6 +26,7 @@ def rules() -> list[Rule]:
     return [
         Rule("/generations", methods=["POST"], endpoint="create"),
         Rule("/generations/video", methods=["POST"], endpoint="create"),
+        Rule("/generations", methods=["GET"], endpoint="list"),
         Rule("/generations/<task_id>", methods=["GET"], endpoint="query"),
         Rule("/credits", methods=["GET"], endpoint="credits"),
     ]

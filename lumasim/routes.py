@@ -186,6 +186,28 @@ class Routes:
             return _json({"detail": missing}, 404)
         return _json(self._raw(task, self._base_url(request)))
 
+    def _on_list(self, request: Request, record: RequestRecord) -> Response:
+        """Luma's `GET /generations?limit=&offset=`: the account's generations, newest first."""
+        try:
+            limit = int(request.args.get("limit", "10"))
+            offset = int(request.args.get("offset", "0"))
+        except ValueError:
+            return _json({"detail": "limit and offset must be integers"}, 400)
+        if not 1 <= limit <= 100 or offset < 0:
+            return _json({"detail": "limit must be 1 to 100, offset at least 0"}, 400)
+        newest = list(reversed(self.tasks.values()))
+        page = newest[offset : offset + limit]
+        base = self._base_url(request)
+        return _json(
+            {
+                "generations": [self._raw(task, base) for task in page],
+                "count": len(page),
+                "has_more": offset + len(page) < len(newest),
+                "limit": limit,
+                "offset": offset,
+            }
+        )
+
     def _on_batch(self, request: Request, record: RequestRecord) -> Response:
         if self.batch_shape == "none":
             return _json({"detail": "Not Found"}, 404)

@@ -7,7 +7,7 @@ retries POSTs on its own, which could pay twice):
   the SDK's `GenerationCreateParams` and comes out of the validation unchanged (no key
   dropped as unknown, every list consumed);
 - every 2xx answer of the simulator validates as the SDK's models (`Generation`,
-  `CreditGetResponse`);
+  `GenerationListResponse`, `CreditGetResponse`);
 - the SDK's own client, pointed at the simulator, creates, reads and pays as it would with
   Luma.
 """
@@ -22,7 +22,12 @@ from typing import Any
 import pytest
 import requests
 from lumaai import LumaAI
-from lumaai.types import CreditGetResponse, Generation, GenerationCreateParams
+from lumaai.types import (
+    CreditGetResponse,
+    Generation,
+    GenerationCreateParams,
+    GenerationListResponse,
+)
 from pydantic import TypeAdapter, ValidationError
 
 from lumasim.simulator import Simulator
@@ -122,6 +127,18 @@ def test_every_answer_of_the_simulator_is_what_the_sdk_reads(luma: Simulator) ->
     credits = requests.get(f"{luma.url}/credits", timeout=5)
     assert credits.status_code == 200
     CreditGetResponse.model_validate(credits.json())
+    for _ in range(3):  # three more, to page through
+        requests.post(
+            f"{luma.url}/generations", json={"prompt": "a kite", "model": "ray-2"}, timeout=5
+        )
+    first = requests.get(f"{luma.url}/generations", params={"limit": 3}, timeout=5)
+    assert first.status_code == 200
+    page = GenerationListResponse.model_validate(first.json())
+    assert (page.count, page.has_more) == (3, True) and page.generations[-1].id != generation_id
+    last = GenerationListResponse.model_validate(
+        requests.get(f"{luma.url}/generations?limit=3&offset=3", timeout=5).json()
+    )
+    assert [g.id for g in last.generations] == [generation_id] and last.has_more is False
 
 
 @pytest.mark.slow  # the SDK's client asks the platform (`uname -p`) for its headers
@@ -131,6 +148,7 @@ def test_the_sdks_own_client_runs_against_the_simulator(luma: Simulator) -> None
         made = client.generations.create(prompt="a heron takes off", model="ray-flash-2")
         assert made.id and made.model == "ray-flash-2"
         assert client.generations.get(made.id).id == made.id
+        assert [g.id for g in client.generations.list(limit=10).generations] == [made.id]
         assert client.credits.get().credit_balance >= 0
     finally:
         client.close()
