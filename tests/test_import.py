@@ -18,7 +18,7 @@ from tests.support.scripted import Reply, ScriptedUpstream
 from tests.support.waiting import api_task, wait_for
 from tracker import cli
 from tracker.db import Database
-from tracker.flows import worker
+from tracker.flows import imports, worker
 from tracker.tasks.models import Task
 
 
@@ -190,6 +190,39 @@ def test_the_cli_imports(
     assert unknown.exit_code != 0 and "not found" in unknown.output
     bad = runner.invoke(cli.main, ["import", "a/b"])
     assert bad.exit_code == 2 and "UPSTREAM_ID" in bad.output
+
+
+def test_the_cli_imports_every_generation_of_the_account(
+    sim: Simulator, flavor: str, db: Database, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """`tracker import --all` pages through Luma's list (two a page here) and tracks each
+    generation not yet tracked; the proxy lists none, and says so."""
+    for name, value in {
+        "DATABASE_URL": db.url,
+        "LUMA_API_BASE": sim.url,
+        "LUMA_API_FLAVOR": flavor,
+        "TRACKER_MEDIA_DIR": str(tmp_path / "media"),
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("LUMA_API_KEY", raising=False)
+    monkeypatch.setattr(imports, "PAGE", 2)
+    runner = CliRunner()
+    if flavor == "proxy":
+        refused = runner.invoke(cli.main, ["import", "--all"])
+        assert refused.exit_code != 0 and "lists no generations" in refused.output
+        return
+    made = [made_elsewhere(sim, f"a heron, take {n}") for n in range(3)]
+    tracked_first = runner.invoke(cli.main, ["import", made[0]])
+    assert tracked_first.exit_code == 0, tracked_first.output
+    first = runner.invoke(cli.main, ["import", "--all"])
+    assert first.exit_code == 0, first.output
+    assert "imported 2 generations; 1 were tracked already" in first.output
+    with db.read() as session:
+        assert sorted(session.scalars(select(Task.upstream_id))) == sorted(made)
+    again = runner.invoke(cli.main, ["import", "--all"])
+    assert "imported 0 generations; 3 were tracked already" in again.output
+    both = runner.invoke(cli.main, ["import", made[0], "--all"])
+    assert both.exit_code == 2 and "one of them" in both.output
 
 
 def test_the_dashboard_field_imports(live: Any, sim: Simulator, flavor: str) -> None:

@@ -62,13 +62,27 @@ def submit(
 
 
 @click.command("import")
-@click.argument("upstream_id")
+@click.argument("upstream_id", required=False)
 @click.option("--notify-url", default=None, help="POST this task's events there (signed webhooks)")
-def import_(upstream_id: str, notify_url: str | None) -> None:
-    """Track a task made elsewhere (Luma's web app, another tool) by its upstream id."""
+@click.option(
+    "--all", "all_", is_flag=True, help="every generation of the account not yet tracked (luma)"
+)
+def import_(upstream_id: str | None, notify_url: str | None, all_: bool) -> None:
+    """Track a task made elsewhere (Luma's web app, another tool) by its upstream id, or with
+    --all every generation of the account that is not tracked yet."""
     from tracker.flows import imports
 
     settings = start()
+    if all_ == (upstream_id is not None):
+        raise click.UsageError("give an UPSTREAM_ID or --all (one of them)")
+    if upstream_id is None:
+        database = Database(settings.database_url)
+        try:
+            made, had = imports.import_all(database, settings, make_client(settings))
+        except imports.ImportFailed as exc:
+            raise click.ClickException(exc.message) from None
+        click.echo(f"imported {made} generations; {had} were tracked already")
+        return
     try:
         upstream_id = validate.check_upstream_id(upstream_id)
     except validate.ValidationError as exc:

@@ -21,6 +21,8 @@ from tracker.tasks.store import NewTask
 from tracker.upstream.client import APIStatusError, LumaClient, UpstreamError
 from tracker.upstream.operations import origin
 
+# generations asked for a page when importing them all (Luma's largest page)
+PAGE = 100
 # statuses by which an upstream says "no such task" to a GET of one id
 NOT_KNOWN = (400, 404, 410, 422)
 
@@ -83,3 +85,25 @@ def import_task(
         notify_url=notify_url,
     )
     return store.import_task(db, settings, new, upstream_id, upd, answer.body)
+
+
+def import_all(db: Database, settings: Settings, client: LumaClient) -> tuple[int, int]:
+    """Track every generation of the account not tracked yet (`tracker import --all`): the
+    list paged through to its end, each new id imported as `import_task` does. Returns
+    (imported, already tracked). A generation the upstream cannot answer for is skipped."""
+    imported = tracked = offset = 0
+    more = True
+    while more:
+        try:
+            ids, more = client.list_ids(offset, PAGE)
+        except UpstreamError as exc:
+            raise ImportFailed(f"the upstream's list failed: {exc.message}") from exc
+        offset += len(ids)
+        more = more and bool(ids)
+        for upstream_id in ids:
+            try:
+                _, created = import_task(db, settings, client, upstream_id)
+            except (UnknownUpstreamTask, ImportFailed):
+                continue
+            imported, tracked = imported + created, tracked + (not created)
+    return imported, tracked

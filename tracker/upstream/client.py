@@ -172,6 +172,13 @@ class LumaClient:
     def query(self, upstream_id: str) -> Answer:
         return self._request("GET", self.dialect.query_path(upstream_id), kind="query")
 
+    def list_ids(self, offset: int, limit: int) -> tuple[list[str], bool]:
+        """A page of the account's generation ids, newest first, and whether more follow."""
+        path = self.dialect.list_path(offset, limit)
+        if path is None:
+            raise APIStatusError(404, f"the {self.dialect.name} API lists no generations")
+        return parse.parse_list(self._request("GET", path, kind="query").body)
+
     def query_many(self, upstream_ids: list[str]) -> list[Update]:
         path = self.dialect.batch_path()
         if path is None:  # callers check dialect.has_batch; this guards against a slip

@@ -45,6 +45,10 @@ class Dialect(Protocol):
 
     def batch_path(self) -> str | None: ...
 
+    def list_path(self, offset: int, limit: int) -> str | None:
+        """A page of the account's generations, newest first (None: the API lists none)."""
+        ...
+
     def download_url_path(self, upstream_id: str) -> str | None: ...
 
     def unsupported(self, operation: Operation) -> tuple[str, str] | None:
@@ -111,6 +115,9 @@ class ProxyDialect:
 
     def batch_path(self) -> str | None:
         return "/luma/tasks"
+
+    def list_path(self, offset: int, limit: int) -> str | None:
+        return None
 
     def download_url_path(self, upstream_id: str) -> str | None:
         return f"/luma/generations/{_segment(upstream_id)}/download_video_url"
@@ -189,6 +196,9 @@ class LumaDialect:
 
     def batch_path(self) -> str | None:
         return None
+
+    def list_path(self, offset: int, limit: int) -> str | None:
+        return f"/generations?limit={limit}&offset={offset}"
 
     def download_url_path(self, upstream_id: str) -> str | None:
         return None
