@@ -168,9 +168,10 @@ def test_bad_input_is_400_naming_the_field_and_nothing_is_asked(
     assert upstream.seen == []
 
 
-def test_the_cli_imports(
-    sim: Simulator, flavor: str, db: Database, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+def _cli_environment(
+    monkeypatch: pytest.MonkeyPatch, db: Database, sim: Simulator, flavor: str, tmp_path: Any
 ) -> None:
+    """The environment the `tracker` command reads, pointed at this test's database and sim."""
     for name, value in {
         "DATABASE_URL": db.url,
         "LUMA_API_BASE": sim.url,
@@ -179,6 +180,12 @@ def test_the_cli_imports(
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("LUMA_API_KEY", raising=False)
+
+
+def test_the_cli_imports(
+    sim: Simulator, flavor: str, db: Database, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    _cli_environment(monkeypatch, db, sim, flavor, tmp_path)
     upstream_id = made_elsewhere(sim)
     runner = CliRunner()
     first = runner.invoke(cli.main, ["import", upstream_id])
@@ -197,14 +204,7 @@ def test_the_cli_imports_every_generation_of_the_account(
 ) -> None:
     """`tracker import --all` pages through Luma's list (two a page here) and tracks each
     generation not yet tracked; the proxy lists none, and says so."""
-    for name, value in {
-        "DATABASE_URL": db.url,
-        "LUMA_API_BASE": sim.url,
-        "LUMA_API_FLAVOR": flavor,
-        "TRACKER_MEDIA_DIR": str(tmp_path / "media"),
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("LUMA_API_KEY", raising=False)
+    _cli_environment(monkeypatch, db, sim, flavor, tmp_path)
     monkeypatch.setattr(imports, "PAGE", 2)
     runner = CliRunner()
     if flavor == "proxy":
