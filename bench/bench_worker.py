@@ -355,7 +355,7 @@ def tracker_run(callbacks: bool, workdir: Path) -> dict[str, Any]:
 def naive_run() -> dict[str, Any]:
     """The common practice: create, then query every unfinished task every 5 s until done."""
     from tracker.upstream.client import LumaClient
-    from tracker.upstream.dialects import Request
+    from tracker.upstream.operations import Request
 
     sim = _simulator(callbacks=False)
     client = LumaClient(sim.url or "", "", pool_size=CONCURRENCY)
@@ -385,7 +385,7 @@ def naive_run() -> dict[str, Any]:
 def callback_floor() -> float:
     """The simulator calling a receiver that does nothing: the delivery delay itself (p50 s)."""
     from tracker.upstream.client import LumaClient
-    from tracker.upstream.dialects import Request
+    from tracker.upstream.operations import Request
 
     arrived: dict[str, float] = {}
 

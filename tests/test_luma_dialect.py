@@ -96,8 +96,8 @@ WIRE = [  # (task, dialect, path, the body's exact bytes)
         NewTask("generate", "a fox", image_url="https://i/a.png", options={"model_name": "ray-v2"}),
         "luma",
         "/generations",
-        '{"prompt": "a fox", "callback_url": HOOK, "model": "ray-2", '
-        '"keyframes": {"frame0": {"type": "image", "url": "https://i/a.png"}}}',
+        '{"prompt": "a fox", "model": "ray-2", '
+        '"keyframes": {"frame0": {"type": "image", "url": "https://i/a.png"}}, "callback_url": HOOK}',
     ),
     (
         NewTask("extend", "on", source_task_id="g/1", image_url="QUFB", image_end_url="https://e"),
@@ -112,8 +112,64 @@ WIRE = [  # (task, dialect, path, the body's exact bytes)
         ),
         "luma",
         "/generations",
-        '{"prompt": "on", "callback_url": HOOK, "model": "ray-2", "keyframes": {"frame0": '
-        '{"type": "generation", "id": "g-1"}, "frame1": {"type": "image", "url": "https://e"}}}',
+        '{"prompt": "on", "model": "ray-2", "keyframes": {"frame0": {"type": "generation", '
+        '"id": "g-1"}, "frame1": {"type": "image", "url": "https://e"}}, "callback_url": HOOK}',
+    ),
+    (
+        NewTask("upscale", "", source_task_id="g/1", options={"resolution": "4k"}),
+        "luma",
+        "/generations/g%2F1/upscale",
+        '{"generation_type": "upscale_video", "resolution": "4k", "callback_url": HOOK}',
+    ),
+    (
+        NewTask("audio", "rain", source_task_id="g-1", options={"negative_prompt": "music"}),
+        "luma",
+        "/generations/g-1/audio",
+        '{"generation_type": "add_audio", "prompt": "rain", "negative_prompt": "music", '
+        '"callback_url": HOOK}',
+    ),
+    (
+        NewTask(
+            "modify",
+            "in snow",
+            options={
+                "mode": "flex_2",
+                "source_video_url": "https://v/a.mp4",
+                "first_frame_url": "https://i/f.jpg",
+                "model_name": "ray-flash-2",
+            },
+        ),
+        "luma",
+        "/generations/video/modify",
+        '{"media": {"url": "https://v/a.mp4"}, "model": "ray-flash-2", "prompt": "in snow", '
+        '"generation_type": "modify_video", "mode": "flex_2", "first_frame": {"url": '
+        '"https://i/f.jpg"}, "callback_url": HOOK}',
+    ),
+    (
+        NewTask(
+            "reframe", "", options={"aspect_ratio": "9:16", "source_video_url": "https://v/a.mp4"}
+        ),
+        "luma",
+        "/generations/video/reframe",
+        '{"media": {"url": "https://v/a.mp4"}, "model": "ray-2", "generation_type": '
+        '"reframe_video", "aspect_ratio": "9:16", "callback_url": HOOK}',
+    ),
+    (
+        NewTask(
+            "image",
+            "a kite",
+            image_url="https://i/r.png",
+            options={
+                "model_name": "photon-flash-1",
+                "aspect_ratio": "1:1",
+                "style_url": "https://s",
+            },
+        ),
+        "luma",
+        "/generations/image",
+        '{"generation_type": "image", "prompt": "a kite", "model": "photon-flash-1", '
+        '"aspect_ratio": "1:1", "image_ref": [{"url": "https://i/r.png"}], "style_ref": '
+        '[{"url": "https://s"}], "callback_url": HOOK}',
     ),
 ]
 

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tracker.tasks.machine import needs_query
-from tracker.upstream.operations import error_reason
+from tracker.upstream.creates import error_reason
 from tracker.upstream.parse import Update, parse, parse_batch
 
 RAW_PENDING = {

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tracker.tasks.machine import needs_query
-from tracker.upstream.operations import parse_create
+from tracker.upstream.creates import parse_create
 from tracker.upstream.parse import Update, parse, parse_batch
 
 CORPUS = Path(__file__).parent / "fixtures" / "upstream"

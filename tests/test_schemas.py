@@ -21,7 +21,7 @@ from tracker.db import Database
 from tracker.flows import bodies, validate
 from tracker.tasks.models import utcnow
 from tracker.web import answers as answer_models
-from tracker.web.openapi import SPEC
+from tracker.web.openapi import SPEC, SPECS
 
 PNG_BASE64 = "iVBORw0KGgo" + "A" * 80
 
@@ -174,7 +174,7 @@ def test_the_form_shows_the_models_problems_each_beside_its_field(
 def test_the_form_and_the_api_give_the_same_words(make_app: Callable[..., Flask]) -> None:
     client = make_app().test_client()
     page = client.get("/tasks/new", headers={"Accept": "text/html"}).get_data(as_text=True)
-    form = {"user_prompt": "a fox", "source_task_id": "src-1", "model_name": "ray-v2"}
+    form = {"user_prompt": "a fox", "source_task_id": "src-1", "duration": "5s"}
     response = client.post("/tasks/new", data={"csrf_token": _csrf(page), **form})
     api = client.post("/api/tasks", json=form)
     assert response.status_code == api.status_code == 400
@@ -264,7 +264,12 @@ def test_the_openapi_document_is_valid_and_generated_from_the_models() -> None:
     assert set(components["Error"]["properties"]) == {"error", "field", "errors"}
     submit_body = SPEC["paths"]["/api/tasks"]["post"]["requestBody"]["content"]
     one_of = submit_body["application/json"]["schema"]["oneOf"]
-    assert one_of == [components["Extend"], components["Generate"]]
+    assert one_of == [components["Generate"], components["Extend"]]  # what the proxy offers
+    luma = SPECS["luma"]["paths"]["/api/tasks"]["post"]["requestBody"]["content"]
+    every_kind = [components[model.__name__] for model in bodies.SUBMITS.values()]
+    assert luma["application/json"]["schema"]["oneOf"] == every_kind
+    for model in bodies.SUBMITS.values():  # every kind's body, as its model checks it
+        assert set(components[model.__name__]["properties"]) == set(model.model_fields)
 
 
 def test_unsafe_routes_document_403_415_and_429() -> None:

@@ -29,7 +29,7 @@ from tracker.upstream.client import (
     LumaClient,
     RateLimitError,
 )
-from tracker.upstream.dialects import Request
+from tracker.upstream.operations import Request
 
 
 def create(client: LumaClient, body: dict[str, Any]) -> Answer:

@@ -31,7 +31,7 @@ from tracker.settings import Settings
 from tracker.tasks import heartbeats, machine
 from tracker.tasks.models import Task, utcnow
 from tracker.upstream.client import LumaClient
-from tracker.upstream.dialects import Request
+from tracker.upstream.operations import Request
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from tests.support.servers import SHUTDOWN_POLL
 from tracker.db import Database
 from tracker.tasks.models import utcnow
 from tracker.upstream.client import LumaClient
-from tracker.upstream.dialects import Request
+from tracker.upstream.operations import Request
 
 SAMPLE = SAMPLE_MP4.read_bytes()
 SAMPLE_JPG = SAMPLE_JPG_FILE.read_bytes()

@@ -1,18 +1,15 @@
-"""What a client may send: a submission (an extend or a generation) and an import.
+"""What a client may send: a submission (one model per kind of task) and an import.
 
 The models are strict (a string is not a boolean, "5" is not a number) and refuse unknown
 fields; each field's rule (check and JSON schema) is in `fields` (notify_url's here,
-below). Which model applies is decided by `source_task_id` (`submit_model`): given,
-the body is an `Extend`; missing, null or "", a `Generate`.
+below). The body's `kind` picks the model (`submit_model`); without one, a given
+`source_task_id` makes it an `Extend`, else a `Generate`. The upstream dialect
+(LUMA_API_FLAVOR, passed as validation context `{"flavor": ...}`) has its say through its
+own `unsupported` rule: about each image as it is checked, then about the whole task.
 
-The upstream dialect (LUMA_API_FLAVOR, passed as validation context `{"flavor": ...}`)
-has its say through its own `unsupported` rule: asked about each image as it is checked
-(so a base64 image on Luma's own API is refused beside every other problem), then about
-the whole task.
-
-To add a field: write its rule in `fields`, add it to `_Body` (or, for a generation option,
-to `Generate` and as `Empty` to `Extend`) and to `fields.FIELD_ORDER`, and carry it into
-NewTask in `validate.new_task`; the OpenAPI document and the form's errors follow.
+To add a field: write its rule in `fields`, add it to the models that take it and to
+`fields.FIELD_ORDER` (and, for an option, to `operations.KIND_OPTIONS`); the OpenAPI
+document and the form's errors follow.
 """
 
 from __future__ import annotations
@@ -30,26 +27,30 @@ from pydantic import (
 )
 
 from tracker.flows.fields import (
-    COMMON_FIELDS,
-    GENERATE_FIELDS,
-    ID_PATTERN,
+    AnAspectRatio,
     AspectRatio,
     Duration,
     Empty,
     ExtendImage,
     GenerateImage,
+    ImageModel,
+    KindName,
+    Mode,
     ModelName,
+    NotTaken,
     NullableBool,
+    OptionalPrompt,
+    OptionalSourceId,
     Prompt,
     Resolution,
     SourceId,
-    check_task_id,
+    Url,
     flavor_of,
     problem,
 )
 from tracker.tasks.store import NewTask
 from tracker.upstream import dialects
-from tracker.upstream.operations import operation_for
+from tracker.upstream.operations import KIND_OPTIONS, operation_for
 
 # -- notify_url: a task's own webhook target, an http(s) URL that resolves to public addresses
 # only. Its check reaches the network (the address guard resolves the host), which no other
@@ -111,29 +112,47 @@ NotifyUrl = Annotated[
 ]
 
 
+def _own_kind(schema: dict[str, Any], model: type[BaseModel]) -> None:
+    """A body's schema names its own kind only (the rule takes no other: `submit_model`)."""
+    schema["properties"]["kind"] = {"enum": [model.model_config.get("title"), "", None]}
+
+
 class _Body(BaseModel):
     """What every submission carries; strict, and no field it does not name."""
 
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
-    kind: ClassVar[str] = "generate"
+    model_config = ConfigDict(
+        strict=True, extra="forbid", frozen=True, title="generate", json_schema_extra=_own_kind
+    )
+    KIND: ClassVar[str] = "generate"
 
-    user_prompt: Prompt
-    expand_prompt: NullableBool = None
     notify_url: NotifyUrl = None
     # a new field every submission may carry goes here (its rule in `fields`, its place in
-    # fields.FIELD_ORDER, and its way into NewTask in validate.new_task)
+    # fields.FIELD_ORDER, and its way into NewTask in `task` below)
 
     def options(self) -> dict[str, Any]:
-        """The generation's options the user gave, in the upstream's own words."""
-        given = {name: getattr(self, name) for name in GENERATE_FIELDS}
+        """The options of its kind the user gave (operations.KIND_OPTIONS), by their names."""
+        given = {name: getattr(self, name, None) for name in KIND_OPTIONS[self.KIND]}
         return {name: value for name, value in given.items() if value is not None}
+
+    def task(self, flavor: str) -> NewTask:
+        """The task this body asks for, on this dialect; a prompt a kind takes none of is ""."""
+        return NewTask(
+            self.KIND,
+            getattr(self, "user_prompt", None) or "",
+            source_task_id=getattr(self, "source_task_id", None),
+            expand_prompt=getattr(self, "expand_prompt", None),
+            image_url=getattr(self, "image_url", None),
+            image_end_url=getattr(self, "image_end_url", None),
+            options=self.options(),
+            upstream=flavor,
+            notify_url=self.notify_url,
+        )
 
     @model_validator(mode="after")
     def _dialect_takes_it(self, info: ValidationInfo) -> Any:
         """The dialect's rule on the whole task, for a rule that spans fields."""
-        fields = {name: getattr(self, name) for name in COMMON_FIELDS}
-        task = NewTask(self.kind, options=self.options(), **fields)
-        refused = dialects.get(flavor_of(info)).unsupported(operation_for(task))
+        flavor = flavor_of(info)
+        refused = dialects.get(flavor).unsupported(operation_for(self.task(flavor)))
         if refused is not None:
             raise problem(refused[1], refused[0])
         return self
@@ -142,21 +161,28 @@ class _Body(BaseModel):
 class Extend(_Body):
     """Extend the video with this upstream id (the generation options are not taken)."""
 
-    kind: ClassVar[str] = "extend"
+    model_config = ConfigDict(title="extend")
+    KIND: ClassVar[str] = "extend"
 
+    kind: KindName = "extend"
     source_task_id: SourceId
+    user_prompt: Prompt
+    expand_prompt: NullableBool = None
     image_url: ExtendImage = None
     image_end_url: ExtendImage = None
+    model_name: ModelName = None
     aspect_ratio: Empty = None
     loop: Empty = None
     resolution: Empty = None
     duration: Empty = None
-    model_name: Empty = None
 
 
 class Generate(_Body):
     """A new generation."""
 
+    kind: KindName = "generate"
+    user_prompt: Prompt
+    expand_prompt: NullableBool = None
     source_task_id: Empty = None
     image_url: GenerateImage = None
     image_end_url: GenerateImage = None
@@ -168,33 +194,96 @@ class Generate(_Body):
     # a new generation option goes here, and as `Empty` in Extend
 
 
-def submit_model(body: Any) -> type[Extend] | type[Generate]:
-    """Which model a submit body is checked by: a given source_task_id makes it an extend."""
-    if isinstance(body, dict) and body.get("source_task_id") not in (None, ""):
+class Upscale(_Body):
+    """A completed video of the account at a higher resolution (Luma's own API)."""
+
+    model_config = ConfigDict(title="upscale")
+    KIND: ClassVar[str] = "upscale"
+
+    kind: KindName = "upscale"
+    source_task_id: SourceId
+    resolution: Resolution = None
+    user_prompt: NotTaken = None
+
+
+class Audio(_Body):
+    """A completed video of the account with sound made for it (Luma's own API)."""
+
+    model_config = ConfigDict(title="audio")
+    KIND: ClassVar[str] = "audio"
+
+    kind: KindName = "audio"
+    source_task_id: SourceId
+    user_prompt: OptionalPrompt = None
+    negative_prompt: OptionalPrompt = None
+
+
+class _FromVideo(_Body):
+    """An operation on a video: a completed one of the account, or any video by its URL."""
+
+    source_task_id: OptionalSourceId = None
+    source_video_url: Url = None
+    user_prompt: OptionalPrompt = None
+    model_name: ModelName = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Any:
+        if self.source_task_id and self.source_video_url:
+            raise problem("give source_task_id or source_video_url, not both", "source_video_url")
+        if not (self.source_task_id or self.source_video_url):
+            raise problem("source_task_id or source_video_url is required", "source_task_id")
+        return self
+
+
+class Modify(_FromVideo):
+    """A video restyled from a prompt, `mode` saying how far from its source (Luma's own API)."""
+
+    model_config = ConfigDict(title="modify")
+    KIND: ClassVar[str] = "modify"
+
+    kind: KindName = "modify"
+    mode: Mode
+    first_frame_url: Url = None
+
+
+class Reframe(_FromVideo):
+    """A video to another aspect ratio, the new space filled in (Luma's own API)."""
+
+    model_config = ConfigDict(title="reframe")
+    KIND: ClassVar[str] = "reframe"
+
+    kind: KindName = "reframe"
+    aspect_ratio: AnAspectRatio
+
+
+class Image(_Body):
+    """A still image from a prompt, after a reference image and a style (Luma's own API)."""
+
+    model_config = ConfigDict(title="image")
+    KIND: ClassVar[str] = "image"
+
+    kind: KindName = "image"
+    user_prompt: Prompt
+    model_name: ImageModel = None
+    aspect_ratio: AspectRatio = None
+    image_url: Url = None
+    style_url: Url = None
+
+
+SUBMITS: dict[str, type[_Body]] = {
+    model.KIND: model for model in (Generate, Extend, Upscale, Audio, Modify, Reframe, Image)
+}
+
+
+def submit_model(body: Any) -> type[_Body]:
+    """Which model a submit body is checked by: its `kind`; without one, a given
+    source_task_id makes it an extend, else a generation (an unknown kind: a generation's,
+    whose `kind` rule names the kinds)."""
+    if not isinstance(body, dict):
+        return Generate
+    kind = body.get("kind")
+    if isinstance(kind, str) and kind in SUBMITS:
+        return SUBMITS[kind]
+    if kind in (None, "") and body.get("source_task_id") not in (None, ""):
         return Extend
     return Generate
-
-
-def _upstream_id(value: Any, info: ValidationInfo) -> str:
-    if value is None:
-        raise problem(f"{info.field_name} is required")
-    return check_task_id(str(info.field_name), value)
-
-
-class Import(BaseModel):
-    """Track a task made elsewhere by its upstream id."""
-
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
-
-    upstream_id: Annotated[
-        str,
-        BeforeValidator(_upstream_id),
-        WithJsonSchema(
-            {
-                "type": "string",
-                "pattern": ID_PATTERN,
-                "description": "the upstream's id of a task made elsewhere",
-            }
-        ),
-    ]
-    notify_url: NotifyUrl = None

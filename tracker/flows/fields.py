@@ -22,7 +22,9 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from tracker.tasks.models import KINDS
 from tracker.upstream import dialects
+from tracker.upstream.luma import IMAGE_MODELS, MODES
 from tracker.upstream.operations import Extend, Generate
 
 MAX_PROMPT = 5000
@@ -47,9 +49,12 @@ IMAGE = re.compile(IMAGE_PATTERN)
 
 COMMON_FIELDS = ("source_task_id", "user_prompt", "expand_prompt", "image_url", "image_end_url")
 GENERATE_FIELDS = ("aspect_ratio", "loop", "resolution", "duration", "model_name")
+# the other operations' own (kept in `options`, as the generation's are)
+KIND_FIELDS = ("mode", "source_video_url", "first_frame_url", "negative_prompt", "style_url")
 # the order problems are reported in (the first is the answer's `field`); unknown fields first
 FIELD_ORDER = (
-    *("user_prompt", "source_task_id", "expand_prompt", "image_url", "image_end_url"),
+    *("kind", "user_prompt", "source_task_id", "source_video_url", "mode", "expand_prompt"),
+    *("image_url", "image_end_url", "first_frame_url", "style_url", "negative_prompt"),
     *GENERATE_FIELDS,
     "notify_url",
 )
@@ -105,6 +110,17 @@ def _optional(check: Callable[[str, str], str | None]) -> Callable[[Any, Validat
     def rule(value: Any, info: ValidationInfo) -> Any:
         if value is None or value == "":
             return None
+        return check(str(info.field_name), value)
+
+    return rule
+
+
+def _required(check: Callable[[str, str], str]) -> Callable[[Any, ValidationInfo], Any]:
+    """A rule for a required field: null and "" are "is required", else `check`."""
+
+    def rule(value: Any, info: ValidationInfo) -> Any:
+        if value is None or value == "":
+            raise problem(f"{info.field_name} is required")
         return check(str(info.field_name), value)
 
     return rule
@@ -180,10 +196,29 @@ def _image(kind: str) -> Callable[[Any, ValidationInfo], str | None]:
     return rule
 
 
-def _not_when_extending(value: Any, info: ValidationInfo) -> None:
+def _not_taken(value: Any, info: ValidationInfo) -> None:
+    """A field of other kinds, here only "not given" (the model's title is its kind)."""
     if value is None or value == "":
         return None
-    raise problem(f"{info.field_name} is not supported when extending a video")
+    kind = info.config and info.config.get("title")
+    if kind == "extend":
+        raise problem(f"{info.field_name} is not supported when extending a video")
+    raise problem(f"{info.field_name} is not taken by a {kind} task")
+
+
+def _url(field: str, value: Any) -> str:
+    text = _text(field, value, limit=4000)
+    if not re.fullmatch(r"https?://[!-~]+", text):
+        raise problem(f"{field} must be an http(s) URL")
+    return text
+
+
+def _kind(value: Any, info: ValidationInfo) -> str:
+    """The body's `kind`: the kind of the model checking it (its title), or not given."""
+    own = str(info.config and info.config.get("title"))
+    if value is None or value == "" or value == own:
+        return own
+    raise problem(f"kind must be one of {', '.join(KINDS)}")
 
 
 _image_schema = {
@@ -203,6 +238,11 @@ SourceId = Annotated[
     BeforeValidator(_optional(check_task_id)),
     WithJsonSchema({"type": "string", "pattern": ID_PATTERN}),
 ]
+OptionalSourceId = Annotated[
+    str | None,
+    BeforeValidator(_optional(check_task_id)),
+    WithJsonSchema({"type": ["string", "null"], "pattern": f"^$|{ID_PATTERN}"}),
+]
 ExtendImage = Annotated[
     str | None, BeforeValidator(_image("extend")), WithJsonSchema(_image_schema)
 ]
@@ -210,7 +250,7 @@ GenerateImage = Annotated[
     str | None, BeforeValidator(_image("generate")), WithJsonSchema(_image_schema)
 ]
 # a generation's option in an extend: only "not given"
-Empty = Annotated[None, BeforeValidator(_not_when_extending), WithJsonSchema({"enum": ["", None]})]
+Empty = Annotated[None, BeforeValidator(_not_taken), WithJsonSchema({"enum": ["", None]})]
 AspectRatio = Annotated[
     str | None,
     BeforeValidator(_optional(_choice(ASPECT_RATIOS))),
@@ -231,5 +271,27 @@ ModelName = Annotated[
     str | None,
     BeforeValidator(_optional(_model_name)),
     WithJsonSchema({"type": ["string", "null"], "maxLength": 64, "pattern": f"^$|{TEXT_PATTERN}"}),
+]
+KindName = Annotated[str, BeforeValidator(_kind), WithJsonSchema({"enum": [*KINDS, "", None]})]
+NotTaken = Annotated[None, BeforeValidator(_not_taken), WithJsonSchema({"enum": ["", None]})]
+OptionalPrompt = Annotated[
+    str | None,
+    BeforeValidator(_optional(lambda field, value: _text(field, value, limit=MAX_PROMPT))),
+    WithJsonSchema({"type": ["string", "null"], "maxLength": MAX_PROMPT}),
+]
+_url_schema = {"type": ["string", "null"], "pattern": r"^(|\s*https?://[!-~]{1,4000}\s*)$"}
+Url = Annotated[str | None, BeforeValidator(_optional(_url)), WithJsonSchema(_url_schema)]
+Mode = Annotated[
+    str, BeforeValidator(_required(_choice(MODES))), WithJsonSchema({"enum": list(MODES)})
+]
+AnAspectRatio = Annotated[
+    str,
+    BeforeValidator(_required(_choice(ASPECT_RATIOS))),
+    WithJsonSchema({"enum": list(ASPECT_RATIOS)}),
+]
+ImageModel = Annotated[
+    str | None,
+    BeforeValidator(_optional(_choice(IMAGE_MODELS))),
+    WithJsonSchema({"enum": [*IMAGE_MODELS, "", None]}),
 ]
 NullableBool = Annotated[bool | None, WithJsonSchema({"type": ["boolean", "null"]})]

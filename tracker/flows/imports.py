@@ -19,7 +19,7 @@ from tracker.tasks import store
 from tracker.tasks.models import Task
 from tracker.tasks.store import NewTask
 from tracker.upstream.client import APIStatusError, LumaClient, UpstreamError
-from tracker.upstream.operations import origin
+from tracker.upstream.creates import origin
 
 # generations asked for a page when importing them all (Luma's largest page)
 PAGE = 100

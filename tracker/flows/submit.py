@@ -29,7 +29,8 @@ from tracker.upstream.client import (
     RateLimitError,
     UpstreamError,
 )
-from tracker.upstream.operations import operation_for, parse_create
+from tracker.upstream.creates import parse_create
+from tracker.upstream.operations import operation_for
 
 
 def _shorten_images(body: dict[str, Any]) -> dict[str, Any]:

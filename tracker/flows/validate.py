@@ -8,12 +8,13 @@ refuse into `Problem`s, each naming its field so a person can fix it, in a fixed
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import pydantic
 import pydantic_core
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationInfo, WithJsonSchema
 
-from tracker.flows.bodies import Import, check_notify_url, submit_model
+from tracker.flows.bodies import NotifyUrl, check_notify_url, submit_model
 from tracker.flows.fields import (
     ASPECT_RATIOS,
     COMMON_FIELDS,
@@ -29,8 +30,10 @@ from tracker.flows.fields import (
     TEXT_PATTERN,
     TRACKER_SETS,
     check_task_id,
+    problem,
 )
 from tracker.tasks.store import NewTask
+from tracker.upstream import dialects
 
 __all__ = [
     "ASPECT_RATIOS",
@@ -50,6 +53,32 @@ __all__ = [
     "new_task",
     "upstream_id",
 ]
+
+
+def _upstream_id(value: Any, info: ValidationInfo) -> str:
+    if value is None:
+        raise problem(f"{info.field_name} is required")
+    return check_task_id(str(info.field_name), value)
+
+
+class Import(BaseModel):
+    """Track a task made elsewhere by its upstream id."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    upstream_id: Annotated[
+        str,
+        BeforeValidator(_upstream_id),
+        WithJsonSchema(
+            {
+                "type": "string",
+                "pattern": ID_PATTERN,
+                "description": "the upstream's id of a task made elsewhere",
+            }
+        ),
+    ]
+    notify_url: NotifyUrl = None
+
 
 NOT_AN_OBJECT = "the body must be a JSON object"
 
@@ -122,22 +151,17 @@ def new_task(body: Any, flavor: str = "proxy", *, allow_private: bool = False) -
     (the address guard of `notify_url`).
     """
     model = submit_model(body)
+    dialect = dialects.get(flavor)
+    if model.KIND not in dialect.kinds:
+        offered = ", ".join(dialect.kinds)
+        message = f"kind {model.KIND} is offered by Luma's own API (LUMA_API_FLAVOR=luma); "
+        raise ValidationError("kind", message + f"this tracker's upstream offers {offered}")
     context = {"flavor": flavor, "notify_allow_private": allow_private}
     try:
         checked = model.model_validate(body, context=context)
     except pydantic.ValidationError as exc:
         raise ValidationError.of(problems(exc)) from None
-    return NewTask(
-        kind=checked.kind,
-        user_prompt=checked.user_prompt,
-        source_task_id=checked.source_task_id,
-        expand_prompt=checked.expand_prompt,
-        image_url=checked.image_url,
-        image_end_url=checked.image_end_url,
-        options=checked.options(),
-        upstream=flavor,
-        notify_url=checked.notify_url,
-    )
+    return checked.task(flavor)
 
 
 def upstream_id(body: Any) -> str:

@@ -33,7 +33,8 @@ class Base(DeclarativeBase):
     pass
 
 
-KINDS = ("extend", "generate")
+# what a task asks of the upstream (`upstream.operations`: one operation each)
+KINDS = ("generate", "extend", "upscale", "audio", "modify", "reframe", "image")
 
 
 class Task(Base):

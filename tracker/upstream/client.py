@@ -31,8 +31,9 @@ from urllib3.util.retry import Retry
 from tracker import jsontext, metrics
 from tracker.tasks.states import Update
 from tracker.upstream import dialects, parse
-from tracker.upstream.dialects import Dialect, Request
-from tracker.upstream.operations import error_reason
+from tracker.upstream.creates import error_reason
+from tracker.upstream.dialects import Dialect
+from tracker.upstream.operations import Request
 
 log = logging.getLogger(__name__)
 

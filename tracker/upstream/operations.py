@@ -5,32 +5,18 @@ A task row says what was asked (its kind, prompt, images, options, the source ge
 callback URL, into its wire request (`Dialect.request`: a path and a body). Nothing past
 this module reads a task row to build a request.
 
-A new operation (upscale, add audio, modify, reframe, an image) is one dataclass here, its
-place in `operation_for`, and its wire mapping in each dialect's `request` (a dialect
-without it refuses it in `unsupported`).
-
-Below them, what the upstream says back about a create (`parse_create`, `error_reason`,
-`origin`). What a create says: the 2xx answer to ours (accepted, refused or unknown), a refusal's
-reason, and, for a generation we did not send (an import), the create it was made from.
-
-Create answers seen (upstream.md): the raw object, a one-element array of it, the seed's
-`{code, data: {task_id, task_status}}`, `{code: "success", data: "<task id>"}`, and
-gateways that answer 200 with an error body (`{"code": 500, "message": ...}`,
-`{"success": false, "error": ...}`): nothing was created, that is a refusal. A body that
-names no task and shows no failure leaves the outcome unknown: the upstream may have
-created (and charged for) a task we cannot name, so it must not be resent on its own.
-None of these raises, whatever the input.
+A new operation is one dataclass here, its place in `operation_for` and `KIND_OPTIONS`, and
+its wire mapping in each dialect's `request` (a dialect without it refuses it in
+`unsupported`). What the upstream says back about a create is `upstream.creates`'.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 from typing import Any
 
 from tracker.tasks.models import Task
-from tracker.tasks.states import NOT_UNDERSTOOD, Update
 from tracker.tasks.store import NewTask
-from tracker.upstream import parse
 
 
 @dataclass(frozen=True)
@@ -61,165 +47,133 @@ class Extend:
     expand_prompt: bool | None = None
     image_url: str | None = None  # the proxy's first frame; on Luma the source is the first
     image_end_url: str | None = None
+    model_name: str | None = None
 
 
-Operation = Generate | Extend
+@dataclass(frozen=True)
+class Upscale:
+    """A completed video at a higher resolution (Luma's own API)."""
+
+    source_id: str
+    resolution: str | None = None
+
+
+@dataclass(frozen=True)
+class Audio:
+    """A completed video with a sound track made for it (Luma's own API)."""
+
+    source_id: str
+    prompt: str = ""
+    negative_prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class Modify:
+    """A video restyled (`mode`: how far from the source) from a prompt (Luma's own API).
+
+    The source is a video URL: given (`source_video_url`), or the source generation's video,
+    read at dispatch (`video_url` is None until then).
+    """
+
+    mode: str
+    source_id: str | None = None
+    video_url: str | None = None
+    prompt: str = ""
+    first_frame_url: str | None = None
+    model_name: str | None = None
+
+
+@dataclass(frozen=True)
+class Reframe:
+    """A video to another aspect ratio, the new space filled in (Luma's own API)."""
+
+    aspect_ratio: str
+    source_id: str | None = None
+    video_url: str | None = None
+    prompt: str = ""
+    model_name: str | None = None
+
+
+@dataclass(frozen=True)
+class Image:
+    """A still image from a prompt (Luma's Photon), optionally after a reference and a style."""
+
+    prompt: str
+    model_name: str | None = None
+    aspect_ratio: str | None = None
+    image_url: str | None = None  # the image reference
+    style_url: str | None = None  # the style reference
+
+
+Operation = Generate | Extend | Upscale | Audio | Modify | Reframe | Image
+# an operation that works on a video the account already has: it reads its source's video
+FROM_VIDEO = (Modify, Reframe)
+# what each kind keeps in `options` besides the generation's own
+KIND_OPTIONS = {
+    "extend": ("model_name",),
+    "upscale": ("resolution",),
+    "audio": ("negative_prompt",),
+    "modify": ("mode", "source_video_url", "first_frame_url", "model_name"),
+    "reframe": ("aspect_ratio", "source_video_url", "model_name"),
+    "image": ("model_name", "aspect_ratio", "style_url"),
+    "generate": GENERATE_OPTIONS,
+}
+
+
+def kind_of(operation: Operation) -> str:
+    """The task kind an operation is (its class's name: `Upscale` is "upscale")."""
+    return type(operation).__name__.lower()
+
+
+@dataclass(frozen=True)
+class Request:
+    """One operation as the upstream wants it: the path to POST to and the JSON body."""
+
+    path: str
+    body: dict[str, Any]
 
 
 def operation_for(task: Task | NewTask) -> Operation:
     """The operation a task (stored, or about to be) asks for.
 
-    An extend names its source; a task of another kind, or an extend without a source, is a
-    generation (its options count only when it is one: an extend takes none).
+    An extend names its source; a task of an unknown kind, or an extend without a source,
+    is a generation (its options count only when it is one).
     """
-    if task.kind == "extend" and task.source_task_id:
-        return Extend(
-            task.source_task_id,
-            task.user_prompt,
-            expand_prompt=task.expand_prompt,
-            image_url=task.image_url,
-            image_end_url=task.image_end_url,
-        )
-    given: dict[str, Any] = (task.options or {}) if task.kind == "generate" else {}
+    given: dict[str, Any] = task.options or {}
+    source, prompt = task.source_task_id, task.user_prompt
+    match task.kind:
+        case "extend" if source:
+            return Extend(
+                source,
+                prompt,
+                expand_prompt=task.expand_prompt,
+                image_url=task.image_url,
+                image_end_url=task.image_end_url,
+                model_name=given.get("model_name"),
+            )
+        case "upscale" if source:
+            return Upscale(source, given.get("resolution"))
+        case "audio" if source:
+            return Audio(source, prompt, given.get("negative_prompt"))
+        case "modify":
+            video = given.get("source_video_url")
+            return Modify(given.get("mode", ""), source, video, prompt, **_picked(given, Modify))
+        case "reframe":
+            video, ratio = given.get("source_video_url"), given.get("aspect_ratio", "")
+            return Reframe(ratio, source, video, prompt, given.get("model_name"))
+        case "image":
+            return Image(prompt, image_url=task.image_url, **_picked(given, Image))
+    generation = given if task.kind == "generate" else {}
     return Generate(
-        task.user_prompt,
+        prompt,
         expand_prompt=task.expand_prompt,
         image_url=task.image_url,
         image_end_url=task.image_end_url,
-        **{name: given.get(name) for name in GENERATE_OPTIONS},
+        **{name: generation.get(name) for name in GENERATE_OPTIONS},
     )
 
 
-# -- what the upstream says about a create -----------------------------------------------------
-
-# `code` values that mean success; any other code, with no task named, is a refusal
-_SUCCESS_CODES = frozenset({"success", "ok", "0", "200", "201"})
-MAX_DEPTH = 4
-MAX_PROMPT = 5000
-
-
-@dataclass(frozen=True)
-class CreateAnswer:
-    """`update` says what the answer tells of the new task; `refused` why nothing was made."""
-
-    update: Update
-    refused: str | None = None
-
-    @property
-    def accepted(self) -> bool:
-        """The answer names the task it created (follow it by that id)."""
-        return self.refused is None and self.update.upstream_id is not None
-
-    @property
-    def unknown(self) -> bool:
-        """Neither a task id nor a failure: the upstream may have made a task we cannot name."""
-        return self.refused is None and self.update.upstream_id is None
-
-
-def _failed_request(body: dict[str, Any]) -> bool:
-    """The body says the request itself failed (as opposed to a task that failed)."""
-    if body.get("success") is False:
-        return True
-    code = body.get("code")
-    if code is not None and not isinstance(code, bool):
-        word = parse.text(code, 32)
-        if word is not None and word.lower() not in _SUCCESS_CODES:
-            return True
-    return bool(parse.failure(body.get("error")) or body.get("detail"))
-
-
-def parse_create(body: Any) -> CreateAnswer:
-    """A create's 2xx body -> CreateAnswer; never raises.
-
-    A body that names a task is accepted even when it also shows an error code: the task
-    exists upstream, and following it (queries, callbacks) settles what became of it.
-    """
-    if isinstance(body, list):
-        return parse_create(body[0]) if len(body) == 1 else CreateAnswer(NOT_UNDERSTOOD)
-    if not isinstance(body, dict):
-        return CreateAnswer(NOT_UNDERSTOOD)
-    update = parse.parse(body)
-    if update.upstream_id is None:
-        # {"code": "success", "data": "<task id>"}: the id as a bare string
-        bare = parse.text(body.get("data"), 128)
-        if bare is not None and not _failed_request(body):
-            update = replace(update, upstream_id=bare)
-    if update.upstream_id is None and _failed_request(body):
-        return CreateAnswer(update, refused=error_reason(body))
-    return CreateAnswer(update)
-
-
-def error_reason(body: Any, text: str = "") -> str:
-    """The upstream's reason for a refusal: `{"detail": ...}`, a message, or the page's start."""
-    if isinstance(body, dict):
-        detail = body.get("detail")
-        for candidate in (
-            parse.failure(detail) if isinstance(detail, dict) else parse.text(detail),
-            parse.text(body.get("message")),
-            parse.failure(body.get("error")),
-            parse.text(body.get("msg")),
-            parse.text(body.get("data")),  # {"code": 400, "data": "prompt too short"}
-        ):
-            if candidate:
-                return candidate[:500]
-        if isinstance(detail, list) and detail:
-            return str(detail[0])[:500]
-    stripped = " ".join(text.split())
-    if stripped.startswith("<"):
-        return "the upstream answered with an HTML page instead of JSON"
-    return stripped[:200] or "no reason given"
-
-
-# -- an import's origin -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Origin:
-    """What an imported task was asked to do: its prompt, and the generation it extends."""
-
-    prompt: str | None = None
-    source_id: str | None = None
-
-
-def _text(value: Any, limit: int) -> str | None:
-    return parse.text(value, limit) if isinstance(value, str) else None  # no numbers here
-
-
-def origin(body: Any, _depth: int = 0) -> Origin:
-    """Read from the upstream's answer about a task; never raises.
-
-    `tracker.upstream.parse` says where a task stands; an import also needs what it was made
-    from, to show it like any other task. Luma's Generation object keeps it under `request`
-    (`request.prompt`, `request.keyframes.frame0 = {"type": "generation", "id"}`; frame1 for
-    a reverse extend); the proxy's raw object has a top-level `prompt`; resellers nest either
-    under `data`.
-    """
-    if _depth > MAX_DEPTH:
-        return Origin()
-    if isinstance(body, list) and len(body) == 1:
-        return origin(body[0], _depth + 1)
-    if not isinstance(body, dict):
-        return Origin()
-    request = body.get("request")
-    if not isinstance(request, dict):
-        request = {}
-    prompt = (
-        _text(request.get("prompt"), MAX_PROMPT)
-        or _text(body.get("prompt"), MAX_PROMPT)
-        or _text(body.get("user_prompt"), MAX_PROMPT)
-    )
-    source = None
-    frames = request.get("keyframes")
-    if isinstance(frames, dict):
-        for name in ("frame0", "frame1"):
-            frame = frames.get(name)
-            if isinstance(frame, dict) and frame.get("type") == "generation":
-                source = _text(frame.get("id"), 128)
-                if source:
-                    break
-    here = Origin(prompt, source)
-    inner = body.get("data")
-    if isinstance(inner, dict | list):
-        deeper = origin(inner, _depth + 1)
-        return Origin(here.prompt or deeper.prompt, here.source_id or deeper.source_id)
-    return here
+def _picked(given: dict[str, Any], operation: type) -> dict[str, Any]:
+    """The stored options an operation takes by their own names (first_frame_url, ...)."""
+    names = {"first_frame_url", "model_name", "aspect_ratio", "style_url"}
+    return {f.name: given.get(f.name) for f in fields(operation) if f.name in names}

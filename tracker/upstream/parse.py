@@ -3,7 +3,7 @@
 Nothing outside tracker/upstream looks inside upstream JSON, and nothing here raises,
 whatever the input. `parse` reads one task from any answer (query, callback, create),
 `parse_batch` a batch query's answer, `parse_body` a callback's raw bytes. What a create's
-answer says beyond that (accepted, refused, unknown) is `operations.parse_create`'s.
+answer says beyond that (accepted, refused, unknown) is `creates.parse_create`'s.
 
 The shapes (upstream.md): the raw reseller object (`state`, `video`, `thumbnail`); Luma's
 Generation object (`state` queued/dreaming/completed/failed, `assets.video`, `assets.image`,

@@ -16,9 +16,11 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, models_json_schema
 from pydantic_core import core_schema
 
-from tracker.flows import bodies
+from tracker.flows import bodies, validate
+from tracker.settings import DIALECTS
 from tracker.tasks.states import STATES
-from tracker.web import answers
+from tracker.upstream import dialects
+from tracker.web import answers, services
 from tracker.web.admission import MAX_WAIT
 from tracker.web.answers import HAND_WRITTEN, REF
 from tracker.web.api import MAX_LIMIT
@@ -44,7 +46,7 @@ class _Compact(GenerateJsonSchema):
 def _components() -> dict[str, Any]:
     models: list[type[BaseModel]] = [answers.Task, answers.TaskDetail, answers.Event]
     models += [answers.TaskPage, answers.Account, answers.Error]
-    models += [bodies.Extend, bodies.Generate, bodies.Import]
+    models += [*bodies.SUBMITS.values(), validate.Import]
     _, found = models_json_schema(
         [(model, "validation") for model in models],
         ref_template=REF,
@@ -55,7 +57,7 @@ def _components() -> dict[str, Any]:
         component.pop("title", None)
     components.update(HAND_WRITTEN)
     components["NewTask"] = {
-        "oneOf": [{"$ref": REF.format(model=m)} for m in ("Extend", "Generate")]
+        "oneOf": [{"$ref": REF.format(model=m.__name__)} for m in bodies.SUBMITS.values()]
     }
     return components
 
@@ -81,7 +83,15 @@ UNSAFE = (403, 415)  # every unsafe API request (security.check_api_request)
 
 # the request bodies: a model, or a oneOf inlined (schemathesis does not follow a $ref to a
 # oneOf of $refs); the actions take none but must be sent as JSON like every unsafe request
-SUBMIT = {"oneOf": [COMPONENTS["Extend"], COMPONENTS["Generate"]]}
+SUBMIT = {"oneOf": [COMPONENTS[model.__name__] for model in bodies.SUBMITS.values()]}
+
+
+def submit_body(flavor: str) -> dict[str, Any]:
+    """The kinds the dialect offers (the proxy: generate and extend; Luma's own API: all)."""
+    kinds = dialects.get(flavor).kinds
+    return {"oneOf": [COMPONENTS[m.__name__] for k, m in bodies.SUBMITS.items() if k in kinds]}
+
+
 IMPORT = {"$ref": REF.format(model="Import")}
 ACTION = {"type": "object"}
 ACTION_DESCRIPTION = "ignored: {} (or an empty body), with Content-Type: application/json"
@@ -132,7 +142,8 @@ class Route:
 
 ROUTES = [
     Route(
-        "post", "/api/tasks", "Submit an extend (with source_task_id) or a new generation",
+        "post", "/api/tasks", "Submit a task of any kind (without `kind`: an extend when "
+        "source_task_id is given, else a generation)",
         {201: ("stored (and sent when a slot is free)", "TaskDetail")}, (400, 413), SUBMIT,
     ),
     Route(
@@ -236,22 +247,30 @@ def _paths() -> dict[str, Any]:
     return paths
 
 
-SPEC: dict[str, Any] = {
-    "openapi": "3.1.0",
-    "info": {
-        "title": "Luma task tracker",
-        "version": "1",
-        "description": "Submit Luma extends and generations, follow them, read their history.",
-    },
-    "paths": _paths(),
-    "components": {
-        "schemas": COMPONENTS,
-        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-    },
-    "security": [{"bearer": []}, {}],
-}
+def document(flavor: str) -> dict[str, Any]:
+    """The document of a tracker speaking this dialect (its submit body: the kinds it offers)."""
+    paths = _paths()
+    paths["/api/tasks"]["post"]["requestBody"]["content"] = _json(submit_body(flavor))
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Luma task tracker",
+            "version": "1",
+            "description": "Submit Luma videos and images, follow them, read their history.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": COMPONENTS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}, {}],
+    }
+
+
+SPECS = {flavor: document(flavor) for flavor in DIALECTS}
+SPEC = SPECS["proxy"]
 
 
 @bp.get("/api/openapi.json")
 def openapi() -> dict[str, Any]:
-    return SPEC
+    return SPECS[services().settings.luma_api_flavor]
