@@ -4,9 +4,9 @@ The upstream's links are presigned and expire within the hour, so a task that on
 keeps its link loses its video by the next day. The worker calls `archive_due` each
 pass; `tracker archive --missing` calls `archive_missing`.
 
-- Files are `<task id>.mp4` and `<task id>.jpg` in the store (`storage`: the folder
-  TRACKER_MEDIA_DIR, or the bucket TRACKER_MEDIA_URL); the database keeps the name only,
-  so the folder can move and copies can move into a bucket.
+- Files are `<task id>.mp4` and `<task id>.jpg` (an image task's result: `.jpg` or `.png`)
+  in the store (`storage`: the folder TRACKER_MEDIA_DIR, or the bucket TRACKER_MEDIA_URL);
+  the database keeps the name only, so the folder can move and copies can move into a bucket.
 - `download` streams into a temporary file renamed into place only when whole, through
   `netguard` (public addresses only, every redirect checked); for a bucket, that file is
   then uploaded and verified before the task counts as archived.
@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
@@ -54,6 +55,13 @@ MIN_LEASE = archives.MIN_LEASE
 
 def guard_for(settings: Settings) -> netguard.Guard:
     return netguard.Guard(allow_private=settings.media_allow_private)
+
+
+def image_type(url: str | None) -> str:
+    """An image's file type from its link: `png` when it says so, else `jpg` (Luma's
+    default format)."""
+    path = urlsplit(url or "").path.lower()
+    return "png" if path.endswith(".png") else "jpg"
 
 
 def _has(store: Store, name: str | None) -> bool:
@@ -88,6 +96,8 @@ class _Job:
     need_video: bool
     need_thumbnail: bool
     upstream: str = "proxy"
+    image: bool = False  # an image task: its result (`video_url` here) is the image
+    shared: bool = False  # another task has its upstream id: only its own link is its
     holder: str | None = None  # the lease's holder (a heartbeat id), when it has one
     tag: str = ""  # the holder's, on its temporary files
 
@@ -100,13 +110,16 @@ def _archive_one(
     if store is None:
         raise RuntimeError("archival is off (no TRACKER_MEDIA_DIR) but a claim was made")
     # only the API that made the task can hand out a fresh link for it
-    same_api = job.upstream == client.dialect.name
+    same_api = job.upstream == client.dialect.name and not job.shared
     links = FreshLinks(client, job.upstream_id if same_api else None)
     video_name = thumb_name = None
     try:
         if job.need_video:
-            name = f"{job.task_id}.mp4"
-            size = fetch(job.video_url, links.video, name, store, settings, guard, job.tag)
+            name = (
+                f"{job.task_id}.{image_type(job.video_url)}" if job.image else f"{job.task_id}.mp4"
+            )
+            fresh = links.thumbnail if job.image else links.video
+            size = fetch(job.video_url, fresh, name, store, settings, guard, job.tag)
             video_name = name
             metrics.archived_bytes(size)
             log.info("archived task %d video: %d bytes", job.task_id, size)
@@ -155,14 +168,17 @@ def _claim(
     claim = archives.claim(db, settings, task_id, due_only=due_only, owner=owner)
     if claim is None:
         return None
+    image = claim.kind == "image"  # the image is its result, and it has no thumbnail
     job = _Job(
         task_id=claim.task_id,
         upstream_id=claim.upstream_id,
-        video_url=claim.video_url,
-        thumbnail_url=claim.thumbnail_url,
+        video_url=claim.thumbnail_url if image else claim.video_url,
+        thumbnail_url=None if image else claim.thumbnail_url,
         need_video=True,
-        need_thumbnail=True,
+        need_thumbnail=not image,
         upstream=claim.upstream,
+        image=image,
+        shared=claim.shared,
         holder=owner,
         tag=heartbeats.file_tag(owner) if owner else "",
     )

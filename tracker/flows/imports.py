@@ -16,7 +16,7 @@ from sqlalchemy import select
 from tracker.db import Database
 from tracker.settings import Settings
 from tracker.tasks import store
-from tracker.tasks.models import Task
+from tracker.tasks.models import ORIGINALS, Task
 from tracker.tasks.store import NewTask
 from tracker.upstream.client import APIStatusError, LumaClient, UpstreamError
 from tracker.upstream.creates import origin
@@ -59,7 +59,8 @@ def import_task(
     Raises UnknownUpstreamTask (the upstream's words) or ImportFailed; nothing is stored then.
     """
     with db.read() as session:
-        query = select(Task).where(Task.upstream_id == upstream_id).order_by(Task.id)
+        query = select(Task).where(Task.upstream_id == upstream_id, Task.kind.in_(ORIGINALS))
+        query = query.order_by(Task.id)
         found = session.scalar(query.limit(1))
     if found is not None:
         return found, False
@@ -78,7 +79,7 @@ def import_task(
         raise ImportFailed("the upstream answered about another task")
     asked = origin(answer.body)
     new = NewTask(
-        kind="extend" if asked.source_id else "generate",
+        kind="image" if asked.image else "extend" if asked.source_id else "generate",
         user_prompt=upd.prompt or asked.prompt or f"(imported: {upstream_id})",
         source_task_id=asked.source_id,
         upstream=client.dialect.name,

@@ -11,14 +11,16 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tracker import metrics
 from tracker.db import Database
+from tracker.flows.validate import ValidationError
 from tracker.redact import redact
 from tracker.settings import Settings
 from tracker.tasks import claims, schedule, store
-from tracker.tasks.models import Task
+from tracker.tasks.models import ORIGINALS, Task
 from tracker.tasks.states import Answered, TaskState
 from tracker.tasks.store import InvalidAction, NewTask
 from tracker.upstream import accounts, dialects
@@ -30,7 +32,7 @@ from tracker.upstream.client import (
     UpstreamError,
 )
 from tracker.upstream.creates import parse_create
-from tracker.upstream.operations import operation_for
+from tracker.upstream.operations import FROM_VIDEO, Operation, operation_for
 
 
 def _shorten_images(body: dict[str, Any]) -> dict[str, Any]:
@@ -75,10 +77,34 @@ def answered(
     return Answered("unknown", reason=message, from_answer=False), {"request": shown}
 
 
+def _source_video(client: LumaClient, operation: Operation) -> tuple[Operation, Answered | None]:
+    """A modify or a reframe of a generation of the account is sent with that generation's
+    video URL, read now (links expire); an answer in place of sending when it cannot be."""
+    if not isinstance(operation, FROM_VIDEO) or operation.video_url:
+        return operation, None
+    try:
+        url = client.query(operation.source_id or "").update.video_url
+    except UpstreamError as exc:
+        if isinstance(exc, APIStatusError) and exc.status < 500 and exc.status != 429:
+            reason = f"the source video could not be read: {exc.reason}"
+            return operation, Answered("refused", reason=reason, from_answer=False)
+        wait = schedule.REQUEUE.delay(retry_after=getattr(exc, "retry_after", None) or None)
+        reason = f"the source video could not be read: {exc.message}"
+        return operation, Answered("not_sent", reason=reason, wait=wait, from_answer=False)
+    if not url:
+        reason = f"the source generation {operation.source_id} has no video"
+        return operation, Answered("refused", reason=reason, from_answer=False)
+    return replace(operation, video_url=url), None
+
+
 def send(db: Database, settings: Settings, client: LumaClient, task_id: int, token: str) -> Task:
     """Send a task that `claim_for_dispatch` moved to `submitting`, and record the outcome."""
     with db.read() as session:
         operation = operation_for(_task(session, task_id))
+    operation, unsent = _source_video(client, operation)
+    if unsent is not None:
+        said = {"source_task_id": getattr(operation, "source_id", None), "error": unsent.reason}
+        return store.record_answer(db, settings, task_id, unsent, token, said, {})
     outgoing = client.dialect.request(
         operation, settings.callback_url(token), model=settings.luma_model
     )
@@ -105,10 +131,37 @@ def dispatch(db: Database, settings: Settings, client: LumaClient, task_id: int)
     return bool(claimed)
 
 
+def check_source(db: Database, new: NewTask) -> None:
+    """A source the tracker knows must be a completed video of the same API; ValidationError
+    naming source_task_id otherwise. An id it does not know passes (a video made elsewhere)."""
+    if not new.source_task_id:
+        return
+    with db.read() as session:
+        query = select(Task).where(Task.upstream_id == new.source_task_id)
+        source = session.scalar(query.where(Task.kind.in_(ORIGINALS)).order_by(Task.id).limit(1))
+    if source is None:
+        return
+    problem = None
+    if source.kind == "image":
+        problem = f"source_task_id names task {source.id}, an image: animate it as image_url"
+    elif source.state != TaskState.COMPLETED:
+        problem = f"source_task_id names task {source.id}, which is {source.state}, not completed"
+    elif source.upstream != new.upstream:
+        problem = (
+            f"source_task_id names task {source.id}, made through the {source.upstream} API; "
+            f"this tracker speaks {new.upstream} (LUMA_API_FLAVOR), which does not know it"
+        )
+    if problem is not None:
+        raise ValidationError("source_task_id", problem)
+
+
 def submit(db: Database, settings: Settings, client: LumaClient, new: NewTask) -> Task:
-    """Store the task (committed first), then send it now if a slot is free."""
+    """Check the source, store the task (committed first), then send it now if a slot is free.
+
+    Raises ValidationError (naming source_task_id) when the source cannot be worked on."""
     if new.upstream is None:
         new = replace(new, upstream=settings.luma_api_flavor)
+    check_source(db, new)
     task = store.create(db, new)
     dispatch(db, settings, client, task.id)
     return task

@@ -14,7 +14,8 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, case, or_, select, update
+from sqlalchemy import and_, case, exists, or_, select, update
+from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 
 from tracker.db import Database, rowcount
@@ -42,6 +43,10 @@ class ArchiveClaim:
     media_path: str | None
     thumbnail_path: str | None
     upstream: str
+    kind: str
+    # another task has the same upstream id (an upscale or added audio answers with its
+    # source's): the upstream's current asset may be the other task's, so no fresh link
+    shared: bool
     holder: str | None  # the lease's holder (a heartbeat id), when it has one
     lease_until: datetime
 
@@ -104,6 +109,8 @@ def claim(
         )
         if rowcount(claimed) != 1:
             return None
+        other = aliased(Task)
+        shared = exists().where(other.upstream_id == Task.upstream_id, other.id != Task.id)
         row = session.execute(
             select(
                 Task.upstream_id,
@@ -112,6 +119,8 @@ def claim(
                 Task.media_path,
                 Task.thumbnail_path,
                 Task.upstream,
+                Task.kind,
+                shared,
             ).where(Task.id == task_id)
         ).one()
     return ArchiveClaim(task_id, *row, holder=owner, lease_until=lease_until)

@@ -7,13 +7,11 @@ import) or one of the service's own acts (`Claim`, `Answered`, `GiveUp`, `TimeOu
 when to query next (`Next`) and the event's note; every move is one of `states.MOVES`, and
 an act that does not fit the state raises `InvalidAction`. `tasks.store` writes it.
 
-The upstream's word moves a task forward only:
-- an input naming another upstream task than ours is recorded and changes nothing;
-- "completed" without a video URL (none stored either) is "processing": the task is queried;
-- pending/processing with no upstream id known is ignored (nothing could query such a task);
-- a timed-out task can still complete or fail; a rejected one is revived only by the
-  upstream's word (callback or query) and only when its create's outcome was unknown;
-- a fresh video link is kept even when the state does not move (links expire).
+The upstream's word moves a task forward only: news of another upstream task changes
+nothing; "completed" without its result's URL (none stored) is "processing", queried;
+pending/processing with no upstream id is ignored (nothing could query it); a timed-out task
+can still complete or fail; a rejected one is revived only by the upstream's word, and only
+when its create's outcome was unknown; a fresh video link is kept (links expire).
 """
 
 from __future__ import annotations
@@ -40,6 +38,7 @@ def snapshot(row: Any) -> TaskFields:
     return TaskFields(
         state=TaskState(row.state),
         upstream_id=row.upstream_id,
+        kind=row.kind,
         video_url=row.video_url,
         thumbnail_url=row.thumbnail_url,
         outcome_unknown=bool(row.outcome_unknown),
@@ -50,9 +49,15 @@ def snapshot(row: Any) -> TaskFields:
     )
 
 
-def needs_query(upd: Update) -> bool:
-    """Completed without a video URL, or not understood: ask the upstream now."""
-    return not upd.understood or (upd.state == S.COMPLETED and not upd.video_url)
+def needs_query(upd: Update, kind: str = "generate") -> bool:
+    """Completed without its result's URL, or not understood: ask the upstream now."""
+    return not upd.understood or (upd.state == S.COMPLETED and not result(kind, upd))
+
+
+def result(kind: str, has: Update | TaskFields) -> str | None:
+    """The URL of what a task makes: an image's is the Generation's `assets.image` (which
+    the parser reads as the thumbnail), any other kind's its video."""
+    return has.thumbnail_url if kind == "image" else has.video_url
 
 
 def decide(task: TaskFields, given: st.Input, now: datetime) -> Change:
@@ -107,11 +112,8 @@ def _act(task: TaskFields, given: st.Input, now: datetime) -> Change:
         case st.QueryFailed(message, wait, next_check_at):
             if task.state in st.FINAL_STATES and task.state is not S.TIMED_OUT:
                 return Change(None, {"claimed_until": None})  # the lease back, nothing else
-            fields = {
-                "claimed_until": None,
-                "quiet_polls": task.quiet_polls + 1,
-                "next_check_at": next_check_at,
-            }
+            fields = {"claimed_until": None, "quiet_polls": task.quiet_polls + 1}
+            fields["next_check_at"] = next_check_at
             return Change(None, fields, note=f"query failed: {message}; next try in {wait:.0f} s")
     raise TypeError(f"not an input: {given!r}")
 
@@ -201,11 +203,11 @@ def _late(task: TaskFields, given: st.Answered, now: datetime) -> Change:
 
 
 def target_state(task: TaskFields, upd: Update) -> TaskState | None:
-    """The state an understood update speaks for; completed needs a video URL somewhere."""
+    """The state an understood update speaks for; completed needs its result's URL somewhere."""
     if upd.state is None:
         return None
     wanted = TaskState(upd.state)
-    if wanted is S.COMPLETED and not (upd.video_url or task.video_url):
+    if wanted is S.COMPLETED and not (result(task.kind, upd) or result(task.kind, task)):
         return S.PROCESSING
     return wanted
 
@@ -282,7 +284,7 @@ def _word(task: TaskFields, upd: Update, source: st.Source, now: datetime) -> Ch
             # callbacks work for this task: the next one (completed) will come on its own, so
             # a query is only a safety net. Luma calls at "dreaming" and at the end.
             fields["quiet_polls"] = 0
-            next_ = Next.NOW if needs_query(upd) else Next.SAFETY_NET
+            next_ = Next.NOW if needs_query(upd, task.kind) else Next.SAFETY_NET
         else:
             fields["quiet_polls"] = 0 if changed else task.quiet_polls + 1
             next_ = Next.BACKOFF
@@ -290,7 +292,7 @@ def _word(task: TaskFields, upd: Update, source: st.Source, now: datetime) -> Ch
     if note is None:
         if not upd.understood:
             note = NOT_UNDERSTOOD_NOTE
-        elif upd.state == S.COMPLETED and not upd.video_url and not task.video_url:
+        elif upd.state == S.COMPLETED and not (result(task.kind, upd) or result(task.kind, task)):
             note = NO_VIDEO_NOTE
         elif not changed and target and target != before:
             note = f"{target} ignored: the task is already {before}"

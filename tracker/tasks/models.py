@@ -35,6 +35,9 @@ class Base(DeclarativeBase):
 
 # what a task asks of the upstream (`upstream.operations`: one operation each)
 KINDS = ("generate", "extend", "upscale", "audio", "modify", "reframe", "image")
+# the kinds whose upstream id is their own: an upscale or added audio may answer with its
+# source's, so an id is resolved (import, chain, a source) to the oldest task of these kinds
+ORIGINALS = ("generate", "extend", "image")
 
 
 class Task(Base):

@@ -58,7 +58,9 @@ class Task(Shape):
     options: dict[str, Any] = Field(description="a generation's options as given")
     video_url: str | None
     thumbnail_url: str | None
-    media_url: str | None = Field(description="the archived video, served by the tracker")
+    media_url: str | None = Field(
+        description="the archived video (an image task's: its image), served by the tracker"
+    )
     thumbnail_media_url: str | None
     failure_reason: str | None
     progress: int | None = Field(
@@ -141,7 +143,7 @@ def _fields(task: models.Task) -> dict[str, Any]:
         "options": task.options or {},
         "video_url": task.video_url,
         "thumbnail_url": task.thumbnail_url,
-        "media_url": f"/media/{task.id}/video" if task.media_path else None,
+        "media_url": f"/media/{task.id}/{_media_kind(task)}" if task.media_path else None,
         "thumbnail_media_url": f"/media/{task.id}/thumbnail" if task.thumbnail_path else None,
         "failure_reason": task.failure_reason,
         "progress": task.progress,
@@ -151,6 +153,10 @@ def _fields(task: models.Task) -> dict[str, Any]:
         "updated_at": task.updated_at,
         "completed_at": task.completed_at,
     }
+
+
+def _media_kind(task: models.Task) -> str:
+    return "image" if task.kind == "image" else "video"
 
 
 def iso(value: datetime | None) -> str | None:

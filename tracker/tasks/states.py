@@ -133,6 +133,7 @@ class TaskFields:
 
     state: TaskState
     upstream_id: str | None = None
+    kind: str = "generate"
     video_url: str | None = None
     thumbnail_url: str | None = None
     outcome_unknown: bool = False

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from tracker.db import Database
 from tracker.settings import Settings
 from tracker.tasks import machine, schedule, webhooks
-from tracker.tasks.models import StateCount, Task, utcnow
+from tracker.tasks.models import ORIGINALS, StateCount, Task, utcnow
 from tracker.tasks.rows import hash_token as hash_token  # the callback route hashes with it
 from tracker.tasks.rows import moved, record, values_of
 from tracker.tasks.states import (
@@ -240,8 +240,8 @@ def import_task(
             digest = hashlib.sha256(upstream_id.encode()).digest()[:8]
             key = int.from_bytes(digest, "big", signed=True)
             session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
-        query = select(Task).where(Task.upstream_id == upstream_id).order_by(Task.id)
-        tracked = session.scalar(query.limit(1))
+        query = select(Task).where(Task.upstream_id == upstream_id, Task.kind.in_(ORIGINALS))
+        tracked = session.scalar(query.order_by(Task.id).limit(1))
         if tracked is not None:
             return tracked, False
         task = _row(

@@ -106,6 +106,7 @@ class Origin:
 
     prompt: str | None = None
     source_id: str | None = None
+    image: bool = False  # Luma's `generation_type: "image"`: its result is an image
 
 
 def _text(value: Any, limit: int) -> str | None:
@@ -144,9 +145,11 @@ def origin(body: Any, _depth: int = 0) -> Origin:
                 source = _text(frame.get("id"), 128)
                 if source:
                     break
-    here = Origin(prompt, source)
+    image = "image" in (body.get("generation_type"), request.get("generation_type"))
+    here = Origin(prompt, source, image)
     inner = body.get("data")
     if isinstance(inner, dict | list):
         deeper = origin(inner, _depth + 1)
-        return Origin(here.prompt or deeper.prompt, here.source_id or deeper.source_id)
+        found = here.source_id or deeper.source_id
+        return Origin(here.prompt or deeper.prompt, found, here.image or deeper.image)
     return here

@@ -67,9 +67,9 @@ def submit() -> ResponseReturnValue:
         new = validate.new_task(
             body, svc.settings.luma_api_flavor, allow_private=svc.settings.notify_allow_private
         )
+        task = submit_flow.submit(svc.db, svc.settings, svc.client, new)  # checks the source
     except validate.ValidationError as exc:
         return invalid(exc)
-    task = submit_flow.submit(svc.db, svc.settings, svc.client, new)
     return _task_answer(task.id, 201)
 
 

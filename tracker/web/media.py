@@ -61,11 +61,13 @@ def _harden(response: Response) -> Response:
     return response
 
 
-def _serve(task_id: int, column: str) -> Reply:
+def _serve(task_id: int, column: str, *, image: bool = False) -> Reply:
+    """A task's archived file; an image task's result is its image, never its video."""
     svc = services()
     with svc.db.read() as db_session:
         task = db_session.get(Task, task_id)
-        name = getattr(task, column) if task is not None else None
+        is_image = task is not None and task.kind == "image"
+        name = getattr(task, column) if task is not None and is_image == image else None
     store = storage.primary(svc.settings)
     if store is None or not valid_name(name):
         return error(404, "not found")
@@ -156,3 +158,9 @@ def video(task_id: int) -> Reply:
 @bp.get("/<int:task_id>/thumbnail")
 def thumbnail(task_id: int) -> Reply:
     return _serve(task_id, "thumbnail_path")
+
+
+@bp.get("/<int:task_id>/image")
+def image(task_id: int) -> Reply:
+    """An image task's archived image (`{id}.jpg` or `.png`)."""
+    return _serve(task_id, "media_path", image=True)
