@@ -6,52 +6,74 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from tracker.db import Database
 from tracker.flows import submit as submit_flow
 from tracker.flows import validate
+from tracker.flows.bodies import SUBMITS
 from tracker.flows.services import make_client, start
 from tracker.tasks import store
 from tracker.tasks.schema import task_json
+from tracker.upstream.luma import IMAGE_MODELS, MODES
+
+# a body field's option, where its name is not the field's own ("--" + field, "_" as "-")
+OPTIONS = {"source_task_id": "--source", "user_prompt": "--prompt", "model_name": "--model"}
+
+
+class Refused(click.ClickException):
+    """Bad input to a command: one line naming the field, exit status 2 (as click's own)."""
+
+    exit_code = 2
+
+
+def option_of(field: str) -> str:
+    return OPTIONS.get(field, "--" + field.replace("_", "-"))
 
 
 @click.command()
-@click.option("--source", "source_task_id", default=None, help="upstream id of the video to extend")
-@click.option("--prompt", "user_prompt", required=True)
+@click.option(
+    "--kind",
+    type=click.Choice(tuple(SUBMITS)),
+    default=None,
+    help="what to make (default: extend with --source, else generate); "
+    "the kinds past extend need LUMA_API_FLAVOR=luma",
+)
+@click.option("--source", "source_task_id", default=None, help="upstream id of the source video")
+@click.option("--source-video-url", default=None, help="a video by its URL (modify, reframe)")
+@click.option("--prompt", "user_prompt", default=None, help="required for generate, extend, image")
+@click.option("--negative-prompt", default=None, help="what the sound should not be (audio)")
 @click.option("--expand-prompt/--no-expand-prompt", default=None)
+@click.option(
+    "--model", "model_name", default=None, help=f"the model (image: {', '.join(IMAGE_MODELS)})"
+)
+@click.option("--aspect-ratio", default=None, help=", ".join(validate.ASPECT_RATIOS))
+@click.option("--resolution", default=None, help=", ".join(validate.RESOLUTIONS))
+@click.option("--mode", default=None, help=f"modify: {MODES[0]} ... {MODES[-1]}")
 @click.option("--image-url", default=None)
 @click.option("--image-end-url", default=None)
+@click.option("--first-frame-url", default=None, help="modify: the first frame, restyled")
+@click.option("--style-url", default=None, help="image: a style reference")
 @click.option("--notify-url", default=None, help="POST this task's events there (signed webhooks)")
 @click.option("--wait", "wait_", is_flag=True, help="follow it to the end: exit 0 completed, 1 not")
-def submit(
-    source_task_id: str | None,
-    user_prompt: str,
-    expand_prompt: bool | None,
-    image_url: str | None,
-    image_end_url: str | None,
-    notify_url: str | None,
-    wait_: bool,
-) -> None:
-    """Submit an extend (with --source) or a new generation."""
+def submit(wait_: bool, **given: Any) -> None:
+    """Submit a task: a new generation, an extend (--source), or with --kind another operation.
+
+    Only the options given are sent; the kind says which it needs (a missing or a foreign one
+    is an error naming its field, and nothing is stored).
+    """
     settings = start()
-    body = {
-        "source_task_id": source_task_id,
-        "user_prompt": user_prompt,
-        "expand_prompt": expand_prompt,
-        "image_url": image_url,
-        "image_end_url": image_end_url,
-        "notify_url": notify_url,
-    }
     try:
         new = validate.new_task(
-            {k: v for k, v in body.items() if v is not None},
+            {field: value for field, value in given.items() if value is not None},
             settings.luma_api_flavor,
             allow_private=settings.notify_allow_private,
         )
     except validate.ValidationError as exc:
-        raise click.BadParameter(exc.message, param_hint=exc.field) from None
+        where = f"Invalid value for {option_of(exc.field)}: " if exc.field else ""
+        raise Refused(where + exc.message) from None
     database = Database(settings.database_url)
     task = submit_flow.submit(database, settings, make_client(settings), new)
     if wait_:

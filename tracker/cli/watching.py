@@ -48,8 +48,17 @@ def _look(db: Database, task_id: int) -> tuple[Seen, Task] | None:
         task = session.get(Task, task_id)
         if task is None:
             return None
-        seen = Seen(task.state, task.progress, bool(task.media_path), task.archive_error)
+        seen = Seen(task.state, task.progress, bool(made(task)[2]), task.archive_error)
         return seen, task
+
+
+def made(task: Task) -> tuple[str, str | None, str | None]:
+    """What a task makes: its word, the upstream's link and the archived copy's name. An
+    image's link is the Generation's `assets.image` (the parser reads it as the thumbnail);
+    every other kind makes a video."""
+    if task.kind == "image":
+        return "image", task.thumbnail_url, task.thumbnail_path
+    return "video", task.video_url, task.media_path
 
 
 def archived_path(settings: Settings, name: str | None) -> str | None:
@@ -101,8 +110,9 @@ def wait_for(db: Database, settings: Settings, task_id: int, *, tty: bool | None
             if not waiting_for_copy:
                 if tty:
                     click.echo()
-                click.echo(f"video: {task.video_url or '(no link)'}")
-                where = archived_path(settings, task.media_path)
+                word, link, copy = made(task)
+                click.echo(f"{word}: {link or '(no link)'}")
+                where = archived_path(settings, copy)
                 click.echo(
                     f"archived: {where or 'not yet (' + (seen.archive_error or 'pending') + ')'}"
                 )
