@@ -15,7 +15,8 @@ import requests
 from lumasim.simulator import Simulator
 from tests.support.waiting import api_task, wait_for
 from tracker.flows import worker
-from tracker.upstream import accounts
+from tracker.upstream import accounts, dialects
+from tracker.upstream.operations import Generate
 
 FLAVORS = ["proxy", "luma"]
 
@@ -101,11 +102,28 @@ def test_failure_reported_by_callback(live, sim, flavor) -> None:  # type: ignor
 
 
 def test_extending_an_unfinished_video_is_rejected(live, sim, flavor) -> None:  # type: ignore[no-untyped-def]
+    """A tracked source still running is a 400 naming source_task_id, and nothing is stored;
+    an untracked one reaches the upstream, which refuses it (the task is rejected)."""
     app = live(luma_api_base=sim.url, luma_api_flavor=flavor).url
     first = requests.post(f"{app}/api/tasks", json={"user_prompt": "a red kite"}, timeout=5).json()
-    second = requests.post(
+    refused = requests.post(
         f"{app}/api/tasks",
         json={"source_task_id": first["upstream_id"], "user_prompt": "more kite"},
+        timeout=5,
+    )
+    assert refused.status_code == 400 and refused.json()["field"] == "source_task_id"
+    assert f"task {first['id']}" in refused.json()["error"]
+    assert "not completed" in refused.json()["error"]
+    listed = requests.get(f"{app}/api/tasks", timeout=5).json()
+    assert [task["id"] for task in listed["tasks"]] == [first["id"]]
+    made = dialects.get(flavor).request(Generate("elsewhere"), None)  # in another tool
+    headers = {"Authorization": f"Bearer {sim.api_key}"} if sim.api_key else {}
+    answer = requests.post(f"{sim.url}{made.path}", json=made.body, headers=headers, timeout=5)
+    untracked = answer.json()["id"]
+    sim.set_state(untracked, "dreaming")
+    second = requests.post(
+        f"{app}/api/tasks",
+        json={"source_task_id": untracked, "user_prompt": "more kite"},
         timeout=5,
     ).json()
     assert second["state"] == "rejected"

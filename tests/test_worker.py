@@ -244,6 +244,7 @@ def test_a_pass_recovers_interrupted_sends_and_times_out_old_tasks(
         "polled": 0,
         "timed_out": 1,
         "recovered": 1,
+        "reconciled": 0,
         "archived": 0,
         "errors": 0,
     }

@@ -7,19 +7,32 @@ archived and an unfinished one followed (queried; it has no callback URL) like a
 
 An id already tracked is answered with the existing task, never a copy: the store checks
 again inside its write transaction, so two imports of one id at once store one task.
+
+The same list that `tracker import --all` pages through settles the creates whose outcome
+was unknown (`reconcile`): on Luma's own API each generation keeps the callback URL it was
+made with, and so the token of the task that sent it.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import or_, select
 
 from tracker.db import Database
 from tracker.settings import Settings
 from tracker.tasks import store
-from tracker.tasks.models import ORIGINALS, Task
-from tracker.tasks.store import NewTask
+from tracker.tasks.models import ORIGINALS, Task, utcnow
+from tracker.tasks.states import TaskState
+from tracker.tasks.store import NewTask, hash_token
+from tracker.upstream import parse
 from tracker.upstream.client import APIStatusError, LumaClient, UpstreamError
 from tracker.upstream.creates import origin
+
+log = logging.getLogger(__name__)
 
 # generations asked for a page when importing them all (Luma's largest page)
 PAGE = 100
@@ -96,15 +109,107 @@ def import_all(db: Database, settings: Settings, client: LumaClient) -> tuple[in
     more = True
     while more:
         try:
-            ids, more = client.list_ids(offset, PAGE)
+            page, more = client.list_page(offset, PAGE)
         except UpstreamError as exc:
             raise ImportFailed(f"the upstream's list failed: {exc.message}") from exc
-        offset += len(ids)
-        more = more and bool(ids)
-        for upstream_id in ids:
+        offset += len(page)
+        more = more and bool(page)
+        for upstream_id in (generation["id"] for generation in page):
             try:
                 _, created = import_task(db, settings, client, upstream_id)
             except (UnknownUpstreamTask, ImportFailed):
                 continue
             imported, tracked = imported + created, tracked + (not created)
     return imported, tracked
+
+
+# -- reconciling creates whose outcome is unknown ---------------------------------------------
+
+LOOK_EVERY = timedelta(seconds=30)  # between two looks for one task, across every worker
+LOOK_FOR = timedelta(minutes=15)  # not found this long after its create: nothing was made
+# a generation made this long before the oldest create looked for ends the search
+BEFORE_CREATE = timedelta(minutes=5)
+MAX_PAGES = 50  # at most this many pages a look (5,000 generations)
+NOT_FOUND = (
+    "outcome unknown, then not found among the account's generations {minutes:g} minutes "
+    "after it was sent: nothing was made; resend it"
+)
+
+
+def _token(generation: dict[str, Any]) -> str | None:
+    """The token in the callback URL a generation was made with (ours end in it)."""
+    request = generation.get("request")
+    url = request.get("callback_url") if isinstance(request, dict) else None
+    if not isinstance(url, str):
+        return None
+    try:
+        return urlsplit(url).path.rstrip("/").rpartition("/")[2] or None
+    except ValueError:
+        return None
+
+
+def _created(generation: dict[str, Any]) -> datetime | None:
+    value = generation.get("created_at")
+    try:
+        made = (
+            datetime.fromisoformat(value.replace("Z", "+00:00")) if isinstance(value, str) else None
+        )
+    except ValueError:
+        return None
+    return made if made is not None and made.tzinfo is not None else None
+
+
+def reconcile(db: Database, settings: Settings, client: LumaClient) -> int:
+    """Look for the creates whose outcome is unknown in the account's list; how many were found.
+
+    Only on an API that lists (Luma's own), and only tasks sent with a callback URL (the one
+    mark a generation keeps of who asked). Pages are read until `has_more` is false, every
+    task is found, or a whole page is older than the oldest create by BEFORE_CREATE (no
+    order is assumed within a page). A task found takes its generation's id and is followed;
+    one still missing LOOK_FOR after its create is an ordinary rejection, saying so.
+    """
+    if client.dialect.list_path(0, 1) is None:
+        return 0
+    now = utcnow()
+    with db.read() as session:
+        due = session.execute(
+            select(Task.id, Task.callback_token_hash, Task.submitted_at)
+            .where(
+                Task.state == TaskState.REJECTED,
+                Task.outcome_unknown.is_(True),
+                Task.upstream_id.is_(None),
+                Task.callback_token_hash.is_not(None),
+                Task.upstream == client.dialect.name,
+                or_(Task.looked_up_at.is_(None), Task.looked_up_at <= now - LOOK_EVERY),
+            )
+            .order_by(Task.id)
+            .limit(PAGE)
+        ).all()
+    if not due:
+        return 0
+    wanted = {row.callback_token_hash: row.id for row in due}
+    oldest = min(row.submitted_at or now for row in due) - BEFORE_CREATE
+    found: dict[int, tuple[Any, Any, str]] = {}
+    offset = 0
+    for _ in range(MAX_PAGES):
+        try:
+            page, more = client.list_page(offset, PAGE)
+        except UpstreamError as exc:  # no look is noted: the next pass looks again
+            log.warning("reconcile: the upstream's list failed: %s", exc.message)
+            return 0
+        offset += len(page)
+        for generation in page:
+            token = _token(generation)
+            task_id = wanted.get(hash_token(token)) if token else None
+            if task_id is not None and token is not None:
+                found[task_id] = (parse.parse(generation), generation, token)
+        made = [_created(generation) for generation in page]
+        older = all(when is not None and when < oldest for when in made)
+        if not more or not page or len(found) == len(due) or older:
+            break
+    for row in due:
+        missing = ""
+        if row.id not in found and now - (row.submitted_at or now) >= LOOK_FOR:
+            missing = NOT_FOUND.format(minutes=LOOK_FOR.total_seconds() / 60)
+        store.looked_up(db, settings, row.id, found.get(row.id), missing)
+    return len(found)

@@ -34,7 +34,7 @@ import time
 from tracker import metrics, shutdown
 from tracker.db import Database
 from tracker.flows import archive as media
-from tracker.flows import submit
+from tracker.flows import imports, submit
 from tracker.flows.follow import QueryPass
 from tracker.flows.notify import Sender
 from tracker.flows.services import make_client, start, warn_about
@@ -47,7 +47,7 @@ from tracker.upstream.client import LumaClient
 
 log = logging.getLogger(__name__)
 
-COUNTS = ("dispatched", "polled", "timed_out", "recovered", "archived", "errors")
+COUNTS = ("dispatched", "polled", "timed_out", "recovered", "reconciled", "archived", "errors")
 
 
 class Worker:
@@ -86,6 +86,7 @@ class Worker:
         self._dispatch()
         self.queries.run(utcnow(), self.counts)
         if not self.stopping.is_set():
+            self.counts["reconciled"] = imports.reconcile(self.db, self.settings, self.client)
             accounts.refresh(self.db, self.account, self.client)  # once a minute at most
         if archive and not self.stopping.is_set():
             self.counts["archived"] = media.archive_due(

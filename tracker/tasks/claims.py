@@ -127,7 +127,9 @@ def claim_for_dispatch(
         for task in session.scalars(query):
             token = secrets.token_urlsafe(CALLBACK_TOKEN_BYTES)
             lease = schedule.lease(settings.lease_seconds, owner, now)
-            store.apply(session, None, task, Claim(store.hash_token(token), **lease))
+            # no callback URL (PUBLIC_BASE_URL unset): no hash, as nothing can call back
+            token_hash = store.hash_token(token) if settings.public_base_url else None
+            store.apply(session, None, task, Claim(token_hash, **lease))
             claimed.append((task.id, token))
     return claimed
 

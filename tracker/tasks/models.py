@@ -65,6 +65,8 @@ class Task(Base):
     # rejected because a create may or may not have happened upstream (never resent on our own;
     # the upstream's word may still revive it). failure_reason says so in words.
     outcome_unknown: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    # such a create was last looked for in the account's list of generations then (luma dialect)
+    looked_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # how far along the upstream says it is (0-100) and its own wait guess, where it gives them
     progress: Mapped[int | None] = mapped_column(Integer)
     estimate_wait_seconds: Mapped[int | None] = mapped_column(Integer)

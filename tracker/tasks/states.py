@@ -169,11 +169,12 @@ class Word:
 
 @dataclass(frozen=True)
 class Claim:
-    """Taken for sending: the new callback token's hash, and the sender's lease."""
+    """Taken for sending: the new callback token's hash (None: no callback URL is sent, so
+    nothing can call back), and the sender's lease."""
 
     SOURCE: ClassVar[Source] = Source.SUBMIT  # its event's source
 
-    token_hash: str
+    token_hash: str | None
     claimed_until: datetime
     claimed_by: str | None
 

@@ -261,3 +261,34 @@ def import_task(
         apply(session, settings, task, Word(upd, Source.POLL), payload=body)
         session.flush()
     return task, True
+
+
+def looked_up(
+    db: Database,
+    settings: Settings,
+    task_id: int,
+    found: tuple[Update, Any, str] | None,
+    missing: str,
+) -> Task:
+    """A create whose outcome was unknown, looked for in the account's list of generations.
+
+    Found (what the list says of it, the body, the token it carries): it takes that
+    generation's id and is followed like any task (the upstream's word revives it). Not
+    found: the look is noted;
+    `missing`, when given, is why the search is over, and the task is an ordinary rejection.
+    """
+    now = utcnow()
+    with db.write() as session:
+        task = _held(session, task_id)
+        task.looked_up_at = now
+        if not (task.state == S.REJECTED and task.outcome_unknown):
+            return task  # settled meanwhile (a callback revived it, a person resent it)
+        if found is not None:
+            upd, body, token = found
+            apply(session, settings, task, upd, Source.POLL, payload=body, token=token)
+        elif missing:
+            task.outcome_unknown = False
+            task.failure_reason = missing
+            task.updated_at = now
+            record(session, task, Source.SYSTEM, before=task.state, note=missing)
+    return task

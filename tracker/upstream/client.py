@@ -173,8 +173,8 @@ class LumaClient:
     def query(self, upstream_id: str) -> Answer:
         return self._request("GET", self.dialect.query_path(upstream_id), kind="query")
 
-    def list_ids(self, offset: int, limit: int) -> tuple[list[str], bool]:
-        """A page of the account's generation ids, newest first, and whether more follow."""
+    def list_page(self, offset: int, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        """A page of the account's generations (each with its id), and whether more follow."""
         path = self.dialect.list_path(offset, limit)
         if path is None:
             raise APIStatusError(404, f"the {self.dialect.name} API lists no generations")

@@ -253,14 +253,14 @@ def parse_batch(body: Any) -> list[Update]:
     return _batch(body, 0)
 
 
-def parse_list(body: Any) -> tuple[list[str], bool]:
-    """A page of Luma's `GET /generations` -> (the generation ids on it, whether more follow);
-    ([], False) for anything else."""
+def parse_list(body: Any) -> tuple[list[dict[str, Any]], bool]:
+    """A page of Luma's `GET /generations` -> (the generations on it that name an id, whether
+    more follow); ([], False) for anything else."""
     found = body.get("generations") if isinstance(body, dict) else None
     if not isinstance(found, list):
         return [], False
-    ids = [g["id"] for g in found if isinstance(g, dict) and isinstance(g.get("id"), str)]
-    return ids, body.get("has_more") is True
+    named = [g for g in found if isinstance(g, dict) and isinstance(g.get("id"), str)]
+    return named, body.get("has_more") is True
 
 
 def parse_body(raw: bytes) -> tuple[Update, Any]:
