@@ -195,7 +195,7 @@ def _complete_newest(db: Database, media: Path, **columns: Any) -> None:
         ),
         (
             ["--kind", "image", "--prompt", "a kite", "--model", "photon-flash-1"],
-            {"thumbnail_url": "https://cdn.example/kite.jpg", "thumbnail_path": "{id}.jpg"},
+            {"thumbnail_url": "https://cdn.example/kite.jpg", "media_path": "{id}.jpg"},
             "image",
             "https://cdn.example/kite.jpg",
             "{id}.jpg",

@@ -65,17 +65,17 @@ def submit(wait_: bool, **given: Any) -> None:
     is an error naming its field, and nothing is stored).
     """
     settings = start()
+    database = Database(settings.database_url)
     try:
         new = validate.new_task(
             {field: value for field, value in given.items() if value is not None},
             settings.luma_api_flavor,
             allow_private=settings.notify_allow_private,
         )
+        task = submit_flow.submit(database, settings, make_client(settings), new)  # its source
     except validate.ValidationError as exc:
         where = f"Invalid value for {option_of(exc.field)}: " if exc.field else ""
         raise Refused(where + exc.message) from None
-    database = Database(settings.database_url)
-    task = submit_flow.submit(database, settings, make_client(settings), new)
     if wait_:
         from tracker.cli import watching
 

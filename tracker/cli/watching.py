@@ -57,7 +57,7 @@ def made(task: Task) -> tuple[str, str | None, str | None]:
     image's link is the Generation's `assets.image` (the parser reads it as the thumbnail);
     every other kind makes a video."""
     if task.kind == "image":
-        return "image", task.thumbnail_url, task.thumbnail_path
+        return "image", task.thumbnail_url, task.media_path
     return "video", task.video_url, task.media_path
 
 
@@ -126,8 +126,9 @@ def download_to(db: Database, settings: Settings, task_id: int, output: Path | N
         task = session.get(Task, task_id)
         if task is None:
             raise click.ClickException(f"no task {task_id}")
-        media_path, video_url = task.media_path, task.video_url
-    dest = output or Path(f"{task_id}.mp4")
+        word, video_url, media_path = made(task)
+    # an image's archived name says its type (.jpg or .png); a video is an .mp4
+    dest = output or Path(media_path or f"{task_id}.{'jpg' if word == 'image' else 'mp4'}")
     store = storage.primary(settings)
     if media_path and store is not None:
         if isinstance(store, LocalStore):
@@ -139,7 +140,7 @@ def download_to(db: Database, settings: Settings, task_id: int, output: Path | N
             store.client.download_file(store.bucket, store.key(media_path), str(dest))
             return dest
     if not video_url:
-        raise click.ClickException(f"task {task_id} has no archived copy and no video link yet")
+        raise click.ClickException(f"task {task_id} has no archived copy and no {word} link yet")
     guard = netguard.Guard(allow_private=settings.media_allow_private)
     try:
         download(video_url, dest.resolve(), settings, guard)
