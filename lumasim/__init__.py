@@ -9,6 +9,8 @@ only. It is still installed with the tracker (pyproject.toml), so `tracker simul
 - `simulator`: the `Simulator` (a WSGI app, served in a thread by `start()`) and its test controls
 - `routes`: how it answers a request: the route handlers and the raw objects
 - `proxy`, `luma`: the two voices (the reseller proxy's API, Luma's own): routes, refusals, objects
+- `luma_checks`, `luma_routes`: Luma's operations beside create (upscale, audio, modify,
+  reframe, images): what each takes, and their handlers
 - `tasks`: tasks whose state follows the clock, and the requests seen
 - `callbacks`: the scheduler and senders of notify_hook callbacks
 - `faults`: the failures a test queues; `media`: the sample files and their presigned links

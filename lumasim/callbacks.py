@@ -28,7 +28,9 @@ class Callbacks:
     """Sends each task's callbacks when its state changes (at processing_at and done_at).
 
     `body_at(task, at)` renders the task as it stood at `at`; `enabled()` is read at each
-    due event, so a test can switch callbacks off on a running simulator.
+    due event, so a test can switch callbacks off on a running simulator. Each event
+    carries the task's revision: once Luma's upscale or audio reruns a generation (same
+    id, a new hook), what is left of the earlier run is not sent.
     """
 
     def __init__(
@@ -39,7 +41,7 @@ class Callbacks:
     ) -> None:
         self._body_at, self._enabled, self._lookup = body_at, enabled, lookup
         self._local = threading.local()
-        self._events: list[tuple[float, int, str]] = []  # (due, seq, task id)
+        self._events: list[tuple[float, int, str, int]] = []  # (due, seq, task id, revision)
         self._seq = itertools.count()
         self._wake = threading.Condition()
         self._stopping = False
@@ -57,7 +59,7 @@ class Callbacks:
                 )
                 self._scheduler.start()
             for due in (task.processing_at, task.done_at):
-                heapq.heappush(self._events, (due, next(self._seq), task.id))
+                heapq.heappush(self._events, (due, next(self._seq), task.id, task.revision))
             self._wake.notify()
 
     def halt(self) -> None:
@@ -83,9 +85,10 @@ class Callbacks:
                     self._wake.wait(wait)
                 if self._stopping:
                     return
-                due, _, task_id = heapq.heappop(self._events)
+                due, _, task_id, revision = heapq.heappop(self._events)
             task = self._lookup(task_id)
-            if not self._enabled() or task is None or self._pool is None:
+            stale = task is not None and task.revision != revision  # a rerun has begun since
+            if not self._enabled() or task is None or stale or self._pool is None:
                 continue
             try:
                 self._pool.submit(self._deliver, task, due)

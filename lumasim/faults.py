@@ -12,6 +12,8 @@ from typing import Any
 
 from werkzeug.wrappers import Response
 
+# "create" is every request that makes a generation: the proxy's extend, Luma's upscale, audio,
+# modify, reframe and images too (routes.CREATES), as a submit is one whatever its operation
 ROUTES = ("create", "query", "list", "batch", "download_url", "file", "credits")
 
 

@@ -4,6 +4,8 @@ Kept beside `simulator.py` (which holds the clock, callbacks, links and faults s
 both voices) so that each file stays readable. What differs is here: the routes, the
 create body (`prompt`, `callback_url`, `model`, `keyframes`), Luma's refusals in its own
 words, and the Generation object (`state` queued/dreaming/completed/failed, `assets`).
+The other operations (upscale, audio, modify, reframe, image) are checked in
+`luma_checks.py` and answered in `luma_routes.py`.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from werkzeug.routing import Rule
 
 # what Luma's API takes, as its SDK (lumaai 1.21.0, generated from its OpenAPI document) says
 MODELS = ("ray-2", "ray-flash-2")
+IMAGE_MODELS = ("photon-1", "photon-flash-1")
 ASPECT_RATIOS = ("1:1", "16:9", "9:16", "4:3", "3:4", "21:9", "9:21")
 RESOLUTIONS = ("540p", "720p", "1080p", "4k")
 DURATIONS = ("5s", "9s")
 LUMA_STATE = {"pending": "queued", "processing": "dreaming"}  # completed/failed as they are
 VIDEO_COST_CENTS = 40  # what one simulated generation takes off the balance
+IMAGE_COST_CENTS = 2  # and one image (photon)
 
 
 def rules() -> list[Rule]:
@@ -28,6 +32,12 @@ def rules() -> list[Rule]:
         Rule("/generations/video", methods=["POST"], endpoint="create"),
         Rule("/generations", methods=["GET"], endpoint="list"),
         Rule("/generations/<task_id>", methods=["GET"], endpoint="query"),
+        Rule("/generations/<task_id>/upscale", methods=["POST"], endpoint="upscale"),
+        Rule("/generations/<task_id>/audio", methods=["POST"], endpoint="audio"),
+        Rule("/generations/video/modify", methods=["POST"], endpoint="modify"),
+        Rule("/generations/video/reframe", methods=["POST"], endpoint="reframe"),
+        Rule("/generations/image", methods=["POST"], endpoint="image"),
+        Rule("/generations/image/reframe", methods=["POST"], endpoint="reframe_image"),
         Rule("/credits", methods=["GET"], endpoint="credits"),
     ]
 
@@ -110,18 +120,25 @@ def generation(
     video_url: str | None,
     image_url: str | None,
     failure_reason: str | None,
+    generation_type: str = "video",
+    model: str | None = None,
 ) -> dict[str, Any]:
-    """The Generation object, as Luma's OpenAPI document and SDK types show it."""
+    """The Generation object, as Luma's OpenAPI document and SDK types show it.
+
+    `request` is the latest request made of this generation (a create, or an upscale or audio
+    rerun, whose echo has no model: `model` is the creating one); `generation_type` is video
+    or image, the only two the SDK's Generation knows, whatever operation made it.
+    """
     assets = None
     if state == "completed":
         assets = {"video": video_url, "image": image_url, "progress_video": None}
     return {
         "id": task_id,
-        "generation_type": "video",
+        "generation_type": generation_type,
         "state": LUMA_STATE.get(state, state),
         "failure_reason": failure_reason,
         "created_at": created_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "assets": assets,
-        "model": request.get("model") or "ray-2",
+        "model": model or request.get("model") or "ray-2",
         "request": {"generation_type": "video", **request},
     }

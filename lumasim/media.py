@@ -1,8 +1,8 @@
 """The simulator's own sample media and the presigned links to it.
 
 Why here: the tracker serves the dashboard's files only; the simulated upstream hands out
-links to its own server (`/files/<task id>.mp4|jpg?expires=...&sig=...`), which expire like
-the real CDN's and serve these two small files for every completed task.
+links to its own server (`/files/<task id>.mp4|jpg|png?expires=...&sig=...`), which expire
+like the real CDN's and serve these small files for every completed task.
 """
 
 from __future__ import annotations
@@ -22,7 +22,14 @@ from werkzeug.wrappers import Request, Response
 SAMPLES = Path(__file__).parent / "samples"
 SAMPLE_MP4 = SAMPLES / "sample.mp4"
 SAMPLE_JPG = SAMPLES / "sample.jpg"
-_FILE_NAME = re.compile(r"([0-9a-f-]{36})\.(mp4|jpg)")
+SAMPLE_PNG = SAMPLES / "sample.png"
+SERVED = {
+    "mp4": (SAMPLE_MP4, "video/mp4"),
+    "jpg": (SAMPLE_JPG, "image/jpeg"),
+    "png": (SAMPLE_PNG, "image/png"),
+}
+# <task id>[.r<revision>].<ext>: a rerun (Luma's upscale, audio) gives the same id a new name
+_FILE_NAME = re.compile(r"([0-9a-f-]{36})(?:\.r[0-9]+)?\.(mp4|jpg|png)")
 
 
 def _detail(message: str, status: int) -> Response:
@@ -38,9 +45,14 @@ class SampleMedia:
     def _sign(self, name: str, expires: int) -> str:
         return hmac.new(self._secret, f"{name}:{expires}".encode(), hashlib.sha256).hexdigest()
 
-    def link(self, base: str, task_id: str, ext: str, ttl: float) -> str:
-        """A presigned link, fresh each time it is asked for, valid `ttl` seconds."""
-        expires, name = int(time.time() + ttl), f"{task_id}.{ext}"
+    def link(self, base: str, task_id: str, ext: str, ttl: float, revision: int = 0) -> str:
+        """A presigned link, fresh each time it is asked for, valid `ttl` seconds.
+
+        A later `revision` of the same task is another name: Luma's upscale and added audio
+        keep the generation's id and hand out a new video, never the old one's link again.
+        """
+        stem = task_id if revision == 0 else f"{task_id}.r{revision}"
+        expires, name = int(time.time() + ttl), f"{stem}.{ext}"
         return f"{base}/files/{name}?expires={expires}&sig={self._sign(name, expires)}"
 
     def serve(self, request: Request, name: str, tasks: Container[str]) -> Response:
@@ -54,7 +66,5 @@ class SampleMedia:
             return _detail("Invalid signature", 403)
         if expires < time.time():
             return _detail("Request has expired", 403)
-        path, mimetype = (
-            (SAMPLE_MP4, "video/mp4") if match.group(2) == "mp4" else (SAMPLE_JPG, "image/jpeg")
-        )
+        path, mimetype = SERVED[match.group(2)]
         return send_file(path, request.environ, mimetype=mimetype, conditional=True, max_age=0)

@@ -32,6 +32,11 @@ from lumasim.media import SampleMedia
 from lumasim.tasks import FAIL_WORD, RequestRecord, SimTask
 
 log = logging.getLogger("lumasim.simulator")  # the name its lines have always carried
+# every endpoint that makes (or, upscale and audio, remakes) a generation is the "create" route:
+# what faults.py queues for "create" and what the request records count as one
+CREATES = frozenset(
+    {"create", "extend", "upscale", "audio", "modify", "reframe", "image", "reframe_image"}
+)
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -67,7 +72,7 @@ class Routes:
             endpoint, args = self._urls.bind_to_environ(environ).match()
         except HTTPException as exc:
             return _json({"detail": exc.name}, exc.code or 404)(environ, start_response)
-        route = "create" if endpoint == "extend" else endpoint
+        route = "create" if endpoint in CREATES else endpoint
         task_id = args.get("task_id") or args.get("name", "").partition(".")[0] or None
         record = RequestRecord(request.method, request.path, route, task_id, time.monotonic())
         with self._lock:
@@ -156,8 +161,9 @@ class Routes:
         hook: str | None,
         source: SimTask | None,
         record: RequestRecord,
+        output: str = "mp4",
     ) -> SimTask:
-        """Store an accepted create and schedule its callbacks."""
+        """Store an accepted create and schedule its callbacks; `output`: mp4, or an image's."""
         now = time.monotonic()
         task = SimTask(
             id=str(uuid.uuid4()),
@@ -169,6 +175,7 @@ class Routes:
             done_at=now + max(self.complete_after, self.processing_after),
             fails=bool(FAIL_WORD.search(prompt)),
             source_id=source.id if source else None,
+            output=output,
         )
         with self._lock:
             self.tasks[task.id] = task
@@ -249,14 +256,29 @@ class Routes:
         """
         now = time.monotonic() if now is None else now
         state = task.state_at(now)
-        done = state == "completed"
-        render = luma.generation if self.flavor == "luma" else proxy.luma_object
-        return render(
+        done, video = state == "completed", task.output == "mp4"
+        link = self._media.link
+        video_url = link(base, task.id, "mp4", self.link_ttl, task.revision) if done else None
+        image = "jpg" if video else task.output  # a video's thumbnail, or the image itself
+        image_url = link(base, task.id, image, self.link_ttl, task.revision) if done else None
+        if self.flavor == "luma":
+            return luma.generation(
+                task_id=task.id,
+                state=state,
+                created_at=task.created_at,
+                request=task.request_body,
+                video_url=video_url if video else None,
+                image_url=image_url,
+                failure_reason=task.failure_reason_at(now),
+                generation_type="video" if video else "image",
+                model=task.model,
+            )
+        return proxy.luma_object(
             task_id=task.id,
             state=state,
             created_at=task.created_at,
             request=task.request_body,
-            video_url=self._media.link(base, task.id, "mp4", self.link_ttl) if done else None,
-            image_url=self._media.link(base, task.id, "jpg", self.link_ttl) if done else None,
+            video_url=video_url,
+            image_url=image_url,
             failure_reason=task.failure_reason_at(now),
         )

@@ -9,7 +9,8 @@ including the ambiguous one: a 5xx or a dropped connection after the task was cr
 
 A task's state is derived from the clock when asked. One scheduler thread (a heap of due events,
 not a thread per task: benchmarks create 10,000) hands callbacks to a small sending pool.
-Its tasks and the requests it saw are `tasks.py`'s; its routes `routes.py`'s.
+Its tasks and the requests it saw are `tasks.py`'s; its routes `routes.py`'s (and, for Luma's
+operations beside create, `luma_routes.py`'s).
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from lumasim import luma, proxy
 from lumasim.callbacks import Callbacks
 from lumasim.faults import Faults
+from lumasim.luma_routes import LumaRoutes
 from lumasim.media import SampleMedia
-from lumasim.routes import Routes
 from lumasim.tasks import STATES, RequestRecord, SimTask, peak
 
 log = logging.getLogger(__name__)
@@ -43,11 +44,12 @@ class _QuietHandler(WSGIRequestHandler):
         log.debug('"%s" %s', self.requestline, code)
 
 
-class Simulator(Routes):
+class Simulator(LumaRoutes):
     """The simulated upstream: a WSGI app, optionally served in a thread by `start()`.
 
     Its settings, serving and test controls are here; how it answers requests (the routes,
-    the raw objects) is `Routes`' (routes.py).
+    the raw objects) is `Routes`' (routes.py), and `LumaRoutes`' (luma_routes.py) for Luma's
+    upscale, audio, modify, reframe and image.
     """
 
     def __init__(

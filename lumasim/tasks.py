@@ -42,6 +42,9 @@ class SimTask:
     done_at: float
     fails: bool
     source_id: str | None = None  # the extended task
+    output: str = "mp4"  # the main asset: a video, or an image (luma: jpg or png)
+    revision: int = 0  # luma: upscales and audio added so far, each a new video of the same id
+    model: str | None = None  # luma: the creating model, kept once `request_body` is a rerun's
     forced_state: str | None = None
     forced_reason: str | None = None
     forced_at: float = 0.0

@@ -9,28 +9,41 @@ retries POSTs on its own, which could pay twice):
 - every 2xx answer of the simulator validates as the SDK's models (`Generation`,
   `GenerationListResponse`, `CreditGetResponse`);
 - the SDK's own client, pointed at the simulator, creates, reads and pays as it would with
-  Luma.
+  Luma, and runs every other operation it has (upscale, audio, modify, reframe, image
+  create and reframe), each answer and each state on the way to completed validated, the
+  echoed `request` exactly the operation's own model of the SDK's union.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import requests
-from lumaai import LumaAI
+from lumaai import APIResponse, LumaAI
 from lumaai.types import (
     CreditGetResponse,
     Generation,
     GenerationCreateParams,
     GenerationListResponse,
 )
-from pydantic import TypeAdapter, ValidationError
+from lumaai.types.generation import (
+    RequestAudioGenerationRequest,
+    RequestGenerationRequest,
+    RequestImageGenerationRequest,
+    RequestModifyVideoRequest,
+    RequestReframeImageRequest,
+    RequestReframeVideoRequest,
+    RequestUpscaleVideoGenerationRequest,
+)
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from lumasim.simulator import Simulator
+from tests.support.receiver import Receiver
+from tests.support.waiting import wait_for
 from tracker.settings import LUMA_MODELS
 from tracker.tasks.store import NewTask
 from tracker.upstream import dialects
@@ -150,5 +163,121 @@ def test_the_sdks_own_client_runs_against_the_simulator(luma: Simulator) -> None
         assert client.generations.get(made.id).id == made.id
         assert [g.id for g in client.generations.list(limit=10).generations] == [made.id]
         assert client.credits.get().credit_balance >= 0
+    finally:
+        client.close()
+
+
+MEDIA, FRAME = {"url": "https://media.example/source.mp4"}, {"url": "https://media.example/a.jpg"}
+CROP = {"grid_position_x": 0, "grid_position_y": 0, "resized_width": 320, "resized_height": 180}
+CROP |= {"x_start": 0, "x_end": 320, "y_start": 0, "y_end": 568}
+REFS = [FRAME | {"weight": 0.8}]
+# the SDK's operations beside create, the options its own client is given, and the request
+# model of the SDK's union each generation must echo (upscale and audio: of a completed video)
+OTHERS: dict[str, tuple[dict[str, Any], type[BaseModel]]] = {
+    "upscale": (
+        {"generation_type": "upscale_video", "resolution": "4k"},
+        RequestUpscaleVideoGenerationRequest,
+    ),
+    "audio": (
+        {"generation_type": "add_audio", "prompt": "surf", "negative_prompt": "music"},
+        RequestAudioGenerationRequest,
+    ),
+    "modify": (
+        {"generation_type": "modify_video", "mode": "reimagine_3", "model": "ray-2"}
+        | {"media": MEDIA, "first_frame": FRAME, "prompt": "in snow"},
+        RequestModifyVideoRequest,
+    ),
+    "reframe": (
+        {"generation_type": "reframe_video", "aspect_ratio": "9:16", "model": "ray-flash-2"}
+        | {"media": MEDIA, "first_frame": FRAME, "prompt": "taller"}
+        | CROP,
+        RequestReframeVideoRequest,
+    ),
+    "image": (
+        {"generation_type": "image", "model": "photon-1", "prompt": "a lighthouse"}
+        | {"aspect_ratio": "3:4", "format": "png", "image_ref": REFS, "style_ref": REFS},
+        RequestImageGenerationRequest,
+    ),
+    "image reframe": (
+        {"generation_type": "reframe_image", "aspect_ratio": "16:9", "model": "photon-flash-1"}
+        | {"media": FRAME, "format": "jpg"}
+        | CROP,
+        RequestReframeImageRequest,
+    ),
+}
+
+
+def _call(client: LumaAI, name: str, source: str, **options: Any) -> APIResponse[Generation]:
+    """The SDK client's own method for operation `name`, as a raw response to read twice."""
+    generations = client.generations.with_raw_response
+    if name in ("upscale", "audio"):
+        rerun: Callable[..., APIResponse[Generation]] = getattr(generations, name)
+        return rerun(source, **options)
+    video, image = (
+        client.generations.video.with_raw_response,
+        client.generations.image.with_raw_response,
+    )
+    methods: dict[str, Callable[..., APIResponse[Generation]]] = {
+        "modify": video.modify,
+        "reframe": video.reframe,
+        "image": image.create,
+        "image reframe": image.reframe,
+    }
+    return methods[name](**options)
+
+
+def _read(raw: Any, request_type: type[BaseModel]) -> Generation:
+    """The answer as the SDK's Generation, its `request` exactly the operation's own model.
+
+    Why the exact type: the union is not discriminated, so an echo missing its
+    generation_type, or with keys the model has not, could pass as another member.
+    """
+    generation = Generation.model_validate(raw)
+    assert type(generation.request) is request_type, raw
+    assert generation.request.model_extra == {}, raw  # nothing the model does not know
+    return generation
+
+
+def _until_completed(client: LumaAI, generation_id: str, request: type[BaseModel]) -> Generation:
+    """The SDK's client GETs until completed; every state on the way is read and validated."""
+    for _ in range(250):
+        answer = client.generations.with_raw_response.get(generation_id)
+        generation = _read(answer.json(), request)
+        assert answer.parse().id == generation_id
+        if generation.state == "completed":
+            return generation
+        assert generation.state in ("queued", "dreaming"), generation
+        time.sleep(0.02)
+    raise AssertionError(f"{generation_id} did not complete")
+
+
+@pytest.mark.slow  # the SDK's client asks the platform (`uname -p`) for its headers
+@pytest.mark.parametrize("name", list(OTHERS))
+def test_the_sdks_own_client_runs_every_other_operation(
+    luma: Simulator, receiver: Receiver, name: str
+) -> None:
+    options, request = OTHERS[name]
+    client = LumaAI(auth_token="sim-key", base_url=luma.url, max_retries=0, timeout=5)
+    try:
+        source = client.generations.create(prompt="a heron takes off", model="ray-2")
+        assert source.id
+        before = _until_completed(client, source.id, RequestGenerationRequest)
+        hook = f"{receiver.url}/callbacks/luma/{name}"
+        answer = _call(client, name, source.id, **options, callback_url=hook)
+        made = _read(answer.json(), request)
+        assert made.id and answer.parse().id == made.id
+        assert (made.id == source.id) is (name in ("upscale", "audio"))  # a rerun keeps it
+        assert made.state in ("queued", "dreaming")
+        done = _until_completed(client, made.id, request)
+        assert done.assets is not None and before.assets is not None
+        if request in (RequestImageGenerationRequest, RequestReframeImageRequest):
+            assert done.generation_type == "image" and done.model and "photon" in done.model
+            assert done.assets.image and done.assets.video is None
+        else:
+            assert done.generation_type == "video" and done.model in ("ray-2", "ray-flash-2")
+            assert done.assets.video and done.assets.video != before.assets.video
+        wait_for(lambda: "completed" in receiver.states())
+        for _, body in receiver.got:  # the callbacks are Generations too
+            assert _read(body, request).id == made.id
     finally:
         client.close()
