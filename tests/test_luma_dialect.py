@@ -96,8 +96,8 @@ WIRE = [  # (task, dialect, path, the body's exact bytes)
         NewTask("generate", "a fox", image_url="https://i/a.png", options={"model_name": "ray-v2"}),
         "luma",
         "/generations",
-        '{"prompt": "a fox", "model": "ray-2", '
-        '"keyframes": {"frame0": {"type": "image", "url": "https://i/a.png"}}, "callback_url": HOOK}',
+        '{"prompt": "a fox", "model": "ray-2", "keyframes": {"frame0": {"type": "image", '
+        '"url": "https://i/a.png"}}, "callback_url": HOOK}',
     ),
     (
         NewTask("extend", "on", source_task_id="g/1", image_url="QUFB", image_end_url="https://e"),

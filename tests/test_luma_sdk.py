@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -27,8 +28,10 @@ from lumaai import APIResponse, LumaAI
 from lumaai.types import (
     CreditGetResponse,
     Generation,
+    GenerationAudioParams,
     GenerationCreateParams,
     GenerationListResponse,
+    GenerationUpscaleParams,
 )
 from lumaai.types.generation import (
     RequestAudioGenerationRequest,
@@ -39,6 +42,7 @@ from lumaai.types.generation import (
     RequestReframeVideoRequest,
     RequestUpscaleVideoGenerationRequest,
 )
+from lumaai.types.generations import ImageCreateParams, VideoModifyParams, VideoReframeParams
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from lumasim.simulator import Simulator
@@ -47,7 +51,8 @@ from tests.support.waiting import wait_for
 from tracker.settings import LUMA_MODELS
 from tracker.tasks.store import NewTask
 from tracker.upstream import dialects
-from tracker.upstream.operations import operation_for
+from tracker.upstream.luma import IMAGE_MODELS, MODES
+from tracker.upstream.operations import FROM_VIDEO, operation_for
 
 CREATE = TypeAdapter(GenerationCreateParams)
 HOOK = "https://tracker.example/callbacks/luma/token"
@@ -61,10 +66,30 @@ OPTIONS = {
 IMAGE, END = "https://img.example/a.png", "https://img.example/b.png"
 
 
-def _validated(body: dict[str, Any]) -> dict[str, Any]:
-    """The body as the SDK's type reads it, every iterable consumed into a list."""
-    read = CREATE.validate_python(body)
-    return {key: list(value) if key == "concepts" else value for key, value in read.items()}
+# each path of the luma dialect, and the SDK's params type of the call that POSTs there
+PARAMS = {
+    "/generations": CREATE,
+    "/generations/gen-1/upscale": TypeAdapter(GenerationUpscaleParams),
+    "/generations/gen-1/audio": TypeAdapter(GenerationAudioParams),
+    "/generations/video/modify": TypeAdapter(VideoModifyParams),
+    "/generations/video/reframe": TypeAdapter(VideoReframeParams),
+    "/generations/image": TypeAdapter(ImageCreateParams),
+}
+LISTS = ("concepts", "image_ref", "style_ref")  # the SDK's Iterables
+
+
+def _validated(body: dict[str, Any], path: str = "/generations") -> dict[str, Any]:
+    """The body as the SDK's type for its path reads it, every iterable consumed into a list."""
+    read = PARAMS[path].validate_python(body)
+    return {key: list(value) if key in LISTS else value for key, value in read.items()}
+
+
+def _refused(body: dict[str, Any], path: str) -> bool:
+    """The SDK's type refuses the body, or reads it as something else (a key it drops)."""
+    try:
+        return _validated(body, path) != body
+    except ValidationError:
+        return True
 
 
 def _generations() -> Iterator[NewTask]:
@@ -77,22 +102,72 @@ def _generations() -> Iterator[NewTask]:
 
 
 def _extends() -> Iterator[NewTask]:
-    for end in (None, END):
-        yield NewTask("extend", "on", source_task_id="gen-1", image_end_url=end, upstream="luma")
+    for end, model in itertools.product((None, END), OPTIONS["model_name"]):
+        options = {"model_name": model} if model else {}
+        yield NewTask("extend", "on", source_task_id="gen-1", image_end_url=end, options=options)
+
+
+def _each(kind: str, prompt: str = "", **choices: list[Any]) -> Iterator[NewTask]:
+    """A task of `kind` for every combination of its options (None: left out)."""
+    names = list(choices)
+    for values in itertools.product(*choices.values()):
+        options = {name: value for name, value in zip(names, values, strict=True) if value}
+        source = "gen-1" if "source_video_url" not in options else None
+        yield NewTask(kind, prompt, source_task_id=source, options=options, upstream="luma")
+
+
+def _others() -> Iterator[NewTask]:
+    """Every other operation of Luma's API, with every option (the SDK's values)."""
+    video = [None, "https://cdn.example/v.mp4"]  # None: the source task's, read at dispatch
+    models = OPTIONS["model_name"]
+    yield from _each("upscale", resolution=OPTIONS["resolution"])
+    for prompt in ("", "rain on leaves"):
+        yield from _each("audio", prompt, negative_prompt=[None, "music"])
+        yield from _each(
+            "modify",
+            prompt,
+            mode=list(MODES),
+            source_video_url=video,
+            first_frame_url=[None, IMAGE],
+            model_name=models,
+        )
+        ratios = OPTIONS["aspect_ratio"][1:]
+        yield from _each(
+            "reframe", prompt, aspect_ratio=ratios, source_video_url=video, model_name=models
+        )
+    for image, style in itertools.product((None, IMAGE), (None, END)):
+        yield from (
+            replace(task, image_url=image)
+            for task in _each(
+                "image",
+                "a kite",
+                model_name=[None, *IMAGE_MODELS],
+                aspect_ratio=OPTIONS["aspect_ratio"],
+                style_url=[None, style],
+            )
+        )
+
+
+def _sent(operation: Any) -> Any:
+    """As dispatch sends it: a modify or reframe of a source task with its video read."""
+    if isinstance(operation, FROM_VIDEO) and not operation.video_url:
+        return replace(operation, video_url="https://cdn.example/source.mp4")
+    return operation
 
 
 @pytest.mark.parametrize("model", LUMA_MODELS)
 @pytest.mark.parametrize("hook", [HOOK, None])
 def test_every_create_body_is_what_the_sdk_takes(model: str, hook: str | None) -> None:
     luma = dialects.get("luma")
-    bodies = 0
-    for task in itertools.chain(_generations(), _extends()):
+    bodies: dict[str, int] = {}
+    for task in itertools.chain(_generations(), _extends(), _others()):
         operation = operation_for(task)
         assert luma.unsupported(operation) is None, task
-        body = luma.request(operation, hook, model=model).body
-        assert _validated(body) == body, body  # nothing dropped, nothing unknown
-        bodies += 1
-    assert bodies > 1000  # every option with every other
+        sent = luma.request(_sent(operation), hook, model=model)
+        assert _validated(sent.body, sent.path) == sent.body, sent  # nothing dropped or unknown
+        bodies[sent.path] = bodies.get(sent.path, 0) + 1
+    assert set(bodies) == set(PARAMS)  # every operation
+    assert bodies["/generations"] > 1000  # every option with every other
 
 
 @pytest.mark.parametrize(
@@ -104,12 +179,37 @@ def test_every_create_body_is_what_the_sdk_takes(model: str, hook: str | None) -
     ],
     ids=["no model", "ray-1-6", "an aspect ratio Luma has not"],
 )
-def test_the_contract_sees_what_luma_would_refuse(broken: Any) -> None:
+@pytest.mark.parametrize(
+    "task",
+    [
+        NewTask("generate", "a fox"),
+        NewTask("modify", "", options={"mode": "flex_1", "source_video_url": IMAGE}),
+        NewTask("reframe", "", options={"aspect_ratio": "1:1", "source_video_url": IMAGE}),
+    ],
+    ids=["generate", "modify", "reframe"],
+)
+def test_the_contract_sees_what_luma_would_refuse(broken: Any, task: NewTask) -> None:
     """The check above fails for the bodies the tracker used to send (no `model`, ray-1-6)."""
-    body = dialects.get("luma").request(operation_for(NewTask("generate", "a fox")), HOOK).body
-    assert _validated(body) == body
-    with pytest.raises(ValidationError):
-        _validated(broken(body))
+    sent = dialects.get("luma").request(operation_for(task), HOOK)
+    assert not _refused(sent.body, sent.path)
+    assert _refused(broken(sent.body), sent.path)
+
+
+@pytest.mark.parametrize(
+    ("task", "broken"),
+    [
+        (NewTask("image", "a kite"), {"model": "ray-2"}),
+        (NewTask("upscale", "", source_task_id="gen-1"), {"resolution": 1080}),
+        (NewTask("audio", "", source_task_id="gen-1"), {"generation_type": "audio"}),
+        (NewTask("modify", "", options={"mode": "x", "source_video_url": IMAGE}), {}),
+    ],
+    ids=["an image with a video model", "a resolution as a number", "a wrong type", "no mode"],
+)
+def test_the_contract_sees_a_wrong_value_of_any_operation(
+    task: NewTask, broken: dict[str, Any]
+) -> None:
+    sent = dialects.get("luma").request(operation_for(task), HOOK)
+    assert _refused(sent.body | broken, sent.path)
 
 
 @pytest.fixture

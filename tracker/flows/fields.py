@@ -34,7 +34,9 @@ ASPECT_RATIOS = ("1:1", "4:3", "3:4", "16:9", "9:16", "21:9", "9:21")
 RESOLUTIONS = ("540p", "720p", "1080p", "4k")
 DURATION_PATTERN = r"^[0-9]{1,3}s$"
 # some text, no NUL character (user_prompt, model_name)
-TEXT_PATTERN = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+# (every character Python's strip() drops counts as space: regex engines differ on \s)
+_SPACE = r"\s\u001c-\u001f\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+TEXT_PATTERN = rf"^[^\u0000]*[^{_SPACE}\u0000][^\u0000]*$"
 # a task id; spaces around it are dropped (the CLI's, a paste's), so the schema allows them,
 # and its length is counted without them, so the pattern holds it (not maxLength)
 ID_PATTERN = rf"^\s*[A-Za-z0-9._:-]{{1,{MAX_ID}}}\s*$"
