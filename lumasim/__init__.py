@@ -12,6 +12,7 @@ only. It is still installed with the tracker (pyproject.toml), so `tracker simul
 - `luma_checks`, `luma_routes`: Luma's operations beside create (upscale, audio, modify,
   reframe, images): what each takes, and their handlers
 - `tasks`: tasks whose state follows the clock, and the requests seen
+- `accounts`: one upstream account per API key (its tasks, balance, creates; revoking)
 - `callbacks`: the scheduler and senders of notify_hook callbacks
 - `faults`: the failures a test queues; `media`: the sample files and their presigned links
 - `run`: `tracker simulate` / `python -m lumasim`

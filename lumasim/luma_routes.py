@@ -28,10 +28,10 @@ class LumaRoutes(Routes):
     """One handler per route of luma.rules() beyond the create; every answer a Generation."""
 
     def _on_upscale(self, request: Request, record: RequestRecord, task_id: str) -> Response:
-        return self._rerun("upscale", request, task_id)
+        return self._rerun("upscale", request, record, task_id)
 
     def _on_audio(self, request: Request, record: RequestRecord, task_id: str) -> Response:
-        return self._rerun("audio", request, task_id)
+        return self._rerun("audio", request, record, task_id)
 
     def _on_modify(self, request: Request, record: RequestRecord) -> Response:
         return self._make("modify", request, record)
@@ -62,21 +62,21 @@ class LumaRoutes(Routes):
             record,
             output=output,
         )
-        self._charge(output)
+        self._charge(output, record.key)
         if body.get("sync"):  # the answer waits for the image, up to sync_timeout
             timeout = body.get("sync_timeout") or luma_checks.SYNC_TIMEOUT
             until = min(task.done_at, time.monotonic() + float(timeout))
             time.sleep(max(0.0, until - time.monotonic()))
         return _json(self._raw(task, self._base_url(request)), 201)
 
-    def _rerun(self, name: str, request: Request, task_id: str) -> Response:
+    def _rerun(self, name: str, request: Request, record: RequestRecord, task_id: str) -> Response:
         """Upscale or audio: Luma answers with the source's own id and reruns that generation.
 
         It goes back through dreaming to completed (the dreaming part of a create's time),
         then shows a new video link (a new revision's name); the callbacks go to this
         request's callback_url, and GET shows this request as the generation's `request`.
         """
-        source = self.tasks.get(task_id)
+        source = self._owned(task_id, record)  # another account's: as an unknown id
         if source is None:
             return _json({"detail": "Generation not found"}, 404)
         body = _body(request)
@@ -92,7 +92,8 @@ class LumaRoutes(Routes):
             self._restart(source, luma_checks.echo(name, body), luma.callback_of(body), now)
             source.fails = bool(FAIL_WORD.search(luma.prompt_of(body)))
             self.creates += 1
-        self._charge(source.output)
+        self._accounts.count_create(record.key)
+        self._charge(source.output, record.key)
         if source.notify_hook:
             self._callbacks.schedule(source)
         return _json(self._raw(source, self._base_url(request), now), 201)
@@ -106,7 +107,7 @@ class LumaRoutes(Routes):
         task.done_at = now + max(self.complete_after - self.processing_after, 0.0)
         task.revision += 1
 
-    def _charge(self, output: str) -> None:
+    def _charge(self, output: str, key: str) -> None:
+        """The caller's account pays: a video's price, or an image's."""
         cost = luma.VIDEO_COST_CENTS if output == "mp4" else luma.IMAGE_COST_CENTS
-        with self._lock:
-            self.credit_balance -= cost
+        self._accounts.charge(key, cost)

@@ -5,12 +5,15 @@ faults a test queued) and answered from the simulator's tasks, in either voice.
 so its handlers read the simulator's own attributes; the other half holds the settings,
 serves it in a thread and gives tests their controls. `Simulator.__init__` sets every
 attribute declared here.
+
+Each request is answered for the account its key names (`record.key`, accounts.py): a task
+of another account is looked up as an unknown id (`_owned`), lists and batches hold the
+account's own tasks only, and the account's balance pays for its creates.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hmac
 import json
 import logging
 import socket
@@ -25,7 +28,8 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map
 from werkzeug.wrappers import Request, Response
 
-from lumasim import luma, proxy
+from lumasim import accounts, luma, proxy
+from lumasim.accounts import Accounts
 from lumasim.callbacks import Callbacks
 from lumasim.faults import Faults
 from lumasim.media import SampleMedia
@@ -47,8 +51,6 @@ class Routes:
     """One handler per route (`_on_<endpoint>`), and the raw object every answer is built from."""
 
     flavor: str
-    credit_balance: int
-    api_key: str
     callbacks: bool
     latency: float
     processing_after: float
@@ -61,6 +63,7 @@ class Routes:
     requests: list[RequestRecord]
     creates: int
     _lock: threading.Lock
+    _accounts: Accounts
     _faults: Faults
     _media: SampleMedia
     _callbacks: Callbacks
@@ -72,6 +75,8 @@ class Routes:
             endpoint, args = self._urls.bind_to_environ(environ).match()
         except HTTPException as exc:
             return _json({"detail": exc.name}, exc.code or 404)(environ, start_response)
+        if endpoint == accounts.CONTROL:  # a test's control, not upstream traffic: no record
+            return self._accounts.control(args["key"], args["action"])(environ, start_response)
         route = "create" if endpoint in CREATES else endpoint
         task_id = args.get("task_id") or args.get("name", "").partition(".")[0] or None
         record = RequestRecord(request.method, request.path, route, task_id, time.monotonic())
@@ -104,15 +109,23 @@ class Routes:
         fault = self._faults.take(route)
         if fault is not None and not fault.after:
             return Faults.answer(fault)
-        if route != "file" and self.api_key and not self._authorized(request):
+        key = self._accounts.caller(request.headers.get("Authorization", ""))
+        if route != "file" and key is None:  # files are presigned links: no key, as Luma's CDN
             response = _json({"detail": "Invalid API key"}, 401)
         else:
+            record.key = key or ""
             response = getattr(self, f"_on_{endpoint}")(request, record, **args)
         return response if fault is None else Faults.answer(fault)
 
-    def _authorized(self, request: Request) -> bool:
-        given = request.headers.get("Authorization", "").encode()
-        return hmac.compare_digest(given, f"Bearer {self.api_key}".encode())
+    def _owned(self, task_id: str | None, record: RequestRecord) -> SimTask | None:
+        """The task if the caller's account made it: another account's id is an unknown one."""
+        task = self.tasks.get(task_id) if task_id else None
+        return task if task is not None and task.owner == record.key else None
+
+    def _own_tasks(self, record: RequestRecord) -> list[SimTask]:
+        """The caller's account's tasks, oldest first (taken under the lock: creates go on)."""
+        with self._lock:
+            return [task for task in self.tasks.values() if task.owner == record.key]
 
     def _on_create(self, request: Request, record: RequestRecord) -> Response:
         if self.flavor == "luma":
@@ -123,21 +136,19 @@ class Routes:
         body = request.get_json(force=True, silent=True)
         if not isinstance(body, dict):
             return _json({"detail": "Request body must be a JSON object"}, 400)
-        source_id = luma.source_of(body)
-        source = self.tasks.get(source_id) if source_id else None
+        source = self._owned(luma.source_of(body), record)
         refusal = luma.refusal(body, source.state if source else None)
         if refusal:
             return _json({"detail": refusal}, 400)
         task = self._new_task(body, luma.prompt_of(body), luma.callback_of(body), source, record)
-        with self._lock:
-            self.credit_balance -= luma.VIDEO_COST_CENTS
+        self._accounts.charge(record.key, luma.VIDEO_COST_CENTS)
         return _json(self._raw(task, self._base_url(request)), 201)
 
     def _on_credits(self, request: Request, record: RequestRecord) -> Response:
-        return _json({"credit_balance": self.credit_balance})
+        return _json({"credit_balance": self._accounts.balances[record.key]})
 
     def _on_extend(self, request: Request, record: RequestRecord, task_id: str) -> Response:
-        source = self.tasks.get(task_id)
+        source = self._owned(task_id, record)
         if source is None:
             return _json({"detail": "Task not found"}, 404)
         return self._create(request, record, source)
@@ -175,11 +186,13 @@ class Routes:
             done_at=now + max(self.complete_after, self.processing_after),
             fails=bool(FAIL_WORD.search(prompt)),
             source_id=source.id if source else None,
+            owner=record.key,
             output=output,
         )
         with self._lock:
             self.tasks[task.id] = task
             self.creates += 1
+        self._accounts.count_create(record.key)
         record.task_id = task.id
         log.debug("created task %s%s", task.id, f" (extends {source.id})" if source else "")
         if task.notify_hook:
@@ -187,7 +200,7 @@ class Routes:
         return task
 
     def _on_query(self, request: Request, record: RequestRecord, task_id: str) -> Response:
-        task = self.tasks.get(task_id)
+        task = self._owned(task_id, record)
         if task is None:
             missing = "Generation not found" if self.flavor == "luma" else "Task not found"
             return _json({"detail": missing}, 404)
@@ -202,7 +215,7 @@ class Routes:
             return _json({"detail": "limit and offset must be integers"}, 400)
         if not 1 <= limit <= 100 or offset < 0:
             return _json({"detail": "limit must be 1 to 100, offset at least 0"}, 400)
-        newest = list(reversed(self.tasks.values()))
+        newest = list(reversed(self._own_tasks(record)))
         page = newest[offset : offset + limit]
         base = self._base_url(request)
         return _json(
@@ -223,13 +236,14 @@ class Routes:
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             return _json({"detail": "ids must be a list of task ids"}, 400)
         base = self._base_url(request)
-        raws = [self._raw(self.tasks[i], base) for i in ids if i in self.tasks]  # unknown: left out
+        found = (self._owned(i, record) for i in ids)
+        raws = [self._raw(task, base) for task in found if task]  # unknown: left out
         if self.batch_shape == "list":
             return _json(raws)
         return _json(proxy.wrapped(raws))
 
     def _on_download_url(self, request: Request, record: RequestRecord, task_id: str) -> Response:
-        task = self.tasks.get(task_id)
+        task = self._owned(task_id, record)
         if task is None:
             return _json({"detail": "Task not found"}, 404)
         if task.state != "completed":

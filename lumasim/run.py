@@ -19,7 +19,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9100)
-    parser.add_argument("--key", default="", help="require Authorization: Bearer <key>")
+    parser.add_argument(
+        "--key",
+        action="append",
+        default=[],
+        help="require Authorization: Bearer <key>; repeated, one upstream account per key",
+    )
     parser.add_argument("--no-callbacks", action="store_true", help="never call notify_hook")
     parser.add_argument("--processing-after", type=float, default=1.0)
     parser.add_argument("--complete-after", type=float, default=3.0)
@@ -31,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     simulator = Simulator(
-        api_key=args.key,
+        api_keys=[key for key in args.key if key],  # --key "": no key, as before
         callbacks=not args.no_callbacks,
         processing_after=args.processing_after,
         complete_after=args.complete_after,
@@ -48,11 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())
     log.info(
-        "Luma simulator (%s API) listening on %s (bound to %s; callbacks %s)",
+        "Luma simulator (%s API) listening on %s (bound to %s; callbacks %s; %s)",
         "Luma's own" if args.flavor == "luma" else "the proxy's",
         simulator.url,
         args.host,
         "on" if simulator.callbacks else "off",
+        f"{len(simulator.api_keys)} API key(s)" if simulator.api_keys else "no API key",
     )
     while not stopping.wait(0.5):
         pass

@@ -10,7 +10,7 @@ including the ambiguous one: a 5xx or a dropped connection after the task was cr
 A task's state is derived from the clock when asked. One scheduler thread (a heap of due events,
 not a thread per task: benchmarks create 10,000) hands callbacks to a small sending pool.
 Its tasks and the requests it saw are `tasks.py`'s; its routes `routes.py`'s (and, for Luma's
-operations beside create, `luma_routes.py`'s).
+operations beside create, `luma_routes.py`'s); its accounts, one per API key, `accounts.py`'s.
 """
 
 from __future__ import annotations
@@ -19,13 +19,14 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from werkzeug.routing import Map, Rule
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from lumasim import luma, proxy
+from lumasim import accounts, luma, proxy
+from lumasim.accounts import Accounts
 from lumasim.callbacks import Callbacks
 from lumasim.faults import Faults
 from lumasim.luma_routes import LumaRoutes
@@ -50,12 +51,17 @@ class Simulator(LumaRoutes):
     Its settings, serving and test controls are here; how it answers requests (the routes,
     the raw objects) is `Routes`' (routes.py), and `LumaRoutes`' (luma_routes.py) for Luma's
     upscale, audio, modify, reframe and image.
+
+    `api_key` (one key) and `api_keys` (several) are the accounts it serves, each with its
+    own generations, balance and creates; with neither it asks for no key, one account.
+    `credit_balance` is every account's opening balance (US cents), `balances` a key's own.
     """
 
     def __init__(
         self,
         *,
         api_key: str = "",
+        api_keys: Sequence[str] = (),
         callbacks: bool = True,
         processing_after: float = 1.0,
         complete_after: float = 3.0,
@@ -65,14 +71,18 @@ class Simulator(LumaRoutes):
         public_url: str | None = None,
         flavor: str = "proxy",
         credit_balance: int = 100_000,
+        balances: Mapping[str, int] | None = None,
     ) -> None:
         if flavor not in FLAVORS:
             raise ValueError(f"flavor must be proxy or luma, not {flavor!r}")
         self.flavor = flavor
-        self.credit_balance = credit_balance  # US cents (luma: GET /credits)
+        if isinstance(api_keys, str):  # a lone string would be taken as one key per letter
+            raise TypeError("api_keys must be a list of keys, not a string")
+        self._accounts = Accounts([api_key, *api_keys], credit_balance, balances)
         if batch_shape not in ("list", "wrapped", "none"):
             raise ValueError(f"batch_shape must be list, wrapped or none, not {batch_shape!r}")
-        self.api_key, self.callbacks, self.latency = api_key, callbacks, latency
+        self.api_keys = self._accounts.keys  # empty: no key asked for
+        self.api_key, self.callbacks, self.latency = self._accounts.first, callbacks, latency
         self.processing_after, self.complete_after = processing_after, complete_after
         self.link_ttl, self.batch_shape = link_ttl, batch_shape
         self.public_url = public_url.rstrip("/") if public_url else None
@@ -91,7 +101,8 @@ class Simulator(LumaRoutes):
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
         file = Rule("/files/<name>", methods=["GET"], endpoint="file")  # the sample media
-        self._urls = Map([*(luma.rules() if flavor == "luma" else proxy.rules()), file])
+        voice = luma.rules() if flavor == "luma" else proxy.rules()
+        self._urls = Map([*voice, file, *accounts.rules()])
 
     # -- serving ----------------------------------------------------------------------------
 
@@ -186,3 +197,43 @@ class Simulator(LumaRoutes):
             end = task.finished_at()
             points += [(task.created_mono, 1), (math.inf if end is None else end, -1)]
         return peak(points)
+
+    # -- accounts (accounts.py) --------------------------------------------------------------
+
+    @property
+    def credit_balance(self) -> int:
+        """The first key's balance (the only one, as most tests have it), in US cents."""
+        return self._accounts.balances[self._accounts.first]
+
+    @credit_balance.setter
+    def credit_balance(self, cents: int) -> None:
+        self._accounts.set_balance(self._accounts.first, cents)
+
+    def balance(self, key: str) -> int:
+        """`key`'s balance in US cents: what Luma's GET /credits answers that key."""
+        return self._accounts.balances[key]
+
+    def set_balance(self, key: str, cents: int) -> None:
+        self._accounts.set_balance(key, cents)
+
+    def revoke(self, key: str) -> None:
+        """Every request with `key` is a 401 from now on, as an unknown key's; its tasks go on."""
+        self._accounts.revoke(key)
+
+    def restore(self, key: str) -> None:
+        """Undo `revoke(key)`: its tasks, balance and counts are as they were."""
+        self._accounts.restore(key)
+
+    @property
+    def creates_by_key(self) -> dict[str, int]:
+        """Creates (reruns included, as in `creates`) per key; "" without keys. A copy."""
+        with self._accounts.lock:
+            return dict(self._accounts.creates)
+
+    def in_flight(self, key: str | None = None) -> int:
+        """How many of `key`'s tasks (every account's: None) are not yet completed or failed."""
+        now = time.monotonic()
+        with self._lock:
+            tasks = [t for t in self.tasks.values() if key is None or t.owner == key]
+        ends = (task.finished_at() for task in tasks)
+        return sum(1 for end in ends if end is None or end > now)

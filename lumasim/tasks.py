@@ -27,6 +27,7 @@ class RequestRecord:
     started: float  # time.monotonic()
     ended: float | None = None
     status: int | None = None  # 0: the connection was dropped on purpose
+    key: str = ""  # the account (API key) it was made with, once authorized (accounts.py)
 
 
 @dataclass
@@ -42,6 +43,7 @@ class SimTask:
     done_at: float
     fails: bool
     source_id: str | None = None  # the extended task
+    owner: str = ""  # the API key that made it: to every other key it is an unknown id
     output: str = "mp4"  # the main asset: a video, or an image (luma: jpg or png)
     revision: int = 0  # luma: upscales and audio added so far, each a new video of the same id
     model: str | None = None  # luma: the creating model, kept once `request_body` is a rerun's

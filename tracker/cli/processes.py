@@ -15,7 +15,12 @@ from tracker.flows.services import make_client, start
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=9100, show_default=True, type=int)
-@click.option("--key", default="", help="require this Bearer key")
+@click.option(
+    "--key",
+    "keys",
+    multiple=True,
+    help="require this Bearer key; repeat it for several keys, each its own upstream account",
+)
 @click.option("--no-callbacks", is_flag=True, help="never call notify_hook (test the poller)")
 @click.option("--processing-after", default=1.0, show_default=True, type=float)
 @click.option("--complete-after", default=3.0, show_default=True, type=float)
@@ -29,7 +34,7 @@ from tracker.flows.services import make_client, start
 def simulate(
     host: str,
     port: int,
-    key: str,
+    keys: tuple[str, ...],
     no_callbacks: bool,
     processing_after: float,
     complete_after: float,
@@ -40,8 +45,9 @@ def simulate(
 
     argv = ["--host", host, "--port", str(port), "--flavor", flavor]
     argv += ["--processing-after", str(processing_after), "--complete-after", str(complete_after)]
-    if key:
-        argv += ["--key", key]
+    for key in keys:
+        if key:  # --key "": no key, as before
+            argv += ["--key", key]
     if no_callbacks:
         argv.append("--no-callbacks")
     sys.exit(run.main(argv))
