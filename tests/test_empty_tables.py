@@ -12,6 +12,7 @@ from tests.support.factory import make_task
 from tracker.db import Database
 from tracker.tasks.models import (
     Account,
+    AccountDay,
     Base,
     Delivery,
     SignIn,
@@ -49,7 +50,8 @@ def test_every_table_is_emptied_and_the_counters_zeroed(db: Database) -> None:
             )
         )
         session.add(SignIn(id_hash="a" * 64, expires_at=now + timedelta(hours=12)))
-        session.add(Account(upstream="luma", credit_balance=1200, checked_at=now))
+        session.add(Account(name="default", upstream="luma", credit_balance=1200, checked_at=now))
+        session.add(AccountDay(account="default", day="2026-12-06", creates=3))
         session.add(
             WorkerBeat(id="gone:1:aaaaaaaa", host="h", pid=1, started_at=now, last_seen_at=now)
         )

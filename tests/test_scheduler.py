@@ -104,7 +104,7 @@ def test_a_dead_holders_poll_claim_is_taken_over(db: Database, make_settings: An
 
 
 def test_dispatch_claims_stop_at_the_in_flight_cap(db: Database, make_settings: Any) -> None:
-    settings = make_settings(max_in_flight=2)
+    settings = make_settings(max_in_flight=2, public_base_url="https://tracker.example")
     make_tasks(db, 3, "queued", user_prompt="fog", upstream="proxy")
     claimed = claims.claim_for_dispatch(
         db, settings, limit=5, account=_account(settings), owner="w"
@@ -119,6 +119,7 @@ def test_dispatch_claims_stop_at_the_in_flight_cap(db: Database, make_settings: 
         assert task is not None and task.state == TaskState.SUBMITTING
         assert task.claimed_by == "w" and task.claimed_until is not None
         assert task.callback_token_hash == store.hash_token(claimed[0][1])
+        assert task.account == "default"  # the account that took it
 
 
 def test_an_archive_claim_has_one_holder(db: Database, make_settings: Any) -> None:

@@ -32,6 +32,7 @@ DEFAULT_BASES = {
 }
 DIALECTS = tuple(DEFAULT_BASES)
 LUMA_MODELS = ("ray-2", "ray-flash-2")  # Luma's video models (its SDK requires one a create)
+ACCOUNT_PREFIX = "LUMA_ACCOUNT_"
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ class Settings:
     luma_api_base: str = DEFAULT_BASES[DIALECTS[0]]
     luma_api_key: str = field(default="", repr=False)
     luma_model: str = LUMA_MODELS[0]  # sent on every video create of the luma dialect
+    # LUMA_ACCOUNT_<NAME>_* as given: a pool of accounts (read by tracker.upstream.accounts.pool)
+    account_env: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     public_base_url: str = ""
     port: int = 8000
     connect_timeout: float = 5.0
@@ -113,7 +116,7 @@ class Settings:
         return f"{self.public_base_url}/callbacks/luma/{token}"
 
 
-def _number(env: Mapping[str, str], name: str, default: N, *, minimum: float) -> N:
+def number(env: Mapping[str, str], name: str, default: N, *, minimum: float) -> N:
     """A number of the default's type: an int setting refuses "2.5", a float one takes "2"."""
     raw = env.get(name, "").strip()
     if raw == "":
@@ -128,7 +131,7 @@ def _number(env: Mapping[str, str], name: str, default: N, *, minimum: float) ->
     return value
 
 
-def _flag(env: Mapping[str, str], name: str) -> bool:
+def flag(env: Mapping[str, str], name: str) -> bool:
     raw = env.get(name, "").strip().lower()
     if raw in ("", "0", "false", "no", "off"):
         return False
@@ -137,7 +140,7 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     raise SettingsError(f"{name} must be 1 or 0, got {raw!r}")
 
 
-def _http_url(env: Mapping[str, str], name: str, default: str) -> str:
+def http_url(env: Mapping[str, str], name: str, default: str) -> str:
     raw = (env.get(name, "").strip() or default).rstrip("/")
     if raw == "":
         return ""
@@ -178,9 +181,7 @@ def _notify_secrets(env: Mapping[str, str]) -> tuple[str, ...]:
 def _notify_url(env: Mapping[str, str]) -> str:
     """TRACKER_NOTIFY_URL as given (a receiver's path may end in a slash it needs)."""
     raw = env.get("TRACKER_NOTIFY_URL", "").strip()
-    if raw:
-        _http_url({"TRACKER_NOTIFY_URL": raw}, "TRACKER_NOTIFY_URL", "")
-    return raw
+    return raw and http_url({"TRACKER_NOTIFY_URL": raw}, "TRACKER_NOTIFY_URL", "") and raw
 
 
 def _schedule(env: Mapping[str, str]) -> tuple[float, ...]:
@@ -198,7 +199,7 @@ def _schedule(env: Mapping[str, str]) -> tuple[float, ...]:
     return delays
 
 
-def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+def choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
     raw = env.get(name, "").strip().lower()
     if raw == "":
         return choices[0]
@@ -220,18 +221,15 @@ def normalize_database_url(raw: str, *, name: str = "DATABASE_URL") -> str:
 
 
 def worker_stale_after(env: Mapping[str, str] | None = None) -> float:
-    """TRACKER_WORKER_STALE_AFTER: seconds without a heartbeat before a process counts as dead.
-    Not a field of Settings: tasks/heartbeats.py reads it at import (no settings at hand there;
-    every process of a deployment reads one environment); `load` checks it at start."""
+    """TRACKER_WORKER_STALE_AFTER: seconds without a heartbeat before a process counts as dead
+    (read at import by tasks/heartbeats.py, which has no settings at hand; checked by `load`)."""
     env = os.environ if env is None else env
-    return _number(env, "TRACKER_WORKER_STALE_AFTER", DEFAULT_STALE_AFTER, minimum=3)
+    return number(env, "TRACKER_WORKER_STALE_AFTER", DEFAULT_STALE_AFTER, minimum=3)
 
 
 def _database_url(env: Mapping[str, str], instance: Path) -> str:
     raw = env.get("DATABASE_URL", "").strip()
-    if raw == "":
-        return f"sqlite:///{instance / 'tracker.db'}"
-    return normalize_database_url(raw)
+    return normalize_database_url(raw) if raw else f"sqlite:///{instance / 'tracker.db'}"
 
 
 def load(env: Mapping[str, str] | None = None, *, instance: Path | None = None) -> Settings:
@@ -240,49 +238,50 @@ def load(env: Mapping[str, str] | None = None, *, instance: Path | None = None) 
     instance = instance or Path.cwd() / "instance"
     media_raw = env.get("TRACKER_MEDIA_DIR")
     media_dir = str(instance / "media") if media_raw is None else media_raw.strip()
-    dialect = _choice(env, "LUMA_API_FLAVOR", DIALECTS)
+    dialect = choice(env, "LUMA_API_FLAVOR", DIALECTS)
     worker_stale_after(env)  # checked here, read by tracker/tasks/heartbeats.py
     settings = Settings(
         database_url=_database_url(env, instance),
         luma_api_flavor=dialect,
-        luma_api_base=_http_url(env, "LUMA_API_BASE", DEFAULT_BASES[dialect]),
+        luma_api_base=http_url(env, "LUMA_API_BASE", DEFAULT_BASES[dialect]),
         luma_api_key=env.get("LUMA_API_KEY", "").strip(),
-        luma_model=_choice(env, "LUMA_MODEL", LUMA_MODELS),
-        public_base_url=_http_url(env, "PUBLIC_BASE_URL", ""),
-        port=_number(env, "PORT", 8000, minimum=1),
-        connect_timeout=_number(env, "LUMA_CONNECT_TIMEOUT", 5.0, minimum=0.1),
-        read_timeout=_number(env, "LUMA_READ_TIMEOUT", 30.0, minimum=0.1),
-        poll_after=_number(env, "TRACKER_POLL_AFTER", 60.0, minimum=0),
-        poll_max_interval=_number(env, "TRACKER_POLL_MAX_INTERVAL", 600.0, minimum=1),
-        task_timeout=_number(env, "TRACKER_TASK_TIMEOUT", 21600.0, minimum=1),
-        poll_concurrency=_number(env, "TRACKER_POLL_CONCURRENCY", 4, minimum=1),
-        max_in_flight=_number(env, "TRACKER_MAX_IN_FLIGHT", 10, minimum=1),
-        submits_per_minute=_number(env, "TRACKER_SUBMITS_PER_MINUTE", 20, minimum=1),
-        worker_interval=_number(env, "TRACKER_WORKER_INTERVAL", 1.0, minimum=0.01),
-        lease_seconds=_number(env, "TRACKER_LEASE_SECONDS", 120.0, minimum=1),
+        luma_model=choice(env, "LUMA_MODEL", LUMA_MODELS),
+        account_env=tuple(sorted((k, v) for k, v in env.items() if k.startswith(ACCOUNT_PREFIX))),
+        public_base_url=http_url(env, "PUBLIC_BASE_URL", ""),
+        port=number(env, "PORT", 8000, minimum=1),
+        connect_timeout=number(env, "LUMA_CONNECT_TIMEOUT", 5.0, minimum=0.1),
+        read_timeout=number(env, "LUMA_READ_TIMEOUT", 30.0, minimum=0.1),
+        poll_after=number(env, "TRACKER_POLL_AFTER", 60.0, minimum=0),
+        poll_max_interval=number(env, "TRACKER_POLL_MAX_INTERVAL", 600.0, minimum=1),
+        task_timeout=number(env, "TRACKER_TASK_TIMEOUT", 21600.0, minimum=1),
+        poll_concurrency=number(env, "TRACKER_POLL_CONCURRENCY", 4, minimum=1),
+        max_in_flight=number(env, "TRACKER_MAX_IN_FLIGHT", 10, minimum=1),
+        submits_per_minute=number(env, "TRACKER_SUBMITS_PER_MINUTE", 20, minimum=1),
+        worker_interval=number(env, "TRACKER_WORKER_INTERVAL", 1.0, minimum=0.01),
+        lease_seconds=number(env, "TRACKER_LEASE_SECONDS", 120.0, minimum=1),
         api_token=env.get("TRACKER_API_TOKEN", "").strip(),
         secret_key=env.get("TRACKER_SECRET_KEY", "").strip(),
-        max_callback_bytes=_number(env, "TRACKER_MAX_CALLBACK_BYTES", 1_000_000, minimum=1),
-        max_body_bytes=_number(env, "TRACKER_MAX_BODY_BYTES", 20_000_000, minimum=1),
-        trusted_proxies=_number(env, "TRACKER_TRUSTED_PROXIES", 0, minimum=0),
-        session_lifetime=_number(env, "TRACKER_SESSION_LIFETIME", 43200.0, minimum=60),
+        max_callback_bytes=number(env, "TRACKER_MAX_CALLBACK_BYTES", 1_000_000, minimum=1),
+        max_body_bytes=number(env, "TRACKER_MAX_BODY_BYTES", 20_000_000, minimum=1),
+        trusted_proxies=number(env, "TRACKER_TRUSTED_PROXIES", 0, minimum=0),
+        session_lifetime=number(env, "TRACKER_SESSION_LIFETIME", 43200.0, minimum=60),
         media_dir=media_dir,
-        media_max_bytes=_number(env, "TRACKER_MEDIA_MAX_BYTES", 500_000_000, minimum=1),
-        media_allow_private=_flag(env, "TRACKER_MEDIA_ALLOW_PRIVATE"),
+        media_max_bytes=number(env, "TRACKER_MEDIA_MAX_BYTES", 500_000_000, minimum=1),
+        media_allow_private=flag(env, "TRACKER_MEDIA_ALLOW_PRIVATE"),
         media_url=_media_url(env),
-        media_proxy=_flag(env, "TRACKER_MEDIA_PROXY"),
+        media_proxy=flag(env, "TRACKER_MEDIA_PROXY"),
         # boto3's own variables, read here so that they are checked at start with the others
-        aws_endpoint_url=_http_url(env, "AWS_ENDPOINT_URL", ""),
+        aws_endpoint_url=http_url(env, "AWS_ENDPOINT_URL", ""),
         aws_region=env.get("AWS_DEFAULT_REGION", "").strip(),
         aws_access_key_id=env.get("AWS_ACCESS_KEY_ID", "").strip(),
         aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY", "").strip(),
         notify_url=_notify_url(env),
         notify_secrets=_notify_secrets(env),
         notify_retry_schedule=_schedule(env),
-        notify_allow_private=_flag(env, "TRACKER_NOTIFY_ALLOW_PRIVATE"),
-        metrics=env.get("TRACKER_METRICS", "").strip() == "" or _flag(env, "TRACKER_METRICS"),
+        notify_allow_private=flag(env, "TRACKER_NOTIFY_ALLOW_PRIVATE"),
+        metrics=env.get("TRACKER_METRICS", "").strip() == "" or flag(env, "TRACKER_METRICS"),
         metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR", "").strip() or str(instance / "metrics"),
-        log_format=_choice(env, "TRACKER_LOG_FORMAT", ("text", "json")),
+        log_format=choice(env, "TRACKER_LOG_FORMAT", ("text", "json")),
     )
     if settings.notify_url and not settings.notify_secrets and not settings.is_sqlite:
         # several machines may sign: one generated here would differ from the next one's

@@ -36,6 +36,8 @@ def make_task(db: Database, state: str = "completed", **fields: Any) -> Task:
     task = store.create(db, NewTask(**new))
     columns = {name: value for name, value in fields.items() if name not in _NEW}
     wanted = TaskState(state)
+    if wanted is not TaskState.QUEUED and not new.get("account"):
+        columns.setdefault("account", "default")  # sent, as the one account of the settings
     if wanted is not TaskState.QUEUED or columns:
         with db.write() as session:
             session.execute(

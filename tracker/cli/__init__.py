@@ -105,9 +105,49 @@ def notify_secret(make_new: bool) -> None:
         click.echo(secret)
 
 
+@click.group("accounts", invoke_without_command=True)
+@click.pass_context
+def accounts_(ctx: click.Context) -> None:
+    """The upstream accounts (LUMA_ACCOUNT_<NAME>_KEY, or LUMA_API_KEY alone as `default`)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from tracker.flows.services import overview
+
+    settings = start()
+    rows = overview(Database(settings.database_url), settings)
+    click.echo(f"{'NAME':<12} {'API':<6} {'STATE':<9} {'IN FLIGHT':>9} {'TODAY':>9} BALANCE")
+    for row in rows:
+        state = "enabled" if row["enabled"] else "disabled"
+        today = f"{row['creates_today']}/{row['daily_limit'] or '-'}"
+        cents = row["credit_balance"]
+        balance = "-" if cents is None else f"${cents / 100:,.2f}"
+        load = f"{row['in_flight']}/{row['max_in_flight']}"
+        click.echo(
+            f"{row['name']:<12} {row['upstream']:<6} {state:<9} {load:>9} {today:>9} {balance}"
+        )
+        if not row["enabled"]:
+            click.echo(f"  disabled: {row['disabled_reason']}")
+
+
+@accounts_.command("enable")
+@click.argument("name")
+def accounts_enable(name: str) -> None:
+    """Let an account take work again (after its key was refused and then fixed)."""
+    from tracker.upstream import accounts
+
+    settings = start()
+    account = accounts.named(settings, name.strip().lower())
+    if account is None:
+        known = ", ".join(one.name for one in accounts.pool(settings))
+        raise click.ClickException(f"no account {name!r}: the accounts are {known}")
+    accounts.enable(Database(settings.database_url), account)
+    click.echo(f"account {account.name} enabled")
+
+
 for _command in (
     db,
     notify,
+    accounts_,
     processes.simulate,
     processes.worker,
     processes.poll,

@@ -57,6 +57,7 @@ def option_of(field: str) -> str:
 @click.option("--first-frame-url", default=None, help="modify: the first frame, restyled")
 @click.option("--style-url", default=None, help="image: a style reference")
 @click.option("--notify-url", default=None, help="POST this task's events there (signed webhooks)")
+@click.option("--account", default=None, help="the upstream account to send it with (a pool)")
 @click.option("--wait", "wait_", is_flag=True, help="follow it to the end: exit 0 completed, 1 not")
 def submit(wait_: bool, **given: Any) -> None:
     """Submit a task: a new generation, an extend (--source), or with --kind another operation.
@@ -89,7 +90,10 @@ def submit(wait_: bool, **given: Any) -> None:
 @click.option(
     "--all", "all_", is_flag=True, help="every generation of the account not yet tracked (luma)"
 )
-def import_(upstream_id: str | None, notify_url: str | None, all_: bool) -> None:
+@click.option("--account", default=None, help="the account it was made in (with several)")
+def import_(
+    upstream_id: str | None, notify_url: str | None, all_: bool, account: str | None
+) -> None:
     """Track a task made elsewhere (Luma's web app, another tool) by its upstream id, or with
     --all every generation of the account that is not tracked yet."""
     from tracker.flows import imports
@@ -116,8 +120,17 @@ def import_(upstream_id: str | None, notify_url: str | None, all_: bool) -> None
     database = Database(settings.database_url)
     try:
         task, created = imports.import_task(
-            database, settings, make_client(settings), upstream_id, notify_url=target
+            database,
+            settings,
+            make_client(settings),
+            upstream_id,
+            notify_url=target,
+            account=account.strip().lower() if account else None,
         )
+    except validate.ValidationError as exc:
+        raise Refused(
+            f"Invalid value for {option_of(exc.field or 'account')}: {exc.message}"
+        ) from None
     except imports.UnknownUpstreamTask as exc:
         message = f"the upstream does not know {upstream_id}: {exc.reason}"
         raise click.ClickException(message) from None

@@ -14,6 +14,7 @@ document and the form's errors follow.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -117,6 +118,22 @@ def _own_kind(schema: dict[str, Any], model: type[BaseModel]) -> None:
     schema["properties"]["kind"] = {"enum": [model.model_config.get("title"), "", None]}
 
 
+def _account(value: Any, info: ValidationInfo) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9]{1,32}", value.strip()):
+        raise problem(f"{info.field_name} must be an account's name (letters and digits)")
+    return value.strip().lower()
+
+
+# the upstream account to use (LUMA_ACCOUNT_<NAME>_KEY); whether it exists is the submit's check
+AccountName = Annotated[
+    str | None,
+    BeforeValidator(_account),
+    WithJsonSchema({"type": ["string", "null"], "pattern": r"^(\s*[A-Za-z0-9]{1,32}\s*)?$"}),
+]
+
+
 class _Body(BaseModel):
     """What every submission carries; strict, and no field it does not name."""
 
@@ -126,6 +143,7 @@ class _Body(BaseModel):
     KIND: ClassVar[str] = "generate"
 
     notify_url: NotifyUrl = None
+    account: AccountName = None
     # a new field every submission may carry goes here (its rule in `fields`, its place in
     # fields.FIELD_ORDER, and its way into NewTask in `task` below)
 
@@ -146,6 +164,7 @@ class _Body(BaseModel):
             options=self.options(),
             upstream=flavor,
             notify_url=self.notify_url,
+            account=self.account,
         )
 
     @model_validator(mode="after")

@@ -59,6 +59,7 @@ FIELD_ORDER = (
     *("image_url", "image_end_url", "first_frame_url", "style_url", "negative_prompt"),
     *GENERATE_FIELDS,
     "notify_url",
+    "account",
 )
 # fields a submission may not carry because the tracker fills them (from the upstream's answers)
 TRACKER_SETS = frozenset(

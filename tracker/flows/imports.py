@@ -23,12 +23,13 @@ from urllib.parse import urlsplit
 from sqlalchemy import or_, select
 
 from tracker.db import Database
+from tracker.flows import submit
 from tracker.settings import Settings
 from tracker.tasks import store
 from tracker.tasks.models import ORIGINALS, Task, utcnow
 from tracker.tasks.states import TaskState
 from tracker.tasks.store import NewTask, hash_token
-from tracker.upstream import parse
+from tracker.upstream import accounts, dialects, parse
 from tracker.upstream.client import APIStatusError, LumaClient, UpstreamError
 from tracker.upstream.creates import origin
 
@@ -63,11 +64,14 @@ def import_task(
     upstream_id: str,
     *,
     notify_url: str | None = None,
+    account: str | None = None,
 ) -> tuple[Task, bool]:
     """(the task, True when it was stored now) for an upstream id already validated.
 
     `notify_url` (already checked by the address guard) is the new task's webhook target; an
-    id already tracked keeps the target it has.
+    id already tracked keeps the target it has. `account`: the account the generation was
+    made in (without it, the one account of this dialect; with several, a ValidationError
+    naming `account`).
 
     Raises UnknownUpstreamTask (the upstream's words) or ImportFailed; nothing is stored then.
     """
@@ -77,6 +81,9 @@ def import_task(
         found = session.scalar(query.limit(1))
     if found is not None:
         return found, False
+    probe = NewTask("generate", "", upstream=client.dialect.name, account=account)
+    account = submit.account_for(settings, probe, None, derived=True)
+    client = accounts.client_of(settings, account, client)
     try:
         answer = client.query(upstream_id)
     except APIStatusError as exc:
@@ -96,15 +103,30 @@ def import_task(
         user_prompt=upd.prompt or asked.prompt or f"(imported: {upstream_id})",
         source_task_id=asked.source_id,
         upstream=client.dialect.name,
+        account=account,
         notify_url=notify_url,
     )
     return store.import_task(db, settings, new, upstream_id, upd, answer.body)
 
 
 def import_all(db: Database, settings: Settings, client: LumaClient) -> tuple[int, int]:
-    """Track every generation of the account not tracked yet (`tracker import --all`): the
-    list paged through to its end, each new id imported as `import_task` does. Returns
-    (imported, already tracked). A generation the upstream cannot answer for is skipped."""
+    """Track every generation of every account that lists them (`tracker import --all`):
+    each account's list paged through to its end, each new id imported as `import_task`
+    does. Returns (imported, already tracked). A generation the upstream cannot answer for
+    is skipped."""
+    imported = tracked = 0
+    listing = [a for a in accounts.pool(settings) if dialects.get(a.dialect).list_path(0, 1)]
+    if not listing:
+        raise ImportFailed(f"the {client.dialect.name} API lists no generations")
+    for account in listing:
+        made, had = _import_account(
+            db, settings, accounts.client_of(settings, account.name, client)
+        )
+        imported, tracked = imported + made, tracked + had
+    return imported, tracked
+
+
+def _import_account(db: Database, settings: Settings, client: LumaClient) -> tuple[int, int]:
     imported = tracked = offset = 0
     more = True
     while more:
@@ -116,7 +138,7 @@ def import_all(db: Database, settings: Settings, client: LumaClient) -> tuple[in
         more = more and bool(page)
         for upstream_id in (generation["id"] for generation in page):
             try:
-                _, created = import_task(db, settings, client, upstream_id)
+                _, created = import_task(db, settings, client, upstream_id, account=client.account)
             except (UnknownUpstreamTask, ImportFailed):
                 continue
             imported, tracked = imported + created, tracked + (not created)
@@ -180,6 +202,7 @@ def reconcile(db: Database, settings: Settings, client: LumaClient) -> int:
                 Task.upstream_id.is_(None),
                 Task.callback_token_hash.is_not(None),
                 Task.upstream == client.dialect.name,
+                Task.account == client.account,
                 or_(Task.looked_up_at.is_(None), Task.looked_up_at <= now - LOOK_EVERY),
             )
             .order_by(Task.id)

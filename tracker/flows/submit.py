@@ -20,7 +20,7 @@ from tracker.flows.validate import ValidationError
 from tracker.redact import redact
 from tracker.settings import Settings
 from tracker.tasks import claims, schedule, store
-from tracker.tasks.models import ORIGINALS, Task
+from tracker.tasks.models import ORIGINALS, Task, utcnow
 from tracker.tasks.states import Answered, TaskState
 from tracker.tasks.store import InvalidAction, NewTask
 from tracker.upstream import accounts, dialects
@@ -102,9 +102,11 @@ def send(db: Database, settings: Settings, client: LumaClient, task_id: int, tok
     with db.read() as session:
         operation = operation_for(_task(session, task_id))
     operation, unsent = _source_video(client, operation)
-    if unsent is not None:
+    if unsent is not None:  # no create was sent: none of the account's day
         said = {"source_task_id": getattr(operation, "source_id", None), "error": unsent.reason}
-        return store.record_answer(db, settings, task_id, unsent, token, said, {})
+        task = store.record_answer(db, settings, task_id, unsent, token, said, {})
+        claims.not_sent(db, task_id, client.account, claims.day_of(utcnow()), elsewhere=False)
+        return task
     outgoing = client.dialect.request(
         operation, settings.callback_url(token), model=settings.luma_model
     )
@@ -116,31 +118,76 @@ def send(db: Database, settings: Settings, client: LumaClient, task_id: int, tok
         error = exc
     shown = _shorten_images(outgoing.body)
     given, said = answered(shown, answer, error, token)
+    refused_key = isinstance(error, APIStatusError) and error.status == 401
+    if refused_key:  # nothing was made, nor charged: another account may take it
+        account = accounts.named(settings, client.account)
+        if account is not None:
+            accounts.disable(db, account, f"the upstream refused its key: {given.reason}")
+        given = Answered("not_sent", reason=given.reason, wait=0.0, from_answer=False)
     late = {"request": shown} | ({"answer": answer.body} if answer is not None else {})
     task = store.record_answer(db, settings, task_id, given, token, said, late)
+    if given.outcome in ("not_sent", "refused") and task.submitted_at is not None:
+        day = claims.day_of(task.submitted_at)
+        claims.not_sent(db, task_id, client.account, day, elsewhere=refused_key)
     metrics.submit(task.state, task.state == TaskState.REJECTED and bool(task.outcome_unknown))
     return task
 
 
 def dispatch(db: Database, settings: Settings, client: LumaClient, task_id: int) -> bool:
-    """Send this queued task now if a slot is free; False leaves it queued for the worker."""
-    account = accounts.from_settings(settings)  # one account today: the settings'
-    claimed = claims.claim_for_dispatch(db, settings, task_id=task_id, account=account)
-    for claimed_id, token in claimed:
-        send(db, settings, client, claimed_id, token)
-    return bool(claimed)
+    """Send this queued task now if an account that may take it has a free slot (the least
+    loaded first); False leaves it queued for the worker."""
+    for account in accounts.by_load(db, settings):
+        claimed = claims.claim_for_dispatch(db, settings, task_id=task_id, account=account)
+        for claimed_id, token in claimed:
+            send(
+                db, settings, accounts.client_of(settings, account.name, client), claimed_id, token
+            )
+        if claimed:
+            return True
+    return False
 
 
-def check_source(db: Database, new: NewTask) -> None:
+def account_for(
+    settings: Settings, new: NewTask, source: Task | None, *, derived: bool
+) -> str | None:
+    """The account a new task must go to, or None for whichever has room; ValidationError
+    naming `account` when the one named is unknown, another than its source's, or needed."""
+    named = new.account
+    chosen = accounts.named(settings, named) if named is not None else None
+    if named is not None and chosen is None:
+        known = ", ".join(account.name for account in accounts.pool(settings))
+        raise ValidationError("account", f"account must be one of {known}, not {named!r}")
+    if chosen is not None and chosen.dialect != new.upstream:
+        raise ValidationError(
+            "account",
+            f"account {named} speaks the {chosen.dialect} API; this task is for {new.upstream}",
+        )
+    if source is not None and source.account:
+        if named not in (None, source.account):
+            raise ValidationError(
+                "account", f"account must be {source.account}, the account of its source"
+            )
+        return source.account  # its generation exists there only
+    same = [a.name for a in accounts.pool(settings) if a.dialect == new.upstream]
+    if named is not None or not derived:
+        return named
+    if len(same) != 1:  # a video made elsewhere: in which account?
+        raise ValidationError(
+            "account", f"account must name the account the source was made in: {', '.join(same)}"
+        )
+    return same[0]
+
+
+def check_source(db: Database, new: NewTask) -> Task | None:
     """A source the tracker knows must be a completed video of the same API; ValidationError
     naming source_task_id otherwise. An id it does not know passes (a video made elsewhere)."""
     if not new.source_task_id:
-        return
+        return None
     with db.read() as session:
         query = select(Task).where(Task.upstream_id == new.source_task_id)
         source = session.scalar(query.where(Task.kind.in_(ORIGINALS)).order_by(Task.id).limit(1))
     if source is None:
-        return
+        return None
     problem = None
     if source.kind == "image":
         problem = f"source_task_id names task {source.id}, an image: animate it as image_url"
@@ -153,15 +200,19 @@ def check_source(db: Database, new: NewTask) -> None:
         )
     if problem is not None:
         raise ValidationError("source_task_id", problem)
+    return source
 
 
 def submit(db: Database, settings: Settings, client: LumaClient, new: NewTask) -> Task:
     """Check the source, store the task (committed first), then send it now if a slot is free.
 
-    Raises ValidationError (naming source_task_id) when the source cannot be worked on."""
+    Raises ValidationError (naming source_task_id or account) when the source cannot be
+    worked on, or the account is not one that may take it."""
     if new.upstream is None:
         new = replace(new, upstream=settings.luma_api_flavor)
-    check_source(db, new)
+    source = check_source(db, new)
+    derived = bool(new.source_task_id)
+    new = replace(new, account=account_for(settings, new, source, derived=derived))
     task = store.create(db, new)
     dispatch(db, settings, client, task.id)
     return task

@@ -14,7 +14,7 @@ import pydantic
 import pydantic_core
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationInfo, WithJsonSchema
 
-from tracker.flows.bodies import NotifyUrl, check_notify_url, submit_model
+from tracker.flows.bodies import AccountName, NotifyUrl, check_notify_url, submit_model
 from tracker.flows.fields import (
     ASPECT_RATIOS,
     COMMON_FIELDS,
@@ -78,6 +78,7 @@ class Import(BaseModel):
         ),
     ]
     notify_url: NotifyUrl = None
+    account: AccountName = None  # the account it was made in (needed when several could be)
 
 
 NOT_AN_OBJECT = "the body must be a JSON object"

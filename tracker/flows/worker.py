@@ -30,6 +30,7 @@ import logging
 import signal
 import threading
 import time
+from dataclasses import dataclass
 
 from tracker import metrics, shutdown
 from tracker.db import Database
@@ -50,27 +51,40 @@ log = logging.getLogger(__name__)
 COUNTS = ("dispatched", "polled", "timed_out", "recovered", "reconciled", "archived", "errors")
 
 
+@dataclass
+class Share:
+    """One account's share of the worker: its client, its manners, its query pass."""
+
+    account: accounts.Account
+    client: LumaClient
+    manners: accounts.Manners
+    queries: QueryPass
+
+
 class Worker:
-    """One process's worker: its name on leases, its query pass, its stop flag."""
+    """One process's worker: its name on leases, each account's share, its stop flag."""
 
     def __init__(self, settings: Settings, db: Database, client: LumaClient) -> None:
         self.settings, self.db, self.client = settings, db, client
         self.name = heartbeats.new_id()
         self.stopping = threading.Event()
-        self.account = accounts.from_settings(settings)
-        self.manners = accounts.manners_for(self.account.name)
         # registered (started) by run_forever and run_once; named as this worker's leases
         self.heartbeat = heartbeats.Heartbeat(db, self.name, paused=self._paused_for)
-        self.queries = QueryPass(
-            settings,
-            db,
+        self.shares = [self._share(account) for account in accounts.pool(settings)]
+        self.counts = dict.fromkeys(COUNTS, 0)  # this pass's; only the pass's thread counts
+
+    def _share(self, account: accounts.Account) -> Share:
+        client = accounts.client_of(self.settings, account.name, self.client)
+        queries = QueryPass(
+            self.settings,
+            self.db,
             client,
             owner=self.name,
             stopping=self.stopping,
-            account=self.account,
+            account=account,
             heartbeat=self.heartbeat,
         )
-        self.counts = dict.fromkeys(COUNTS, 0)  # this pass's; only the pass's thread counts
+        return Share(account, client, accounts.manners_for(account.name), queries)
 
     def run_once(self, *, archive: bool = True) -> dict[str, int]:
         """One pass; the counts say what it did. Upstream trouble never raises from here.
@@ -80,14 +94,18 @@ class Worker:
         """
         self.counts = dict.fromkeys(COUNTS, 0)
         self.counts["recovered"] = claims.recover_interrupted_submissions(self.db)
-        self.counts["timed_out"] = claims.time_out_overdue(
-            self.db, self.settings, account=self.account
-        )
+        for share in self.shares:
+            self.counts["timed_out"] += claims.time_out_overdue(
+                self.db, self.settings, account=share.account
+            )
         self._dispatch()
-        self.queries.run(utcnow(), self.counts)
-        if not self.stopping.is_set():
-            self.counts["reconciled"] = imports.reconcile(self.db, self.settings, self.client)
-            accounts.refresh(self.db, self.account, self.client)  # once a minute at most
+        for share in self.shares:
+            share.queries.run(utcnow(), self.counts)
+        for share in self.shares:
+            if self.stopping.is_set():
+                break
+            self.counts["reconciled"] += imports.reconcile(self.db, self.settings, share.client)
+            accounts.refresh(self.db, share.account, share.client)  # once a minute at most
         if archive and not self.stopping.is_set():
             self.counts["archived"] = media.archive_due(
                 self.db, self.settings, self.client, holder=self.heartbeat
@@ -96,36 +114,54 @@ class Worker:
 
     def _paused_for(self) -> float:
         """Seconds until the upstream lets this worker query and create again (0: it does)."""
-        return max(self.manners.pause_left("query"), self.manners.pause_left("create"))
+        return min(
+            max(share.manners.pause_left("query"), share.manners.pause_left("create"))
+            for share in self.shares
+        )
 
     def _dispatch(self) -> None:
-        """One claim, then its send: a claim's lease never has to outlive other sends."""
-        while not self.stopping.is_set() and not self.manners.pause_left("create"):
-            claimed = claims.claim_for_dispatch(
-                self.db, self.settings, limit=1, account=self.account, owner=self.name
-            )
-            if not claimed:
-                return
-            self.heartbeat.claimed(len(claimed))
-            task = submit.send(self.db, self.settings, self.client, *claimed[0])
-            if task.state == TaskState.QUEUED and task.next_check_at:  # 429 or refused: "not now"
-                # no other create before this one's turn: Retry-After kept, oldest still first
-                wait_s = (task.next_check_at - utcnow()).total_seconds()
-                self.manners.pause("create", wait_s)
-            failed = task.state in (TaskState.QUEUED, TaskState.REJECTED)
-            self.counts["errors" if failed else "dispatched"] += 1
+        """One claim at a time, each by the least loaded account that has room, then its send:
+        a claim's lease never has to outlive other sends."""
+        by_name = {share.account.name: share for share in self.shares}
+        while not self.stopping.is_set():
+            for account in accounts.by_load(self.db, self.settings):
+                share = by_name[account.name]
+                if share.manners.pause_left("create"):
+                    continue
+                claimed = claims.claim_for_dispatch(
+                    self.db, self.settings, limit=1, account=account, owner=self.name
+                )
+                if claimed:
+                    self._send(share, *claimed[0])
+                    break
+            else:
+                return  # no account took anything: the queue waits for room
+
+    def _send(self, share: Share, task_id: int, token: str) -> None:
+        self.heartbeat.claimed(1)
+        task = submit.send(self.db, self.settings, share.client, task_id, token)
+        if task.state == TaskState.QUEUED and task.next_check_at:  # 429 or refused: "not now"
+            # no other create before this one's turn: Retry-After kept, oldest still first
+            wait_s = (task.next_check_at - utcnow()).total_seconds()
+            share.manners.pause("create", wait_s)
+        failed = task.state in (TaskState.QUEUED, TaskState.REJECTED)
+        self.counts["errors" if failed else "dispatched"] += 1
 
     def next_delay(self) -> float:
         """The interval, or less when a poll falls due sooner (but not before a Retry-After)."""
-        due = claims.next_query_due(self.db, self.account)
         interval = self.settings.worker_interval
-        soon = interval if due is None else (due - utcnow()).total_seconds()
-        return min(interval, max(0.01, soon, self.manners.pause_left("query")))
+        delays = [interval]
+        for share in self.shares:
+            due = claims.next_query_due(self.db, share.account)
+            soon = interval if due is None else (due - utcnow()).total_seconds()
+            delays.append(max(0.01, soon, share.manners.pause_left("query")))
+        return min(delays)
 
     def close(self) -> None:
         """Let the requests in hand finish, then give back every lease still held."""
         self.stopping.set()
-        self.queries.close()
+        for share in self.shares:
+            share.queries.close()
 
 
 def run_once(
@@ -191,12 +227,14 @@ def run_forever(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    log.info(
-        "worker %s: sends queued tasks (%d in flight, %d a minute at most) and queries tasks "
-        "quiet for %g s (%d at once) at %s",
-        *(worker.name, settings.max_in_flight, settings.submits_per_minute),
-        *(settings.poll_after, settings.poll_concurrency, client.base_url),
-    )
+    for share in worker.shares:
+        account = share.account
+        log.info(
+            "worker %s: account %s sends queued tasks (%d in flight, %d a minute at most) and "
+            "queries tasks quiet for %g s (%d at once) at %s",
+            *(worker.name, account.name, account.max_in_flight, account.submits_per_minute),
+            *(settings.poll_after, settings.poll_concurrency, account.base_url),
+        )
     warn_about(settings, web=False)
     worker.heartbeat.start()
     archiver = threading.Thread(target=_archive_forever, args=(worker,), name="archive")

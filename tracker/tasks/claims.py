@@ -13,15 +13,15 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import func, or_, select, text, update
+from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tracker.db import Database
 from tracker.redact import CALLBACK_TOKEN_BYTES
-from tracker.settings import DIALECTS, Settings
+from tracker.settings import Settings
 from tracker.tasks import heartbeats, schedule, store
-from tracker.tasks.models import Account, StateCount, Task, utcnow
+from tracker.tasks.models import Account, AccountDay, Task, utcnow
 from tracker.tasks.states import (
     IN_FLIGHT_STATES,
     QUERIED_STATES,
@@ -38,53 +38,81 @@ Job = list[tuple[int, str]]  # (task id, upstream id) pairs asked about together
 
 
 class Holder(Protocol):
-    """The account a claim is for (upstream.accounts.Account is one): the dialect its tasks
-    are sent with, and its caps. One account today; the tasks table names none yet, so an
-    account's tasks are those of its dialect."""
+    """The account a claim is for (upstream.accounts.Account is one): its name (on the tasks
+    it sends), the dialect it speaks, and its caps."""
 
+    @property
+    def name(self) -> str: ...
     @property
     def dialect(self) -> str: ...
     @property
     def max_in_flight(self) -> int: ...
     @property
     def submits_per_minute(self) -> int: ...
+    @property
+    def daily_limit(self) -> int | None: ...
+
+
+def mine(account: Holder) -> Any:
+    """The account's tasks: those it sent or that wait for it by name, and the new
+    generations of its dialect no account has taken yet."""
+    return or_(
+        and_(Task.account == account.name, Task.upstream == account.dialect),
+        and_(Task.account.is_(None), Task.upstream == account.dialect),
+    )
+
+
+def day_of(when: datetime) -> str:
+    return when.strftime("%Y-%m-%d")
+
+
+def _count(session: Session, query: Any) -> int:
+    return session.scalar(select(func.count()).select_from(Task).where(*query)) or 0
 
 
 # -- dispatch slots ---------------------------------------------------------------------------
 
 
-def _others(account: Holder) -> tuple[str, ...]:
-    return tuple(f for f in DIALECTS if f != account.dialect)
-
-
 def slots_free(session: Session, account: Holder, now: datetime) -> int:
-    """Free create slots against this dialect's upstream (the other one's tasks do not count)."""
-    in_flight = (
-        session.scalar(
-            select(func.coalesce(func.sum(StateCount.count), 0)).where(
-                StateCount.state.in_(IN_FLIGHT_STATES)
+    """Free create slots of this account: its caps less what it has in flight and sent in the
+    last minute, and what is left of its day; none while it is disabled or paused."""
+    row = session.get(Account, account.name)
+    if row is not None and not (row.enabled and (row.paused_until or now) <= now):
+        return 0
+    sent = and_(Task.account == account.name, Task.upstream == account.dialect)  # a switch
+    in_flight = _count(session, (sent, Task.state.in_(IN_FLIGHT_STATES)))
+    recent = _count(session, (sent, Task.submitted_at >= now - timedelta(seconds=60)))
+    free = min(account.max_in_flight - in_flight, account.submits_per_minute - recent)
+    if account.daily_limit is not None:
+        today = session.get(AccountDay, (account.name, day_of(now)))
+        free = min(free, account.daily_limit - (today.creates if today else 0))
+    return max(0, free)
+
+
+def not_sent(db: Database, task_id: int, account: str, day: str, *, elsewhere: bool) -> None:
+    """A create that was not made after all (not sent, or refused: not charged) is no create
+    of the account's day; `elsewhere`: its account cannot take it (a refused key), so a task
+    not pinned to it waits for whichever account has room."""
+    with db.write() as session:
+        count_create(session, account, day, by=-1)
+        if elsewhere:
+            session.execute(
+                update(Task)
+                .where(Task.id == task_id, Task.account_pinned.is_(False))
+                .where(Task.state == TaskState.QUEUED)
+                .values(account=None)
+                .execution_options(synchronize_session=False)
             )
-        )
-        or 0  # coalesce: never None, but Session.scalar is typed to allow it
-    )
-    elsewhere = session.scalar(
-        select(func.count())
-        .select_from(Task)
-        .where(Task.upstream.in_(_others(account)), Task.state.in_(IN_FLIGHT_STATES))
-    )
-    in_flight -= elsewhere or 0
-    recent = (
-        session.scalar(
-            select(func.count())
-            .select_from(Task)
-            .where(
-                Task.submitted_at >= now - timedelta(seconds=60),
-                Task.upstream == account.dialect,
-            )
-        )
-        or 0  # count(): never None, but Session.scalar is typed to allow it
-    )
-    return max(0, min(account.max_in_flight - in_flight, account.submits_per_minute - recent))
+
+
+def count_create(session: Session, account: str, day: str, by: int = 1) -> None:
+    """A create sent (or, `by=-1`, one that turned out not sent or refused: not a create of
+    the day). In the claim's transaction, under the slot lock: racing claims never pass it."""
+    today = session.get(AccountDay, (account, day), with_for_update=True)
+    if today is None:
+        session.add(AccountDay(account=account, day=day, creates=max(0, by)))
+    else:
+        today.creates = max(0, today.creates + by)
 
 
 def lock_slots(session: Session, db: Database) -> None:
@@ -116,9 +144,7 @@ def claim_for_dispatch(
         if free <= 0:
             return []
         query = select(Task).where(
-            Task.state == TaskState.QUEUED,
-            Task.next_check_at <= now,
-            Task.upstream == account.dialect,
+            Task.state == TaskState.QUEUED, Task.next_check_at <= now, mine(account)
         )
         if task_id is not None:
             query = query.where(Task.id == task_id)
@@ -129,7 +155,9 @@ def claim_for_dispatch(
             lease = schedule.lease(settings.lease_seconds, owner, now)
             # no callback URL (PUBLIC_BASE_URL unset): no hash, as nothing can call back
             token_hash = store.hash_token(token) if settings.public_base_url else None
+            task.account = account.name  # its generation will exist there only
             store.apply(session, None, task, Claim(token_hash, **lease))
+            count_create(session, account.name, day_of(now))
             claimed.append((task.id, token))
     return claimed
 
@@ -137,11 +165,13 @@ def claim_for_dispatch(
 # -- poll claims ------------------------------------------------------------------------------
 
 
-def queryable(now: datetime, flavor: str) -> tuple[Any, ...]:
-    """Tasks a worker may query: its own dialect's (another API cannot answer for them)."""
+def queryable(now: datetime, account: Holder) -> tuple[Any, ...]:
+    """Tasks a worker may query for this account: those it sent (no other account, nor
+    another API, can answer for them)."""
     return (
         Task.state.in_(QUERIED_STATES),
-        Task.upstream == flavor,
+        Task.account == account.name,
+        Task.upstream == account.dialect,
         Task.upstream_id.is_not(None),
         or_(
             Task.claimed_until.is_(None),
@@ -157,7 +187,7 @@ def claim_queries(
     """Lease up to `limit` tasks due for a query by `cutoff`, most overdue first."""
     now = utcnow()
     query = select(Task.id, Task.upstream_id).where(
-        *queryable(now, account.dialect), Task.next_check_at <= cutoff
+        *queryable(now, account), Task.next_check_at <= cutoff
     )
     with db.write() as session:
         rows = session.execute(
@@ -192,9 +222,7 @@ def next_query_due(db: Database, account: Holder) -> datetime | None:
     """When the next query falls due (None: nothing to follow)."""
     now = utcnow()
     with db.read() as session:
-        return session.scalar(
-            select(func.min(Task.next_check_at)).where(*queryable(now, account.dialect))
-        )
+        return session.scalar(select(func.min(Task.next_check_at)).where(*queryable(now, account)))
 
 
 # -- outgoing webhook deliveries (issue 11): their claim, lease and release go here -----------
@@ -203,13 +231,13 @@ def next_query_due(db: Database, account: Holder) -> datetime | None:
 # -- the account row's turn to read the credit balance (one process, once a minute) -------
 
 
-def claim_credit_check(db: Database, flavor: str, now: datetime) -> bool:
-    """Take this minute's turn to ask, or say another process has it."""
+def claim_credit_check(db: Database, account: Holder, now: datetime) -> bool:
+    """Take this minute's turn to ask about the account, or say another process has it."""
     try:
         with db.write() as session:
-            row = session.get(Account, flavor, with_for_update=True)
+            row = session.get(Account, account.name, with_for_update=True)
             if row is None:
-                row = Account(upstream=flavor)
+                row = Account(name=account.name, upstream=account.dialect)
                 session.add(row)
             elif row.next_check_at is not None and row.next_check_at > now:
                 return False
@@ -257,8 +285,8 @@ def time_out_overdue(db: Database, settings: Settings, limit: int = 500, *, acco
             select(Task)
             .where(
                 Task.state.in_(TIMEABLE_STATES),
-                # another dialect's tasks wait for a worker that can ask about them
-                Task.upstream == account.dialect,
+                # another account's tasks wait for a worker that can ask about them
+                mine(account),
                 # the clock starts with the current attempt (a resend starts a new one)
                 func.coalesce(Task.submitted_at, Task.created_at) < cutoff,
             )

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
 )
 from sqlalchemy import false as sa_false
+from sqlalchemy import true as sa_true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from tracker.db import utcnow as utcnow  # the models' clock, as every module reads it
@@ -50,6 +51,11 @@ class Task(Base):
     state: Mapped[TaskState] = mapped_column(String(16))  # a TaskState, stored as its name
     # the API the task was sent with (LUMA_API_FLAVOR then): only that dialect's worker follows it
     upstream: Mapped[str] = mapped_column(String(16), default="proxy", server_default="proxy")
+    # the upstream account that sent it (its generation exists there only); None while a new
+    # generation waits for whichever account has room, set when one takes it
+    account: Mapped[str | None] = mapped_column(String(32))
+    # named at submit (the body's `account`, or its source's): it waits for that one only
+    account_pinned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
     upstream_state: Mapped[str | None] = mapped_column(String(32))
 
     user_prompt: Mapped[str] = mapped_column(Text)
@@ -107,6 +113,8 @@ class Task(Base):
         Index("ix_tasks_state_next_check_at", "state", "next_check_at"),
         # the dashboard's banner counts the other dialect's unfinished tasks through it
         Index("ix_tasks_upstream_state", "upstream", "state"),
+        # each account's in-flight count and its queue
+        Index("ix_tasks_account_state", "account", "state"),
     )
 
     @property
@@ -162,20 +170,38 @@ class SignIn(Base):
 
 
 class Account(Base):
-    """What the worker last read of the upstream account (Luma's credit balance).
+    """An upstream account as the database knows it (its key is never stored: the environment's).
 
-    The worker writes it at most once a minute (`upstream.accounts.refresh`); the web only reads it,
-    so no page or API answer ever waits on the upstream for it.
+    Shared by every process: whether it takes work (`enabled`: a refused key disables it, with
+    the reason and the time), the upstream's "not now" (`paused_until`), and what the worker
+    last read of its credit balance (`upstream.accounts.refresh`, at most once a minute; the
+    web only reads it, so no page waits on the upstream).
     """
 
     __tablename__ = "accounts"
 
-    upstream: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    upstream: Mapped[str] = mapped_column(String(16))  # its dialect
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=sa_true())
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     credit_balance: Mapped[int | None] = mapped_column(BigInteger)  # US cents
     checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # when it was read
     # the next read may start then: a claim, so several workers ask once a minute in all
     next_check_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class AccountDay(Base):
+    """Creates an account sent on one UTC day (accepted or outcome unknown), for its daily
+    limit: counted in the claim's transaction, so racing submits never pass the limit."""
+
+    __tablename__ = "account_days"
+
+    account: Mapped[str] = mapped_column(String(32), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD, UTC
+    creates: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class WorkerBeat(Base):

@@ -49,6 +49,9 @@ class Task(Shape):
         description="the API it was sent with (LUMA_API_FLAVOR then); only that dialect's "
         "worker follows it"
     )
+    account: str | None = Field(
+        description="the upstream account that sent it (null: waiting for one with room)"
+    )
     state: State
     upstream_state: str | None
     user_prompt: str
@@ -134,6 +137,7 @@ def _fields(task: models.Task) -> dict[str, Any]:
         "source_task_id": task.source_task_id,
         "kind": task.kind,
         "upstream": task.upstream,
+        "account": task.account,
         "state": task.state,
         "upstream_state": task.upstream_state,
         "user_prompt": task.user_prompt,

@@ -61,6 +61,8 @@ class NewTask:
     upstream: str | None = None
     # the caller's webhook target for this task's events (checked by the address guard)
     notify_url: str | None = None
+    # the upstream account it must go to (its source's, or named); None: whichever has room
+    account: str | None = None
 
 
 def set_state(session: Session, task: Task, new_state: str) -> None:
@@ -126,6 +128,8 @@ def _row(new: NewTask, now: datetime, **given: Any) -> Task:
         "options": new.options or {},
         "upstream": new.upstream or "proxy",
         "notify_url": new.notify_url,
+        "account": new.account,
+        "account_pinned": new.account is not None,
         "created_at": now,
         "updated_at": now,
         "next_check_at": now,
@@ -220,6 +224,7 @@ def resend(db: Database, task_id: int, dialect: str) -> Task:
     with db.write() as session:
         task = _held(session, task_id)
         apply(session, None, task, Resend(dialect))
+        task.account = task.account if task.account_pinned else None  # any with room will do
     return task
 
 

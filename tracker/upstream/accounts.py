@@ -1,35 +1,42 @@
 """The upstream accounts: whom the tracker talks to the upstream as, and each one's state.
 
-An `Account` is a name ("default": one account today, from the LUMA_API_* settings), its
-dialect, base URL and key, and its limits (tasks in flight, creates a minute). What the
-tracker knows about an account is keyed by it, not by a base URL or a dialect:
-
-- in this process, its `Manners`: a Retry-After pause the upstream asked for, and a batch
-  query endpoint found missing; shared by every pass and thread, dispatch included;
-- in the database, its credit balance (Luma's `GET {base}/credits`, in US cents). Why
-  stored: a page or API answer must never wait on the upstream for it, and Luma must not
-  be asked more than once a minute however many workers and pages there are. So the
-  worker calls `refresh` each pass; it claims the account row's turn in a short
-  transaction before asking (`tasks.claims.claim_credit_check`), so of several workers
-  one asks, once a minute. The web reads the stored row with `read`. The proxy dialect has
-  no balance: nothing is asked. The `accounts` table's row is keyed by its `upstream`
-  column, the account's dialect, until the table is keyed by account (a migration).
+An `Account` is a name, a dialect, a base URL and a key, and its limits; the pool (`pool`) is
+every LUMA_ACCOUNT_<NAME>_KEY, or LUMA_API_KEY alone as `default`. What the tracker knows of
+an account is keyed by its name: in this process its `Manners` (a Retry-After pause, a batch
+endpoint found missing), shared by every thread; in the database its row (enabled, or why
+not; its credit balance). The balance is stored because no page may wait on the upstream
+for it and Luma is asked at most once a minute however many workers run: the worker calls
+`refresh` each pass, which claims the row's turn first (`tasks.claims.claim_credit_check`).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from sqlalchemy import func, select
+
 from tracker.db import Database
 from tracker.redact import redact
-from tracker.settings import Settings
+from tracker.settings import (
+    ACCOUNT_PREFIX,
+    DEFAULT_BASES,
+    DIALECTS,
+    Settings,
+    SettingsError,
+    choice,
+    http_url,
+    number,
+)
 from tracker.tasks import claims
 from tracker.tasks.models import Account as AccountRow
-from tracker.tasks.models import utcnow
+from tracker.tasks.models import Task, utcnow
+from tracker.tasks.states import IN_FLIGHT_STATES
 from tracker.upstream import dialects
 from tracker.upstream.client import LumaClient, UpstreamError
 
@@ -47,6 +54,7 @@ class Account:
     key: str = field(repr=False)
     max_in_flight: int = 10  # TRACKER_MAX_IN_FLIGHT
     submits_per_minute: int = 20  # TRACKER_SUBMITS_PER_MINUTE
+    daily_limit: int | None = None  # creates a UTC day (None: no limit)
 
 
 def from_settings(settings: Settings) -> Account:
@@ -61,6 +69,68 @@ def from_settings(settings: Settings) -> Account:
     )
 
 
+_SETTING = re.compile(
+    rf"{ACCOUNT_PREFIX}([A-Za-z0-9]+)_(KEY|FLAVOR|BASE|MAX_IN_FLIGHT|SUBMITS_PER_MINUTE|DAILY_LIMIT)"
+)
+
+
+@functools.lru_cache(maxsize=16)
+def pool(settings: Settings) -> tuple[Account, ...]:
+    """Every account the environment names, by name; SettingsError naming the variable.
+
+    `LUMA_ACCOUNT_<NAME>_KEY` defines account `<name>` (letters and digits, lower-cased), with
+    its optional `_FLAVOR`, `_BASE`, `_MAX_IN_FLIGHT`, `_SUBMITS_PER_MINUTE` and `_DAILY_LIMIT`;
+    the LUMA_API_* and TRACKER_* settings are each one's defaults. Without any, the one
+    account `default` is the LUMA_API_* settings' (`from_settings`), as before accounts.
+    """
+    if not settings.account_env:
+        return (from_settings(settings),)
+    if settings.luma_api_key:
+        raise SettingsError(
+            "LUMA_API_KEY cannot be set beside LUMA_ACCOUNT_<NAME>_KEY: name it as an account "
+            "(LUMA_ACCOUNT_DEFAULT_KEY, say) or leave the account variables out"
+        )
+    given: dict[str, dict[str, tuple[str, str]]] = {}
+    for variable, value in settings.account_env:
+        found = _SETTING.fullmatch(variable)
+        if found is None:
+            raise SettingsError(
+                f"{variable} is not an account setting: LUMA_ACCOUNT_<NAME>_ then KEY, FLAVOR, "
+                "BASE, MAX_IN_FLIGHT, SUBMITS_PER_MINUTE or DAILY_LIMIT (<NAME>: letters, digits)"
+            )
+        name, what = found.group(1).lower(), found.group(2)
+        if what in given.setdefault(name, {}):
+            raise SettingsError(f"{variable} names account {name} twice (names ignore case)")
+        given[name][what] = (variable, value.strip())
+    return tuple(_account(name, given[name], settings) for name in sorted(given))
+
+
+def _account(name: str, given: dict[str, tuple[str, str]], settings: Settings) -> Account:
+    prefix = f"{ACCOUNT_PREFIX}{name.upper()}_"
+    if not given.get("KEY", ("", ""))[1]:
+        raise SettingsError(f"{prefix}KEY must be set: account {name} has settings but no key")
+    env = {variable: value for variable, value in given.values()}
+    variable = {what: variable for what, (variable, _) in given.items()}
+    dialects_ = sorted(DIALECTS, key=lambda dialect: dialect != settings.luma_api_flavor)
+    flavor = choice(env, variable.get("FLAVOR", ""), tuple(dialects_))  # LUMA_API_FLAVOR first
+    same = flavor == settings.luma_api_flavor
+    default_base = settings.luma_api_base if same else DEFAULT_BASES[flavor]
+    limit = number(env, variable.get("DAILY_LIMIT", ""), 0, minimum=1) or None
+    return Account(
+        name=name,
+        dialect=flavor,
+        base_url=http_url(env, variable.get("BASE", ""), default_base),
+        key=given["KEY"][1],
+        max_in_flight=number(
+            env, variable.get("MAX_IN_FLIGHT", ""), settings.max_in_flight, minimum=1
+        ),
+        submits_per_minute=number(
+            env, variable.get("SUBMITS_PER_MINUTE", ""), settings.submits_per_minute, minimum=1
+        ),
+        daily_limit=limit,
+    )
+
+
 def client_for(account: Account, settings: Settings) -> LumaClient:
     """The account's client; its pool at least as large as the worker's concurrency."""
     return LumaClient(
@@ -70,7 +140,66 @@ def client_for(account: Account, settings: Settings) -> LumaClient:
         read_timeout=settings.read_timeout,
         pool_size=max(10, settings.poll_concurrency + 2),
         dialect=account.dialect,
+        account=account.name,
     )
+
+
+def named(settings: Settings, name: str | None) -> Account | None:
+    """The account of this name in the pool (None: no such account)."""
+    return next((account for account in pool(settings) if account.name == name), None)
+
+
+def by_load(db: Database, settings: Settings) -> list[Account]:
+    """The pool's accounts, least loaded first (tasks in flight over its cap), for new work."""
+    with db.read() as session:
+        rows = session.execute(
+            select(Task.account, func.count())
+            .where(Task.state.in_(IN_FLIGHT_STATES))
+            .group_by(Task.account)
+        ).all()
+    busy: dict[str | None, int] = {name: count for name, count in rows}
+    return sorted(pool(settings), key=lambda a: busy.get(a.name, 0) / a.max_in_flight)
+
+
+def disable(db: Database, account: Account, reason: str) -> None:
+    """The upstream refused the account's key: it takes no new work until `tracker accounts
+    enable` (its queued new generations go to the others; its own tasks wait)."""
+    with db.write() as session:
+        row = session.get(AccountRow, account.name, with_for_update=True)
+        if row is None:
+            row = AccountRow(name=account.name, upstream=account.dialect)
+            session.add(row)
+        if row.enabled is False:
+            return
+        row.enabled, row.disabled_reason, row.disabled_at = False, reason[:500], utcnow()
+    log.error("account %s disabled: %s", account.name, reason)
+
+
+def enable(db: Database, account: Account) -> None:
+    """A person says the account's key works again (`tracker accounts enable`)."""
+    with db.write() as session:
+        row = session.get(AccountRow, account.name, with_for_update=True)
+        if row is not None:
+            row.enabled, row.disabled_reason, row.disabled_at = True, None, None
+            row.paused_until = None
+
+
+_clients: dict[Account, LumaClient] = {}
+_clients_lock = threading.Lock()
+
+
+def client_of(settings: Settings, name: str | None, given: LumaClient) -> LumaClient:
+    """The client to speak as account `name`: `given` when it is that account's, else this
+    process's one client for it (made on first use, kept for the process's life)."""
+    if name is None or name == given.account:
+        return given
+    account = named(settings, name)
+    if account is None:  # an account no longer configured: its tasks wait, nothing is sent
+        raise LookupError(f"no account {name!r} in LUMA_ACCOUNT_* (or LUMA_API_KEY)")
+    with _clients_lock:
+        if account not in _clients:
+            _clients[account] = client_for(account, settings)
+        return _clients[account]
 
 
 # -- what this process learned about an account -------------------------------------------
@@ -136,9 +265,9 @@ def refresh(db: Database, account: Account, client: LumaClient) -> bool:
     """
     if dialects.get(account.dialect).credits_path is None:
         return False
-    row_key = account.dialect
+    row_key = account.name
     now = utcnow()
-    if not claims.claim_credit_check(db, row_key, now):
+    if not claims.claim_credit_check(db, account, now):
         return False
     try:
         balance = client.credits()
@@ -152,7 +281,7 @@ def refresh(db: Database, account: Account, client: LumaClient) -> bool:
     with db.write() as session:
         row = session.get(AccountRow, row_key, with_for_update=True)
         if row is None:  # removed meanwhile: write it again
-            row = AccountRow(upstream=row_key)
+            row = AccountRow(name=row_key, upstream=account.dialect)
             session.add(row)
         row.credit_balance = balance
         row.checked_at = utcnow()
@@ -163,7 +292,7 @@ def refresh(db: Database, account: Account, client: LumaClient) -> bool:
 def read(db: Database, account: Account) -> Balance:
     """The account's stored balance (nulls before the worker's first read)."""
     with db.read() as session:
-        row = session.get(AccountRow, account.dialect)
+        row = session.get(AccountRow, account.name)
         if row is None:
             return Balance(account.dialect, None, None)
         return Balance(account.dialect, row.credit_balance, row.checked_at, row.last_error)

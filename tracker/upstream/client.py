@@ -130,8 +130,10 @@ class LumaClient:
         read_timeout: float = 30.0,
         pool_size: int = 10,
         dialect: str = "proxy",
+        account: str = "default",
     ) -> None:
         self.dialect: Dialect = dialects.get(dialect)
+        self.account = account  # the upstream account it speaks as (its key's)
         self.base_url = base_url.rstrip("/")
         self.timeout = (connect_timeout, read_timeout)
         self.session = requests.Session()

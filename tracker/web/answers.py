@@ -19,6 +19,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tracker.settings import DIALECTS
+
 # a task's shapes are the store's (a move writes its webhook body with them), shown here too
 from tracker.tasks.schema import Event as Event
 from tracker.tasks.schema import Shape, one_of
@@ -50,6 +52,28 @@ class Account(Shape):
             credit_balance=balance.credit_balance,
             checked_at=balance.checked_at,
         )
+
+
+class AccountState(Shape):
+    """An upstream account of the pool: whether it takes work, its load, its day, its balance."""
+
+    name: str
+    upstream: Annotated[str, one_of(DIALECTS)]
+    enabled: bool
+    disabled_reason: str | None = Field(description="why a refused key disabled it")
+    in_flight: int
+    max_in_flight: int
+    creates_today: int = Field(description="creates sent this UTC day (accepted or unknown)")
+    daily_limit: int | None
+    credit_balance: int | None = Field(description="US cents, as last read (luma only)")
+    checked_at: datetime | None
+    paused_until: datetime | None
+
+
+class Accounts(Shape):
+    """Every account of the pool (LUMA_ACCOUNT_<NAME>_KEY; LUMA_API_KEY alone: `default`)."""
+
+    accounts: list[AccountState]
 
 
 class Problem(Shape):

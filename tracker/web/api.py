@@ -19,14 +19,15 @@ from tracker import jsontext
 from tracker.db import Database
 from tracker.flows import follow, imports, validate
 from tracker.flows import submit as submit_flow
+from tracker.flows.services import overview
 from tracker.tasks import deliveries as queue
 from tracker.tasks.models import Delivery, Task
 from tracker.tasks.schema import task_json
 from tracker.tasks.states import STATES
-from tracker.upstream import accounts
+from tracker.upstream import accounts, dialects
 from tracker.upstream.client import UpstreamError
 from tracker.web import MAX_ID, admission, error, services
-from tracker.web.answers import Account
+from tracker.web.answers import Account, Accounts, AccountState
 from tracker.web.auth import require_bearer
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -77,18 +78,22 @@ def submit() -> ResponseReturnValue:
 def import_task() -> ResponseReturnValue:
     """Track a task made elsewhere: 201 new, 200 already tracked, 404 unknown, 502 failing."""
     body = _json_body()
+    svc = services()
     try:
         if isinstance(body, validate.ValidationError):
             raise body
-        svc = services()
         checked = validate.import_body(body, allow_private=svc.settings.notify_allow_private)
         upstream_id, target = checked.upstream_id, checked.notify_url
+        task, created = imports.import_task(
+            svc.db,
+            svc.settings,
+            svc.client,
+            upstream_id,
+            notify_url=target,
+            account=checked.account,
+        )
     except validate.ValidationError as exc:
         return invalid(exc)
-    try:
-        task, created = imports.import_task(
-            svc.db, svc.settings, svc.client, upstream_id, notify_url=target
-        )
     except imports.UnknownUpstreamTask as exc:
         return error(404, f"the upstream does not know {upstream_id}: {exc.reason}")
     except imports.ImportFailed as exc:
@@ -98,12 +103,24 @@ def import_task() -> ResponseReturnValue:
 
 @bp.get("/account")
 def account() -> ResponseReturnValue:
-    """The upstream account's balance as the worker last read it (Luma's API only)."""
+    """The `default` account's balance (or the only one's) as the worker last read it (Luma's
+    API only); with several accounts and none `default`, see /api/accounts."""
     svc = services()
-    if svc.client.dialect.credits_path is None:
-        return error(404, "no account balance with LUMA_API_FLAVOR=proxy")
-    balance = accounts.read(svc.db, accounts.from_settings(svc.settings))
-    return Account.of(balance).model_dump(mode="json")
+    pool = accounts.pool(svc.settings)
+    one = accounts.named(svc.settings, accounts.DEFAULT) or (pool[0] if len(pool) == 1 else None)
+    if one is None:
+        return error(404, "several accounts and none named default: see /api/accounts")
+    if dialects.get(one.dialect).credits_path is None:
+        return error(404, f"no account balance with the {one.dialect} API (LUMA_API_FLAVOR)")
+    return Account.of(accounts.read(svc.db, one)).model_dump(mode="json")
+
+
+@bp.get("/accounts")
+def accounts_list() -> ResponseReturnValue:
+    """Every account of the pool: enabled or why not, its load, its day, its balance."""
+    svc = services()
+    shown = [AccountState(**state) for state in overview(svc.db, svc.settings)]
+    return Accounts(accounts=shown).model_dump(mode="json")
 
 
 def _task_answer(task_id: int, status: int = 200) -> ResponseReturnValue:

@@ -8,6 +8,8 @@ schemathesis fuzzes the live app against this document in the test suite.
 
 from __future__ import annotations
 
+import copy
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +21,7 @@ from pydantic_core import core_schema
 from tracker.flows import bodies, validate
 from tracker.settings import DIALECTS
 from tracker.tasks.states import STATES
-from tracker.upstream import dialects
+from tracker.upstream import accounts, dialects
 from tracker.web import answers, services
 from tracker.web.admission import MAX_WAIT
 from tracker.web.answers import HAND_WRITTEN, REF
@@ -45,7 +47,7 @@ class _Compact(GenerateJsonSchema):
 
 def _components() -> dict[str, Any]:
     models: list[type[BaseModel]] = [answers.Task, answers.TaskDetail, answers.Event]
-    models += [answers.TaskPage, answers.Account, answers.Error]
+    models += [answers.TaskPage, answers.Account, answers.Accounts, answers.Error]
     models += [*bodies.SUBMITS.values(), validate.Import]
     _, found = models_json_schema(
         [(model, "validation") for model in models],
@@ -86,10 +88,10 @@ UNSAFE = (403, 415)  # every unsafe API request (security.check_api_request)
 SUBMIT = {"oneOf": [COMPONENTS[model.__name__] for model in bodies.SUBMITS.values()]}
 
 
-def submit_body(flavor: str) -> dict[str, Any]:
+def submit_body(flavor: str, components: dict[str, Any] = COMPONENTS) -> dict[str, Any]:
     """The kinds the dialect offers (the proxy: generate and extend; Luma's own API: all)."""
     kinds = dialects.get(flavor).kinds
-    return {"oneOf": [COMPONENTS[m.__name__] for k, m in bodies.SUBMITS.items() if k in kinds]}
+    return {"oneOf": [components[m.__name__] for k, m in bodies.SUBMITS.items() if k in kinds]}
 
 
 IMPORT = {"$ref": REF.format(model="Import")}
@@ -160,6 +162,10 @@ ROUTES = [
     Route(
         "get", "/api/account", "The upstream account's credit balance (LUMA_API_FLAVOR=luma only)",
         {200: ("the stored balance", "Account")}, (404,),
+    ),
+    Route(
+        "get", "/api/accounts", "Every upstream account of the pool: enabled, load, day, balance",
+        {200: ("the accounts", "Accounts")}, (),
     ),
     Route(
         "get", "/api/workers", "Worker processes and their heartbeats (stale: none for 60 s)",
@@ -247,10 +253,17 @@ def _paths() -> dict[str, Any]:
     return paths
 
 
-def document(flavor: str) -> dict[str, Any]:
-    """The document of a tracker speaking this dialect (its submit body: the kinds it offers)."""
+def document(flavor: str, names: tuple[str, ...] = ("default",)) -> dict[str, Any]:
+    """The document of a tracker speaking this dialect (its submit body: the kinds it offers)
+    with these accounts (`account` in a body names one of them: the schema says which)."""
+    components = copy.deepcopy(COMPONENTS)
+    for model in [*(m.__name__ for m in bodies.SUBMITS.values()), "Import"]:
+        components[model]["properties"]["account"] = {
+            "enum": [*names, "", None],
+            "description": "the upstream account to use (LUMA_ACCOUNT_<NAME>_KEY); null: any",
+        }
     paths = _paths()
-    paths["/api/tasks"]["post"]["requestBody"]["content"] = _json(submit_body(flavor))
+    paths["/api/tasks"]["post"]["requestBody"]["content"] = _json(submit_body(flavor, components))
     return {
         "openapi": "3.1.0",
         "info": {
@@ -260,7 +273,7 @@ def document(flavor: str) -> dict[str, Any]:
         },
         "paths": paths,
         "components": {
-            "schemas": COMPONENTS,
+            "schemas": components,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "security": [{"bearer": []}, {}],
@@ -271,6 +284,13 @@ SPECS = {flavor: document(flavor) for flavor in DIALECTS}
 SPEC = SPECS["proxy"]
 
 
+@functools.lru_cache(maxsize=8)
+def _served(flavor: str, names: tuple[str, ...]) -> dict[str, Any]:
+    return document(flavor, names)
+
+
 @bp.get("/api/openapi.json")
 def openapi() -> dict[str, Any]:
-    return SPECS[services().settings.luma_api_flavor]
+    settings = services().settings
+    names = tuple(account.name for account in accounts.pool(settings))
+    return _served(settings.luma_api_flavor, names)
