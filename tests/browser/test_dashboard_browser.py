@@ -220,6 +220,8 @@ def test_the_form_shows_errors_beside_fields_and_then_submits(
 ) -> None:
     server = live(luma_api_base=sim.url)
     page.goto(server.url + "/tasks/new")
+    expect(page.locator("#source_task_id")).to_be_hidden()  # a generation's fields: no source
+    page.select_option("#kind", "extend")
     page.fill("#source_task_id", "bad id!")
     page.fill("#image_url", "ftp://example.com/a.png")
     page.get_by_role("button", name="Submit").click()
@@ -229,7 +231,8 @@ def test_the_form_shows_errors_beside_fields_and_then_submits(
     expect(page.locator("#source_task_id")).to_have_value("bad id!")  # kept
     expect(page.locator("#user_prompt")).to_have_attribute("aria-invalid", "true")
 
-    page.fill("#source_task_id", "")
+    page.select_option("#kind", "generate")  # the source id is hidden, and not sent
+    expect(page.locator("#source_task_id")).to_be_hidden()
     page.fill("#image_url", "")
     page.fill("#user_prompt", "A hot-air balloon over terraced fields")
     page.set_input_files(

@@ -24,7 +24,7 @@ from tracker.tasks import deliveries as queue
 from tracker.tasks.models import Delivery, Task
 from tracker.tasks.schema import task_json
 from tracker.tasks.states import STATES
-from tracker.upstream import accounts
+from tracker.upstream import account_rows, accounts
 from tracker.upstream.client import UpstreamError
 from tracker.web import LIVE_HEADER, auth, is_live, listing, pages, services
 from tracker.web import page as error_page
@@ -85,7 +85,9 @@ def index() -> ResponseReturnValue:
         elsewhere = listing.other_dialect_waiting(session, flavor)
     # the stored balance (the worker reads it): never the upstream on a page view
     has_balance = svc.client.dialect.credits_path is not None
-    account = accounts.read(svc.db, accounts.from_settings(svc.settings)) if has_balance else None
+    account = (
+        account_rows.read(svc.db, accounts.from_settings(svc.settings)) if has_balance else None
+    )
     template = "_list.html" if is_live() else "list.html"
     return render_template(
         template,
@@ -108,71 +110,79 @@ class Detail:
 CHAIN_COLUMNS = (
     Task.id,
     Task.state,
+    Task.kind,
     Task.upstream_id,
     func.substr(Task.user_prompt, 1, 120).label("prompt"),
     Task.created_at,
 )
 MAX_EXTENSIONS = 100
+REMAKES = ("upscale", "audio")  # Luma remakes the source under its id: the two share it
 
 
-def detail_of(session: Session, task_id: int) -> Detail | None:
-    """A task with its events, the task it extends and the extensions made from it."""
+def detail_of(session: Session, task_id: int) -> Detail:
+    """A task with its events, the task it came from and the tasks made from it; never itself.
+
+    The task it came from is the one that made its source's video: of the tasks with that
+    upstream id, the oldest that is not a remake (an upscale or audio shares its source's id).
+    A remake lists nothing as made from it (those are made from its source).
+    """
     task = session.scalar(select(Task).where(Task.id == task_id).options(selectinload(Task.events)))
     if task is None:
-        return None
+        raise LookupError(task_id)  # tracker/web/__init__.py: "No such task"
+    chain = select(*CHAIN_COLUMNS).where(Task.id != task.id)
     extends: list[Row[Any]] = []
     if task.source_task_id:
-        extends = list(
-            session.execute(
-                select(*CHAIN_COLUMNS)
-                .where(Task.upstream_id == task.source_task_id)
-                .order_by(Task.id.desc())
-                .limit(5)
-            ).all()
-        )
+        origin = chain.where(Task.upstream_id == task.source_task_id)
+        extends = list(session.execute(origin.order_by(Task.kind.in_(REMAKES), Task.id).limit(1)))
     extensions: list[Row[Any]] = []
-    if task.upstream_id:
-        extensions = list(
-            session.execute(
-                select(*CHAIN_COLUMNS)
-                .where(Task.source_task_id == task.upstream_id)
-                .order_by(Task.id)
-                .limit(MAX_EXTENSIONS)
-            ).all()
-        )
+    if task.upstream_id and task.upstream_id != task.source_task_id:
+        made = chain.where(Task.source_task_id == task.upstream_id).order_by(Task.id)
+        extensions = list(session.execute(made.limit(MAX_EXTENSIONS)))
     return Detail(task=task, extends=extends, extensions=extensions)
 
 
 @bp.get("/tasks/<int:task_id>")
 def detail(task_id: int) -> ResponseReturnValue:
-    with services().db.read() as session:
+    svc = services()
+    with svc.db.read() as session:
         found = detail_of(session, task_id)
-    if found is None:
-        raise LookupError(task_id)  # tracker/web/__init__.py: "No such task"
     template = "_detail.html" if is_live() else "detail.html"
-    sent = delivery_rows(services().db, task_id) or []
+    sent = delivery_rows(svc.db, task_id) or []
+    data, offered = task_json(found.task), svc.client.dialect.kinds
     return render_template(
-        template, d=found, task=found.task, data=task_json(found.task), deliveries=sent
+        template, d=found, task=found.task, data=data, deliveries=sent, offered=offered
     )
 
 
 def _form(values: dict[str, str], errors: dict[str, str]) -> str:
+    """The form, showing the fields of its kind (or of the first kind offered, for a kind the
+    dialect does not offer); dashboard.js shows another kind's fields when one is picked."""
+    flavor = services().settings.luma_api_flavor
+    offered = services().client.dialect.kinds
+    kind = values["kind"] if values["kind"] in offered else offered[0]
+    takes = pages.takers(flavor)
     return render_template(
-        "new.html",
-        values=values,
-        errors=errors,
-        aspect_ratios=[(r, r) for r in validate.ASPECT_RATIOS],
-        resolutions=[(r, r) for r in validate.RESOLUTIONS],
-        flavor=services().settings.luma_api_flavor,
-    )
+        "new.html", values=values, errors=errors, kind=kind, offered=offered, takes=takes,
+        choices=pages.CHOICES, flavor=flavor,
+    )  # fmt: skip
 
 
 @bp.route("/tasks/new", methods=["GET", "POST"])
 def new_task() -> ResponseReturnValue:
-    if request.method == "GET":
-        values = {"source_task_id": request.args.get("source", "").strip()[:128]}
-        return _form(values, {})
+    """The new-task form. `?kind=upscale&source=<upstream id>` (or any field by name) fills it
+    in; without a kind, a source id makes it an extend. A POST whose kind is not the one its
+    fields were shown for (`shown`: a kind picked without JavaScript) shows that kind's fields."""
     settings = services().settings
+    if request.method == "GET":
+        asked = {name: value[: pages.MAX_ASKED] for name, value in request.args.items()}
+        asked.setdefault("source_task_id", asked.get("source", ""))  # ?source=<upstream id>
+        values = pages.form_values(asked)
+        refused = pages.kind_problem(values["kind"], settings.luma_api_flavor)
+        return (_form(values, {"kind": refused}), 400) if refused else _form(values, {})
+    if request.form.get("shown", request.form.get("kind")) != request.form.get("kind"):
+        values = pages.form_values(request.form)
+        if not pages.kind_problem(values["kind"], settings.luma_api_flavor):
+            return _form(values, {})
     values, errors, new = pages.read_new_task(
         request.form,
         request.files,

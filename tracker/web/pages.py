@@ -1,32 +1,28 @@
 """What the dashboard's pages take in and put out: the new-task form, the filters its
 templates call, and which outside URLs may become a link.
 
-The new-task form: form fields and uploads -> the API's JSON body -> validate.new_task. The
-form is checked by the same models as the API (through `validate.new_task`), which report
-every problem at once, so the rules and their messages are the same and each problem is
-shown beside its field. What only a form has is checked here: an uploaded image (sent on as
-a base64 data URI), and a URL and a file given for one image.
+The new-task form: the chosen kind's fields and uploads -> the API's JSON body ->
+validate.new_task, whose models (one per kind, `bodies.SUBMITS`) report every problem at once,
+each shown beside its field. The form offers the kinds the dialect offers, each with the fields
+its model takes (`kind_fields`). What only a form has is checked here: an uploaded image (sent
+on as a base64 data URI), and a URL and a file given for one image.
 
-The filters turn stored values into what a person reads. Each is a plain function (tested
-as one); `init_app` names them for Jinja, with the state lists the templates draw their
-tabs from.
+The filters turn stored values into what a person reads; `init_app` names them for Jinja.
 
 Links are decided on the parsed URL. A check on the raw string is not enough. Browsers (and
 `urlsplit`, which werkzeug runs on a `Location`) drop tabs and newlines anywhere in a URL
 and read a backslash as a slash, so `/\\t/evil.example` passes "starts with one slash"
 and then leaves the site as `//evil.example`. Here a URL holding a control character,
-whitespace or a backslash is refused outright, and what remains is judged on its parsed
-parts:
-
-- `local_path`: a path on this site (no scheme, no host), for the login's `next`;
-- `web_link`: an absolute http(s) URL with a host, for URLs that users or the upstream
-  gave (image_url, video_url, ...): only those become an href or a src.
+whitespace or a backslash is refused outright, and what remains is judged on its parsed parts:
+`local_path` (a path on this site, for the login's `next`) and `web_link` (an absolute http(s)
+URL with a host, for URLs that users or the upstream gave: only those become an href or a src).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
@@ -35,11 +31,14 @@ from flask import Flask
 from werkzeug.datastructures import FileStorage, ImmutableMultiDict
 
 from tracker import jsontext
-from tracker.flows import validate
+from tracker.flows import bodies, validate
+from tracker.flows.fields import ASPECT_RATIOS, FIELD_ORDER, RESOLUTIONS
 from tracker.tasks import store
 from tracker.tasks.schema import short_image
 from tracker.tasks.states import FINAL_STATES, STATES
 from tracker.tasks.store import NewTask
+from tracker.upstream import dialects
+from tracker.upstream.luma import IMAGE_MODELS, MODES
 
 WEB_SCHEMES = ("http", "https")
 
@@ -173,26 +172,65 @@ def init_app(app: Flask) -> None:
 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 IMAGE_FIELDS = ("image_url", "image_end_url")
-TEXT_FIELDS = (
-    "source_task_id",
-    "user_prompt",
-    "image_url",
-    "image_end_url",
-    "duration",
-    "model_name",
-    "notify_url",
-)
-CHOICE_FIELDS = ("expand_prompt", "loop", "aspect_ratio", "resolution")
-_SIGNATURES = (
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"GIF87a", "image/gif"),
-    (b"GIF89a", "image/gif"),
-)
+UPLOADS = ("generate", "extend")  # the kinds whose images may be a file (others: a URL)
+FORM_FIELDS = tuple(name for name in FIELD_ORDER if name != "kind")
+MAX_ASKED = 5000  # a value a link prefills (?kind=generate&image_url=...)
+# what a dialect's API takes of a kind beyond its body model: Luma's has no expand_prompt, and
+# its extend starts from the extended video (no start image)
+_NOT_ON = {"luma": {(k, "expand_prompt") for k in UPLOADS} | {("extend", "image_url")}}
+CHOICES = {"aspect_ratio": ASPECT_RATIOS, "resolution": RESOLUTIONS, "mode": MODES}
+CHOICES |= {"image_model": IMAGE_MODELS}
+_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "image/png", b"\xff\xd8\xff": "image/jpeg"}
+_SIGNATURES |= {b"GIF87a": "image/gif", b"GIF89a": "image/gif"}
+
+
+def kind_fields(kind: str | None, flavor: str) -> tuple[str, ...]:
+    """The fields a kind takes on this dialect (its body model's, notify_url aside); of no
+    kind: every field of the form, but one the dialect has for no kind (expand_prompt, Luma)."""
+    model = bodies.SUBMITS.get(kind or "")
+    fields = model.model_fields if model else dict.fromkeys(FORM_FIELDS)
+    taken = {name for name, f in fields.items() if f is None or f.annotation is not type(None)}
+    dropped = _NOT_ON.get(flavor, set())
+    return tuple(
+        n
+        for n in FORM_FIELDS
+        if n in taken and n != "notify_url" and (kind or "generate", n) not in dropped
+    )
+
+
+def takers(flavor: str) -> dict[str, list[str]]:
+    """Each field of the form: the kinds (of those the dialect offers) that take it."""
+    offered = dialects.get(flavor).kinds
+    found: dict[str, list[str]] = {"notify_url": list(offered)}
+    for kind in offered:
+        for name in kind_fields(kind, flavor):
+            found.setdefault(name, []).append(kind)
+    return found
+
+
+def kind_problem(kind: str, flavor: str) -> str | None:
+    """Why the dialect does not take this kind, in the API's words; None when it does."""
+    if kind in dialects.get(flavor).kinds:
+        return None
+    try:
+        validate.new_task({"kind": kind}, flavor)
+    except validate.ValidationError as exc:
+        return exc.message
+    return None  # pragma: no cover (every kind not offered is refused above)
+
+
+def form_values(form: Mapping[str, str]) -> dict[str, str]:
+    """The form's values as shown again (text stripped, the prompt as typed), and its kind:
+    as chosen, else extend when a source id is given and a generation when not (as the API)."""
+    values = {name: form.get(name, "").strip() for name in FORM_FIELDS}
+    values["user_prompt"] = form.get("user_prompt", "")
+    extend = "extend" if values["source_task_id"] else "generate"
+    values["kind"] = form.get("kind", "").strip() or extend
+    return values
 
 
 def _image_type(head: bytes) -> str | None:
-    for signature, mime in _SIGNATURES:
+    for signature, mime in _SIGNATURES.items():
         if head.startswith(signature):
             return mime
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
@@ -215,10 +253,6 @@ def read_upload(upload: FileStorage | None) -> tuple[str | None, str | None]:
     return f"data:{mime};base64,{base64.b64encode(data).decode()}", None
 
 
-def _tristate(raw: str) -> bool | None:
-    return {"true": True, "false": False}.get(raw)
-
-
 def read_new_task(
     form: ImmutableMultiDict[str, str],
     files: ImmutableMultiDict[str, FileStorage],
@@ -226,38 +260,34 @@ def read_new_task(
     *,
     allow_private: bool = False,
 ) -> tuple[dict[str, str], dict[str, str], NewTask | None]:
-    """(the values to show again, errors by field, the task when there are no errors)."""
-    values = {name: form.get(name, "").strip() for name in TEXT_FIELDS + CHOICE_FIELDS}
-    values["user_prompt"] = form.get("user_prompt", "")  # kept as typed
+    """(the values to show again, errors by field, the task when there are no errors).
+
+    The body carries the chosen kind's fields only, those left empty dropped (a required
+    prompt is sent as typed, so that its rule names it). A post that names no kind (a script's)
+    is read as the API reads a body without one: every field it gives, for its model to judge.
+    """
+    values = form_values(form)
+    kind = values["kind"]
+    refused = kind_problem(kind, flavor)
+    if refused:
+        return values, {"kind": refused}, None
     errors: dict[str, str] = {}
-    body: dict[str, Any] = {}
-    for name in ("source_task_id", "user_prompt", "duration", "model_name", "notify_url"):
-        if values[name].strip():
-            body[name] = values[name]
-    if "user_prompt" not in body:
-        body["user_prompt"] = values["user_prompt"]  # empty: validate names the field
-    for name in ("aspect_ratio", "resolution"):
-        if values[name]:
-            body[name] = values[name]
-    for name in ("expand_prompt", "loop"):
-        choice = _tristate(values[name])
-        if choice is not None:
-            body[name] = choice
-    for name in IMAGE_FIELDS:
+    body: dict[str, Any] = {"kind": kind}
+    named = kind if form.get("kind", "").strip() else None
+    for name in (*kind_fields(named, flavor), "notify_url"):
         data, problem = read_upload(files.get(name + "_file"))
-        if problem:
-            errors[name] = problem
-        elif data and values[name]:
-            errors[name] = "give a URL or a file, not both"
-        elif data:
-            body[name] = data
-            values[name + "_file"] = "chosen"
-        elif values[name]:
-            body[name] = values[name]
-    for name in errors:
-        body.pop(name, None)
-    if flavor == "luma":
-        body.pop("expand_prompt", None)  # no Luma counterpart; the form hides it
+        if name in ("expand_prompt", "loop"):
+            body[name] = {"true": True, "false": False}.get(values[name])
+        elif name in IMAGE_FIELDS and kind in UPLOADS and (data or problem):
+            if problem or values[name]:
+                errors[name] = problem or "give a URL or a file, not both"
+            body[name], values[name + "_file"] = data, "chosen"
+        else:
+            body[name] = values[name] if values[name].strip() else None
+    prompt = bodies.SUBMITS[kind].model_fields.get("user_prompt")
+    if prompt is not None and prompt.is_required() and body["user_prompt"] is None:
+        body["user_prompt"] = values["user_prompt"]  # empty: its rule names the field
+    body = {name: value for name, value in body.items() if value is not None and name not in errors}
     try:
         new: NewTask | None = validate.new_task(body, flavor, allow_private=allow_private)
     except validate.ValidationError as exc:

@@ -208,6 +208,28 @@
     });
   }
 
+  /* The new-task form: the kind select shows the fields of the chosen kind and hides (and
+     disables: a disabled field is not sent) the others, each marked data-kinds="a b". The
+     hidden `shown` field says which kind's fields were shown; without this script the
+     server shows another kind's fields when the POST names a kind that is not the one shown. */
+  function kindFields() {
+    var select = document.querySelector("select[data-kind-select]");
+    if (!select) return;
+    var form = select.form;
+    function apply() {
+      var kind = select.value;
+      if (form.elements.shown) form.elements.shown.value = kind;
+      form.setAttribute("data-kind", kind);
+      document.querySelectorAll("[data-kinds]").forEach(function (node) {
+        var on = node.getAttribute("data-kinds").split(" ").indexOf(kind) >= 0;
+        node.hidden = !on;
+        if ("disabled" in node) node.disabled = !on;
+      });
+    }
+    select.addEventListener("change", apply);
+    apply();
+  }
+
   function ready(fn) {
     if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", fn);
     else fn();
@@ -216,5 +238,6 @@
   ready(function () {
     startLive();
     busyForms();
+    kindFields();
   });
 })();
