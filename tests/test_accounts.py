@@ -11,8 +11,8 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,7 +24,7 @@ from tracker.db import Database
 from tracker.flows import worker
 from tracker.settings import SettingsError
 from tracker.tasks.models import Task
-from tracker.upstream import accounts
+from tracker.upstream import account_rows, accounts
 
 A, B = "key-alpha-0001", "key-beta-0002"
 
@@ -177,7 +177,7 @@ def test_a_refused_key_disables_its_account_and_its_new_work_finishes_on_the_oth
     waiting = pool.task(pinned.json()["id"])
     assert waiting["state"] == "queued" and waiting["account"] == "alpha"  # waits for its own
 
-    accounts.enable(db, accounts.named(pool.settings, "alpha"))  # type: ignore[arg-type]
+    account_rows.enable(db, accounts.named(pool.settings, "alpha"))  # type: ignore[arg-type]
     sim.restore(A)
     [extended] = pool.until_final([waiting["id"]])
     assert extended["state"] == "completed", extended["failure_reason"]

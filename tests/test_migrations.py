@@ -26,3 +26,17 @@ def test_upgrade_check_downgrade_upgrade(kind: str, tmp_path: Path) -> None:
         assert "tasks" not in inspect(engine).get_table_names()
         command.upgrade(config, "head")
         engine.dispose()
+
+
+def test_the_search_triggers_survive_every_later_migration(tmp_path: Path) -> None:
+    """Rebuilding `tasks` in a batch (SQLite) drops 0002's triggers, and search goes quiet: a
+    later migration adds its columns with plain ALTERs. Found when 0010 did rebuild it."""
+    with blank_database("sqlite", tmp_path) as url:
+        command.upgrade(alembic_config(url), "head")
+        engine = create_engine(url)
+        with engine.connect() as conn:
+            names = conn.exec_driver_sql(
+                "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'tasks'"
+            ).scalars()
+            assert {"tasks_fts_after_insert", "tasks_fts_after_delete"} <= set(names)
+        engine.dispose()

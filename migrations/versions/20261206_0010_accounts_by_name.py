@@ -62,20 +62,19 @@ def upgrade() -> None:
         sa.Column("creates", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("account", "day"),
     )
-    with op.batch_alter_table("tasks") as batch:
-        batch.add_column(sa.Column("account", sa.String(length=32), nullable=True))
-        batch.add_column(
-            sa.Column("account_pinned", sa.Boolean(), server_default=sa.false(), nullable=False)
-        )
-        batch.create_index("ix_tasks_account_state", ["account", "state"])
+    # plain ALTERs, not a batch: rebuilding `tasks` on SQLite would drop 0002's search triggers
+    op.add_column("tasks", sa.Column("account", sa.String(length=32), nullable=True))
+    op.add_column(
+        "tasks", sa.Column("account_pinned", sa.Boolean(), server_default=sa.false(), nullable=False)
+    )
+    op.create_index("ix_tasks_account_state", "tasks", ["account", "state"])
     op.execute("UPDATE tasks SET account = 'default'")
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("tasks") as batch:
-        batch.drop_index("ix_tasks_account_state")
-        batch.drop_column("account_pinned")
-        batch.drop_column("account")
+    op.drop_index("ix_tasks_account_state", table_name="tasks")
+    op.drop_column("tasks", "account_pinned")  # SQLite 3.35+ drops a column in place
+    op.drop_column("tasks", "account")
     op.drop_table("account_days")
     op.create_table(
         "accounts_by_dialect",

@@ -111,7 +111,7 @@ def accounts_(ctx: click.Context) -> None:
     """The upstream accounts (LUMA_ACCOUNT_<NAME>_KEY, or LUMA_API_KEY alone as `default`)."""
     if ctx.invoked_subcommand is not None:
         return
-    from tracker.flows.services import overview
+    from tracker.upstream.account_rows import overview
 
     settings = start()
     rows = overview(Database(settings.database_url), settings)
@@ -133,14 +133,14 @@ def accounts_(ctx: click.Context) -> None:
 @click.argument("name")
 def accounts_enable(name: str) -> None:
     """Let an account take work again (after its key was refused and then fixed)."""
-    from tracker.upstream import accounts
+    from tracker.upstream import account_rows, accounts
 
     settings = start()
     account = accounts.named(settings, name.strip().lower())
     if account is None:
         known = ", ".join(one.name for one in accounts.pool(settings))
         raise click.ClickException(f"no account {name!r}: the accounts are {known}")
-    accounts.enable(Database(settings.database_url), account)
+    account_rows.enable(Database(settings.database_url), account)
     click.echo(f"account {account.name} enabled")
 
 

@@ -138,7 +138,11 @@ def main() -> int:
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
     port = env.setdefault("PORT", "8000")
     env.setdefault("PUBLIC_BASE_URL", f"http://127.0.0.1:{port}")
-    simulated = not env.get("LUMA_API_KEY")
+    # a key of either kind (LUMA_API_KEY, LUMA_ACCOUNT_<NAME>_KEY) means a real upstream
+    simulated = not env.get("LUMA_API_KEY") and not any(
+        name.startswith("LUMA_ACCOUNT_") and name.endswith("_KEY") and value
+        for name, value in env.items()
+    )
     if simulated:
         env["LUMA_API_BASE"] = f"http://127.0.0.1:{SIMULATOR_PORT}"
         env.setdefault("TRACKER_MEDIA_ALLOW_PRIVATE", "1")

@@ -10,8 +10,9 @@ pass; `tracker archive --missing` calls `archive_missing`.
 - `download` streams into a temporary file renamed into place only when whole, through
   `netguard` (public addresses only, every redirect checked); for a bucket, that file is
   then uploaded and verified before the task counts as archived.
-- An expired or failing link is retried with a fresh one from the upstream (`storage.fetch`);
-  a failed attempt backs off exponentially and gives up after MAX_ATTEMPTS, leaving `archive_error`.
+- An expired or failing link is retried with a fresh one from the upstream
+  (`storage.download.fetch`); a failed attempt backs off exponentially and gives up after
+  MAX_ATTEMPTS, leaving `archive_error`.
 - Only the media columns are written (by `tasks.archives`), never the task's state: archival
   is not a move. A conditional UPDATE (the lease) keeps two workers off one task.
 - The lease names its holder (`claimed_by`, its row in `workers`: `tasks.heartbeats`): a
@@ -36,13 +37,13 @@ from tracker.db import Database
 from tracker.redact import redact
 from tracker.settings import Settings
 from tracker.storage import netguard
-from tracker.storage.download import DownloadError, remove_partials
-from tracker.storage.fetch import FreshLinks, fetch
+from tracker.storage.download import DownloadError, FreshLinks, fetch, remove_partials
 from tracker.storage.stores import StorageError, Store
 from tracker.tasks import archives, heartbeats
 from tracker.tasks import schedule as timing
 from tracker.tasks.heartbeats import Heartbeat
 from tracker.tasks.models import Task
+from tracker.upstream import accounts
 from tracker.upstream.client import LumaClient
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,7 @@ class _Job:
     need_video: bool
     need_thumbnail: bool
     upstream: str = "proxy"
+    account: str | None = None  # the account that made it: only its key can ask for links
     image: bool = False  # an image task: its result (`video_url` here) is the image
     shared: bool = False  # another task has its upstream id: only its own link is its
     holder: str | None = None  # the lease's holder (a heartbeat id), when it has one
@@ -109,7 +111,11 @@ def _archive_one(
     store = storage.primary(settings)
     if store is None:
         raise RuntimeError("archival is off (no TRACKER_MEDIA_DIR) but a claim was made")
-    # only the API that made the task can hand out a fresh link for it
+    # only the account (and API) that made the task can hand out a fresh link for it
+    try:
+        client = accounts.client_of(settings, job.account, client)
+    except LookupError:  # an account gone from the settings: the stored link only
+        job = replace(job, upstream="")
     same_api = job.upstream == client.dialect.name and not job.shared
     links = FreshLinks(client, job.upstream_id if same_api else None)
     video_name = thumb_name = None
@@ -177,6 +183,7 @@ def _claim(
         need_video=True,
         need_thumbnail=not image,
         upstream=claim.upstream,
+        account=claim.account,
         image=image,
         shared=claim.shared,
         holder=owner,

@@ -140,7 +140,11 @@ class _Body(BaseModel):
     model_config = ConfigDict(
         strict=True, extra="forbid", frozen=True, title="generate", json_schema_extra=_own_kind
     )
-    KIND: ClassVar[str] = "generate"
+    KIND: ClassVar[str] = "generate"  # the model's title: `class Upscale(_Body, title=...)`
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        cls.KIND = str(cls.model_config.get("title"))
 
     notify_url: NotifyUrl = None
     account: AccountName = None
@@ -177,11 +181,8 @@ class _Body(BaseModel):
         return self
 
 
-class Extend(_Body):
+class Extend(_Body, title="extend"):
     """Extend the video with this upstream id (the generation options are not taken)."""
-
-    model_config = ConfigDict(title="extend")
-    KIND: ClassVar[str] = "extend"
 
     kind: KindName = "extend"
     source_task_id: SourceId
@@ -213,11 +214,8 @@ class Generate(_Body):
     # a new generation option goes here, and as `Empty` in Extend
 
 
-class Upscale(_Body):
+class Upscale(_Body, title="upscale"):
     """A completed video of the account at a higher resolution (Luma's own API)."""
-
-    model_config = ConfigDict(title="upscale")
-    KIND: ClassVar[str] = "upscale"
 
     kind: KindName = "upscale"
     source_task_id: SourceId
@@ -225,11 +223,8 @@ class Upscale(_Body):
     user_prompt: NotTaken = None
 
 
-class Audio(_Body):
+class Audio(_Body, title="audio"):
     """A completed video of the account with sound made for it (Luma's own API)."""
-
-    model_config = ConfigDict(title="audio")
-    KIND: ClassVar[str] = "audio"
 
     kind: KindName = "audio"
     source_task_id: SourceId
@@ -254,32 +249,23 @@ class _FromVideo(_Body):
         return self
 
 
-class Modify(_FromVideo):
+class Modify(_FromVideo, title="modify"):
     """A video restyled from a prompt, `mode` saying how far from its source (Luma's own API)."""
-
-    model_config = ConfigDict(title="modify")
-    KIND: ClassVar[str] = "modify"
 
     kind: KindName = "modify"
     mode: Mode
     first_frame_url: Url = None
 
 
-class Reframe(_FromVideo):
+class Reframe(_FromVideo, title="reframe"):
     """A video to another aspect ratio, the new space filled in (Luma's own API)."""
-
-    model_config = ConfigDict(title="reframe")
-    KIND: ClassVar[str] = "reframe"
 
     kind: KindName = "reframe"
     aspect_ratio: AnAspectRatio
 
 
-class Image(_Body):
+class Image(_Body, title="image"):
     """A still image from a prompt, after a reference image and a style (Luma's own API)."""
-
-    model_config = ConfigDict(title="image")
-    KIND: ClassVar[str] = "image"
 
     kind: KindName = "image"
     user_prompt: Prompt

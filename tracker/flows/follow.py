@@ -201,9 +201,13 @@ def query_now(db: Database, settings: Settings, client: LumaClient, task_id: int
         task = session.get(Task, task_id)
         if task is None:
             raise LookupError(task_id)
-        upstream_id, upstream = task.upstream_id, task.upstream
+        upstream_id, upstream, account = task.upstream_id, task.upstream, task.account
     if not upstream_id:
         raise InvalidAction("this task has no upstream id yet, so there is nothing to query")
+    try:  # only the account that made it can answer for it
+        client = accounts.client_of(settings, account, client)
+    except LookupError as exc:
+        raise InvalidAction(f"this task's account is gone from the settings: {exc}") from None
     if upstream != client.dialect.name:
         raise InvalidAction(
             f"this task was sent with the {upstream} API, and LUMA_API_FLAVOR is "

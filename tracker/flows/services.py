@@ -9,18 +9,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
-
-from sqlalchemy import func, select
 
 from tracker import logs, redact
 from tracker import settings as settings_module
 from tracker.db import Database
 from tracker.settings import Settings
-from tracker.tasks import claims, webhooks
-from tracker.tasks.models import Account as AccountRow
-from tracker.tasks.models import AccountDay, Task, utcnow
-from tracker.tasks.states import IN_FLIGHT_STATES
+from tracker.tasks import webhooks
 from tracker.upstream import accounts
 from tracker.upstream.client import LumaClient
 
@@ -93,42 +87,3 @@ def warn_about(settings: Settings, *, web: bool) -> None:
         log.warning(
             "TRACKER_API_TOKEN is not set: anyone who can reach this service can submit work"
         )
-
-
-def overview(db: Database, settings: Settings) -> list[dict[str, Any]]:
-    """Every account of the pool as `GET /api/accounts` and `tracker accounts` show it: whether
-    it takes work (and why not), its load, its day, its balance (as the worker last read it)."""
-    now = utcnow()
-    with db.read() as session:
-        rows = {row.name: row for row in session.scalars(select(AccountRow))}
-        day = claims.day_of(now)
-        days = {
-            d.account: d.creates
-            for d in session.scalars(select(AccountDay).where(AccountDay.day == day))
-        }
-        busy: dict[str | None, int] = dict(
-            session.execute(
-                select(Task.account, func.count())
-                .where(Task.state.in_(IN_FLIGHT_STATES))
-                .group_by(Task.account)
-            ).all()
-        )
-    shown = []
-    for account in accounts.pool(settings):
-        row = rows.get(account.name)
-        shown.append(
-            {
-                "name": account.name,
-                "upstream": account.dialect,
-                "enabled": row.enabled if row is not None else True,
-                "disabled_reason": row.disabled_reason if row is not None else None,
-                "in_flight": busy.get(account.name, 0),
-                "max_in_flight": account.max_in_flight,
-                "creates_today": days.get(account.name, 0),
-                "daily_limit": account.daily_limit,
-                "credit_balance": row.credit_balance if row is not None else None,
-                "checked_at": row.checked_at if row is not None else None,
-                "paused_until": row.paused_until if row is not None else None,
-            }
-        )
-    return shown

@@ -23,7 +23,7 @@ from tracker.tasks import claims, schedule, store
 from tracker.tasks.models import ORIGINALS, Task, utcnow
 from tracker.tasks.states import Answered, TaskState
 from tracker.tasks.store import InvalidAction, NewTask
-from tracker.upstream import accounts, dialects
+from tracker.upstream import account_rows, accounts, dialects
 from tracker.upstream.client import (
     Answer,
     APIStatusError,
@@ -33,6 +33,10 @@ from tracker.upstream.client import (
 )
 from tracker.upstream.creates import parse_create
 from tracker.upstream.operations import FROM_VIDEO, Operation, operation_for
+
+# an account refused for credit tries again after this (Luma's: as soon as its balance is read
+# above zero, `account_rows.refresh`)
+NO_CREDIT_PAUSE = 600.0
 
 
 def _shorten_images(body: dict[str, Any]) -> dict[str, Any]:
@@ -118,12 +122,18 @@ def send(db: Database, settings: Settings, client: LumaClient, task_id: int, tok
         error = exc
     shown = _shorten_images(outgoing.body)
     given, said = answered(shown, answer, error, token)
-    refused_key = isinstance(error, APIStatusError) and error.status == 401
-    if refused_key:  # nothing was made, nor charged: another account may take it
-        account = accounts.named(settings, client.account)
-        if account is not None:
-            accounts.disable(db, account, f"the upstream refused its key: {given.reason}")
+    status = error.status if isinstance(error, APIStatusError) else None
+    refused_key = status == 401
+    no_credit = given.outcome == "refused" and account_rows.no_credit(given.reason, status)
+    account = accounts.named(settings, client.account)
+    if (refused_key or no_credit) and account is not None:
+        # nothing was made, nor charged: the task waits for another account (or this one)
+        if refused_key:
+            account_rows.disable(db, account, f"the upstream refused its key: {given.reason}")
+        else:
+            account_rows.pause(db, account, NO_CREDIT_PAUSE, f"no credit: {given.reason}")
         given = Answered("not_sent", reason=given.reason, wait=0.0, from_answer=False)
+    refused_key = refused_key or no_credit
     late = {"request": shown} | ({"answer": answer.body} if answer is not None else {})
     task = store.record_answer(db, settings, task_id, given, token, said, late)
     if given.outcome in ("not_sent", "refused") and task.submitted_at is not None:
@@ -136,7 +146,7 @@ def send(db: Database, settings: Settings, client: LumaClient, task_id: int, tok
 def dispatch(db: Database, settings: Settings, client: LumaClient, task_id: int) -> bool:
     """Send this queued task now if an account that may take it has a free slot (the least
     loaded first); False leaves it queued for the worker."""
-    for account in accounts.by_load(db, settings):
+    for account in account_rows.by_load(db, settings):
         claimed = claims.claim_for_dispatch(db, settings, task_id=task_id, account=account)
         for claimed_id, token in claimed:
             send(

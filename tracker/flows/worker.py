@@ -43,7 +43,7 @@ from tracker.settings import Settings
 from tracker.tasks import claims, heartbeats
 from tracker.tasks.models import utcnow
 from tracker.tasks.states import TaskState
-from tracker.upstream import accounts
+from tracker.upstream import account_rows, accounts
 from tracker.upstream.client import LumaClient
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ class Worker:
             if self.stopping.is_set():
                 break
             self.counts["reconciled"] += imports.reconcile(self.db, self.settings, share.client)
-            accounts.refresh(self.db, share.account, share.client)  # once a minute at most
+            account_rows.refresh(self.db, share.account, share.client)  # once a minute at most
         if archive and not self.stopping.is_set():
             self.counts["archived"] = media.archive_due(
                 self.db, self.settings, self.client, holder=self.heartbeat
@@ -124,7 +124,7 @@ class Worker:
         a claim's lease never has to outlive other sends."""
         by_name = {share.account.name: share for share in self.shares}
         while not self.stopping.is_set():
-            for account in accounts.by_load(self.db, self.settings):
+            for account in account_rows.by_load(self.db, self.settings):
                 share = by_name[account.name]
                 if share.manners.pause_left("create"):
                     continue
@@ -144,6 +144,8 @@ class Worker:
             # no other create before this one's turn: Retry-After kept, oldest still first
             wait_s = (task.next_check_at - utcnow()).total_seconds()
             share.manners.pause("create", wait_s)
+            if wait_s > 0:  # every process: the account's row
+                account_rows.pause(self.db, share.account, wait_s)
         failed = task.state in (TaskState.QUEUED, TaskState.REJECTED)
         self.counts["errors" if failed else "dispatched"] += 1
 

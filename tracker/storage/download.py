@@ -1,6 +1,6 @@
 """Stream one link into a file, whole or not at all.
 
-Used for archival (`storage.fetch`) and by `tracker download`. The body streams (never
+Used for archival (`fetch`, below) and by `tracker download`. The body streams (never
 held in memory) through `netguard.checked_get` (public addresses only, every redirect
 checked), with connect and read timeouts, an overall deadline and a byte cap counted as
 it arrives (a missing or lying Content-Length changes nothing). It lands in a temporary
@@ -31,7 +31,9 @@ import requests
 from tracker import shutdown
 from tracker.settings import Settings
 from tracker.storage import netguard
+from tracker.storage.stores import StorageError, Store
 from tracker.tasks.schedule import DOWNLOAD_DEADLINE
+from tracker.upstream.client import Answer, LumaClient, UpstreamError
 
 CHUNK = 64 * 1024
 # one file, start to end: 500 MB at ~0.6 MB/s; a server dripping bytes cannot hold a worker
@@ -193,3 +195,94 @@ def _stream(url: str, out: BinaryIO, settings: Settings, guard: netguard.Guard) 
     if total == 0:
         raise DownloadError("the link gave an empty file")
     return total
+
+
+# -- one archived file: the stored link first, then a fresh one ------------------------------
+# The upstream's links are presigned and expire within the hour, so a stored link that fails
+# (expired, say) is followed by one asked of the upstream now (`FreshLinks`: its download
+# route, else a query, each asked at most once an attempt), into the store's `receive`.
+
+
+class FreshLinks:
+    """Links asked of the upstream for one attempt, each question asked at most once."""
+
+    def __init__(self, client: LumaClient, upstream_id: str | None) -> None:
+        self.client = client
+        self.upstream_id = upstream_id
+        self._answer: Answer | None = None
+
+    def _query(self) -> Answer:
+        if self._answer is None:
+            self._answer = self.client.query(self.upstream_id or "")
+        return self._answer
+
+    def video(self) -> str | None:
+        if not self.upstream_id:
+            return None
+        try:
+            url = self.client.download_url(self.upstream_id)
+            if url:
+                return url
+        except UpstreamError:  # not every reseller has the route; the query is the fallback
+            pass
+        try:
+            return self._query().update.video_url
+        except UpstreamError as exc:
+            raise DownloadError(f"no fresh link: {exc.message}") from None
+
+    def thumbnail(self) -> str | None:
+        if not self.upstream_id:
+            return None
+        try:
+            return self._query().update.thumbnail_url
+        except UpstreamError:
+            return None
+
+
+def fetch(
+    stored: str | None,
+    fresh: Callable[[], str | None],
+    name: str,
+    store: Store,
+    settings: Settings,
+    guard: netguard.Guard,
+    tag: str,
+) -> int:
+    """Download into the store under `name`; a failure to store is a (retried) DownloadError.
+
+    `tag` names this process on the temporary file, so that a sweep can tell when its
+    writer died (`flows.archive.remove_stale_partials`).
+    """
+    try:
+        with store.receive(name, tag) as dest:
+            return fetch_to(stored, fresh, dest, settings, guard, tag)
+    except StorageError as exc:
+        raise DownloadError(exc.reason) from None
+
+
+def fetch_to(
+    stored: str | None,
+    fresh: Callable[[], str | None],
+    dest: Path,
+    settings: Settings,
+    guard: netguard.Guard,
+    tag: str,
+) -> int:
+    """The stored link first; when it fails (expired, say), a fresh one from the upstream."""
+    first: DownloadError | None = None
+    if stored:
+        try:
+            return download(stored, dest, settings, guard, tag=tag)
+        except TooLarge:
+            raise
+        except DownloadError as exc:
+            first = exc
+    try:
+        url = fresh()
+        if not url:
+            raise first or DownloadError("the upstream gave no link")
+        return download(url, dest, settings, guard, tag=tag)
+    except DownloadError as exc:
+        if first is None or exc is first:
+            raise
+        raise DownloadError(f"{first.reason}; then {exc.reason}", permanent=exc.permanent) from None

@@ -43,6 +43,7 @@ class ArchiveClaim:
     media_path: str | None
     thumbnail_path: str | None
     upstream: str
+    account: str | None
     kind: str
     # another task has the same upstream id (an upscale or added audio answers with its
     # source's): the upstream's current asset may be the other task's, so no fresh link
@@ -119,6 +120,7 @@ def claim(
                 Task.media_path,
                 Task.thumbnail_path,
                 Task.upstream,
+                Task.account,
                 Task.kind,
                 shared,
             ).where(Task.id == task_id)

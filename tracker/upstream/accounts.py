@@ -17,12 +17,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 
-from sqlalchemy import func, select
-
-from tracker.db import Database
-from tracker.redact import redact
 from tracker.settings import (
     ACCOUNT_PREFIX,
     DEFAULT_BASES,
@@ -33,12 +28,7 @@ from tracker.settings import (
     http_url,
     number,
 )
-from tracker.tasks import claims
-from tracker.tasks.models import Account as AccountRow
-from tracker.tasks.models import Task, utcnow
-from tracker.tasks.states import IN_FLIGHT_STATES
-from tracker.upstream import dialects
-from tracker.upstream.client import LumaClient, UpstreamError
+from tracker.upstream.client import LumaClient
 
 log = logging.getLogger(__name__)
 
@@ -149,41 +139,6 @@ def named(settings: Settings, name: str | None) -> Account | None:
     return next((account for account in pool(settings) if account.name == name), None)
 
 
-def by_load(db: Database, settings: Settings) -> list[Account]:
-    """The pool's accounts, least loaded first (tasks in flight over its cap), for new work."""
-    with db.read() as session:
-        rows = session.execute(
-            select(Task.account, func.count())
-            .where(Task.state.in_(IN_FLIGHT_STATES))
-            .group_by(Task.account)
-        ).all()
-    busy: dict[str | None, int] = {name: count for name, count in rows}
-    return sorted(pool(settings), key=lambda a: busy.get(a.name, 0) / a.max_in_flight)
-
-
-def disable(db: Database, account: Account, reason: str) -> None:
-    """The upstream refused the account's key: it takes no new work until `tracker accounts
-    enable` (its queued new generations go to the others; its own tasks wait)."""
-    with db.write() as session:
-        row = session.get(AccountRow, account.name, with_for_update=True)
-        if row is None:
-            row = AccountRow(name=account.name, upstream=account.dialect)
-            session.add(row)
-        if row.enabled is False:
-            return
-        row.enabled, row.disabled_reason, row.disabled_at = False, reason[:500], utcnow()
-    log.error("account %s disabled: %s", account.name, reason)
-
-
-def enable(db: Database, account: Account) -> None:
-    """A person says the account's key works again (`tracker accounts enable`)."""
-    with db.write() as session:
-        row = session.get(AccountRow, account.name, with_for_update=True)
-        if row is not None:
-            row.enabled, row.disabled_reason, row.disabled_at = True, None, None
-            row.paused_until = None
-
-
 _clients: dict[Account, LumaClient] = {}
 _clients_lock = threading.Lock()
 
@@ -244,55 +199,3 @@ def forget_manners() -> None:
     """Start afresh, as a new process would (tests)."""
     with _manners_lock:
         _manners.clear()
-
-
-# -- the credit balance ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Balance:
-    upstream: str  # the account's dialect (GET /api/account's `upstream`)
-    credit_balance: int | None  # US cents
-    checked_at: datetime | None
-    last_error: str | None = None
-
-
-def refresh(db: Database, account: Account, client: LumaClient) -> bool:
-    """Read the account's balance (through its client) when its dialect has one and a minute
-    has passed; True when read.
-
-    Never raises for upstream trouble: the last value stays, with the error beside it.
-    """
-    if dialects.get(account.dialect).credits_path is None:
-        return False
-    row_key = account.name
-    now = utcnow()
-    if not claims.claim_credit_check(db, account, now):
-        return False
-    try:
-        balance = client.credits()
-    except UpstreamError as exc:
-        log.info("credit balance not read: %s", exc.message)
-        with db.write() as session:
-            row = session.get(AccountRow, row_key, with_for_update=True)
-            if row is not None:
-                row.last_error = redact(exc.message)[:500]
-        return False
-    with db.write() as session:
-        row = session.get(AccountRow, row_key, with_for_update=True)
-        if row is None:  # removed meanwhile: write it again
-            row = AccountRow(name=row_key, upstream=account.dialect)
-            session.add(row)
-        row.credit_balance = balance
-        row.checked_at = utcnow()
-        row.last_error = None
-    return True
-
-
-def read(db: Database, account: Account) -> Balance:
-    """The account's stored balance (nulls before the worker's first read)."""
-    with db.read() as session:
-        row = session.get(AccountRow, account.name)
-        if row is None:
-            return Balance(account.dialect, None, None)
-        return Balance(account.dialect, row.credit_balance, row.checked_at, row.last_error)

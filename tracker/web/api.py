@@ -19,12 +19,12 @@ from tracker import jsontext
 from tracker.db import Database
 from tracker.flows import follow, imports, validate
 from tracker.flows import submit as submit_flow
-from tracker.flows.services import overview
 from tracker.tasks import deliveries as queue
 from tracker.tasks.models import Delivery, Task
 from tracker.tasks.schema import task_json
 from tracker.tasks.states import STATES
-from tracker.upstream import accounts, dialects
+from tracker.upstream import account_rows, accounts, dialects
+from tracker.upstream.account_rows import overview
 from tracker.upstream.client import UpstreamError
 from tracker.web import MAX_ID, admission, error, services
 from tracker.web.answers import Account, Accounts, AccountState
@@ -112,7 +112,7 @@ def account() -> ResponseReturnValue:
         return error(404, "several accounts and none named default: see /api/accounts")
     if dialects.get(one.dialect).credits_path is None:
         return error(404, f"no account balance with the {one.dialect} API (LUMA_API_FLAVOR)")
-    return Account.of(accounts.read(svc.db, one)).model_dump(mode="json")
+    return Account.of(account_rows.read(svc.db, one)).model_dump(mode="json")
 
 
 @bp.get("/accounts")
