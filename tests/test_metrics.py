@@ -145,12 +145,18 @@ def test_submits_and_upstream_requests_are_counted(live: Any, upstream: Any, db:
     answer = requests.post(f"{server.url}/api/tasks", json={"user_prompt": "a boat"}, timeout=10)
     assert answer.status_code == 201, answer.text
     after = scrape(server.url)
-    accepted = value(after, "tracker_submits_total", outcome="accepted")
-    assert accepted - value(before, "tracker_submits_total", outcome="accepted") == 1
-    sent = value(after, "tracker_upstream_requests_total", kind="create", code="200")
-    assert sent - value(before, "tracker_upstream_requests_total", kind="create", code="200") == 1
+    mine = {"account": "default"}  # by the account that sent it
+    accepted = value(after, "tracker_submits_total", outcome="accepted", **mine)
+    assert accepted - value(before, "tracker_submits_total", outcome="accepted", **mine) == 1
+    sent = value(after, "tracker_upstream_requests_total", kind="create", code="200", **mine)
+    was = value(before, "tracker_upstream_requests_total", kind="create", code="200", **mine)
+    assert sent - was == 1
     timed = "tracker_upstream_request_seconds_count"
-    assert value(after, timed, kind="create") - value(before, timed, kind="create") == 1
+    assert (
+        value(after, timed, kind="create", **mine) - value(before, timed, kind="create", **mine)
+        == 1
+    )
+    assert "tracker_account_disabled_total" in after
 
 
 def test_poll_lag_is_how_overdue_the_most_overdue_task_is(live: Any, db: Database) -> None:

@@ -62,6 +62,7 @@ class _Metrics:
     upstream_requests: Any
     upstream_seconds: Any
     submits: Any
+    accounts_disabled: Any
     archive_bytes: Any
     deliveries: Any
     http_seconds: Any
@@ -94,16 +95,23 @@ def _build() -> _Metrics:
     return _Metrics(
         callbacks=counter("tracker_callbacks", "Upstream callbacks received.", ("result",)),
         upstream_requests=counter(
-            "tracker_upstream_requests", "Requests to the upstream API.", ("kind", "code")
+            "tracker_upstream_requests",
+            "Requests to the upstream API.",
+            ("kind", "code", "account"),
         ),
         upstream_seconds=Histogram(
             "tracker_upstream_request_seconds",
             "Time the upstream took to answer (or to fail).",
-            ("kind",),
+            ("kind", "account"),
             buckets=UPSTREAM_BUCKETS,
             registry=None,
         ),
-        submits=counter("tracker_submits", "Creates sent to the upstream.", ("outcome",)),
+        submits=counter("tracker_submits", "Creates sent to the upstream.", ("outcome", "account")),
+        accounts_disabled=counter(
+            "tracker_account_disabled",
+            "Accounts disabled because the upstream refused their key.",
+            ("account",),
+        ),
         archive_bytes=counter("tracker_archive_bytes", "Bytes of videos and thumbnails archived."),
         deliveries=counter(
             "tracker_deliveries", "Outgoing webhook delivery attempts.", ("outcome",)
@@ -125,11 +133,19 @@ def _build() -> _Metrics:
     )
 
 
-def setup(enabled: bool, directory: str = "", *, kind: str, prune: bool = False) -> bool:
+def setup(
+    enabled: bool,
+    directory: str = "",
+    *,
+    kind: str,
+    prune: bool = False,
+    accounts: tuple[str, ...] = ("default",),
+) -> bool:
     """Start counting in this process (once; later calls only say whether it is on).
 
     `prune`: remove the files of processes that are gone (a starting worker; the gunicorn
-    master does it in gunicorn.conf.py, before its web processes exist).
+    master does it in gunicorn.conf.py, before its web processes exist). `accounts`: the
+    pool's names, whose series show from the first scrape.
     """
     global _m, _dir
     if not enabled:
@@ -148,14 +164,22 @@ def setup(enabled: bool, directory: str = "", *, kind: str, prune: bool = False)
         _dir, _m = path, _build()
         _m.processes.labels(kind).set(1)
         # every known outcome shows from the first scrape, at 0: rates and alerts need a series
-        for metric, names in (
+        plain: tuple[tuple[Any, tuple[str, ...]], ...] = (
             (_m.callbacks, CALLBACK_RESULTS),
-            (_m.submits, SUBMIT_OUTCOMES),
             (_m.deliveries, DELIVERY_OUTCOMES),
-            (_m.upstream_seconds, UPSTREAM_KINDS),
-        ):
+        )
+        for metric, names in plain:
             for name in names:
                 _child(metric, name)
+        per_account: tuple[tuple[Any, tuple[str, ...]], ...] = (
+            (_m.submits, SUBMIT_OUTCOMES),
+            (_m.upstream_seconds, UPSTREAM_KINDS),
+        )
+        for account in accounts:
+            for metric, names in per_account:
+                for name in names:
+                    _child(metric, name, account)
+            _child(_m.accounts_disabled, account)
         return True
 
 
@@ -175,14 +199,19 @@ def callback(result: str) -> None:
         _child(_m.callbacks, result).inc()
 
 
-def upstream_request(kind: str, code: str, seconds: float) -> None:
+def upstream_request(kind: str, code: str, seconds: float, account: str = "default") -> None:
     if _m is not None:
-        _child(_m.upstream_requests, kind, code).inc()
-        _child(_m.upstream_seconds, kind).observe(seconds)
+        _child(_m.upstream_requests, kind, code, account).inc()
+        _child(_m.upstream_seconds, kind, account).observe(seconds)
 
 
-def submit(state: str, outcome_unknown: bool) -> None:
-    """After a send: the task's state then, and whether its outcome is unknown."""
+def account_disabled(account: str) -> None:
+    if _m is not None:
+        _child(_m.accounts_disabled, account).inc()
+
+
+def submit(state: str, outcome_unknown: bool, account: str = "default") -> None:
+    """After a send: the task's state then, whether its outcome is unknown, its account."""
     if _m is None:
         return
     if state == "queued":
@@ -191,7 +220,7 @@ def submit(state: str, outcome_unknown: bool) -> None:
         outcome = "unknown" if outcome_unknown else "refused"
     else:
         outcome = "accepted"
-    _child(_m.submits, outcome).inc()
+    _child(_m.submits, outcome, account).inc()
 
 
 def archived_bytes(size: int) -> None:

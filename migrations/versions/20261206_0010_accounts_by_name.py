@@ -65,7 +65,8 @@ def upgrade() -> None:
     # plain ALTERs, not a batch: rebuilding `tasks` on SQLite would drop 0002's search triggers
     op.add_column("tasks", sa.Column("account", sa.String(length=32), nullable=True))
     op.add_column(
-        "tasks", sa.Column("account_pinned", sa.Boolean(), server_default=sa.false(), nullable=False)
+        "tasks",
+        sa.Column("account_pinned", sa.Boolean(), server_default=sa.false(), nullable=False),
     )
     op.create_index("ix_tasks_account_state", "tasks", ["account", "state"])
     op.execute("UPDATE tasks SET account = 'default'")

@@ -139,7 +139,8 @@ def send(db: Database, settings: Settings, client: LumaClient, task_id: int, tok
     if given.outcome in ("not_sent", "refused") and task.submitted_at is not None:
         day = claims.day_of(task.submitted_at)
         claims.not_sent(db, task_id, client.account, day, elsewhere=refused_key)
-    metrics.submit(task.state, task.state == TaskState.REJECTED and bool(task.outcome_unknown))
+    unknown = task.state == TaskState.REJECTED and bool(task.outcome_unknown)
+    metrics.submit(task.state, unknown, client.account)
     return task
 
 

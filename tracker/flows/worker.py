@@ -216,7 +216,8 @@ def run_forever(settings: Settings) -> int:
     """The Procfile's `poller`: passes until SIGTERM or SIGINT, then a clean exit (0)."""
     start(settings)  # the set-up the web app and the CLI share (flows/services.py)
     # a starting process: the metrics files of processes that are gone are removed
-    metrics.setup(settings.metrics, settings.metrics_dir, kind="worker", prune=True)
+    names = tuple(account.name for account in accounts.pool(settings))
+    metrics.setup(settings.metrics, settings.metrics_dir, kind="worker", prune=True, accounts=names)
     database, client = Database(settings.database_url), make_client(settings)
     worker = Worker(settings, database, client)
     sender = Sender(settings, database, worker.name)

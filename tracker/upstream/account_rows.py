@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from tracker import metrics
 from tracker.db import Database
 from tracker.redact import redact
 from tracker.settings import Settings
@@ -67,6 +68,7 @@ def disable(db: Database, account: Account, reason: str) -> None:
             return
         row.enabled, row.disabled_reason, row.disabled_at = False, reason[:500], utcnow()
     log.error("account %s disabled: %s", account.name, reason)
+    metrics.account_disabled(account.name)
 
 
 def enable(db: Database, account: Account) -> None:

@@ -236,7 +236,7 @@ class LumaClient:
             code = "timeout"
             raise
         finally:
-            metrics.upstream_request(kind, code, time.perf_counter() - started)
+            metrics.upstream_request(kind, code, time.perf_counter() - started, self.account)
 
     def _exchange(self, method: str, path: str, body: dict[str, Any] | None) -> Answer:
         url = self.base_url + path

@@ -40,6 +40,7 @@ from tracker.tasks import heartbeats
 from tracker.tasks.models import StateCount, Task, WorkerBeat, utcnow
 from tracker.tasks.schema import iso
 from tracker.tasks.states import QUERIED_STATES
+from tracker.upstream import accounts
 from tracker.web import services
 from tracker.web.auth import require_bearer
 from tracker.web.callbacks import callback_result
@@ -57,7 +58,8 @@ def init_app(app: Flask, settings: Settings) -> bool:
     # the list page's panel and warning ask for them as they render (templates/_workers.html)
     app.jinja_env.globals["live_workers"] = workers
     app.jinja_env.globals["worker_stale_after"] = int(heartbeats.STALE_AFTER)
-    return metrics.setup(settings.metrics, settings.metrics_dir, kind="web")
+    names = tuple(account.name for account in accounts.pool(settings))
+    return metrics.setup(settings.metrics, settings.metrics_dir, kind="web", accounts=names)
 
 
 # -- /readyz --------------------------------------------------------------------------------
