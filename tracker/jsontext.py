@@ -20,6 +20,7 @@ from itertools import accumulate, repeat
 from typing import Any
 
 MAX_DEPTH = 64  # real payloads nest about 6 levels; parse() looks 4 deep
+MAX_INT_DIGITS = 300  # an integer longer than this overflows a float: read as non-finite
 
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]")
@@ -134,8 +135,12 @@ def _decode(raw: bytes | str) -> tuple[Any, bool, bool]:
         value = float(literal)
         return value if math.isfinite(value) else non_finite(literal)
 
+    def integer(literal: str) -> Any:
+        # past a float's range (309 digits) a number is as unusable as Infinity
+        return non_finite(literal) if len(literal) > MAX_INT_DIGITS else int(literal)
+
     try:
-        value = json.loads(text, parse_float=number, parse_constant=non_finite)
+        value = json.loads(text, parse_float=number, parse_int=integer, parse_constant=non_finite)
     except RecursionError:  # cannot happen below MAX_DEPTH; kept as a last guard
         raise BodyError(TOO_DEEP, "the body is nested too deeply") from None
     return value, bool(odd), _SURROGATE_ESCAPE.search(text) is not None

@@ -150,8 +150,13 @@ class QueryPass:
                     results.append(Result(task_id, error=exc))
                 else:
                     results.append(Result(task_id, answer.update, answer.body))
-        except Exception:  # a bug must not stop the pass: what was not asked is released
+        except Exception as exc:  # a bug must not stop the pass, nor be retried at once
             log.exception("querying tasks %s failed", [task_id for task_id, _ in job])
+            done = {result.task_id for result in results}
+            unexpected = UpstreamError(f"unexpected error ({type(exc).__name__})")
+            results += [
+                Result(task_id, error=unexpected) for task_id, _ in job if task_id not in done
+            ]
         return results
 
     def _rate_limited(self, exc: RateLimitError) -> None:

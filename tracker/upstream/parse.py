@@ -53,7 +53,10 @@ def text(value: Any, limit: int = 4000) -> str | None:
         value = value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8").strip()
         return value[:limit] or None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value) if math.isfinite(value) else None
+        try:  # an integer past a float's range (or str()'s digit limit) is no text of ours
+            return str(value)[:limit] if math.isfinite(value) else None
+        except (OverflowError, ValueError):
+            return None
     return None
 
 
@@ -102,11 +105,14 @@ def _progress(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
     number: float | None = None
-    if isinstance(value, int | float):
-        number = float(value)
-    elif isinstance(value, str):
-        match = _PERCENT.match(value[:32])
-        number = float(match.group(1)) if match else None
+    try:
+        if isinstance(value, int | float):
+            number = float(value)
+        elif isinstance(value, str):
+            match = _PERCENT.match(value[:32])
+            number = float(match.group(1)) if match else None
+    except (OverflowError, ValueError):  # an integer past a float's range
+        return None
     if number is None or not math.isfinite(number):
         return None
     return max(0, min(100, round(number)))
@@ -117,13 +123,13 @@ def _seconds(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
     number: float | None = None
-    if isinstance(value, int | float):
-        number = float(value)
-    elif isinstance(value, str):
-        try:
+    try:
+        if isinstance(value, int | float):
+            number = float(value)
+        elif isinstance(value, str):
             number = float(value.strip()[:32])
-        except ValueError:
-            return None
+    except (OverflowError, ValueError):  # not a number, or past a float's range
+        return None
     if number is None or not math.isfinite(number) or number < 0 or number > MAX_WAIT_SECONDS:
         return None
     return math.ceil(number)
