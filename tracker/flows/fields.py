@@ -37,9 +37,9 @@ DURATION_PATTERN = r"^[0-9]{1,3}s$"
 # (every character Python's strip() drops counts as space: regex engines differ on \s)
 _SPACE = r"\s\u001c-\u001f\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 TEXT_PATTERN = rf"^[^\u0000]*[^{_SPACE}\u0000][^\u0000]*$"
-# a task id; spaces around it are dropped (the CLI's, a paste's), so the schema allows them,
-# and its length is counted without them, so the pattern holds it (not maxLength)
-ID_PATTERN = rf"^\s*[A-Za-z0-9._:-]{{1,{MAX_ID}}}\s*$"
+# a task id, never only dots ("." and ".." collapse the URL path they go in); spaces around it
+# are dropped (a paste's), so the pattern allows them and holds the length (not maxLength)
+ID_PATTERN = rf"^\s*(?!\.+\s*$)[A-Za-z0-9._:-]{{1,{MAX_ID}}}\s*$"
 # empty (not given), an http(s) URL, a data: URI, or bare base64 (32+ characters, may wrap)
 IMAGE_PATTERN = (
     r"^(|https?://[!-~]{1,4000}|data:[A-Za-z0-9/+.-]+;base64,[A-Za-z0-9+/= \t\r\n]*"
@@ -146,7 +146,7 @@ def _prompt(value: Any, info: ValidationInfo) -> str:
 def check_task_id(field: str, value: Any) -> str:
     """An upstream task id as a user gives it (JSON, form or CLI)."""
     text = _text(field, value, limit=MAX_ID, blank="empty")
-    if not _ID.fullmatch(text):
+    if not _ID.fullmatch(text) or not text.strip("."):
         raise problem(f"{field} is not a valid task id")
     return text
 

@@ -1,6 +1,6 @@
-"""Issue 23: a number too big for a float is "not understood", like NaN; it never breaks a task.
+"""Issue 23: what the second attack review found, each fixed with its regression test here.
 
-A callback or a query answer whose `progress`, `estimate_wait_seconds`, `state`, `id` or
+A number too big for a float is "not understood", like NaN: a callback or a query answer whose `progress`, `estimate_wait_seconds`, `state`, `id` or
 `failure_reason` is an integer of 309+ digits used to get a 500 (OverflowError in parsers
 that promise never to raise), was never stored, and made the worker give the lease back and
 claim the task at once, hundreds of times a minute. Real HTTP: the live tracker, a scripted
@@ -85,3 +85,19 @@ def test_a_query_answer_with_a_huge_integer_backs_the_task_off(
         task = session.get(Task, made.id)
         assert task is not None and task.state in ("pending", "processing")
         assert task.next_check_at is not None and task.claimed_until is None
+
+
+@pytest.mark.parametrize("dots", [".", "..", " ... "])
+def test_an_id_of_dots_only_is_refused_everywhere_an_id_enters(
+    live: Any, upstream: ScriptedUpstream, dots: str
+) -> None:
+    """Issue 23: `.` passed the id pattern; the URL path collapsed it (an import queried
+    `/luma/generations/`, an extend sent a paid create to `/luma/generations/extend`)."""
+    app = live(luma_api_base=upstream.url).url
+    for path, body, field in (
+        ("/api/tasks/import", {"upstream_id": dots}, "upstream_id"),
+        ("/api/tasks", {"source_task_id": dots, "user_prompt": "more"}, "source_task_id"),
+    ):
+        answer = requests.post(f"{app}{path}", json=body, timeout=10)
+        assert answer.status_code == 400 and answer.json()["field"] == field
+    assert upstream.seen == []  # nothing reached the upstream
