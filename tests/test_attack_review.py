@@ -1,10 +1,11 @@
 """Issue 23: what the second attack review found, each fixed with its regression test here.
 
-A number too big for a float is "not understood", like NaN: a callback or a query answer whose `progress`, `estimate_wait_seconds`, `state`, `id` or
-`failure_reason` is an integer of 309+ digits used to get a 500 (OverflowError in parsers
-that promise never to raise), was never stored, and made the worker give the lease back and
-claim the task at once, hundreds of times a minute. Real HTTP: the live tracker, a scripted
-upstream on 127.0.0.1, the real database.
+A number too big for a float is "not understood", like NaN: a callback or a query answer
+whose `progress`, `estimate_wait_seconds`, `state`, `id` or `failure_reason` is an integer
+of 309+ digits used to get a 500 (OverflowError in parsers that promise never to raise), was
+never stored, and made the worker give the lease back and claim the task at once, hundreds of
+times a minute. An id of dots only collapsed the URL path it went in. Real HTTP: the live
+tracker, a scripted upstream on 127.0.0.1, the real database.
 """
 
 from __future__ import annotations
