@@ -1,8 +1,12 @@
 """PostgreSQL restarts: only requests in flight fail, callbacks that cannot be stored get 503
 (so the sender retries), nothing is half-written, and the worker carries on.
 
-Marked `serial`: it stops the server that the other PostgreSQL tests use, so `make test` runs
-it alone, after them (and a run in one process puts it after the others: tests/conftest.py).
+The PostgreSQL restarted is the module's own (tests/support/private_postgres.py: initdb and
+pg_ctl from Debian's packages in a temporary folder, on a free port), never the machine's
+server and never TEST_DATABASE_URL's: skipped, saying why, where the server binaries are missing.
+
+Still marked `serial`, though it no longer disturbs anything: `make test`'s second run is
+`pytest -m serial`, which exits 5 (nothing collected) when no test carries the mark.
 """
 
 from __future__ import annotations
@@ -11,45 +15,51 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.support.databases import TEST_DATABASE_URL
+from tests.support.databases import empty_tables
 from tests.support.factory import make_task
+from tests.support.private_postgres import PrivatePostgres, private_postgres_or_skip
 from tests.support.waiting import api_task, wait_for
+from tracker.db import Database
+from tracker.dbschema import upgrade
 from tracker.tasks.models import Task
 
 pytestmark = [
-    pytest.mark.skipif(
-        not TEST_DATABASE_URL, reason="needs TEST_DATABASE_URL (CI sets it): restarts PostgreSQL"
-    ),
-    # PostgreSQL only: the `db` fixture's SQLite twin has no server to restart
-    pytest.mark.parametrize("database_url", ["postgresql"], indirect=True),
-    pytest.mark.slow,  # restarts PostgreSQL and starts a worker process
-    pytest.mark.serial,  # the other tests' PostgreSQL: `make test` runs this alone, after them
+    pytest.mark.slow,  # starts PostgreSQL and a worker process
+    pytest.mark.serial,  # see the module's docstring: kept for `make test`, not for isolation
 ]
 
 
-def _cluster(action: str, *, check: bool = True) -> None:
-    version = sorted(os.listdir("/etc/postgresql"))[-1]
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action],
-        check=check,
-        timeout=120,
-        capture_output=not check,
-    )
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PrivatePostgres]:
+    """One private server for the module (initdb takes seconds), migrated once."""
+    with private_postgres_or_skip() as server:
+        upgrade(server.sqlalchemy_url)
+        yield server
+
+
+@pytest.fixture(scope="module")
+def _private_database(postgres: PrivatePostgres) -> Iterator[Database]:
+    database = Database(postgres.sqlalchemy_url)
+    yield database
+    database.dispose()
 
 
 @pytest.fixture
-def postgres_only(db):  # type: ignore[no-untyped-def]
-    assert db.is_postgres
-    yield db
-    _cluster("start", check=False)  # whatever happened, leave the server running
+def db(postgres: PrivatePostgres, _private_database: Database) -> Iterator[Database]:
+    """conftest's `db` (so `live` and `make_settings` use it) on the private server, running."""
+    postgres.start()  # started again if a test before this one failed while it was stopped
+    empty_tables(_private_database)
+    yield _private_database
+    postgres.start()  # whatever happened, leave the server running
 
 
-def test_restart_loses_no_answered_callback(postgres_only, live, sim) -> None:  # type: ignore[no-untyped-def]
+def test_restart_loses_no_answered_callback(postgres, live, sim) -> None:  # type: ignore[no-untyped-def]
     sim.callbacks = False  # this test plays the upstream's callbacks itself
     app = live(luma_api_base=sim.url).url
     task = requests.post(f"{app}/api/tasks", json={"user_prompt": "a glass city"}, timeout=5)
@@ -57,13 +67,13 @@ def test_restart_loses_no_answered_callback(postgres_only, live, sim) -> None:  
     hook = sim.tasks[task["upstream_id"]].notify_hook
     processing = {"id": task["upstream_id"], "state": "processing"}
 
-    _cluster("restart")
+    postgres.restart()
     # the pool's connections died with the server; pre-ping replaces them
     answered = requests.post(hook, json=processing, timeout=10)
     assert answered.status_code == 200
     assert api_task(app, task["id"])["state"] == "processing"
 
-    _cluster("stop")
+    postgres.stop()
     try:
         refused = requests.post(
             hook, json={"id": task["upstream_id"], "state": "failed"}, timeout=10
@@ -72,7 +82,7 @@ def test_restart_loses_no_answered_callback(postgres_only, live, sim) -> None:  
         assert refused.headers.get("Retry-After")
         assert "Traceback" not in refused.text
     finally:
-        _cluster("start")
+        postgres.start()
 
     # the sender retries: now it is stored, once, whole
     retried = requests.post(hook, json={"id": task["upstream_id"], "state": "failed"}, timeout=10)
@@ -83,8 +93,7 @@ def test_restart_loses_no_answered_callback(postgres_only, live, sim) -> None:  
     assert [e["state_after"] for e in callbacks] == ["processing", "failed"]
 
 
-def test_worker_survives_a_restart(postgres_only, sim, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    db = postgres_only
+def test_worker_survives_a_restart(postgres, db, sim, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     env = {
         **os.environ,
         "DATABASE_URL": db.url,
@@ -100,10 +109,10 @@ def test_worker_survives_a_restart(postgres_only, sim, tmp_path: Path) -> None: 
     )
     try:
         time.sleep(1.0)  # let it make a pass or two
-        _cluster("restart")
-        _cluster("stop")
+        postgres.restart()
+        postgres.stop()
         time.sleep(1.5)  # passes fail while the server is down
-        _cluster("start")
+        postgres.start()
         assert worker.poll() is None, "the worker died with the database"
         queued = make_task(db, "queued", user_prompt="after the restart")
 
