@@ -10,6 +10,7 @@ error pages are the web package's own (tracker/web/__init__.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
@@ -21,10 +22,10 @@ from sqlalchemy.orm import Session, selectinload
 from tracker.flows import follow, imports, validate
 from tracker.flows import submit as submit_flow
 from tracker.tasks import deliveries as queue
-from tracker.tasks.models import Delivery, Task
+from tracker.tasks.models import Delivery, Task, utcnow
 from tracker.tasks.schema import task_json
 from tracker.tasks.states import STATES
-from tracker.upstream import account_rows, accounts
+from tracker.upstream import account_rows, accounts, dialects
 from tracker.upstream.client import UpstreamError
 from tracker.web import LIVE_HEADER, auth, is_live, listing, pages, services
 from tracker.web import page as error_page
@@ -66,37 +67,49 @@ def _cursor_arg() -> int | None:
     return listing.cursor_from(request.args.get("cursor", ""))
 
 
-def list_url(state: str | None, query: str, cursor: int | None = None) -> str:
-    params = {k: v for k, v in (("state", state), ("q", query), ("cursor", cursor)) if v}
+def list_url(
+    state: str | None, query: str, cursor: int | None = None, account: str | None = None
+) -> str:
+    pairs = (("state", state), ("q", query), ("cursor", cursor), ("account", account))
+    params = {k: v for k, v in pairs if v}
     return url_for("dashboard.index") + ("?" + urlencode(params) if params else "")
 
 
 @bp.get("/")
 def index() -> ResponseReturnValue:
+    """The list: by state, search and account (`?account=`: a name no task has shows none);
+    the panel of accounts when there are several, or the one is disabled or paused."""
     state = request.args.get("state") or None
     if state not in STATES:
         state = None
     query = request.args.get("q", "").strip()[:200]
-    cursor = _cursor_arg()
+    cursor, account = _cursor_arg(), request.args.get("account", "").strip().lower()[:32] or None
     svc = services()
     flavor = svc.settings.luma_api_flavor
     with svc.db.read() as session:
-        page = listing.page(session, svc.db, state=state, query=query, cursor=cursor)
+        page = listing.page(
+            session, svc.db, state=state, query=query, cursor=cursor, account=account
+        )
         elsewhere = listing.other_dialect_waiting(session, flavor)
-    # the stored balance (the worker reads it): never the upstream on a page view
-    has_balance = svc.client.dialect.credits_path is not None
-    account = (
-        account_rows.read(svc.db, accounts.from_settings(svc.settings)) if has_balance else None
-    )
-    template = "_list.html" if is_live() else "list.html"
+        disabled = listing.disabled_since(session)
+    # the stored rows and balances (the worker reads those): never the upstream on a page view
+    pool = account_rows.overview(svc.db, svc.settings)
+    now = utcnow()
+    for shown in pool:
+        shown["disabled_at"] = disabled.get(shown["name"])
+        shown["paused"] = shown["paused_until"] is not None and shown["paused_until"] > now
+    panel = len(pool) > 1 or any(not shown["enabled"] or shown["paused"] for shown in pool)
+    one = pool[0] if len(pool) == 1 and dialects.get(pool[0]["upstream"]).credits_path else None
     return render_template(
-        template,
+        "_list.html" if is_live() else "list.html",
         page=page,
-        list_url=list_url,
-        self_url=list_url(state, query, cursor),
+        list_url=partial(list_url, account=account),  # every link keeps the account asked
+        self_url=list_url(state, query, cursor, account),
         flavor=flavor,
         elsewhere=elsewhere,
-        account=account,
+        account=one,  # the one account's balance (Luma's API)
+        pool=pool,
+        panel=panel,
     )
 
 
@@ -161,9 +174,13 @@ def _form(values: dict[str, str], errors: dict[str, str]) -> str:
     offered = services().client.dialect.kinds
     kind = values["kind"] if values["kind"] in offered else offered[0]
     takes = pages.takers(flavor)
+    pool = accounts.pool(services().settings)  # a select of accounts when there are several
+    names = [a.name for a in pool if a.dialect == flavor] if len(pool) > 1 else []
+    if not names:
+        takes.pop("account", None)
     return render_template(
         "new.html", values=values, errors=errors, kind=kind, offered=offered, takes=takes,
-        choices=pages.CHOICES, flavor=flavor,
+        choices=pages.CHOICES, flavor=flavor, accounts=names,
     )  # fmt: skip
 
 
@@ -192,7 +209,10 @@ def new_task() -> ResponseReturnValue:
     if new is None:
         return _form(values, errors), 400
     svc = services()
-    task = submit_flow.submit(svc.db, svc.settings, svc.client, new)
+    try:  # the source, or the account, refused
+        task = submit_flow.submit(svc.db, svc.settings, svc.client, new)
+    except validate.ValidationError as exc:
+        return _form(values, {found.field or "form": found.error for found in exc.problems}), 400
     flash(f"Task {task.id} submitted.", "ok")
     return redirect(url_for("dashboard.detail", task_id=task.id), code=303)
 
@@ -204,20 +224,18 @@ def import_task() -> ResponseReturnValue:
     Checked by the same model as `POST /api/tasks/import` (the webhook target's guard too).
     """
     svc = services()
-    body = {
-        "upstream_id": request.form.get("upstream_id", ""),
-        "notify_url": request.form.get("notify_url", "").strip() or None,
-    }
+    form = request.form
+    body = {name: form.get(name, "").strip() or None for name in ("notify_url", "account")}
+    body["upstream_id"] = form.get("upstream_id", "")
     try:
         checked = validate.import_body(body, allow_private=svc.settings.notify_allow_private)
-    except validate.ValidationError as exc:
+        upstream_id, target, account = checked.upstream_id, checked.notify_url, checked.account
+        task, created = imports.import_task(
+            svc.db, svc.settings, svc.client, upstream_id, notify_url=target, account=account
+        )
+    except validate.ValidationError as exc:  # the body, or the account (unknown, or needed)
         flash(f"Nothing imported: {exc.message}.", "error")
         return redirect(url_for("dashboard.index"), code=303)
-    upstream_id = checked.upstream_id
-    try:
-        task, created = imports.import_task(
-            svc.db, svc.settings, svc.client, upstream_id, notify_url=checked.notify_url
-        )
     except imports.UnknownUpstreamTask as exc:
         flash(
             f"Nothing imported: the upstream does not know {upstream_id} ({exc.reason}).", "error"

@@ -10,7 +10,8 @@ Every query here is shaped to stay fast at millions of rows:
   page, and merges them into the same page: a local id (exact), an upstream or source id
   (exact, or prefix from 3 characters, on the B-tree indexes), the prompt's words (SQLite
   FTS5, or a GIN index on a stored to_tsvector('simple', ...) column in PostgreSQL), the
-  last word also as a prefix.
+  last word also as a prefix;
+- one account's tasks (`?account=`): one query per state on the (account, state) index, merged.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from sqlalchemy.orm import QueryableAttribute, Session
 
 from tracker.db import Database
 from tracker.settings import DIALECTS
-from tracker.tasks.models import StateCount, Task
+from tracker.tasks.models import Account, StateCount, Task
 from tracker.tasks.states import STATES
 from tracker.web import MAX_ID
 
@@ -48,20 +49,12 @@ _UPSTREAM_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 _WORD = re.compile(r"[^\W_]+")
 
 LIST_COLUMNS = (
-    Task.id,
-    Task.state,
-    Task.kind,
-    Task.upstream,
+    *(Task.id, Task.state, Task.kind, Task.upstream, Task.account),
     func.substr(Task.user_prompt, 1, PROMPT_CHARS).label("prompt"),
-    Task.upstream_id,
-    Task.source_task_id,
-    Task.thumbnail_url,
+    *(Task.upstream_id, Task.source_task_id, Task.thumbnail_url),
     Task.thumbnail_path.is_not(None).label("thumbnail_archived"),
     func.substr(Task.failure_reason, 1, PROMPT_CHARS).label("failure_reason"),
-    Task.progress,
-    Task.estimate_wait_seconds,
-    Task.created_at,
-    Task.updated_at,
+    *(Task.progress, Task.estimate_wait_seconds, Task.created_at, Task.updated_at),
 )
 
 _fts = table("tasks_fts", column("rowid", Integer))
@@ -116,19 +109,19 @@ def _last_word_as_prefix(session: Session, db: Database, word: str) -> bool:
     return session.execute(probe).first() is None
 
 
+@dataclass
 class _Search:
-    """Run each kind of match as its own indexed query and keep the newest `limit` rows."""
+    """Run each kind of match as its own indexed query and keep the newest `limit` rows (of
+    one account's tasks when `account` is given)."""
 
-    def __init__(
-        self, session: Session, db: Database, state: str | None, cursor: int | None, limit: int
-    ) -> None:
-        self.session = session
-        self.db = db
-        self.state = state
-        self.cursor = cursor
-        self.limit = limit
-        self.found: dict[int, Row[Any]] = {}
-        self.kinds: list[str] = []
+    session: Session
+    db: Database
+    state: str | None
+    cursor: int | None
+    limit: int
+    account: str | None = None
+    found: dict[int, Row[Any]] = field(default_factory=dict)
+    kinds: list[str] = field(default_factory=list)
 
     def run(self, kind: str, statement: Any) -> None:
         rows = self.session.execute(statement.limit(self.limit)).all()
@@ -145,6 +138,9 @@ class _Search:
             # state; the unary + keeps it on the index of the condition (SQLite's own advice)
             state_column = literal_column("+tasks.state") if self.db.is_sqlite else Task.state
             statement = statement.where(state_column == self.state)
+        if self.account is not None:  # the same: on the condition's index, not the account's
+            account = literal_column("+tasks.account") if self.db.is_sqlite else Task.account
+            statement = statement.where(account == self.account)
         if self.cursor is not None:
             statement = statement.where(Task.id < self.cursor)
         self.run(kind, statement.order_by(Task.id.desc()))
@@ -162,6 +158,8 @@ class _Search:
                 statement = statement.where(_fts.c.rowid < self.cursor)
             if self.state:
                 statement = statement.where(Task.state == self.state)
+            if self.account is not None:
+                statement = statement.where(Task.account == self.account)
             self.run("prompt", statement.order_by(_fts.c.rowid.desc()))
         elif self.db.is_postgres:
             # tasks.search_vector is to_tsvector('simple', user_prompt), stored (migration 0002)
@@ -173,15 +171,10 @@ class _Search:
 
 
 def search_rows(
-    session: Session,
-    db: Database,
-    query: str,
-    *,
-    state: str | None,
-    cursor: int | None,
-    limit: int,
-) -> tuple[list[Row[Any]], list[str]]:
-    search = _Search(session, db, state, cursor, limit)
+    session: Session, db: Database, query: str, *, state: str | None, cursor: int | None,
+    limit: int, account: str | None = None,
+) -> tuple[list[Row[Any]], list[str]]:  # fmt: skip
+    search = _Search(session, db, state, cursor, limit, account)
     text = query.strip()
     local = _LOCAL_ID.fullmatch(text)
     if local and int(local.group(1)) <= MAX_ID:  # a larger one is no task (and PostgreSQL errs)
@@ -194,6 +187,21 @@ def search_rows(
     if tokens:
         search.prompt(tokens)
     return search.rows(), search.kinds
+
+
+def account_rows(
+    session: Session, db: Database, account: str, *, state: str | None, cursor: int | None,
+    limit: int,
+) -> list[Row[Any]]:  # fmt: skip
+    """One account's tasks, newest first: a query per state, each on the (account, state)
+    index (its entries in id order on SQLite), merged as a search's."""
+    search = _Search(session, db, None, cursor, limit)
+    for each in [state] if state else STATES:
+        statement = select(*LIST_COLUMNS).where(Task.account == account, Task.state == each)
+        if cursor is not None:
+            statement = statement.where(Task.id < cursor)
+        search.run(each, statement.order_by(Task.id.desc()))
+    return search.rows()
 
 
 # -- a page ---------------------------------------------------------------------------------
@@ -227,6 +235,7 @@ class Page:
     query: str = ""
     cursor: int | None = None
     kinds: list[str] = field(default_factory=list)
+    account: str | None = None  # only this account's tasks (?account=)
 
     @property
     def total(self) -> int:
@@ -251,19 +260,25 @@ def state_counts(session: Session) -> dict[str, int]:
     return counts
 
 
+def disabled_since(session: Session) -> dict[str, Any]:
+    """When each disabled account was disabled, by name (the panel of accounts says it)."""
+    found = select(Account.name, Account.disabled_at).where(Account.enabled.is_(False))
+    return {name: at for name, at in session.execute(found)}
+
+
 def page(
-    session: Session,
-    db: Database,
-    *,
-    state: str | None = None,
-    query: str = "",
-    cursor: int | None = None,
-    limit: int = PAGE_SIZE,
-) -> Page:
-    """One page, newest first, and the counts for the tabs."""
+    session: Session, db: Database, *, state: str | None = None, query: str = "",
+    cursor: int | None = None, limit: int = PAGE_SIZE, account: str | None = None,
+) -> Page:  # fmt: skip
+    """One page, newest first (of one account's tasks, given one), and the counts for the tabs
+    (of every task: they come from `state_counts`)."""
     kinds: list[str] = []
     if query.strip():
-        rows, kinds = search_rows(session, db, query, state=state, cursor=cursor, limit=limit + 1)
+        rows, kinds = search_rows(
+            session, db, query, state=state, cursor=cursor, limit=limit + 1, account=account
+        )
+    elif account is not None:
+        rows = account_rows(session, db, account, state=state, cursor=cursor, limit=limit + 1)
     else:
         statement = select(*LIST_COLUMNS).order_by(Task.id.desc()).limit(limit + 1)
         if state:
@@ -281,4 +296,5 @@ def page(
         query=query,
         cursor=cursor,
         kinds=kinds,
+        account=account,
     )
