@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench browser screenshots clean
+.PHONY: run test lint format bench browser screenshots clean clean-demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,3 +50,8 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache .mypy_cache
+
+## clean-demo: the next `make run` starts over (stop it first): forgets the simulator's tasks, the tracker's database and its archived media
+clean-demo:
+	rm -rf instance/simulator.db instance/simulator.db-wal instance/simulator.db-shm \
+	  instance/tracker.db instance/tracker.db-wal instance/tracker.db-shm instance/media

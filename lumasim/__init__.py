@@ -15,5 +15,6 @@ only. It is still installed with the tracker (pyproject.toml), so `tracker simul
 - `accounts`: one upstream account per API key (its tasks, balance, creates; revoking)
 - `callbacks`: the scheduler and senders of notify_hook callbacks
 - `faults`: the failures a test queues; `media`: the sample files and their presigned links
+- `store`: with `--store PATH`, its tasks and balances in a SQLite file, across restarts
 - `run`: `tracker simulate` / `python -m lumasim`
 """

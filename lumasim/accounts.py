@@ -18,7 +18,7 @@ from __future__ import annotations
 import hmac
 import json
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from werkzeug.routing import Rule
 from werkzeug.wrappers import Response
@@ -58,6 +58,8 @@ class Accounts:
         self.creates = dict.fromkeys(names, 0)
         self.revoked: set[str] = set()
         self.lock = threading.Lock()
+        # called with (key, cents) under `lock` at each change: the store's writer (store.py)
+        self.saved: Callable[[str, int], None] | None = None
 
     @property
     def first(self) -> str:
@@ -82,6 +84,7 @@ class Accounts:
     def charge(self, key: str, cents: int) -> None:
         with self.lock:
             self.balances[key] -= cents
+            self._save(key)
 
     def count_create(self, key: str) -> None:
         with self.lock:
@@ -91,6 +94,12 @@ class Accounts:
         self._check(key, allow_none=True)
         with self.lock:
             self.balances[key] = cents
+            self._save(key)
+
+    def _save(self, key: str) -> None:
+        """Under `lock`, so two changes are written in the order they were made."""
+        if self.saved is not None:
+            self.saved(key, self.balances[key])
 
     def revoke(self, key: str) -> None:
         """From now on every request with `key` is a 401, until `restore(key)`."""

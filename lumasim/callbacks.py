@@ -9,6 +9,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -48,9 +49,12 @@ class Callbacks:
         self._scheduler: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
 
-    def schedule(self, task: SimTask) -> None:
+    def schedule(self, task: SimTask, after: float = -math.inf) -> None:
+        """Send the task's callbacks when due; `after`: only those due later (a task restored
+        from the store, whose earlier callbacks the simulator before the restart sent)."""
+        dues = [due for due in (task.processing_at, task.done_at) if due > after]
         with self._wake:
-            if self._stopping:
+            if self._stopping or not dues:
                 return
             if self._scheduler is None:
                 self._pool = ThreadPoolExecutor(CALLBACK_SENDERS, thread_name_prefix="sim-callback")
@@ -58,7 +62,7 @@ class Callbacks:
                     target=self._run_scheduler, name="sim-scheduler", daemon=True
                 )
                 self._scheduler.start()
-            for due in (task.processing_at, task.done_at):
+            for due in dues:
                 heapq.heappush(self._events, (due, next(self._seq), task.id, task.revision))
             self._wake.notify()
 

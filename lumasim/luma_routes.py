@@ -16,6 +16,7 @@ from werkzeug.wrappers import Request, Response
 
 from lumasim import luma, luma_checks
 from lumasim.routes import Routes, _json
+from lumasim.store import TaskStore
 from lumasim.tasks import FAIL_WORD, RequestRecord, SimTask
 
 
@@ -26,6 +27,8 @@ def _body(request: Request) -> dict[str, Any] | None:
 
 class LumaRoutes(Routes):
     """One handler per route of luma.rules() beyond the create; every answer a Generation."""
+
+    _store: TaskStore | None  # set by Simulator.__init__: where tasks are kept, if anywhere
 
     def _on_upscale(self, request: Request, record: RequestRecord, task_id: str) -> Response:
         return self._rerun("upscale", request, record, task_id)
@@ -92,6 +95,8 @@ class LumaRoutes(Routes):
             self._restart(source, luma_checks.echo(name, body), luma.callback_of(body), now)
             source.fails = bool(FAIL_WORD.search(luma.prompt_of(body)))
             self.creates += 1
+            if self._store is not None:  # the new run, so GET after a restart shows it
+                self._store.save(source)
         self._accounts.count_create(record.key)
         self._charge(source.output, record.key)
         if source.notify_hook:

@@ -39,8 +39,9 @@ def _detail(message: str, status: int) -> Response:
 class SampleMedia:
     """Signs links with a secret of its own and serves the files behind valid ones."""
 
-    def __init__(self) -> None:
-        self._secret = secrets.token_bytes(32)
+    def __init__(self, secret: bytes | None = None) -> None:
+        """`secret`: the one a stored simulator kept, so its links outlive a restart."""
+        self._secret = secret or secrets.token_bytes(32)
 
     def _sign(self, name: str, expires: int) -> str:
         return hmac.new(self._secret, f"{name}:{expires}".encode(), hashlib.sha256).hexdigest()

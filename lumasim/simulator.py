@@ -11,6 +11,7 @@ A task's state is derived from the clock when asked. One scheduler thread (a hea
 not a thread per task: benchmarks create 10,000) hands callbacks to a small sending pool.
 Its tasks and the requests it saw are `tasks.py`'s; its routes `routes.py`'s (and, for Luma's
 operations beside create, `luma_routes.py`'s); its accounts, one per API key, `accounts.py`'s.
+Given a `store` (a SQLite file, `--store PATH`) it keeps its tasks across restarts (`store.py`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from werkzeug.routing import Map, Rule
@@ -31,6 +33,7 @@ from lumasim.callbacks import Callbacks
 from lumasim.faults import Faults
 from lumasim.luma_routes import LumaRoutes
 from lumasim.media import SampleMedia
+from lumasim.store import Restored, TaskStore
 from lumasim.tasks import STATES, RequestRecord, SimTask, peak
 
 log = logging.getLogger(__name__)
@@ -55,6 +58,9 @@ class Simulator(LumaRoutes):
     `api_key` (one key) and `api_keys` (several) are the accounts it serves, each with its
     own generations, balance and creates; with neither it asks for no key, one account.
     `credit_balance` is every account's opening balance (US cents), `balances` a key's own.
+    `store`: a SQLite file that keeps its tasks and balances across restarts (a kept balance
+    wins over these: the account spent it); None keeps everything in memory only.
+    A store that cannot be used raises `StoreError` (store.py), whose text is one line.
     """
 
     def __init__(
@@ -72,6 +78,7 @@ class Simulator(LumaRoutes):
         flavor: str = "proxy",
         credit_balance: int = 100_000,
         balances: Mapping[str, int] | None = None,
+        store: Path | str | None = None,
     ) -> None:
         if flavor not in FLAVORS:
             raise ValueError(f"flavor must be proxy or luma, not {flavor!r}")
@@ -90,19 +97,42 @@ class Simulator(LumaRoutes):
         self.tasks: dict[str, SimTask] = {}
         self.requests: list[RequestRecord] = []
         self.creates = 0
+        self.set_aside = 0  # tasks its store holds for the other flavor: kept, not served
         self._lock = threading.Lock()
         self._faults = Faults()
-        self._media = SampleMedia()  # served from /files/ here, never by the tracker
+        self._store = TaskStore(store, flavor, self._accounts.balances) if store else None
+        self._restored = self._store.load() if self._store else None
+        secret = self._restored.media_secret if self._restored else None
+        self._media = SampleMedia(secret)  # served from /files/ here, never by the tracker
         self._callbacks = Callbacks(
             lambda task, at: self._raw(task, self._base_url(), at),
             lambda: self.callbacks,
             self.tasks.get,
         )
+        if self._store is not None and self._restored is not None:
+            self._restore(self._restored)
+            self._accounts.saved = self._store.save_balance
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
         file = Rule("/files/<name>", methods=["GET"], endpoint="file")  # the sample media
         voice = luma.rules() if flavor == "luma" else proxy.rules()
         self._urls = Map([*voice, file, *accounts.rules()])
+
+    def _restore(self, kept: Restored) -> None:
+        """Take back what the store kept: tasks (in their order: lists are newest first)
+        and the balances of the keys given this run."""
+        for task in kept.tasks:
+            self.tasks[task.id] = task
+        self._accounts.balances.update(kept.balances)
+        self.set_aside = kept.other_dialect
+
+    def _new_task(self, *args: Any, **kwargs: Any) -> SimTask:
+        """Routes' create, then the task written to the store (if any) under the lock."""
+        task = super()._new_task(*args, **kwargs)
+        if self._store is not None:
+            with self._lock:  # the task as it is now: a rerun right after writes after this
+                self._store.save(task)
+        return task
 
     # -- serving ----------------------------------------------------------------------------
 
@@ -121,6 +151,11 @@ class Simulator(LumaRoutes):
             target=lambda: server.serve_forever(poll_interval=0.05), name="sim-http", daemon=True
         )
         self._thread.start()
+        kept, self._restored = self._restored, None
+        if kept is not None:  # restored tasks' callbacks, now that their links name this server
+            for task in kept.tasks:
+                if task.notify_hook:  # those due after the last run stopped: not sent yet
+                    self._callbacks.schedule(task, after=kept.seen_at)
         return self
 
     def stop(self) -> None:
@@ -132,6 +167,8 @@ class Simulator(LumaRoutes):
             self._thread.join(timeout=5)
             self._server = None
         self._callbacks.join()
+        if self._store is not None:
+            self._store.close()
 
     # -- test controls ----------------------------------------------------------------------
 
@@ -168,6 +205,8 @@ class Simulator(LumaRoutes):
         with self._lock:
             task.forced_state, task.forced_reason = state, failure_reason
             task.forced_at = time.monotonic()
+            if self._store is not None:
+                self._store.save(task)
 
     def send_callback(self, task_id: str, body: dict[str, Any] | None = None) -> int:
         """POST one callback now (no retries); the receiver's status, or 0 if it was unreachable."""

@@ -31,6 +31,12 @@ from tracker.flows.services import make_client, start
     show_default=True,
     help="which API to speak: the reseller proxy's or Luma's own",
 )
+@click.option(
+    "--store",
+    default=None,
+    metavar="PATH",
+    help="a SQLite file that keeps its tasks across restarts (default: memory only)",
+)
 def simulate(
     host: str,
     port: int,
@@ -39,6 +45,7 @@ def simulate(
     processing_after: float,
     complete_after: float,
     flavor: str,
+    store: str | None,
 ) -> None:
     """Run the simulated upstream in the foreground."""
     from lumasim import run
@@ -50,6 +57,8 @@ def simulate(
             argv += ["--key", key]
     if no_callbacks:
         argv.append("--no-callbacks")
+    if store:
+        argv += ["--store", store]
     sys.exit(run.main(argv))
 
 
