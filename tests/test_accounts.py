@@ -60,7 +60,8 @@ class Pool:
         self.settings = make_settings(public_base_url=server.url, **common)
 
     def submit(self, body: dict[str, Any]) -> requests.Response:
-        return requests.post(f"{self.url}/api/tasks", json=body, timeout=10)
+        # a generous timeout: 100 racing submits on a busy 2-core machine queue up
+        return requests.post(f"{self.url}/api/tasks", json=body, timeout=120)
 
     def task(self, task_id: int) -> dict[str, Any]:
         return dict(requests.get(f"{self.url}/api/tasks/{task_id}", timeout=10).json())

@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from lumasim.simulator import Simulator
+from tests.support.factory import make_task
 from tracker.db import Database
 from tracker.flows import worker
 
@@ -145,7 +146,8 @@ def test_a_source_must_be_a_completed_video_of_the_same_api(
 ) -> None:
     tracker = Tracker(live, make_settings, db, luma, hooks=True)
     image = tracker.archived(tracker.submit({"kind": "image", "user_prompt": "a kite"})["id"])
-    running = tracker.submit({"user_prompt": "a heron"})
+    made = make_task(db, "processing", upstream="luma", upstream_id="gen-still-running")
+    running = {"upstream_id": made.upstream_id}  # a tracked video still being made
     for source, words in ((image, "an image"), (running, "not completed")):
         answer = requests.post(
             f"{tracker.url}/api/tasks",

@@ -31,6 +31,7 @@ from tracker.settings import Settings
 from tracker.tasks.models import Task
 from tracker.tasks.schema import task_json
 from tracker.tasks.store import NewTask
+from tracker.upstream import account_rows
 
 FINAL = final_task_payloads()
 
@@ -142,6 +143,11 @@ def test_create_answer(
     if expected["outcome"] == "accepted":
         assert task["state"] == "pending"
         assert task["upstream_id"] == expected["update"]["upstream_id"]
+    elif expected["outcome"] == "refused" and account_rows.no_credit(expected["reason"], None):
+        # not charged, and no credit: the account pauses, the task waits for one with credit
+        assert task["state"] == "queued" and task["upstream_id"] is None
+        paused = requests.get(f"{app}/api/accounts", timeout=5).json()["accounts"][0]
+        assert paused["paused_until"] is not None
     elif expected["outcome"] == "refused":
         assert task["state"] == "rejected"
         assert task["failure_reason"] == f"upstream refused: {expected['reason']}"
