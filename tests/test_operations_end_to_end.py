@@ -156,3 +156,24 @@ def test_a_source_must_be_a_completed_video_of_the_same_api(
         )
         assert answer.status_code == 400 and answer.json()["field"] == "source_task_id"
         assert words in answer.json()["error"]
+
+
+def test_a_video_being_remade_takes_no_other_work_until_done(
+    live: Any, make_settings: Any, db: Database, luma: Simulator
+) -> None:
+    """Luma answers an upscale with its source's own id and remakes that generation: audio,
+    a modify or another upscale of it meanwhile would be refused upstream, or read no video.
+    The tracker says so at submit, and takes the work once the remake is done."""
+    tracker = Tracker(live, make_settings, db, luma, hooks=True)
+    source = tracker.archived(tracker.submit({"user_prompt": "a heron"})["id"])
+    upscale = tracker.submit({"kind": "upscale", "source_task_id": source["upstream_id"]})
+    for body in (
+        {"kind": "audio", "source_task_id": source["upstream_id"]},
+        {"kind": "modify", "source_task_id": source["upstream_id"], "mode": "flex_1"},
+    ):
+        refused = requests.post(f"{tracker.url}/api/tasks", json=body, timeout=10)
+        assert refused.status_code == 400 and refused.json()["field"] == "source_task_id"
+        assert f"task {upscale['id']} (upscale)" in refused.json()["error"]
+    tracker.archived(upscale["id"])
+    audio = tracker.submit({"kind": "audio", "source_task_id": source["upstream_id"]})
+    assert tracker.archived(audio["id"])["state"] == "completed"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from tracker import metrics
@@ -21,7 +21,7 @@ from tracker.redact import redact
 from tracker.settings import Settings
 from tracker.tasks import claims, schedule, store
 from tracker.tasks.models import ORIGINALS, Task, utcnow
-from tracker.tasks.states import Answered, TaskState
+from tracker.tasks.states import IN_FLIGHT_STATES, Answered, TaskState
 from tracker.tasks.store import InvalidAction, NewTask
 from tracker.upstream import account_rows, accounts, dialects
 from tracker.upstream.client import (
@@ -87,7 +87,7 @@ def _source_video(client: LumaClient, operation: Operation) -> tuple[Operation, 
     if not isinstance(operation, FROM_VIDEO) or operation.video_url:
         return operation, None
     try:
-        url = client.query(operation.source_id or "").update.video_url
+        said = client.query(operation.source_id or "").update
     except UpstreamError as exc:
         if isinstance(exc, APIStatusError) and exc.status < 500 and exc.status != 429:
             reason = f"the source video could not be read: {exc.reason}"
@@ -95,10 +95,15 @@ def _source_video(client: LumaClient, operation: Operation) -> tuple[Operation, 
         wait = schedule.REQUEUE.delay(retry_after=getattr(exc, "retry_after", None) or None)
         reason = f"the source video could not be read: {exc.message}"
         return operation, Answered("not_sent", reason=reason, wait=wait, from_answer=False)
-    if not url:
+    if not said.video_url and said.state in (TaskState.PENDING, TaskState.PROCESSING):
+        # remade meanwhile (an upscale or audio answers with its source's id): wait for it
+        reason = f"the source generation {operation.source_id} is being made again"
+        wait = schedule.REQUEUE.delay(retry_after=None)
+        return operation, Answered("not_sent", reason=reason, wait=wait, from_answer=False)
+    if not said.video_url:
         reason = f"the source generation {operation.source_id} has no video"
         return operation, Answered("refused", reason=reason, from_answer=False)
-    return replace(operation, video_url=url), None
+    return replace(operation, video_url=said.video_url), None
 
 
 def send(db: Database, settings: Settings, client: LumaClient, task_id: int, token: str) -> Task:
@@ -189,6 +194,18 @@ def account_for(
     return same[0]
 
 
+def _remaking(db: Database, upstream_id: str) -> Task | None:
+    """An upscale or audio of this generation not yet final: the generation is being remade."""
+    same = or_(Task.upstream_id == upstream_id, Task.source_task_id == upstream_id)
+    with db.read() as session:
+        return session.scalar(
+            select(Task)
+            .where(same, Task.kind.in_(("upscale", "audio")))
+            .where(Task.state.in_((TaskState.QUEUED, *IN_FLIGHT_STATES)))
+            .limit(1)
+        )
+
+
 def check_source(db: Database, new: NewTask) -> Task | None:
     """A source the tracker knows must be a completed video of the same API; ValidationError
     naming source_task_id otherwise. An id it does not know passes (a video made elsewhere)."""
@@ -197,10 +214,16 @@ def check_source(db: Database, new: NewTask) -> Task | None:
     with db.read() as session:
         query = select(Task).where(Task.upstream_id == new.source_task_id)
         source = session.scalar(query.where(Task.kind.in_(ORIGINALS)).order_by(Task.id).limit(1))
+    remaking = _remaking(db, new.source_task_id)
     if source is None:
         return None
     problem = None
-    if source.kind == "image":
+    if remaking is not None:  # Luma answers an upscale or audio with its source's own id
+        problem = (
+            f"source_task_id names a video that task {remaking.id} ({remaking.kind}) is making "
+            "again: try once it is done"
+        )
+    elif source.kind == "image":
         problem = f"source_task_id names task {source.id}, an image: animate it as image_url"
     elif source.state != TaskState.COMPLETED:
         problem = f"source_task_id names task {source.id}, which is {source.state}, not completed"
