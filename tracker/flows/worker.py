@@ -48,6 +48,7 @@ from tracker.upstream.client import LumaClient
 
 log = logging.getLogger(__name__)
 
+ROOM_CHECK = 0.1  # seconds between two looks for a free slot while work waits
 COUNTS = ("dispatched", "polled", "timed_out", "recovered", "reconciled", "archived", "errors")
 
 
@@ -148,6 +149,22 @@ class Worker:
                 account_rows.pause(self.db, share.account, wait_s)
         failed = task.state in (TaskState.QUEUED, TaskState.REJECTED)
         self.counts["errors" if failed else "dispatched"] += 1
+
+    def wait(self, delay: float) -> None:
+        """Until the next pass; sooner for a dispatch when a slot frees while work waits (a
+        callback finishing a task lands in the web process, which cannot wake this one): a
+        cheap read every ROOM_CHECK seconds, and a claim only when an account has room."""
+        end = time.monotonic() + delay
+        try:
+            if not account_rows.waiting(self.db):  # new work is sent at submit, by the web
+                self.stopping.wait(delay)
+                return
+            while not self.stopping.is_set() and (left := end - time.monotonic()) > 0:
+                self.stopping.wait(min(ROOM_CHECK, left))
+                if account_rows.by_load(self.db, self.settings):
+                    self._dispatch()
+        except Exception:  # the database restarting, say: the next pass says so
+            self.stopping.wait(max(0.0, end - time.monotonic()))
 
     def next_delay(self) -> float:
         """The interval, or less when a poll falls due sooner (but not before a Retry-After)."""
@@ -253,7 +270,7 @@ def run_forever(settings: Settings) -> int:
             delay = worker.next_delay()
         except Exception:  # the database restarting, say: keep trying rather than exit
             log.exception("the pass failed; trying again in %g s", delay)
-        worker.stopping.wait(delay)
+        worker.wait(delay)
     archiver.join()
     sender.stopping.set()
     deliverer.join()

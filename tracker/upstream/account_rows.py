@@ -45,7 +45,9 @@ def _row(session: Any, account: Account) -> AccountRow:
 
 
 def by_load(db: Database, settings: Settings) -> list[Account]:
-    """The pool's accounts, least loaded first (tasks in flight over its cap), for new work."""
+    """The pool's accounts with room, least loaded first (tasks in flight over its cap), for
+    new work. A read: an account at its cap costs no claim transaction (the claim itself
+    checks again, with the minute, the day and the pause, under the slot lock)."""
     with db.read() as session:
         rows = session.execute(
             select(Task.account, func.count())
@@ -53,7 +55,15 @@ def by_load(db: Database, settings: Settings) -> list[Account]:
             .group_by(Task.account)
         ).all()
     busy: dict[str | None, int] = {name: count for name, count in rows}
-    return sorted(pool(settings), key=lambda a: busy.get(a.name, 0) / a.max_in_flight)
+    room = [a for a in pool(settings) if busy.get(a.name, 0) < a.max_in_flight]
+    return sorted(room, key=lambda a: busy.get(a.name, 0) / a.max_in_flight)
+
+
+def waiting(db: Database) -> bool:
+    """Some task is queued and due: worth a dispatch as soon as an account has room."""
+    with db.read() as session:
+        due = select(Task.id).where(Task.state == "queued", Task.next_check_at <= utcnow())
+        return session.scalar(due.limit(1)) is not None
 
 
 def disable(db: Database, account: Account, reason: str) -> None:
