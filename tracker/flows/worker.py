@@ -30,6 +30,7 @@ import logging
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from tracker import metrics, shutdown
@@ -41,7 +42,7 @@ from tracker.flows.notify import Sender
 from tracker.flows.services import make_client, start, warn_about
 from tracker.settings import Settings
 from tracker.tasks import claims, heartbeats
-from tracker.tasks.models import utcnow
+from tracker.tasks.models import Task, utcnow
 from tracker.tasks.states import TaskState
 from tracker.upstream import account_rows, accounts
 from tracker.upstream.client import LumaClient
@@ -72,6 +73,8 @@ class Worker:
         # registered (started) by run_forever and run_once; named as this worker's leases
         self.heartbeat = heartbeats.Heartbeat(db, self.name, paused=self._paused_for)
         self.shares = [self._share(account) for account in accounts.pool(settings)]
+        # one create in flight an account at a time, the accounts side by side
+        self.senders = ThreadPoolExecutor(len(self.shares), thread_name_prefix="send")
         self.counts = dict.fromkeys(COUNTS, 0)  # this pass's; only the pass's thread counts
 
     def _share(self, account: accounts.Account) -> Share:
@@ -121,10 +124,13 @@ class Worker:
         )
 
     def _dispatch(self) -> None:
-        """One claim at a time, each by the least loaded account that has room, then its send:
-        a claim's lease never has to outlive other sends."""
+        """Rounds of claims, each account with room (least loaded first) taking one, the
+        accounts' creates sent at once and awaited before the next round: an account's oldest
+        goes first and a "not now" stops its next create (its Retry-After), a claim's lease
+        never waits behind other sends, and a pool refills its accounts side by side."""
         by_name = {share.account.name: share for share in self.shares}
         while not self.stopping.is_set():
+            sends = []
             for account in account_rows.by_load(self.db, self.settings):
                 share = by_name[account.name]
                 if share.manners.pause_left("create"):
@@ -132,15 +138,18 @@ class Worker:
                 claimed = claims.claim_for_dispatch(
                     self.db, self.settings, limit=1, account=account, owner=self.name
                 )
-                if claimed:
-                    self._send(share, *claimed[0])
-                    break
-            else:
+                self.heartbeat.claimed(len(claimed))
+                client = share.client
+                sends += [
+                    (share, self.senders.submit(submit.send, self.db, self.settings, client, *one))
+                    for one in claimed
+                ]
+            if not sends:
                 return  # no account took anything: the queue waits for room
+            for share, sent in sends:
+                self._sent(share, sent.result())
 
-    def _send(self, share: Share, task_id: int, token: str) -> None:
-        self.heartbeat.claimed(1)
-        task = submit.send(self.db, self.settings, share.client, task_id, token)
+    def _sent(self, share: Share, task: Task) -> None:
         if task.state == TaskState.QUEUED and task.next_check_at:  # 429 or refused: "not now"
             # no other create before this one's turn: Retry-After kept, oldest still first
             wait_s = (task.next_check_at - utcnow()).total_seconds()
@@ -179,6 +188,7 @@ class Worker:
     def close(self) -> None:
         """Let the requests in hand finish, then give back every lease still held."""
         self.stopping.set()
+        self.senders.shutdown(wait=True)
         for share in self.shares:
             share.queries.close()
 
