@@ -39,6 +39,10 @@ if TYPE_CHECKING:  # imported where used: only the tests that take them load the
     from lumasim.simulator import Simulator
     from tests.support.scripted import ScriptedUpstream
 
+# `tracker dev` (make run) leaves its settings in the checkout's instance/dev.env, which the task
+# commands read (tracker/cli/actions.py): never in a test, unless it asks (tests/test_dev_env.py)
+os.environ.setdefault("TRACKER_DEV_ENV", "0")
+
 # The metrics files of this test process (and of what it starts) in a folder of its own: the
 # default, instance/metrics, is the checkout's, shared with `make run` and with the other
 # processes of a parallel run, whose counts a scrape here would add in.

@@ -133,29 +133,23 @@ def number(env: Mapping[str, str], name: str, default: N, *, minimum: float) -> 
 
 def flag(env: Mapping[str, str], name: str) -> bool:
     raw = env.get(name, "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
-        return False
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    raise SettingsError(f"{name} must be 1 or 0, got {raw!r}")
+    if raw not in ("", "0", "false", "no", "off", "1", "true", "yes", "on"):
+        raise SettingsError(f"{name} must be 1 or 0, got {raw!r}")
+    return raw in ("1", "true", "yes", "on")
 
 
 def http_url(env: Mapping[str, str], name: str, default: str) -> str:
     raw = (env.get(name, "").strip() or default).rstrip("/")
-    if raw == "":
-        return ""
     parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    if raw and (parts.scheme not in ("http", "https") or not parts.netloc):
         raise SettingsError(f"{name} must be an http:// or https:// URL, got {raw!r}")
     return raw
 
 
 def _media_url(env: Mapping[str, str]) -> str:
     raw = env.get("TRACKER_MEDIA_URL", "").strip().rstrip("/")
-    if raw == "":
-        return ""
     parts = urlsplit(raw)
-    if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment:
+    if raw and (parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment):
         raise SettingsError(f"TRACKER_MEDIA_URL must be s3://bucket/prefix, got {raw!r}")
     return raw
 
@@ -200,9 +194,7 @@ def _schedule(env: Mapping[str, str]) -> tuple[float, ...]:
 
 
 def choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
-    raw = env.get(name, "").strip().lower()
-    if raw == "":
-        return choices[0]
+    raw = env.get(name, "").strip().lower() or choices[0]
     if raw not in choices:
         raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
     return raw
@@ -228,8 +220,17 @@ def worker_stale_after(env: Mapping[str, str] | None = None) -> float:
 
 
 def _database_url(env: Mapping[str, str], instance: Path) -> str:
+    # only an instance/ folder (the default's) is made on its own (tracker/db.py): no typo's tree
     raw = env.get("DATABASE_URL", "").strip()
-    return normalize_database_url(raw) if raw else f"sqlite:///{instance / 'tracker.db'}"
+    if not raw:
+        return f"sqlite:///{instance / 'tracker.db'}"
+    url = normalize_database_url(raw)
+    path = url.partition("://")[2].partition("?")[0][1:]  # sqlite:///rel.db, sqlite:////abs.db
+    folder = Path(path).absolute().parent
+    made = folder.is_dir() or (folder.name == "instance" and folder.parent.is_dir())
+    if url.startswith("sqlite") and path not in ("", ":memory:") and not made:
+        raise SettingsError(f"DATABASE_URL names a SQLite file in {folder}, which does not exist")
+    return url
 
 
 def load(env: Mapping[str, str] | None = None, *, instance: Path | None = None) -> Settings:

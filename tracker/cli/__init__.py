@@ -1,9 +1,12 @@
 """The `tracker` command: database, web helpers, worker, simulator and everyday actions.
 
 Every subcommand that needs the settings starts as the web app and the worker do
-(`tracker.flows.services.start`): the same settings, the same secrets masked, the same
-webhook target. A bad setting stops it with one line naming the variable, not a traceback
-(`_Group`). The commands are grouped by what they are for: the service's upkeep here (`db`:
+(`tracker.flows.services.start`, through `actions.command_settings`: instance/ is the
+checkout's, and the task commands take what a running `make run` chose): the same settings,
+the same secrets masked, the same webhook target. A bad setting, or a database that cannot be
+used, stops it with one line naming the variable, not a traceback (`_Group`).
+
+The commands are grouped by what they are for: the service's upkeep here (`db`:
 migrations, moving to PostgreSQL; `notify`: the outgoing webhooks' signing secrets),
 `processes.py` (worker, poll, archive, simulate, dev) and `actions.py` (submit, import,
 show, list, resend, download, watch; their following loops in `watching.py`). This file is
@@ -12,25 +15,55 @@ the group they hang from (the console script `tracker = tracker.cli:main`).
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import click
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
 from tracker.cli import actions, processes
+from tracker.cli.actions import command_settings
 from tracker.db import Database
 from tracker.dbschema import alembic_config, upgrade
-from tracker.flows.services import setup_logging, start
+from tracker.flows.services import setup_logging
 from tracker.settings import SettingsError
 
 
 class _Group(click.Group):
-    """A bad setting, wherever a command reads the settings, is one line and exit code 1."""
+    """A bad setting, or a database that cannot be used, wherever a command meets it, is one
+    line and exit code 1 (the worker and the web keep retrying theirs: they never get here)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except SettingsError as exc:
             raise click.ClickException(str(exc)) from None
+        except DBAPIError as exc:
+            url = ctx.meta.get("tracker.database_url") or os.environ.get("DATABASE_URL", "")
+            problem = database_problem(exc, url)
+            if problem is None:
+                raise
+            raise click.ClickException(problem) from None
+
+
+def database_problem(exc: DBAPIError, url: str) -> str | None:
+    """One line naming DATABASE_URL for a database that cannot be used (unreachable, missing,
+    not migrated); None for any other error, which keeps its traceback (a bug)."""
+    lines = str(exc.orig or exc).strip().splitlines()
+    words = lines[0] if lines else type(exc.orig or exc).__name__
+    shown = make_url(url).render_as_string(hide_password=True) if url else "the default"
+    shown = shown.replace("+psycopg://", "://")
+    if "no such table" in words or (isinstance(exc, ProgrammingError) and "relation" in words):
+        return (
+            f"the database DATABASE_URL names ({shown}) has no tables yet ({words}): "
+            "run `tracker db upgrade` (or `make run`) first"
+        )
+    if not isinstance(exc, OperationalError):
+        return None
+    # psycopg: 'connection failed: connection to server at "h", port 5432 failed: FATAL:  why'
+    reason = " ".join(words.rsplit(" failed: ", 1)[-1].removeprefix("FATAL:").split())
+    return f"cannot use the database DATABASE_URL names ({shown}): {reason}"
 
 
 @click.group(cls=_Group)
@@ -50,7 +83,7 @@ def db() -> None:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Apply every migration (the Procfile's release step)."""
-    upgrade(start().database_url)
+    upgrade(command_settings().database_url)
     click.echo("database is at the newest migration")
 
 
@@ -59,7 +92,7 @@ def db_check() -> None:
     """Fail when the models and the migrations disagree."""
     from alembic import command
 
-    command.check(alembic_config(start().database_url))
+    command.check(alembic_config(command_settings().database_url))
 
 
 @db.command("copy")
@@ -71,7 +104,7 @@ def db_copy(target: str) -> None:
     """
     from tracker.cli import dbcopy
 
-    settings = start()
+    settings = command_settings()
     source = Database(settings.database_url)
     try:
         copied = dbcopy.copy(source, target, upgrade=upgrade, report=click.echo)
@@ -98,7 +131,7 @@ def notify_secret(make_new: bool) -> None:
     if make_new:
         click.echo(signing.new_secret())
         return
-    secrets = signing.signing_secrets(start())
+    secrets = signing.signing_secrets(command_settings())
     if not secrets:
         raise click.ClickException("TRACKER_NOTIFY_SECRET is not set (and none is generated here)")
     for secret in secrets:
@@ -113,7 +146,7 @@ def accounts_(ctx: click.Context) -> None:
         return
     from tracker.upstream.account_rows import overview
 
-    settings = start()
+    settings = command_settings()
     rows = overview(Database(settings.database_url), settings)
     click.echo(f"{'NAME':<12} {'API':<6} {'STATE':<9} {'IN FLIGHT':>9} {'TODAY':>9} BALANCE")
     for row in rows:
@@ -135,7 +168,7 @@ def accounts_enable(name: str) -> None:
     """Let an account take work again (after its key was refused and then fixed)."""
     from tracker.upstream import account_rows, accounts
 
-    settings = start()
+    settings = command_settings()
     account = accounts.named(settings, name.strip().lower())
     if account is None:
         known = ", ".join(one.name for one in accounts.pool(settings))

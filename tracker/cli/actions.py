@@ -1,26 +1,73 @@
 """Everyday work on tasks: submit, import, show, list and resend them, and follow them
-(`submit --wait`, `download`, `watch`, whose loops are in `watching.py`)."""
+(`submit --wait`, `download`, `watch`, whose loops are in `watching.py`); and the settings
+every `tracker` command starts from (`command_settings`)."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
+from tracker.cli.dev import DEV_ENV, checkout, database_tag, read_dev_env
 from tracker.db import Database
 from tracker.flows import submit as submit_flow
 from tracker.flows import validate
 from tracker.flows.bodies import SUBMITS
 from tracker.flows.services import make_client, start
+from tracker.settings import Settings, load
 from tracker.tasks import store
 from tracker.tasks.schema import task_json
+from tracker.tasks.states import TaskState
 from tracker.upstream.luma import IMAGE_MODELS, MODES
 
 # a body field's option, where its name is not the field's own ("--" + field, "_" as "-")
 OPTIONS = {"source_task_id": "--source", "user_prompt": "--prompt", "model_name": "--model"}
+
+# -- the settings every command starts from ---------------------------------------------------
+
+NO_DATABASE = (
+    "DATABASE_URL is not set and this folder is not in a checkout of luma-tracker: run it in "
+    "the checkout (beside `make run`), or point it at a database with "
+    "DATABASE_URL=sqlite:////path/to/instance/tracker.db (or postgresql://user@host/db)"
+)
+
+
+def command_settings(*, task: bool = False) -> Settings:
+    """A `tracker` command's settings (instance/ is the checkout's), its process set up.
+
+    A task command (`task`) outside a checkout wants DATABASE_URL rather than making a
+    database there; inside one it takes what a running `make run` on its database chose
+    (instance/dev.env, tracker/cli/dev.py), below its own environment, and says so on stderr.
+    TRACKER_DEV_ENV=0 turns that off; `worker`, `db`, `dev` and the web never read it.
+    """
+    env = dict(os.environ)
+    root = checkout()
+    instance = (root or Path.cwd()) / "instance"
+    if task and root is None and not env.get("DATABASE_URL", "").strip():
+        raise click.ClickException(NO_DATABASE)
+    dev_env = env.get("TRACKER_DEV_ENV", "").strip().lower() not in ("0", "false", "no", "off")
+    found = read_dev_env(instance / DEV_ENV) if task and root and dev_env else None
+    if found is not None and found[2] != database_tag(load(env, instance=instance).database_url):
+        found = None  # `make run` on another database: its simulator has other tasks
+    if found is not None:
+        pid, chosen, _ = found
+        taken = sorted(name for name in chosen if name not in env)
+        env.update({name: chosen[name] for name in taken})
+        click.echo(
+            f"using the settings of `make run` (pid {pid}) from {instance / DEV_ENV}: "
+            + (", ".join(taken) if taken else "none, all set here already")
+            + " (TRACKER_DEV_ENV=0 ignores it)",
+            err=True,
+        )
+    settings = start(load(env, instance=instance))
+    context = click.get_current_context(silent=True)
+    if context is not None:  # for the one line about a database that cannot be used
+        context.meta["tracker.database_url"] = settings.database_url
+    return settings
 
 
 class Refused(click.ClickException):
@@ -65,7 +112,7 @@ def submit(wait_: bool, **given: Any) -> None:
     Only the options given are sent; the kind says which it needs (a missing or a foreign one
     is an error naming its field, and nothing is stored).
     """
-    settings = start()
+    settings = command_settings(task=True)
     database = Database(settings.database_url)
     try:
         new = validate.new_task(
@@ -81,7 +128,7 @@ def submit(wait_: bool, **given: Any) -> None:
         from tracker.cli import watching
 
         sys.exit(watching.wait_for(database, settings, task.id))
-    _show(database, task.id)
+    show_task(database, task.id)
 
 
 @click.command("import")
@@ -98,7 +145,7 @@ def import_(
     --all every generation of the account that is not tracked yet."""
     from tracker.flows import imports
 
-    settings = start()
+    settings = command_settings(task=True)
     if all_ == (upstream_id is not None):
         raise click.UsageError("give an UPSTREAM_ID or --all (one of them)")
     if upstream_id is None:
@@ -138,10 +185,10 @@ def import_(
         raise click.ClickException(exc.message) from None
     if not created:
         click.echo(f"already tracked as task {task.id}", err=True)
-    _show(database, task.id)
+    show_task(database, task.id)
 
 
-def _show(database: Database, task_id: int, events: bool = False) -> None:
+def show_task(database: Database, task_id: int, events: bool = False) -> None:
     from tracker.tasks.models import Task
 
     with database.read() as session:
@@ -155,11 +202,11 @@ def _show(database: Database, task_id: int, events: bool = False) -> None:
 @click.argument("task_id", type=int)
 def show(task_id: int) -> None:
     """Print one task with its events as JSON."""
-    _show(Database(start().database_url), task_id, events=True)
+    show_task(Database(command_settings(task=True).database_url), task_id, events=True)
 
 
 @click.command("list")
-@click.option("--state", default=None)
+@click.option("--state", type=click.Choice([state.value for state in TaskState]), default=None)
 @click.option("--limit", default=20, show_default=True, type=int)
 def list_tasks(state: str | None, limit: int) -> None:
     """The newest tasks, one line each."""
@@ -170,7 +217,7 @@ def list_tasks(state: str | None, limit: int) -> None:
     query = select(Task).order_by(Task.id.desc()).limit(limit)
     if state:
         query = query.where(Task.state == state)
-    with Database(start().database_url).read() as session:
+    with Database(command_settings(task=True).database_url).read() as session:
         for task in session.scalars(query):
             click.echo(
                 f"{task.id:>6}  {task.state:<10}  {task.kind:<8}  "
@@ -182,13 +229,15 @@ def list_tasks(state: str | None, limit: int) -> None:
 @click.argument("task_id", type=int)
 def resend(task_id: int) -> None:
     """Send a rejected task again, as a new attempt."""
-    settings = start()
+    settings = command_settings(task=True)
     database = Database(settings.database_url)
     try:
         submit_flow.resend(database, settings, make_client(settings), task_id)
-    except (LookupError, store.InvalidAction) as exc:
+    except LookupError:
+        raise click.ClickException(f"no task {task_id}") from None
+    except store.InvalidAction as exc:
         raise click.ClickException(str(exc)) from None
-    _show(database, task_id)
+    show_task(database, task_id)
 
 
 # -- following tasks ------------------------------------------------------------------------
@@ -204,7 +253,7 @@ def download(task_id: int, output: Path | None) -> None:
     """
     from tracker.cli import watching
 
-    settings = start()
+    settings = command_settings(task=True)
     written = watching.download_to(Database(settings.database_url), settings, task_id, output)
     click.echo(str(written))
 
@@ -217,6 +266,6 @@ def watch(limit: int, once: bool) -> None:
     from tracker.cli import watching
 
     try:
-        watching.watch(Database(start().database_url), limit, once=once)
+        watching.watch(Database(command_settings(task=True).database_url), limit, once=once)
     except KeyboardInterrupt:
         click.echo()

@@ -13,27 +13,75 @@ got to (a traceback from the middle of an import), and this runner exited before
 The web process listens on 127.0.0.1 only (HOST overrides it): a laptop's service is not
 offered to its network. The Procfile's web line keeps gunicorn.conf.py's 0.0.0.0, which
 platforms need.
+
+While it runs, `instance/dev.env` holds the settings it chose (the simulator's address, the
+callbacks' base URL; never a key), with its pid and a tag of its database: the task commands
+in the checkout (submit, list, show, ...) on that database read it below their own
+environment (`actions.command_settings`), so a second shell talks to the same world. It is
+deleted on the way out.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+import tomllib
+from collections.abc import Callable, Mapping
 from contextlib import suppress
+from pathlib import Path
 
 import requests
 
 from tracker import settings as settings_module
-from tracker.dbschema import upgrade
-from tracker.settings import SettingsError
+from tracker.settings import DIALECTS, SettingsError, choice, number
 
 log = logging.getLogger("tracker.dev")
-SIMULATOR_PORT = int(os.environ.get("SIMULATOR_PORT", "9100"))
+DEV_ENV = "dev.env"  # in instance/: what `tracker dev` chose, for the task commands
+# the only names read from it: what `tracker dev` may choose (never a key, token or password)
+CHOSEN = ("LUMA_API_BASE", "LUMA_API_FLAVOR", "PUBLIC_BASE_URL", "TRACKER_MEDIA_ALLOW_PRIVATE")
+
+
+def checkout(here: Path | None = None) -> Path | None:
+    """The nearest folder at or above `here` (the current one) with luma-tracker's pyproject."""
+    here = (here or Path.cwd()).absolute()
+    for folder in (here, *here.parents):
+        try:
+            with (folder / "pyproject.toml").open("rb") as handle:
+                if tomllib.load(handle).get("project", {}).get("name") == "luma-tracker":
+                    return folder
+        except (OSError, tomllib.TOMLDecodeError):
+            continue
+    return None
+
+
+def database_tag(url: str) -> str:
+    """Which database a run uses, written without the URL (it may hold a password)."""
+    return hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+def read_dev_env(path: Path) -> tuple[int, dict[str, str], str] | None:
+    """`tracker dev`'s pid, choices and database tag, while it lives; None otherwise."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return None
+    split = (line.partition("=") for line in lines if line[:1] != "#")
+    pairs = {name.strip(): value.strip() for name, equals, value in split if equals}
+    pid = int(pairs["pid"]) if pairs.get("pid", "").isdigit() else 0
+    try:
+        if pid > 0:  # (0 would name this process's own group)
+            os.kill(pid, 0)
+    except PermissionError:  # alive, another user's
+        pass
+    except OSError:  # gone (killed, the file stayed behind)
+        return None
+    chosen = {name: pairs[name] for name in CHOSEN if name in pairs}
+    return (pid, chosen, pairs.get("database", "")) if pid > 0 else None
 
 
 def _bin(name: str) -> str:
@@ -133,21 +181,37 @@ def _stop_all(children: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
             child.wait()
 
 
+def _write_dev_env(path: Path, chosen: Mapping[str, str], database_url: str) -> None:
+    """What this run chose, with its pid and database, for the task commands of the checkout."""
+    lines = [f"pid={os.getpid()}", f"database={database_tag(database_url)}"]
+    lines += [f"{name}={chosen[name]}" for name in sorted(chosen)]
+    path.parent.mkdir(exist_ok=True)  # the checkout's instance/, the one folder made on its own
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    temporary.write_text("# `tracker dev` (make run) chose these\n" + "\n".join(lines) + "\n")
+    os.replace(temporary, path)  # a reader sees the whole file or none
+
+
 def main() -> int:
     env = dict(os.environ)
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
     port = env.setdefault("PORT", "8000")
-    env.setdefault("PUBLIC_BASE_URL", f"http://127.0.0.1:{port}")
+    # what this run chooses itself (a variable already set is the person's): instance/dev.env
+    chosen = {"PUBLIC_BASE_URL": f"http://127.0.0.1:{port}"}
     # a key of either kind (LUMA_API_KEY, LUMA_ACCOUNT_<NAME>_KEY) means a real upstream
     simulated = not env.get("LUMA_API_KEY") and not any(
         name.startswith("LUMA_ACCOUNT_") and name.endswith("_KEY") and value
         for name, value in env.items()
     )
-    if simulated:
-        env["LUMA_API_BASE"] = f"http://127.0.0.1:{SIMULATOR_PORT}"
-        env.setdefault("TRACKER_MEDIA_ALLOW_PRIVATE", "1")
+    instance = (checkout() or Path.cwd()) / "instance"  # the checkout's, as the commands'
     try:  # checked before anything starts: a bad setting leaves no child behind
-        settings = settings_module.load(env)
+        simulator_port = number(env, "SIMULATOR_PORT", 9100, minimum=1)
+        private = {"TRACKER_MEDIA_ALLOW_PRIVATE": "1"} if simulated else {}  # its media links
+        chosen = {name: value for name, value in (chosen | private).items() if name not in env}
+        if simulated:  # the simulator's address, and the dialect it speaks
+            chosen["LUMA_API_BASE"] = f"http://127.0.0.1:{simulator_port}"
+            chosen["LUMA_API_FLAVOR"] = choice(env, "LUMA_API_FLAVOR", DIALECTS)
+        env.update(chosen)
+        settings = settings_module.load(env, instance=instance)
     except SettingsError as exc:
         log.error("%s", exc)
         return 2
@@ -164,10 +228,11 @@ def main() -> int:
     code = 0
     try:
         if simulated:
-            # the simulator speaks the configured dialect: LUMA_API_FLAVOR=luma gets Luma's own
+            # the simulator speaks the configured dialect: LUMA_API_FLAVOR=luma gets Luma's own;
+            # it keeps its tasks in instance/simulator.db, so a restart can still extend them
             flavor = settings.luma_api_flavor
-            simulate = [_bin("tracker"), "simulate", "--port", str(SIMULATOR_PORT)]
-            simulate += ["--flavor", flavor]
+            simulate = [_bin("tracker"), "simulate", "--port", str(simulator_port)]
+            simulate += ["--flavor", flavor, "--store", str(instance / "simulator.db")]
             if env.get("SIMULATOR_CALLBACKS", "1") == "0":
                 simulate.append("--no-callbacks")
             log.warning(
@@ -177,7 +242,13 @@ def main() -> int:
                 " (callbacks off)" if "--no-callbacks" in simulate else "",
             )
             children.append(("simulator", _start(simulate, env)))
-        upgrade(settings.database_url)
+        from tracker.dbschema import upgrade
+
+        upgrade(settings.database_url)  # an unusable database: one line (tracker/cli/__init__.py)
+        if (owner := read_dev_env(instance / DEV_ENV)) is None:
+            _write_dev_env(instance / DEV_ENV, chosen, settings.database_url)
+        else:  # the first run of a checkout keeps it (tests start theirs beside a person's)
+            log.warning("%s is another run's (pid %d): left alone", instance / DEV_ENV, owner[0])
         if not stopping:
             children.append(("web", _start(web_command(env), env)))
             children.append(("worker", _start([_bin("tracker"), "worker"], env)))
@@ -185,6 +256,7 @@ def main() -> int:
             _submit_demo_tasks(_local_url(env), env.get("TRACKER_API_TOKEN", ""), lambda: stopping)
         if not stopping:
             log.warning("Dashboard: %s/  (Ctrl-C stops everything)", _local_url(env))
+            log.warning("In another shell here, .venv/bin/tracker uses this run's settings")
         while not stopping:
             for name, child in children:
                 if child.poll() is not None:
@@ -193,4 +265,6 @@ def main() -> int:
             time.sleep(0.3)
     finally:
         _stop_all(children)
+        if (read_dev_env(instance / DEV_ENV) or (0,))[0] == os.getpid():  # not another run's
+            (instance / DEV_ENV).unlink()
     return code

@@ -8,8 +8,9 @@ import sys
 
 import click
 
+from tracker.cli.actions import command_settings, show_task
 from tracker.db import Database
-from tracker.flows.services import make_client, start
+from tracker.flows.services import make_client
 
 
 @click.command()
@@ -67,17 +68,34 @@ def worker() -> None:
     """The worker: dispatch, queries, archiving and webhooks (the Procfile's `poller`)."""
     from tracker.flows import worker as worker_module
 
-    sys.exit(worker_module.run_forever(start()))
+    sys.exit(worker_module.run_forever(command_settings()))
 
 
 @click.command()
-@click.option("--once", is_flag=True, required=True, help="run a single pass and exit")
-def poll(once: bool) -> None:
-    """One pass of the worker: dispatch queued tasks, query quiet ones, time out old ones."""
+@click.argument("task_id", type=int, required=False)
+@click.option("--once", is_flag=True, help="run a single pass of the worker and exit")
+def poll(task_id: int | None, once: bool) -> None:
+    """Query one task now (TASK_ID), or with --once run one pass of the worker: dispatch queued
+    tasks, query quiet ones, time out old ones."""
+    from tracker.flows import follow
     from tracker.flows import worker as worker_module
+    from tracker.tasks.states import InvalidAction
+    from tracker.upstream.client import UpstreamError
 
-    summary = worker_module.run_once(start())
-    click.echo(json.dumps(summary))
+    if once == (task_id is not None):
+        raise click.UsageError("give a TASK_ID (query it now) or --once (one worker pass)")
+    settings = command_settings(task=True)
+    if task_id is None:
+        click.echo(json.dumps(worker_module.run_once(settings)))
+        return
+    database = Database(settings.database_url)
+    try:
+        follow.query_now(database, settings, make_client(settings), task_id)
+    except LookupError:
+        raise click.ClickException(f"no task {task_id}") from None
+    except (InvalidAction, UpstreamError) as exc:
+        raise click.ClickException(f"task {task_id}: {exc}") from None
+    show_task(database, task_id)
 
 
 @click.command()
@@ -95,7 +113,7 @@ def archive(missing: bool) -> None:
     from tracker.storage.stores import StorageError
     from tracker.tasks import heartbeats
 
-    settings = start()
+    settings = command_settings()
     if not settings.archives:
         raise click.ClickException("TRACKER_MEDIA_DIR is empty: archival is off")
     database = Database(settings.database_url)
