@@ -614,9 +614,15 @@ def test_the_form_shows_every_error_beside_its_field_and_keeps_the_values(
     assert response.status_code == 400
     for field in ("source_task_id", "user_prompt", "image_url", "aspect_ratio"):
         assert f'id="{field}-error"' in page, field
-    assert "source_task_id is not a valid task id" in page
-    assert "user_prompt must not be empty" in page
-    assert "image_url must be an http(s) URL or base64 image data" in page
+    # each error names its field by the form's label (the API's JSON keeps the field names)
+    said = dict(re.findall(r'<p class="field-error" id="([a-z_]+)-error">([^<]+)</p>', page))
+    assert said == {
+        "source_task_id": "Source task id is not a valid task id",
+        "user_prompt": "Prompt must not be empty",
+        "image_url": "Start image must be an http(s) URL or base64 image data",
+        "aspect_ratio": "Aspect ratio is not supported when extending a video",
+    }
+    assert '<label for="user_prompt">Prompt</label>' in page
     assert 'value="not a valid id!"' in page and 'value="https://ok.example/end.png"' in page
     assert "image_end_url-error" not in page
     assert task_count(db) == 0
@@ -675,7 +681,7 @@ def test_the_form_refuses_files_that_are_not_images(client: FlaskClient, db: Dat
     assert response.status_code == 400
     assert "give a URL or a file, not both" in page
     assert "choose a PNG, JPEG, GIF or WebP image" in page
-    assert "duration must look like" in page
+    assert "Duration must look like" in page
     assert task_count(db) == 0
 
 

@@ -252,7 +252,7 @@ def test_the_forms_account_select_pins_the_task(
         "/tasks/new", {"kind": "generate", "user_prompt": "c", "account": "gamma"}, "/tasks/new"
     )
     assert unknown.status_code == 400
-    assert re.search(r'id="account-error">account must be one of alpha, beta', unknown.text)
+    assert re.search(r'id="account-error">Account must be one of alpha, beta', unknown.text)
 
     # a derived task's form needs none (it goes to its source's account) ...
     source = stored(db, task_id)
@@ -287,7 +287,7 @@ def test_the_import_field_takes_the_account(
     upstream_id = made.json()["id"]
 
     needed = app.post("/tasks/import", {"upstream_id": upstream_id})
-    assert "Nothing imported: account must name the account" in needed.text
+    assert "Nothing imported: Account must name the account" in needed.text
     wrong = app.post("/tasks/import", {"upstream_id": upstream_id, "account": "alpha"})
     assert "Nothing imported: the upstream does not know" in wrong.text
     done = app.post("/tasks/import", {"upstream_id": upstream_id, "account": "beta"})

@@ -24,8 +24,10 @@ from tests.support.dashboard import add_task, csrf_of, get
 from tests.support.factory import set_fields
 from tests.support.scripted import ScriptedUpstream
 from tracker.db import Database
+from tracker.flows import validate
 from tracker.tasks.models import Task
 from tracker.tasks.schema import task_json
+from tracker.upstream import dialects
 
 ALWAYS = {"csrf_token", "shown", "kind", "notify_url"}
 # what the form shows and sends of each kind on Luma's own API (bodies.py, less what the
@@ -201,6 +203,65 @@ def test_a_link_fills_in_the_kind_and_its_source(luma: FlaskClient) -> None:
     assert (sent["kind"], sent["image_url"]) == ("generate", image)
 
 
+# -- each form offers only what its dialect takes (issue 22) ----------------------------------
+
+
+def test_the_luma_extend_form_offers_no_start_image(luma: FlaskClient) -> None:
+    _, page = get(luma, "/tasks/new?kind=extend&source=up-42")
+    shown = controls(page).sent
+    assert "image_url" not in shown and "image_url_file" not in shown
+    assert "image_end_url" in shown  # its last frame is still offered
+    fieldset = re.search(
+        r'<fieldset[^>]*data-kinds="([^"]*)"[^>]*>\s*<legend>.*?for="image_url"', page, re.S
+    )
+    assert fieldset and "extend" not in fieldset.group(1).split()
+    # and Luma's own API would refuse it (upstream/luma.py `_refused`)
+    with pytest.raises(validate.ValidationError) as refused:
+        validate.new_task(
+            {"kind": "extend", "source_task_id": "up-42", "user_prompt": "on",
+             "image_url": "https://images.example/a.png"},
+            "luma",
+        )  # fmt: skip
+    assert refused.value.field == "image_url"
+
+
+VALUES = EVERYTHING | {"expand_prompt": True, "loop": True}  # as JSON has them
+REQUIRED = {
+    "generate": {"user_prompt": "a kite"},
+    "extend": {"source_task_id": "up-42", "user_prompt": "on"},
+    "upscale": {"source_task_id": "up-42"},
+    "audio": {"source_task_id": "up-42"},
+    "modify": {"source_task_id": "up-42", "mode": "flex_2"},
+    "reframe": {"source_task_id": "up-42", "aspect_ratio": "9:16"},
+    "image": {"user_prompt": "a kite", "model_name": "photon-1"},
+}
+
+
+@pytest.mark.parametrize("flavor", ["luma", "proxy"])
+def test_no_form_offers_a_field_its_dialect_refuses(
+    make_app: Callable[..., Flask], upstream: ScriptedUpstream, flavor: str
+) -> None:
+    """Every field the form shows for a kind, filled in, passes the dialect's own checks."""
+    client = make_app(luma_api_base=upstream.url, luma_api_flavor=flavor).test_client()
+    expected = ON_LUMA if flavor == "luma" else ON_PROXY
+    for kind in dialects.get(flavor).kinds:
+        _, page = get(client, f"/tasks/new?kind={kind}")
+        shown = set(controls(page).sent) - {"csrf_token", "shown", "kind", "notify_url"}
+        assert shown == expected[kind], kind
+        for name in shown - {"image_url_file", "image_end_url_file"}:
+            body = {
+                "kind": kind,
+                **REQUIRED[kind],
+                name: REQUIRED[kind].get(name, VALUES[name]),
+            }
+            if name == "source_video_url":
+                body.pop("source_task_id")  # one source or the other
+            try:
+                validate.new_task(body, flavor)
+            except validate.ValidationError as exc:
+                pytest.fail(f"{flavor} {kind} offers {name}, which it refuses: {exc.message}")
+
+
 # -- a kind the upstream does not offer ---------------------------------------------------------
 
 
@@ -214,7 +275,7 @@ def test_a_kind_the_proxy_does_not_offer_is_an_error_beside_the_kind(
     status, page, _ = post_form(proxy, {"kind": "upscale", "source_task_id": "up-1"})
     assert status == 400
     error = re.search(r'<p class="field-error" id="kind-error">([^<]+)</p>', page)
-    assert error and "kind upscale is offered by Luma" in error.group(1)
+    assert error and "Operation upscale is offered by Luma" in error.group(1)
     assert 'aria-describedby="kind-error"' in page
     with db.read() as session:
         assert session.query(Task).count() == 0
@@ -225,7 +286,7 @@ def test_an_unknown_kind_is_an_error_beside_the_kind(luma: FlaskClient, db: Data
     status, page = get(luma, "/tasks/new?kind=teleport")
     assert status == 400 and 'id="kind-error"' in page
     status, page, _ = post_form(luma, {"kind": "teleport", "user_prompt": "x"})
-    assert status == 400 and 'id="kind-error"' in page and "kind must be one of" in page
+    assert status == 400 and 'id="kind-error"' in page and "Operation must be one of" in page
     with db.read() as session:
         assert session.query(Task).count() == 0
 
@@ -266,18 +327,18 @@ def test_empty_fields_are_not_sent_and_errors_show_beside_their_field(
 ) -> None:
     status, page, _ = post_form(luma, {"kind": "modify", "source_task_id": "", "mode": ""})
     assert status == 400
-    assert 'id="mode-error">mode is required' in page
+    assert 'id="mode-error">Mode is required' in page
     assert 'aria-describedby="mode-error"' in page
     status, page, _ = post_form(luma, {"kind": "reframe", "source_video_url": "ftp://x"})
     assert status == 400
-    assert 'id="aspect_ratio-error">aspect_ratio is required' in page
-    assert 'id="source_video_url-error">source_video_url must be an http(s) URL' in page
+    assert 'id="aspect_ratio-error">Aspect ratio is required' in page
+    assert 'id="source_video_url-error">Source video URL must be an http(s) URL' in page
     status, page, _ = post_form(
         luma, {"kind": "image", "user_prompt": "  ", "model_name": "photon-9"}
     )
     assert status == 400
-    assert 'id="user_prompt-error">user_prompt must not be empty' in page
-    assert 'id="image_model-error">model_name must be one of photon-1, photon-flash-1' in page
+    assert 'id="user_prompt-error">Prompt must not be empty' in page
+    assert 'id="image_model-error">Model must be one of photon-1, photon-flash-1' in page
     assert 'aria-describedby="image_model-error"' in page
     status, page, _ = post_form(
         luma, {"kind": "upscale", "source_task_id": "up-1", "resolution": ""}

@@ -7,15 +7,24 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
 from tests.support.dashboard import PNG, SCREENSHOTS, add_task
+from tests.support.receiver import Receiver
 from tests.support.waiting import api_task, wait_for
 from tracker.db import Database
+from tracker.flows import archive as media
+from tracker.flows.notify import Sender
+from tracker.flows.services import make_client
+from tracker.settings import Settings
+from tracker.tasks import heartbeats
+from tracker.tasks.models import Delivery
 
 pytestmark = pytest.mark.browser
 
@@ -225,7 +234,7 @@ def test_the_form_shows_errors_beside_fields_and_then_submits(
     page.fill("#source_task_id", "bad id!")
     page.fill("#image_url", "ftp://example.com/a.png")
     page.get_by_role("button", name="Submit").click()
-    expect(page.locator("#user_prompt-error")).to_have_text("user_prompt must not be empty")
+    expect(page.locator("#user_prompt-error")).to_have_text("Prompt must not be empty")
     expect(page.locator("#source_task_id-error")).to_contain_text("not a valid task id")
     expect(page.locator("#image_url-error")).to_contain_text("http(s) URL")
     expect(page.locator("#source_task_id")).to_have_value("bad id!")  # kept
@@ -302,6 +311,8 @@ def test_the_pages_fit_a_phone(live: Callable[..., Any], db: Database, browser: 
         upstream_id="u" * 60,
         failure_reason="a reason that goes on " * 20,
     )
+    long_target = "https://hooks.example/" + "a-very-long-path/" * 12
+    add_delivery(db, task_id, "failed", [ATTEMPT | {"response": "no " * 80}], target=long_target)
     context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
     phone = context.new_page()
     try:
@@ -309,8 +320,77 @@ def test_the_pages_fit_a_phone(live: Callable[..., Any], db: Database, browser: 
             phone.goto(server.url + path)
             width = phone.evaluate("document.documentElement.scrollWidth")
             assert width <= 390, f"{path} is {width}px wide on a 390px phone"
+        phone.goto(server.url + "/")
+        assert_placeholder_whole(phone.locator("#upstream_id"))
     finally:
         context.close()
+
+
+ATTEMPT = {"at": "2026-03-04T05:06:07.123456Z", "status": 503, "latency_ms": 41}
+
+
+def add_delivery(
+    db: Database, task_id: int, state: str, attempts: list[Any], target: str = "https://h.example/"
+) -> None:
+    """A webhook row of the task, as a worker leaves it."""
+    with db.write() as session:
+        session.add(
+            Delivery(
+                task_id=task_id,
+                webhook_id=f"msg_{task_id}_{state}",
+                type="task.failed",
+                target=target,
+                target_kind="task",
+                state=state,
+                attempts=attempts,
+            )
+        )
+
+
+PLACEHOLDER_FITS = """el => {
+    const style = getComputedStyle(el);
+    const pen = document.createElement('canvas').getContext('2d');
+    pen.font = style.font;
+    const room = el.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+    return [pen.measureText(el.placeholder).width, room];
+}"""
+
+
+def assert_placeholder_whole(field: Any) -> None:
+    needed, room = field.evaluate(PLACEHOLDER_FITS)
+    assert needed <= room, f"the placeholder needs {needed:.0f}px, the field has {room:.0f}px"
+
+
+@pytest.mark.parametrize("path", ["/no/such/page", "/tasks/987654"])
+def test_the_404_page_is_centred(live: Callable[..., Any], page: Any, path: str) -> None:
+    server = live()
+    page.goto(server.url + path)
+    box = page.locator(".message").bounding_box()
+    middle = box["x"] + box["width"] / 2
+    for part in (".status-code", "h1", ".message > p:not(.status-code)"):
+        found = page.locator(part).first.bounding_box()
+        assert abs(found["x"] + found["width"] / 2 - middle) < 2, part
+    expect(page.locator(".status-code")).to_have_text("404")
+
+
+def test_the_import_field_and_the_deliveries_card_use_the_width(
+    live: Callable[..., Any], db: Database, page: Any
+) -> None:
+    server = live()
+    page.goto(server.url + "/")
+    assert_placeholder_whole(page.locator("#upstream_id"))
+    assert_placeholder_whole(page.locator("#import_notify_url"))
+    task_id = add_task(db, "with webhooks", state="completed", upstream_id="up-1")
+    add_delivery(db, task_id, "failed", [ATTEMPT | {"response": "busy"}])
+    page.goto(f"{server.url}/tasks/{task_id}")
+    card = page.locator("section.deliveries")
+    expect(card).to_contain_text("2026-03-04 05:06:07 UTC")
+    table, box = page.locator(".deliveries-table").bounding_box(), card.bounding_box()
+    timeline = page.locator("section.timeline").bounding_box()
+    assert (box["x"], box["width"]) == (timeline["x"], timeline["width"]), "a card as Timeline's"
+    assert table["width"] >= box["width"] - 2 * 17, "the table spans its card"
+    look = "el => [getComputedStyle(el).backgroundColor, getComputedStyle(el).borderTopWidth]"
+    assert card.evaluate(look) == page.locator("section.timeline").evaluate(look)
 
 
 # -- screenshots for the README -------------------------------------------------------------
@@ -318,14 +398,41 @@ def test_the_pages_fit_a_phone(live: Callable[..., Any], db: Database, browser: 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # taken once
 def test_screenshots(
-    live: Callable[..., Any], sim: Any, db: Database, page: Any, tmp_path: Any
+    live: Callable[..., Any],
+    sim: Any,
+    db: Database,
+    page: Any,
+    tmp_path: Any,
+    make_settings: Callable[..., Settings],
+    receiver: Receiver,
 ) -> None:
     """The dashboard a newcomer sees after `make run`, as the README shows it: every task in
-    the list with its state, and an extension's page playing its archived video. The pictures
-    go to docs/img/ only under `make screenshots` (UPDATE_SCREENSHOTS=1), so that running
-    the tests never changes the checkout."""
+    the list with its state and a live worker, and an extension's page playing its archived
+    video, with the webhooks sent for it. The pictures go to docs/img/ only under `make
+    screenshots` (UPDATE_SCREENSHOTS=1), so that running the tests never changes the checkout.
+
+    The worker is this test's own: its heartbeat (tasks/heartbeats.py, as `tracker worker`
+    keeps one) and, under its name, the worker's archive and delivery passes, run here rather
+    than in a loop so that the queued task stays queued for the picture."""
     folder = SCREENSHOTS if os.environ.get("UPDATE_SCREENSHOTS") == "1" else tmp_path
-    server = live(luma_api_base=sim.url)
+    settings = make_settings(luma_api_base=sim.url, notify_allow_private=True)
+    server = live(luma_api_base=sim.url, notify_allow_private=True)
+    with heartbeats.Heartbeat(db, heartbeats.new_id()).running() as worker:
+        _take_screenshots(server, sim, db, page, folder, settings, receiver, worker)
+    for name in ("list.png", "detail.png"):
+        assert (folder / name).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def _take_screenshots(
+    server: Any,
+    sim: Any,
+    db: Database,
+    page: Any,
+    folder: Path,
+    settings: Settings,
+    receiver: Receiver,
+    worker: heartbeats.Heartbeat,
+) -> None:
     prompts = [
         "A lighthouse at dusk, waves breaking, slow push in",
         "Continue: the beam sweeps across the fog bank",
@@ -339,6 +446,7 @@ def test_screenshots(
         server,
         "Continue: the keeper climbs the stairs as the light turns",
         source_task_id=tasks[0]["upstream_id"],
+        notify_url=receiver.url + "/hooks/luma",
     )
     tasks.append(extension)
     add_task(
@@ -363,20 +471,44 @@ def test_screenshots(
         upstream_id="9b2e7d4c-1f3a-4e6b-8c5d-7a9f0e1d2c3b",
     )
     queued = add_task(db, "A fox crossing a frozen river at dawn", state="queued")
+    # the worker's passes, under its heartbeat's name: the videos archived, the webhooks sent
+    client = make_client(settings)
+
+    def archived() -> bool:
+        media.archive_due(db, settings, client, limit=10, holder=worker)
+        return all(api_task(server.url, task["id"])["media_url"] for task in tasks)
+
+    try:
+        wait_for(archived)
+    finally:
+        client.close()
+    sender = Sender(settings, db, worker.id)
+    try:
+        sent = sender.run_once()
+    finally:
+        sender.close()
+    kinds = [body["type"] for _, body in receiver.got]
+    assert sent == len(kinds) and {"task.completed", "task.archived"} <= set(kinds), kinds
 
     page.goto(server.url + "/")
     expect(page.locator("tr[data-task-id]")).to_have_count(10)
     for task in tasks:
         expect(row(page, task["id"])).to_contain_text("completed")
     expect(row(page, queued)).to_contain_text("queued")
+    expect(page.locator("#no-worker")).to_have_count(0)
+    expect(page.locator("#workers summary")).to_contain_text("1 live")
+    assert_placeholder_whole(page.locator("#upstream_id"))
     page.wait_for_function("() => Array.from(document.images).every(i => i.complete)")
     folder.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(folder / "list.png"), full_page=True)
 
     page.goto(f"{server.url}/tasks/{extension['id']}")
     expect(page.locator("body")).to_contain_text(f"Extend of {tasks[0]['upstream_id']}")
+    expect(page.locator(".media")).to_contain_text("Archived copy.")
     page.wait_for_function("() => document.querySelector('video').readyState >= 2")
+    deliveries = page.locator("section.deliveries")
+    expect(deliveries.locator("tr.delivery")).to_have_count(sent)
+    expect(deliveries.locator(".badge", has_text="succeeded")).to_have_count(sent)
+    expect(deliveries.locator(".attempt time").first).to_have_text(re.compile(r" UTC$"))
     page.locator(".timeline summary").last.click()
     page.screenshot(path=str(folder / "detail.png"), full_page=True)
-    for name in ("list.png", "detail.png"):
-        assert (folder / name).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")

@@ -119,6 +119,8 @@ def http_error(exc: HTTPException) -> Reply | HTTPException:
             response = page(status, title, exc.description or exc.name)
     elif _wants_json():
         response, _ = error(status, _JSON_MESSAGES.get(status, exc.description or exc.name))
+    elif status == 404:  # an address no route has, in a browser: the pages' own message page
+        response = page(404, _PAGE_TITLES[404], "There is no page at this address.")
     else:
         return exc
     for name, value in exc.get_headers():  # Retry-After on 429, Allow on 405

@@ -178,9 +178,10 @@ def _form(values: dict[str, str], errors: dict[str, str]) -> str:
     names = [a.name for a in pool if a.dialect == flavor] if len(pool) > 1 else []
     if not names:
         takes.pop("account", None)
+    said = {name: pages.labelled(message, kind) for name, message in errors.items()}
     return render_template(
-        "new.html", values=values, errors=errors, kind=kind, offered=offered, takes=takes,
-        choices=pages.CHOICES, flavor=flavor, accounts=names,
+        "new.html", values=values, errors=said, kind=kind, offered=offered, takes=takes,
+        choices=pages.CHOICES, flavor=flavor, accounts=names, image_labels=pages.IMAGE_LABELS,
     )  # fmt: skip
 
 
@@ -234,7 +235,7 @@ def import_task() -> ResponseReturnValue:
             svc.db, svc.settings, svc.client, upstream_id, notify_url=target, account=account
         )
     except validate.ValidationError as exc:  # the body, or the account (unknown, or needed)
-        flash(f"Nothing imported: {exc.message}.", "error")
+        flash(f"Nothing imported: {pages.labelled(exc.message)}.", "error")
         return redirect(url_for("dashboard.index"), code=303)
     except imports.UnknownUpstreamTask as exc:
         flash(

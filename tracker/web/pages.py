@@ -1,13 +1,11 @@
 """What the dashboard's pages take in and put out: the new-task form, the filters its
-templates call, and which outside URLs may become a link.
+templates call (named for Jinja by `init_app`), and which outside URLs may become a link.
 
 The new-task form: the chosen kind's fields and uploads -> the API's JSON body ->
 validate.new_task, whose models (one per kind, `bodies.SUBMITS`) report every problem at once,
-each shown beside its field. The form offers the kinds the dialect offers, each with the fields
-its model takes (`kind_fields`). What only a form has is checked here: an uploaded image (sent
-on as a base64 data URI), and a URL and a file given for one image.
-
-The filters turn stored values into what a person reads; `init_app` names them for Jinja.
+each shown beside its field in the form's words (`labelled`). The form offers the kinds the
+dialect offers, each with the fields its model takes (`kind_fields`). What only a form has is
+checked here: an uploaded image (sent on as a base64 data URI), a URL and a file for one image.
 
 Links are decided on the parsed URL. A check on the raw string is not enough. Browsers (and
 `urlsplit`, which werkzeug runs on a `Location`) drop tabs and newlines anywhere in a URL
@@ -22,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -59,20 +58,16 @@ def _parsed(value: object) -> SplitResult | None:
 
 def local_path(value: object) -> str | None:
     """`value` when it is a path on this site (`/tasks/3?x=1`), else None."""
-    if not isinstance(value, str):
-        return None
     parts = _parsed(value)
     if parts is None or parts.scheme or parts.netloc:
         return None
     if not parts.path.startswith("/") or parts.path.startswith("//"):
         return None
-    return value
+    return str(value)  # a str: _parsed is None for anything else
 
 
 def web_link(value: object) -> str | None:
     """`value` when it is an absolute http(s) URL naming a host, else None."""
-    if not isinstance(value, str):
-        return None
     parts = _parsed(value)
     if parts is None or parts.scheme.lower() not in WEB_SCHEMES:
         return None
@@ -80,7 +75,7 @@ def web_link(value: object) -> str | None:
         host = parts.hostname
     except ValueError:
         return None
-    return value if host else None
+    return str(value) if host else None
 
 
 def safe_next(target: object, fallback: str) -> str:
@@ -107,8 +102,7 @@ def dollars(cents: int | None) -> str:
     """A balance in US cents, as a person reads it."""
     if cents is None:
         return "—"
-    sign = "-" if cents < 0 else ""
-    return f"{sign}${abs(cents) // 100:,}.{abs(cents) % 100:02d}"
+    return f"{'-' if cents < 0 else ''}${abs(cents) // 100:,}.{abs(cents) % 100:02d}"
 
 
 def wait(seconds: int | None) -> str:
@@ -122,16 +116,19 @@ def wait(seconds: int | None) -> str:
     return f"about {seconds / 3600:.1f} h"
 
 
-def when(value: datetime | None) -> str:
+def when(value: datetime | str | None) -> str:
+    """A time as every page shows it; also a stored ISO text (a webhook attempt's `at`)."""
+    if isinstance(value, str):
+        try:
+            return when(datetime.fromisoformat(value))
+        except ValueError:
+            return value
     return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "—"
 
 
 def safe_url(value: str | None) -> str | None:
-    """Only http(s) and this site's own paths go into href/src: never `javascript:`.
-
-    URLs that users or the upstream gave go through `web_link` instead (absolute
-    http(s) only): a path there could still be read by a browser as another site.
-    """
+    """Only http(s) and this site's own paths go into href/src: never `javascript:`. URLs
+    that users or the upstream gave go through `web_link` (a path there may be another site)."""
     return local_path(value) or web_link(value)
 
 
@@ -140,9 +137,7 @@ def pretty(payload: str | None) -> str:
     if payload is None:
         return ""
     value = jsontext.loads_stored(payload)
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, indent=2, ensure_ascii=False)
+    return value if isinstance(value, str) else json.dumps(value, indent=2, ensure_ascii=False)
 
 
 def short(value: str | None, limit: int = 120) -> str:
@@ -154,17 +149,10 @@ def short(value: str | None, limit: int = 120) -> str:
 
 def init_app(app: Flask) -> None:
     app.jinja_env.filters.update(
-        ago=ago,
-        when=when,
-        wait=wait,
-        safe_url=safe_url,
-        web_link=web_link,
-        pretty=pretty,
-        short=short,
-        image=short_image,
-        dollars=dollars,
-    )
-    app.jinja_env.globals.update(STATES=STATES, FINAL_STATES=FINAL_STATES)
+        ago=ago, when=when, wait=wait, safe_url=safe_url, web_link=web_link, pretty=pretty,
+        short=short, image=short_image, dollars=dollars,
+    )  # fmt: skip
+    app.jinja_env.globals.update(STATES=STATES, FINAL_STATES=FINAL_STATES, LABELS=LABELS)
 
 
 # -- the new-task form ----------------------------------------------------------------------
@@ -180,8 +168,23 @@ MAX_ASKED = 5000  # a value a link prefills (?kind=generate&image_url=...)
 _NOT_ON = {"luma": {(k, "expand_prompt") for k in UPLOADS} | {("extend", "image_url")}}
 CHOICES = {"aspect_ratio": ASPECT_RATIOS, "resolution": RESOLUTIONS, "mode": MODES}
 CHOICES |= {"image_model": IMAGE_MODELS}
+# each field's label on the forms (new.html; list.html's import), which name it in their errors
+LABELS = {n: n.replace("_", " ").capitalize() for n in (*FIELD_ORDER, "upstream_id")}
+LABELS |= {"kind": "Operation", "user_prompt": "Prompt", "source_video_url": "Source video URL"}
+LABELS |= {"image_url": "Start image", "image_end_url": "End image", "model_name": "Model"}
+LABELS |= {"first_frame_url": "First frame image URL", "style_url": "Style image URL"}
+LABELS |= {"notify_url": "Webhook URL"}
+IMAGE_LABELS = LABELS | {"image_url": "Reference image"}  # an image's image_url (Luma's image_ref)
+_NAMES = re.compile(r"^[a-z]+\b|\b(?:" + "|".join(n for n in LABELS if "_" in n) + r")\b")
 _SIGNATURES = {b"\x89PNG\r\n\x1a\n": "image/png", b"\xff\xd8\xff": "image/jpeg"}
 _SIGNATURES |= {b"GIF87a": "image/gif", b"GIF89a": "image/gif"}
+
+
+def labelled(message: str, kind: str = "") -> str:
+    """An error in the form's words: each field named by its label (`user_prompt must not be
+    empty`: `Prompt must not be empty`); the API's JSON keeps the names."""
+    labels = IMAGE_LABELS if kind == "image" else LABELS
+    return _NAMES.sub(lambda found: labels.get(found[0], found[0]), message)
 
 
 def kind_fields(kind: str | None, flavor: str) -> tuple[str, ...]:
