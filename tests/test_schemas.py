@@ -21,6 +21,7 @@ from tracker.db import Database
 from tracker.flows import bodies, validate
 from tracker.tasks.models import utcnow
 from tracker.web import answers as answer_models
+from tracker.web import pages
 from tracker.web.openapi import SPEC, SPECS
 
 PNG_BASE64 = "iVBORw0KGgo" + "A" * 80
@@ -178,7 +179,9 @@ def test_the_form_and_the_api_give_the_same_words(make_app: Callable[..., Flask]
     response = client.post("/tasks/new", data={"csrf_token": _csrf(page), **form})
     api = client.post("/api/tasks", json=form)
     assert response.status_code == api.status_code == 400
-    assert api.json is not None and api.json["error"] in response.get_data(as_text=True)
+    # the same words, the form's label in place of the field's name (issue 22)
+    assert api.json is not None
+    assert pages.labelled(api.json["error"]) in response.get_data(as_text=True)
 
 
 # -- the answers are what their models say ---------------------------------------------------
