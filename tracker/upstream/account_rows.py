@@ -50,13 +50,17 @@ def by_load(db: Database, settings: Settings) -> list[Account]:
     checks again, with the minute, the day and the pause, under the slot lock)."""
     with db.read() as session:
         rows = session.execute(
-            select(Task.account, func.count())
+            select(Task.account, Task.upstream, func.count())
             .where(Task.state.in_(IN_FLIGHT_STATES))
-            .group_by(Task.account)
+            .group_by(Task.account, Task.upstream)
         ).all()
-    busy: dict[str | None, int] = {name: count for name, count in rows}
-    room = [a for a in pool(settings) if busy.get(a.name, 0) < a.max_in_flight]
-    return sorted(room, key=lambda a: busy.get(a.name, 0) / a.max_in_flight)
+    # an account's own dialect only: after a switch, the other API's tasks take no slot
+    busy = {(name, dialect): count for name, dialect, count in rows}
+
+    def load(account: Account) -> float:
+        return busy.get((account.name, account.dialect), 0) / account.max_in_flight
+
+    return sorted((a for a in pool(settings) if load(a) < 1), key=load)
 
 
 def waiting(db: Database) -> bool:
