@@ -10,6 +10,10 @@
     answers (each attempt waits out the 10 s timeout), against a receiver that answers at once.
 (c) `?wait=`: callbacks a second through the Procfile's gunicorn command, with 32 clients
     holding `GET /api/tasks/<id>?wait=60` against none; alternating, median of three.
+(d) Receivers that trickle (issue 23): 8 tasks' own notify_url point at receivers that send one
+    header line every 2 s and never finish; 200 more events go to the operator's target
+    (TRACKER_NOTIFY_URL). How long the operator's events take, against none trickling, and how
+    long each trickled attempt lasted (the whole-attempt limit is 10 s).
 
 Results are printed and written to docs/benchmarks.md under "## Webhooks".
 """
@@ -297,6 +301,129 @@ def bench_hanging() -> list[str]:
     ]
 
 
+# -- (d) receivers that trickle -------------------------------------------------------------------
+
+TRICKLERS, OPERATOR_EVENTS = 8, 200
+
+
+def _trickler(ports: Any, count: int) -> None:
+    """`count` raw servers on 127.0.0.1: a status line, then a header line every 2 s, for 60 s."""
+    import socket
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\n")
+                for n in range(30):
+                    time.sleep(2)
+                    conn.sendall(b"X-Slow-%d: still here\r\n" % n)
+            except OSError:
+                return  # the sender hung up
+
+    def accept(server: socket.socket) -> None:
+        while True:
+            conn, _ = server.accept()
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    servers = [socket.create_server(("127.0.0.1", 0)) for _ in range(count)]
+    for server in servers:
+        threading.Thread(target=accept, args=(server,), daemon=True).start()
+    ports.put([server.getsockname()[1] for server in servers])
+    threading.Event().wait()
+
+
+def _trickled_run(
+    folder: Path, url: str, slow_urls: list[str]
+) -> tuple[float, float, list[int], int]:
+    """Seconds until the operator's events all succeeded, and until every trickled delivery had
+    an attempt recorded; each trickled attempt's milliseconds; how many were timeouts."""
+    from tracker.flows.notify import Sender
+    from tracker.settings import Settings
+    from tracker.tasks import store, webhooks
+    from tracker.tasks.models import Delivery, Task
+    from tracker.tasks.store import NewTask
+
+    db = _database(folder)
+    settings = Settings(
+        database_url=db.url,
+        notify_url=url,
+        notify_secrets=(SECRET,),
+        notify_allow_private=True,
+        notify_retry_schedule=(600.0,),
+    )
+    webhooks.configure(None)
+    slow = [
+        store.create(db, NewTask(kind="generate", user_prompt="d", notify_url=u)).id
+        for u in slow_urls
+    ]
+    rest = [store.create(db, NewTask(kind="generate", user_prompt="d")).id for _ in range(200)]
+    webhooks.configure(settings)
+    sender = Sender(settings, db, "bench-sender", threads=THREADS)
+    with db.write() as session:  # the trickled events first: they are claimed first
+        for task_id in [*slow, *rest[: OPERATOR_EVENTS - len(slow)]]:
+            task = session.get(Task, task_id)
+            assert task is not None
+            store.set_state(session, task, "completed")
+    started = time.monotonic()
+    thread = threading.Thread(target=sender.run_forever)
+    thread.start()
+    operator, ended = 0.0, 0.0
+    while time.monotonic() - started < 120:
+        with db.read() as session:
+            rows = session.execute(select(Delivery.target_kind, Delivery.state, Delivery.attempts))
+            done = [(kind, state, attempts) for kind, state, attempts in rows]
+        if not operator and all(s == "succeeded" for k, s, _a in done if k == "global"):
+            operator = time.monotonic() - started
+        if all(a for k, _s, a in done if k == "task"):
+            ended = time.monotonic() - started
+            if operator:
+                break
+        time.sleep(0.05)
+    sender.stopping.set()
+    thread.join()
+    sender.close()
+    webhooks.configure(None)
+    db.dispose()
+    if not operator or not ended:
+        raise RuntimeError("the events were not all sent within 120 s")
+    timeouts = sum("no answer within" in a[0]["response"] for k, _s, a in done if k == "task")
+    return operator, ended, [a[0]["latency_ms"] for k, _s, a in done if k == "task"], timeouts
+
+
+def bench_trickle() -> list[str]:
+    receiver = start_receiver(PORT_RECEIVER + 3)
+    url = f"http://127.0.0.1:{PORT_RECEIVER + 3}/hook"
+    ports: Any = multiprocessing.Queue()
+    trickler = multiprocessing.Process(target=_trickler, args=(ports, TRICKLERS), daemon=True)
+    trickler.start()
+    slow_urls = [f"http://127.0.0.1:{port}/hook" for port in ports.get(timeout=30)]
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            calm, _, _, _ = _trickled_run(Path(folder), url, [])
+        with tempfile.TemporaryDirectory() as folder:
+            busy, ended, attempts, timeouts = _trickled_run(Path(folder), url, slow_urls)
+    finally:
+        receiver.kill()
+        trickler.kill()
+    print(f"  none trickling {calm:.2f} s, {TRICKLERS} trickling {busy:.2f} s")
+    return [
+        f"(d) {OPERATOR_EVENTS} events to the operator's target (TRACKER_NOTIFY_URL); in the",
+        f"second run {TRICKLERS} of them also go to tasks' own receivers (all on 127.0.0.1) that",
+        "send a header line every 2 s and never finish; one run each:",
+        "",
+        "| tasks' receivers | the operator's events all sent after |",
+        "|---|---|",
+        f"| none trickling | {calm:.2f} s |",
+        f"| {TRICKLERS} trickling | {busy:.2f} s |",
+        "",
+        f"Each trickled attempt lasted {min(attempts) / 1000:.1f} to {max(attempts) / 1000:.1f} s;",
+        f"{timeouts} of {TRICKLERS} were recorded as timeouts (no answer within 10 s), all",
+        f"{TRICKLERS} after {ended:.1f} s (one host has at most 4 attempts at once: the second",
+        "four begin as the first four end).",
+    ]
+
+
 # -- (c) ?wait= against callbacks ----------------------------------------------------------------
 
 
@@ -423,7 +550,8 @@ def bench_wait() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parts = set(argv or []) or {"fanout", "hanging", "wait"}
+    every = {"fanout", "hanging", "wait", "trickle"}
+    parts = set(argv or []) or every
     lines = [
         "## Webhooks",
         "",
@@ -431,11 +559,17 @@ def main(argv: list[str] | None = None) -> int:
         "The machine is shared: compare figures within one run only.",
         "",
     ]
-    for name, run in (("fanout", bench_fanout), ("hanging", bench_hanging), ("wait", bench_wait)):
+    runs = (
+        ("fanout", bench_fanout),
+        ("hanging", bench_hanging),
+        ("wait", bench_wait),
+        ("trickle", bench_trickle),
+    )
+    for name, run in runs:
         if name in parts:
             print(f"- {name}", flush=True)
             lines += [*run(), ""]
     print("\n".join(lines))
-    if parts == {"fanout", "hanging", "wait"}:
+    if parts == every:
         replace_section("## Webhooks", "\n".join(lines))
     return 0

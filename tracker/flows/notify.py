@@ -1,9 +1,15 @@
 """The worker's delivery thread: POST each due delivery, signed, and record the attempt.
 
-It runs beside the passes (`worker.run_forever` starts it) with a small pool of its own,
-so a receiver that hangs holds one of its threads for at most TIMEOUT and never holds up
-dispatch, queries or archiving. New rows are claimed as threads free up, so one slow
-receiver does not stop the others' events either.
+It runs beside the passes (`worker.run_forever` starts it) with pools of its own, so a
+receiver that hangs never holds up dispatch, queries or archiving. One loop records finished
+attempts and claims the next rows in batches, one transaction for many, and feeds the pools.
+
+An attempt ends TIMEOUT after it starts, whatever the receiver does (connect, send, headers,
+body: a receiver that trickles a line every few seconds is cut off, its sockets shut by a
+watchdog), and starts only if it can end MARGIN before its lease does: never two at once.
+Slow receivers cannot starve the others: the operator's TRACKER_NOTIFY_URL has a pool of its
+own; tasks' targets share a wider one where a host has at most THREADS // 2 attempts at once
+(its other due rows wait a moment, DEFER_BUSY, while the rest go ahead).
 
 Each attempt: the body's media paths become signed links, the headers are signed with every
 secret, and the POST follows no redirect (a 3xx is a failed attempt). A task's own
@@ -15,15 +21,19 @@ host at most, never the URL (it may carry the receiver's token).
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
+import socket
 import threading
 import time
+from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from urllib.parse import urlsplit
+from contextlib import contextmanager, suppress
 
 import requests
-from urllib3.util import Timeout
+import urllib3.exceptions
 
 from tracker import signing
 from tracker.db import Database
@@ -31,13 +41,85 @@ from tracker.redact import redact
 from tracker.settings import Settings
 from tracker.storage import netguard
 from tracker.tasks import deliveries as queue
-from tracker.tasks.deliveries import Claimed
+from tracker.tasks.deliveries import Attempt, Claimed
 from tracker.tasks.models import utcnow
 
 log = logging.getLogger(__name__)
 
-THREADS = 8
+THREADS = 8  # the operator's target; tasks' own targets get TASK_LANE times as many
+TASK_LANE = 4  # and a host of theirs has at most THREADS // 2 attempts at once
+BACKLOG = 7  # batches for the operator's target claimed beyond its threads (quick ones)
 RECLAIM_EVERY = 0.2  # seconds between looks for new rows while sends are in flight
+BROKEN = (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException)
+TIMEOUTS = (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)
+
+
+class _Cut:
+    """One attempt's sockets, kept as duplicates (a number reused after a close is never shut);
+    shut once its end has passed. The lock is the attempt's and, once, the watchdog's."""
+
+    def __init__(self, ends: float) -> None:
+        self.ends, self.passed, self.over = ends, False, False
+        self.socks: list[socket.socket] = []
+        self.lock = threading.Lock()
+
+    def see(self, sock: socket.socket) -> None:
+        with self.lock:
+            self.socks.append(socket.fromfd(sock.fileno(), sock.family, sock.type))
+        if self.passed:
+            self.cut()
+
+    def cut(self) -> None:
+        with self.lock:
+            self.passed = True
+            for sock in self.socks if not self.over else ():
+                with suppress(OSError):  # closed meanwhile
+                    sock.shutdown(socket.SHUT_RDWR)  # a blocked read returns, the reader fails
+
+    def close(self) -> None:
+        with self.lock:
+            self.over = True
+            for sock in self.socks:
+                sock.close()
+
+
+class Deadlines:
+    """Each attempt's end: one thread shuts the sockets of an attempt whose end has passed."""
+
+    def __init__(self) -> None:
+        self.live: dict[object, _Cut] = {}
+        self.wakeup, self.closed = threading.Event(), False
+        threading.Thread(target=self._run, name="deadlines", daemon=True).start()
+
+    @contextmanager
+    def attempt(self, ends: float) -> Iterator[_Cut]:
+        """Inside, the thread's sockets (netguard.watch) are shut at `ends` (`.passed`)."""
+        key, cut, idle = object(), _Cut(ends), not self.live
+        self.live[key] = cut
+        if idle:
+            self.wakeup.set()  # asleep with nothing to watch
+        netguard.watch(cut.see)
+        try:
+            yield cut
+        finally:
+            netguard.watch(None)
+            del self.live[key]
+            cut.close()
+
+    def _run(self) -> None:
+        while not self.closed:
+            self.wakeup.clear()
+            now, live = time.monotonic(), list(self.live.values())
+            for cut in live:
+                if cut.ends <= now and not cut.passed:
+                    cut.cut()
+            # at most ten looks a second, at least one while anything is in flight
+            soonest = min((cut.ends for cut in live if not cut.passed), default=now + 60)
+            self.wakeup.wait(max(0.1, min(soonest - now, 1.0 if live else 60.0)))
+
+    def close(self) -> None:
+        self.closed = True
+        self.wakeup.set()
 
 
 class Sender:
@@ -46,115 +128,164 @@ class Sender:
     def __init__(
         self, settings: Settings, db: Database, owner: str, *, threads: int = THREADS
     ) -> None:
-        self.settings, self.db, self.owner, self.width = settings, db, owner, threads
+        self.settings, self.db, self.owner = settings, db, owner
+        self.width = {"global": threads, "task": threads * TASK_LANE}
+        self.pace = 1.0  # seconds an attempt at the operator's target takes, lately
+        self.per_host = max(1, threads // 2)
+        self.pools = {k: ThreadPoolExecutor(n, f"deliver-{k}") for k, n in self.width.items()}
         self.stopping = threading.Event()
-        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="deliver")
+        self.deadlines = Deadlines()
+        self.in_flight: dict[Future[Attempt], Claimed] = {}
+        self.hosts: Counter[str] = Counter()  # tasks' targets in flight, by host
+        self.finished: list[Attempt] = []  # not recorded yet
+        self.looked: dict[str, float] = {}  # each lane's last claim (none: look now)
         self._local = threading.local()
 
-    # -- the loops ----------------------------------------------------------------------------
+    # -- the loop ---------------------------------------------------------------------------------
 
     def run_forever(self) -> None:
-        """Until `stopping`: keep up to `width` sends in flight, claiming as threads free up."""
-        in_flight: set[Future[None]] = set()
+        """Until `stopping`: claim, send and record in batches, keeping every pool busy."""
         while not self.stopping.is_set():
             try:
-                room = self.width - len(in_flight)
-                claimed = queue.claim_deliveries(self.db, self.owner, room) if room > 0 else []
-            except Exception:  # the database restarting, say
-                log.exception("claiming deliveries failed; trying again shortly")
-                claimed = []
-            in_flight |= {self.pool.submit(self.deliver, item) for item in claimed}
-            if in_flight:
-                _done, in_flight = wait(in_flight, RECLAIM_EVERY, return_when=FIRST_COMPLETED)
+                self._turn(fair=True)
+            except Exception:  # the database restarting, say: the attempts are recorded later
+                log.exception("recording or claiming deliveries failed; trying again shortly")
+                self.stopping.wait(1.0)
+                continue
+            if self.in_flight:
+                wait(self.in_flight, RECLAIM_EVERY, return_when=FIRST_COMPLETED)
             else:
                 self.stopping.wait(self._idle_wait())
-        wait(in_flight)
+                self.looked.clear()
+        # stopping: sends not started are not made (their leases given back)
+        queued = [self.in_flight.pop(f) for f in list(self.in_flight) if f.cancel()]
+        wait(self.in_flight)
+        try:
+            self._turn(fair=True, claiming=False)
+            queue.release(self.db, self.owner, [item.id for item in queued])
+        except Exception:
+            log.exception("could not record the last attempts; their leases run out")
 
     def run_once(self) -> int:
         """Send everything due now and wait for it (`tracker poll --once`, tests)."""
         sent = 0
-        while claimed := queue.claim_deliveries(self.db, self.owner, self.width):
-            for future in [self.pool.submit(self.deliver, item) for item in claimed]:
-                future.result()
-            sent += len(claimed)
-        return sent
+        while True:
+            self.looked.clear()  # every turn looks for rows
+            sent += self._turn(fair=False)
+            if not self.in_flight:
+                return sent
+            wait(self.in_flight, return_when=FIRST_COMPLETED)
+
+    def _turn(self, *, fair: bool, claiming: bool = True) -> int:
+        """Record what finished and claim what fits, in one transaction; how many claimed."""
+        for future in [f for f in self.in_flight if f.done()]:
+            item = self.in_flight.pop(future)
+            if item.target_kind == "task":
+                self.hosts[queue.host_of(item.target)] -= 1
+            self.finished.append(future.result())
+        # claimed, not finished, at most: batches wait for the operator's pool while its attempts
+        # are quick; a lane looks again at once after a full batch, else every RECLAIM_EVERY
+        running, now = Counter(i.target_kind for i in self.in_flight.values()), time.monotonic()
+        most = {"global": (1 + (BACKLOG if self.pace < 1 else 1)) * self.width["global"]}
+        room = {
+            kind: most.get(kind, n) - running[kind]
+            for kind, n in self.width.items()
+            if claiming and now - self.looked.get(kind, 0.0) >= RECLAIM_EVERY
+        }
+        if not self.finished and not any(n > 0 for n in room.values()):
+            return 0
+        with self.db.write_connection() as conn:  # Core: a Session's bookkeeping costs more
+            states = queue.record(conn, self.settings, self.owner, self.finished)
+            busy = self.hosts if fair else None
+            claimed = queue.claim(conn, self.owner, room, busy, self.per_host)
+        for outcome in self.finished:
+            item = outcome.item
+            if item.target_kind == "global" and outcome.record:
+                self.pace = 0.8 * self.pace + 0.2 * outcome.latency_ms / 1000
+            log.info(
+                "%s %s to %s: %s in %d ms -> %s",
+                *(item.type, item.webhook_id, queue.host_of(item.target), outcome.said),
+                *(outcome.latency_ms, states.get(item.id)),
+            )
+        self.finished = []
+        self.hosts.update(queue.host_of(i.target) for i in claimed if i.target_kind == "task")
+        got = Counter(item.target_kind for item in claimed)
+        self.looked.update({k: 0.0 if got[k] >= n > 0 else now for k, n in room.items()})
+        for item in claimed:
+            self.in_flight[self.pools[item.target_kind].submit(self.deliver, item)] = item
+        return len(claimed)
 
     def _idle_wait(self) -> float:
-        try:
-            due = queue.next_due(self.db)
-        except Exception:
-            return self.settings.worker_interval
         interval = self.settings.worker_interval
-        soon = interval if due is None else (due - utcnow()).total_seconds()
-        return min(interval, max(0.01, soon))
+        with suppress(Exception):  # the database restarting, say
+            if due := queue.next_due(self.db):
+                return min(interval, max(0.01, (due - utcnow()).total_seconds()))
+        return interval
 
     def close(self) -> None:
         self.stopping.set()
-        self.pool.shutdown(wait=True)
+        for pool in self.pools.values():
+            pool.shutdown(wait=True)
+        self.deadlines.close()
 
-    # -- one attempt ----------------------------------------------------------------------------
+    # -- one attempt ------------------------------------------------------------------------------
 
-    def deliver(self, item: Claimed) -> None:
-        """One attempt at one delivery, recorded whatever happens (never raises)."""
+    def deliver(self, item: Claimed) -> Attempt:
+        """One attempt at one delivery (never raises): what to record. Made only if it can end
+        (TIMEOUT) MARGIN before its lease does; else its lease is given back, no try counted."""
         at, started = utcnow(), time.monotonic()
+        if started + queue.TIMEOUT + queue.MARGIN > item.lease_ends:
+            return Attempt(item, None, False, "not sent: lease too short", 0)
         status: int | None = None
         try:
-            status, text = self._post(item)
+            status, text = self._post(item, started + queue.TIMEOUT)
         except Exception as exc:  # a bug must not kill the thread: the attempt says what
             log.exception("delivery %s failed unexpectedly", item.webhook_id)
             text = f"error: {type(exc).__name__}"
         latency = int((time.monotonic() - started) * 1000)
         ok = status is not None and 200 <= status < 300
-        attempt = queue.attempt_record(at, status, latency, redact(text))
-        try:
-            state = queue.finish(self.db, self.settings, item.id, self.owner, attempt, ok)
-        except Exception:  # the lease runs out and another worker sends it (at least once)
-            log.exception("could not record delivery %s", item.webhook_id)
-            return
-        host = urlsplit(item.target).hostname or "?"
-        log.info(
-            "%s %s to %s: %s in %d ms -> %s",
-            *(item.type, item.webhook_id, host, status or text, latency, state),
-        )
+        record = queue.attempt_record(at, status, latency, redact(text))
+        return Attempt(item, record, ok, str(status or text), latency)
 
-    def _post(self, item: Claimed) -> tuple[int | None, str]:
+    def _post(self, item: Claimed, ends: float) -> tuple[int | None, str]:
         secrets = signing.signing_secrets(self.settings)
         if not secrets:
             return None, "not sent: TRACKER_NOTIFY_SECRET is not set"
         now = time.time()
-        body = json.dumps(
-            signing.sign_links(self.settings, json.loads(item.payload), now),
-            ensure_ascii=True,
-            separators=(",", ":"),
-        )
+        payload = signing.sign_links(self.settings, json.loads(item.payload), now)
+        body = json.dumps(payload, ensure_ascii=True, separators=(",", ":"))
         headers = signing.headers(secrets, item.webhook_id, body, now)
-        try:
-            session = self._session(item)
-        except netguard.FetchRefused as exc:
-            return None, f"not sent: {exc}"
-        except netguard.FetchError as exc:
-            return None, f"not sent: {exc}"
-        # one deadline for the whole exchange: requests passes a urllib3 Timeout through
-        # (adapters.send), though its stubs accept only numbers and pairs
-        deadline = Timeout(total=queue.TIMEOUT)
-        try:
-            with session.post(
-                item.target,
-                data=body.encode(),
-                headers=headers,
-                timeout=deadline,  # type: ignore[arg-type]  # requests takes a urllib3 Timeout
-                allow_redirects=False,
-                stream=True,
-            ) as response:
-                raw = response.raw.read(1024, decode_content=True) or b""
-                return response.status_code, raw.decode("utf-8", "replace")
-        except requests.Timeout:
-            return None, f"no answer within {queue.TIMEOUT:g} s"
-        except requests.RequestException as exc:
-            return None, f"could not connect ({type(exc).__name__})"
-        finally:
-            if item.target_kind == "task":
-                session.close()
+        status: int | None = None
+        session: requests.Session | None = None
+        with self.deadlines.attempt(ends) as cut:
+            try:
+                session = self._session(item)
+                left = ends - time.monotonic()
+                if left <= 0:  # a name that took the whole time to resolve
+                    return None, f"not sent: its name took over {queue.TIMEOUT:g} s to resolve"
+                with session.post(
+                    item.target,
+                    data=body.encode(),
+                    headers=headers,
+                    timeout=(left, left),
+                    allow_redirects=False,
+                    stream=True,
+                ) as response:
+                    status = response.status_code
+                    raw = response.raw.read(1024, decode_content=True) or b""
+                if not cut.passed:
+                    return status, raw.decode("utf-8", "replace")
+            except netguard.FetchError as exc:  # FetchRefused too: a guarded host
+                return None, f"not sent: {exc}"
+            except (*BROKEN, OSError) as exc:
+                if not (cut.passed or isinstance(exc, TIMEOUTS)):
+                    if status is not None:  # a receiver that broke off its answer
+                        return None, f"answered {status}, then broke off ({type(exc).__name__})"
+                    return None, f"could not connect ({type(exc).__name__})"
+            finally:
+                if item.target_kind == "task" and session is not None:
+                    session.close()
+        return None, f"no answer within {queue.TIMEOUT:g} s"
 
     def _session(self, item: Claimed) -> requests.Session:
         """The global target: one kept-alive session per thread. A task's: guarded, pinned."""
@@ -163,6 +294,5 @@ class Sender:
             return netguard.pinned_session_for(item.target, guard)
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
-            session = self._local.session = requests.Session()
-            session.trust_env = False  # no proxy from the environment
+            session = self._local.session = netguard.pinned_session_for(item.target, None)
         return session

@@ -1,19 +1,17 @@
 """No downloads from inside: HTTP GETs that only ever connect to public addresses.
 
-Archival fetches URLs that came from the upstream (or, through a forged or buggy
-answer, from anyone). Without a check, a link to 127.0.0.1, 169.254.169.254 or
-an intranet host would make the worker fetch internal resources for an outsider.
+Archival fetches URLs that came from the upstream (or, through a forged or buggy answer, from
+anyone). Without a check, a link to 127.0.0.1, 169.254.169.254 or an intranet host would make
+the worker fetch internal resources for an outsider.
 
-So every hop is checked *after* DNS resolution (a public-looking name may resolve
-to 10.0.0.5), every redirect is followed here rather than by requests (each new
-location is checked the same way), and the TCP connection goes to the very
-address that was checked (`_PinnedAdapter`): a DNS answer that changes between the
-check and the connect (rebinding) cannot redirect the connection. The Host
-header, TLS SNI and certificate check still use the URL's host name.
+So every hop is checked *after* DNS resolution (a public-looking name may resolve to 10.0.0.5),
+every redirect is followed here rather than by requests (each new location is checked the same
+way), and the TCP connection goes to the very address that was checked (`_PinnedAdapter`): a
+DNS answer that changes between the check and the connect (rebinding) cannot redirect the
+connection. The Host header, TLS SNI and certificate check still use the URL's host name.
 
-The address rule is a table of IANA special-purpose ranges, not only the stdlib's
-`is_global`: on Python 3.11 before 3.11.10 `is_global` calls multicast and several
-reserved ranges global.
+The address rule is a table of IANA special-purpose ranges, not only the stdlib's `is_global`:
+on Python 3.11 before 3.11.10 `is_global` calls multicast and several reserved ranges global.
 """
 
 from __future__ import annotations
@@ -21,6 +19,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -102,19 +101,10 @@ def why_not_public(ip: IPAddress) -> str | None:
         if ip.version == network.version and ip in network:
             return reason
     # the stdlib's view as a backstop for ranges missing from the table
-    if ip.is_loopback:
-        return "loopback"
-    if ip.is_multicast:
-        return "multicast"
-    if ip.is_link_local:
-        return "link-local"
-    if ip.is_unspecified:
-        return "unspecified"
-    if ip.is_reserved:
-        return "reserved"
-    if ip.is_private or not ip.is_global:
-        return "not global"
-    return None
+    for flag in ("loopback", "multicast", "link_local", "unspecified", "reserved"):
+        if getattr(ip, f"is_{flag}"):
+            return flag.replace("_", "-")
+    return "not global" if ip.is_private or not ip.is_global else None
 
 
 def _getaddrinfo(host: str, port: int) -> list[str]:
@@ -150,6 +140,8 @@ class Guard:
         private answer is refused rather than racing on which one the connection picks.
         """
         try:
+            # getaddrinfo's own check (a label over 63, an empty one) made first: under gevent
+            host.encode("idna")  # a failure inside getaddrinfo prints a traceback
             answers = self.resolver(host, port)
         except (OSError, UnicodeError) as exc:
             raise FetchError(f"could not resolve {host}") from exc
@@ -169,21 +161,35 @@ class Guard:
 
 # -- connections pinned to the checked address ------------------------------------------------
 
+_watcher = threading.local()  # .see: told of each socket a connection here uses (`watch`)
 
-class _PinnedMixin(HTTPConnection):
+
+def watch(see: Callable[[socket.socket], None] | None) -> None:
+    """From now on (None: no longer), show `see` each socket this thread's connections use
+    (an outgoing webhook's whole-attempt deadline, `flows/notify`, shuts them when it passes)."""
+    _watcher.see = see
+
+
+class _PinnedHTTPConnection(HTTPConnection):
     """Open the socket to `pinned_ip`, whatever DNS says now; everything else uses the name.
 
-    The pool hands `pinned_ip` over with the rest of its connection keywords (its `conn_kw`).
+    The pool hands `pinned_ip` over with the rest of its connection keywords (its `conn_kw`);
+    None connects by name (a trusted URL's session). Each socket used is shown to `watch`.
     """
 
-    def __init__(self, *args: Any, pinned_ip: str, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, pinned_ip: str | None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.pinned_ip = pinned_ip
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        if (see := getattr(_watcher, "see", None)) and self.sock:  # a kept-alive connection
+            see(self.sock)
+        super().request(*args, **kwargs)
 
     def _new_conn(self) -> socket.socket:
         try:
             sock = urllib3_connection.create_connection(
-                (self.pinned_ip, self.port),
+                (self.pinned_ip or self.host, self.port),
                 self.timeout,
                 source_address=self.source_address,
                 socket_options=self.socket_options,
@@ -193,14 +199,12 @@ class _PinnedMixin(HTTPConnection):
         except OSError as exc:
             raise NewConnectionError(self, f"failed to connect: {exc}") from exc
         sys.audit("http.client.connect", self, self.host, self.port)
+        if see := getattr(_watcher, "see", None):
+            see(sock)
         return sock
 
 
-class _PinnedHTTPConnection(_PinnedMixin, HTTPConnection):
-    pass
-
-
-class _PinnedHTTPSConnection(_PinnedMixin, HTTPSConnection):
+class _PinnedHTTPSConnection(_PinnedHTTPConnection, HTTPSConnection):
     pass
 
 
@@ -216,7 +220,7 @@ class _PinnedHTTPSPool(HTTPSConnectionPool):
 class _PinnedAdapter(HTTPAdapter):
     """A transport whose every connection goes to one checked address."""
 
-    def __init__(self, pinned_ip: str) -> None:
+    def __init__(self, pinned_ip: str | None) -> None:
         self.pinned_ip = pinned_ip
         super().__init__(max_retries=0)
 
@@ -228,7 +232,7 @@ class _PinnedAdapter(HTTPAdapter):
         }
 
 
-def _pinned_session(pinned_ip: str) -> requests.Session:
+def _pinned_session(pinned_ip: str | None) -> requests.Session:
     session = requests.Session()
     # no proxies or .netrc from the environment: a proxy would connect to an unchecked address
     session.trust_env = False
@@ -251,14 +255,15 @@ def _target(url: str) -> tuple[str, int]:
     return parts.hostname, port or (443 if parts.scheme == "https" else 80)
 
 
-def pinned_session_for(url: str, guard: Guard) -> requests.Session:
+def pinned_session_for(url: str, guard: Guard | None) -> requests.Session:
     """A session whose connections go to the checked address of `url`'s host (one hop).
 
     For a caller that follows no redirects (outgoing webhooks): raises FetchRefused for a
-    non-public address or a bad URL, FetchError when the name does not resolve.
+    non-public address or a bad URL, FetchError when the name does not resolve. No guard: a
+    trusted URL (the operator's webhook target), connected to by name, unchecked.
     """
     host, port = _target(url)
-    return _pinned_session(guard.resolve(host, port))
+    return _pinned_session(guard.resolve(host, port) if guard else None)
 
 
 @contextmanager
@@ -276,9 +281,7 @@ def checked_get(
     (`iter_content`) inside the `with` block and judges the status itself.
     """
     for _hop in range(max_redirects + 1):
-        host, port = _target(url)
-        pinned = guard.resolve(host, port)
-        session = _pinned_session(pinned)
+        session = pinned_session_for(url, guard)
         try:
             response = session.get(
                 url, stream=True, timeout=timeout, headers=headers, allow_redirects=False

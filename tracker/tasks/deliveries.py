@@ -1,33 +1,49 @@
 """Every claim, lease and backoff of a webhook delivery, in one place.
 
-- `claim_deliveries` takes due pending rows with a lease (`claimed_until`, `claimed_by`) in
-  the transaction that picks them: PostgreSQL's FOR UPDATE SKIP LOCKED lets workers pass
-  each other, SQLite's BEGIN IMMEDIATE serializes them. So two workers never send one
-  delivery at once. A killed worker's lease expires (LEASE_SECONDS) or is taken over as
-  soon as its heartbeat goes stale; the event is then sent by another (at least once).
-- `finish` records an attempt and, for the lease's holder, settles the row: a 2xx is
-  `succeeded`; anything else waits the next delay of TRACKER_NOTIFY_RETRY_SCHEDULE, and
-  after the last one the row is `failed`.
+- `claim` takes due pending rows with a lease (`claimed_until`, `claimed_by`) in the
+  transaction that picks them, up to a number per kind of target ("global": the operator's
+  TRACKER_NOTIFY_URL; "task": a task's own notify_url): PostgreSQL's FOR UPDATE SKIP LOCKED
+  lets workers pass each other, SQLite's BEGIN IMMEDIATE serializes them. So two workers never
+  send one delivery at once. A killed worker's lease expires (LEASE_SECONDS) or is taken over
+  as soon as its heartbeat goes stale; the event is then sent by another (at least once). A row
+  the sender has no room for (its host already has its share in flight) can be put back a
+  moment (DEFER_BUSY, no try counted), so that rows behind it go first.
+- An attempt ends within TIMEOUT, and starts only if it can end MARGIN before its lease does
+  (`Claimed.lease_ends`; else its lease is given back), so no other worker can take the row
+  while it is in flight.
+- `record` records attempts, many in one transaction, and, for the lease's holder, settles
+  each row: a 2xx is `succeeded`; anything else waits the next delay of
+  TRACKER_NOTIFY_RETRY_SCHEDULE, and after the last one the row is `failed`.
 - `redeliver` sends a row again (same `webhook-id`), whatever its state.
 """
 
 from __future__ import annotations
 
+import math
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Connection, bindparam, func, or_, select, update
 
-from tracker.db import Database
+from tracker.db import Database, table_of
 from tracker.settings import Settings
 from tracker.tasks import heartbeats
 from tracker.tasks.models import Delivery, utcnow
 
-TIMEOUT = 10.0  # seconds for one attempt, start to end
-# an attempt ends within TIMEOUT; the lease outlives it with room for a slow database
+TIMEOUT = 10.0  # seconds for one attempt, start to end (connect, send, headers and body)
+# an attempt ends within TIMEOUT; the lease outlives it with room for a wait in the sender's
+# queue and a slow database; an attempt starts only if it can end MARGIN before its lease
 LEASE_SECONDS = 3 * TIMEOUT
+MARGIN = 5.0
+DEFER_BUSY = 1.0  # seconds a due row waits when its host has no room (no try counted)
+WINDOW = 4  # rows looked at per row wanted when some may have no room
 MAX_RESPONSE_CHARS = 200
+_TABLE = table_of(Delivery)  # the loop's statements are Core's (`db.write_connection`)
 
 
 @dataclass(frozen=True)
@@ -41,6 +57,20 @@ class Claimed:
     target: str
     target_kind: str
     payload: str
+    lease_ends: float = math.inf  # time.monotonic() when this process's lease ends
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt, to be recorded: its row, what `attempts` shows, whether a 2xx, and for the
+    log line the status or why none, and its time. `record` None: not made (too little of its
+    lease left); the lease is given back."""
+
+    item: Claimed
+    record: dict[str, Any] | None
+    ok: bool
+    said: str
+    latency_ms: int
 
 
 def _free(now: datetime) -> Any:
@@ -51,42 +81,77 @@ def _free(now: datetime) -> Any:
     )
 
 
-def claim_deliveries(db: Database, owner: str, limit: int) -> list[Claimed]:
-    """Lease up to `limit` due deliveries (oldest due first) to `owner`."""
-    now = utcnow()
-    with db.write() as session:
-        rows = session.execute(
-            select(
-                Delivery.id,
-                Delivery.task_id,
-                Delivery.webhook_id,
-                Delivery.type,
-                Delivery.target,
-                Delivery.target_kind,
-                Delivery.payload,
-            )
+_CLAIMED = ("id", "task_id", "webhook_id", "type", "target", "target_kind", "payload")
+
+
+def host_of(url: str) -> str:
+    return urlsplit(url).hostname or "?"
+
+
+def claim(
+    conn: Connection,
+    owner: str,
+    room: Mapping[str, int],
+    busy: Counter[str] | None = None,
+    per_host: int = 0,
+) -> list[Claimed]:
+    """Lease due deliveries (oldest due first) to `owner`: up to room[kind] of each kind.
+
+    `busy`, when given, counts the sender's tasks' targets in flight by host: a task's row
+    whose host has `per_host` is put back DEFER_BUSY seconds (no try counted).
+    """
+    now, clock = utcnow(), time.monotonic()
+    hosts = Counter(busy)
+    taken: list[Claimed] = []
+    passed: list[int] = []
+    columns = [_TABLE.c[name] for name in (*_CLAIMED, "next_attempt_at")]
+    lease = {"claimed_until": now + timedelta(seconds=LEASE_SECONDS), "claimed_by": owner}
+    for kind, wanted in room.items():
+        if wanted <= 0:
+            continue
+        weigh = busy is not None and kind == "task"
+        due = (
+            select(Delivery.id)
             .where(
                 Delivery.state == "pending",
+                Delivery.target_kind == kind,
                 Delivery.next_attempt_at <= now,
                 Delivery.payload.is_not(None),
                 _free(now),
             )
             .order_by(Delivery.next_attempt_at, Delivery.id)
-            .limit(limit)
+            .limit(wanted * WINDOW if weigh else wanted)
             .with_for_update(skip_locked=True)
-        ).all()
-        if rows:
-            session.execute(
-                update(Delivery)
-                .where(Delivery.id.in_([row.id for row in rows]))
-                .values(claimed_until=now + timedelta(seconds=LEASE_SECONDS), claimed_by=owner)
-                .execution_options(synchronize_session=False)
-            )
-    # the query asks for a payload; the column itself allows none, hence the `or ""`
-    return [
-        Claimed(r.id, r.task_id, r.webhook_id, r.type, r.target, r.target_kind, r.payload or "")
-        for r in rows
-    ]
+            .scalar_subquery()
+        )
+        if weigh:  # read, weighed here, then leased
+            picked: Any = select(*columns).where(_TABLE.c.id.in_(due))
+        else:  # leased by the statement that picks them: one round trip
+            picked = update(_TABLE).where(_TABLE.c.id.in_(due)).values(lease).returning(*columns)
+        weighed: list[int] = []
+        for r in sorted(conn.execute(picked).all(), key=lambda r: (r.next_attempt_at, r.id)):
+            # the query asks for a payload; the column itself allows none, hence the `or ""`
+            fields = (r.id, r.task_id, r.webhook_id, r.type, r.target, r.target_kind)
+            item = Claimed(*fields, r.payload or "", lease_ends=clock + LEASE_SECONDS)
+            host = host_of(item.target) if weigh else ""
+            if host and hosts[host] >= per_host:
+                passed.append(item.id)
+                continue
+            hosts[host] += 1
+            taken.append(item)
+            if weigh:
+                weighed.append(item.id)
+                if len(weighed) >= wanted:  # the rest stay where they are
+                    break
+        if weighed:
+            conn.execute(update(_TABLE).where(_TABLE.c.id.in_(weighed)).values(lease))
+    if passed:
+        conn.execute(
+            update(_TABLE)
+            .where(_TABLE.c.id.in_(passed))
+            .values(next_attempt_at=now + timedelta(seconds=DEFER_BUSY))
+        )
+    return taken
 
 
 def attempt_record(
@@ -101,38 +166,63 @@ def attempt_record(
     }
 
 
-def finish(
-    db: Database,
-    settings: Settings,
-    delivery_id: int,
-    owner: str,
-    attempt: dict[str, Any],
-    ok: bool,
-) -> str | None:
-    """Record an attempt; the lease's holder also settles or reschedules the row.
+_RECORDED = (
+    Delivery.id,
+    Delivery.attempts,
+    Delivery.state,
+    Delivery.tries,
+    Delivery.next_attempt_at,
+    Delivery.claimed_until,
+    Delivery.claimed_by,
+)
 
-    Returns the row's state afterwards (None when the row is gone with its task). A row
+
+_SETTLED = ("attempts", "state", "tries", "next_attempt_at", "claimed_until", "claimed_by")
+_SETTLE = (
+    update(_TABLE)
+    .where(_TABLE.c.id == bindparam("b_id"))
+    .values({k: bindparam(f"b_{k}", type_=_TABLE.c[k].type) for k in _SETTLED})
+)
+
+
+def record(
+    conn: Connection, settings: Settings, owner: str, attempts: Sequence[Attempt]
+) -> dict[int, str | None]:
+    """Record attempts; the lease's holder also settles or reschedules each row.
+
+    Returns each row's state afterwards (None when the row is gone with its task). A row
     redelivered or taken over meanwhile keeps its new course: only the attempt is added.
     """
-    now = utcnow()
-    with db.write() as session:
-        row = session.get(Delivery, delivery_id, with_for_update=True)
+    if not attempts:
+        return {}
+    now, schedule = utcnow(), settings.notify_retry_schedule
+    ids = sorted({attempt.item.id for attempt in attempts})
+    found = conn.execute(
+        select(*_RECORDED).where(Delivery.id.in_(ids)).order_by(Delivery.id).with_for_update()
+    )
+    rows = {row.id: row._asdict() for row in found.all()}  # one fetch: each one costs a GIL turn
+    for attempt in attempts:
+        row = rows.get(attempt.item.id)
         if row is None:
-            return None
-        row.attempts = [*(row.attempts or []), attempt]
-        if row.claimed_by != owner:
-            return row.state
-        row.claimed_until = row.claimed_by = None
-        if ok:
-            row.state, row.next_attempt_at = "succeeded", None
-            return row.state
-        row.tries = (row.tries or 0) + 1
-        schedule = settings.notify_retry_schedule
-        if row.tries > len(schedule):
-            row.state, row.next_attempt_at = "failed", None
+            continue
+        if attempt.record is not None:
+            row["attempts"] = [*(row["attempts"] or []), attempt.record]
+        if row["claimed_by"] != owner:
+            continue
+        row["claimed_until"] = row["claimed_by"] = None
+        if attempt.record is None:
+            continue
+        if attempt.ok:
+            row["state"], row["next_attempt_at"] = "succeeded", None
+            continue
+        row["tries"] = tries = (row["tries"] or 0) + 1
+        if tries > len(schedule):
+            row["state"], row["next_attempt_at"] = "failed", None
         else:
-            row.next_attempt_at = now + timedelta(seconds=schedule[row.tries - 1])
-        return row.state
+            row["next_attempt_at"] = now + timedelta(seconds=schedule[tries - 1])
+    if rows:  # one statement, executemany
+        conn.execute(_SETTLE, [{f"b_{k}": v for k, v in row.items()} for row in rows.values()])
+    return {attempt.item.id: rows.get(attempt.item.id, {}).get("state") for attempt in attempts}
 
 
 def release(db: Database, owner: str, ids: list[int]) -> None:
