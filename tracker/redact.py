@@ -9,7 +9,8 @@ pattern; a task's own token, which only its hash remembers, is found by hashing
 the token-shaped words of a payload (`mask_token`).
 
 Log lines are written by people's input too (paths, reasons): `printable` escapes
-what a terminal or a log reader would take as a new line or a control sequence.
+what a terminal or a log reader would take as a new line or a control sequence, and any
+word shaped like a token is masked in them (`redact_line`), whatever path it came in.
 """
 
 from __future__ import annotations
@@ -91,6 +92,14 @@ def redact(text: str, tokens: Iterable[str] = ()) -> str:
     text = ENCODED_CALLBACK_PATH.sub(rf"\1{MASK}", text)
     extra = chain.from_iterable(variants(token) for token in tokens if token)
     return _mask_values(text, chain(_known, extra))
+
+
+def redact_line(text: str) -> str:
+    """`redact`, and every word shaped like a callback token (43 or more url-safe characters)
+    masked too: a token in a path that missed the callback route (`/callbacks/luma//<token>`,
+    `/callbacks/LUMA/<token>`, `%20<token>`) is still a token (issue 23). For log lines only:
+    stored payloads and pages keep their long ids and links."""
+    return _TOKEN_RUN.sub(MASK, redact(text))
 
 
 def mask_token(text: str, token_hash: str | None) -> str:
@@ -186,10 +195,10 @@ class _RedactingFactory:
             message = record.getMessage()
         except Exception:  # a bad format string: logging reports it when the line is written
             return record
-        cleaned = printable(redact(message))
+        cleaned = printable(redact_line(message))
         if cleaned != message:
             record.msg, record.args = cleaned, None
         if record.exc_info and record.exc_info[0] is not None:
             # formatters reuse exc_text when set: a traceback naming a URL is masked too
-            record.exc_text = redact(_formatter.formatException(record.exc_info))
+            record.exc_text = redact_line(_formatter.formatException(record.exc_info))
         return record

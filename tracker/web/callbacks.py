@@ -43,7 +43,7 @@ from tracker.tasks import callback_writes, callback_writes_pg, rows
 from tracker.tasks.states import Update
 from tracker.upstream.parse import parse_body
 from tracker.web import DATABASE_DOWN, UNEXPECTED, log_database_down, services
-from tracker.web.security import HEADERS, host_name, own_names
+from tracker.web.security import HEADERS, addressed_to_us, own_names
 
 log = logging.getLogger(__name__)
 bp = Blueprint("callbacks", __name__)
@@ -267,7 +267,7 @@ class FastPath:
         length = environ.get("CONTENT_LENGTH", "")
         if match is None or not length.isdigit() or int(length) > self.limit:
             return None
-        if host_name(environ.get("HTTP_HOST", "")) not in self.names:
+        if not addressed_to_us(environ.get("HTTP_HOST", ""), environ, self.names):
             return None
         return match["token"]
 

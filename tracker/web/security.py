@@ -18,6 +18,10 @@ it, and a browser reaches it on behalf of any page it shows. Three rules close t
   a DNS-rebinding page talks to us under its own name, so it gets 400 and reads nothing.
   Probes (/healthz, /readyz, /metrics) reach the service by address and are exempt. The
   port is not part of a name: a rebinding page uses its own host name whatever the port.
+  Behind trusted proxies both names are checked (`addressed_to_us`): the one the app uses
+  (X-Forwarded-Host, as ProxyFix put it in place) and the Host the proxy passed on, so a
+  rebinding page cannot forge an X-Forwarded-Host of ours past a proxy that passes the
+  client's Host and leaves that header as it came (issue 23; docs/operations.md's proxy sets it).
 - An unsafe API request must say `Content-Type: application/json`, even with no body:
   a cross-site form (or `fetch` with mode "no-cors") cannot send that type without a
   CORS preflight, which this service never grants. Anything else is 415.
@@ -41,12 +45,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, request
@@ -134,6 +140,28 @@ def host_name(host: str) -> str | None:
     return match["name"].strip("[]").rstrip(".")
 
 
+def addressed_to_us(host: str, environ: Mapping[str, Any], names: frozenset[str]) -> bool:
+    """Whether `host`, the one the app uses, is one of `names`, and so is the Host a trusted
+    proxy passed on (ProxyFix keeps it), unless that is an address or a single label: a proxy
+    that names us its own way (`proxy_pass http://127.0.0.1:8000`, `http://web:8000`) and
+    forwards the client's host in X-Forwarded-Host. A rebinding page's name has dots."""
+    if host_name(host) not in names:
+        return False
+    passed = (environ.get("werkzeug.proxy_fix.orig") or {}).get("HTTP_HOST")
+    if not passed:
+        return True  # no proxy in front (or none that sent a Host): `host` is the Host
+    name = host_name(passed)
+    if name is None:
+        return False
+    if name in names or "." not in name:
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False  # another site's name: the client's own Host, passed on
+    return True
+
+
 def own_names(settings: Settings) -> frozenset[str]:
     names = set(LOCAL_NAMES)
     if settings.public_base_url:
@@ -188,8 +216,7 @@ def check_host(settings: Settings) -> Callable[[], Refusal]:
     def host_is_ours() -> Refusal:
         if request.path in EXEMPT_PATHS:
             return None
-        name = host_name(request.host)
-        if name is None or name not in names:
+        if not addressed_to_us(request.host, request.environ, names):
             return error(400, "unknown Host: this service answers to its own names only", "Host")
         return None
 
