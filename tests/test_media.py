@@ -9,6 +9,7 @@ import ipaddress
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,7 +26,8 @@ from tests.support.waiting import wait_for
 from tracker.db import Database
 from tracker.flows import archive as media
 from tracker.settings import Settings
-from tracker.storage.download import TooLarge, download
+from tracker.storage import download as download_module
+from tracker.storage.download import DownloadError, TooLarge, download
 from tracker.storage.netguard import Guard
 from tracker.tasks.models import Task, utcnow
 from tracker.tasks.schema import task_json
@@ -462,6 +464,52 @@ def test_a_content_length_of_odd_digits_is_no_crash_of_the_archive(
     with pytest.raises(TooLarge):  # announced far past the cap
         download(f"{odd_origin}/long", tmp_path / "long.mp4", settings, guard)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v.mp4"]
+
+
+class _Trickle(BaseHTTPRequestHandler):
+    """`/headers`: a header line every 0.2 s; `/body`: headers at once, then 64 bytes every
+    0.2 s with no length. Each read gets bytes well within any read timeout; for 30 s at most."""
+
+    def do_GET(self) -> None:
+        try:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            self.wfile.flush()
+            for n in range(150):
+                if self.path == "/headers":
+                    self.wfile.write(f"X-Slow-{n}: yes\r\n".encode())
+                elif n == 0:
+                    self.wfile.write(b"Content-Type: video/mp4\r\nConnection: close\r\n\r\n")
+                else:
+                    self.wfile.write(b"v" * 64)
+                self.wfile.flush()
+                time.sleep(0.2)
+        except OSError:  # the downloader hung up: what the test wants
+            pass
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize("slow", ["headers", "body"])
+def test_a_trickling_server_is_cut_off_at_the_download_deadline(
+    slow: str,
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A read timeout bounds each read only: the deadline is the whole download's."""
+    monkeypatch.setattr(download_module, "DOWNLOAD_DEADLINE", 1.0)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Trickle)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, args=(SHUTDOWN_POLL,), daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{slow}"
+        with pytest.raises(DownloadError, match="took longer than 1 s"):
+            download(url, tmp_path / "v.mp4", make_settings(), Guard(allow_private=True))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert list(tmp_path.iterdir()) == []  # neither the file nor its temporary one
 
 
 # -- scheduling: leases, --missing, nothing to do -----------------------------------------------

@@ -24,18 +24,16 @@ from __future__ import annotations
 import http.client
 import json
 import logging
-import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 
 import requests
 import urllib3.exceptions
 
-from tracker import signing
+from tracker import shutdown, signing
 from tracker.db import Database
 from tracker.redact import redact
 from tracker.settings import Settings
@@ -54,74 +52,6 @@ BROKEN = (requests.RequestException, urllib3.exceptions.HTTPError, http.client.H
 TIMEOUTS = (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)
 
 
-class _Cut:
-    """One attempt's sockets, kept as duplicates (a number reused after a close is never shut);
-    shut once its end has passed. The lock is the attempt's and, once, the watchdog's."""
-
-    def __init__(self, ends: float) -> None:
-        self.ends, self.passed, self.over = ends, False, False
-        self.socks: list[socket.socket] = []
-        self.lock = threading.Lock()
-
-    def see(self, sock: socket.socket) -> None:
-        with self.lock:
-            self.socks.append(socket.fromfd(sock.fileno(), sock.family, sock.type))
-        if self.passed:
-            self.cut()
-
-    def cut(self) -> None:
-        with self.lock:
-            self.passed = True
-            for sock in self.socks if not self.over else ():
-                with suppress(OSError):  # closed meanwhile
-                    sock.shutdown(socket.SHUT_RDWR)  # a blocked read returns, the reader fails
-
-    def close(self) -> None:
-        with self.lock:
-            self.over = True
-            for sock in self.socks:
-                sock.close()
-
-
-class Deadlines:
-    """Each attempt's end: one thread shuts the sockets of an attempt whose end has passed."""
-
-    def __init__(self) -> None:
-        self.live: dict[object, _Cut] = {}
-        self.wakeup, self.closed = threading.Event(), False
-        threading.Thread(target=self._run, name="deadlines", daemon=True).start()
-
-    @contextmanager
-    def attempt(self, ends: float) -> Iterator[_Cut]:
-        """Inside, the thread's sockets (netguard.watch) are shut at `ends` (`.passed`)."""
-        key, cut, idle = object(), _Cut(ends), not self.live
-        self.live[key] = cut
-        if idle:
-            self.wakeup.set()  # asleep with nothing to watch
-        netguard.watch(cut.see)
-        try:
-            yield cut
-        finally:
-            netguard.watch(None)
-            del self.live[key]
-            cut.close()
-
-    def _run(self) -> None:
-        while not self.closed:
-            self.wakeup.clear()
-            now, live = time.monotonic(), list(self.live.values())
-            for cut in live:
-                if cut.ends <= now and not cut.passed:
-                    cut.cut()
-            # at most ten looks a second, at least one while anything is in flight
-            soonest = min((cut.ends for cut in live if not cut.passed), default=now + 60)
-            self.wakeup.wait(max(0.1, min(soonest - now, 1.0 if live else 60.0)))
-
-    def close(self) -> None:
-        self.closed = True
-        self.wakeup.set()
-
-
 class Sender:
     """Sends deliveries for one worker process (`owner`: its heartbeat id, on the leases)."""
 
@@ -134,7 +64,7 @@ class Sender:
         self.per_host = max(1, threads // 2)
         self.pools = {k: ThreadPoolExecutor(n, f"deliver-{k}") for k, n in self.width.items()}
         self.stopping = threading.Event()
-        self.deadlines = Deadlines()
+        self.deadlines = shutdown.Deadlines()
         self.in_flight: dict[Future[Attempt], Claimed] = {}
         self.hosts: Counter[str] = Counter()  # tasks' targets in flight, by host
         self.finished: list[Attempt] = []  # not recorded yet
@@ -257,7 +187,7 @@ class Sender:
         headers = signing.headers(secrets, item.webhook_id, body, now)
         status: int | None = None
         session: requests.Session | None = None
-        with self.deadlines.attempt(ends) as cut:
+        with self.deadlines.attempt(ends, netguard.watch) as cut:
             try:
                 session = self._session(item)
                 left = ends - time.monotonic()

@@ -2,11 +2,11 @@
 
 Used for archival (`fetch`, below) and by `tracker download`. The body streams (never
 held in memory) through `netguard.checked_get` (public addresses only, every redirect
-checked), with connect and read timeouts, an overall deadline and a byte cap counted as
-it arrives (a missing or lying Content-Length changes nothing). It lands in a temporary
-file in the target directory that is fsync'd and `os.replace`d into place only when
-complete, so a reader sees the old file or the whole new one, never a half file; on any
-error the temporary file is removed.
+checked), with connect and read timeouts, an overall deadline (its sockets shut when it
+passes: `shutdown.Deadlines`) and a byte cap counted as it arrives (a missing or lying
+Content-Length changes nothing). It lands in a temporary file in the target directory that
+is fsync'd and `os.replace`d into place only when complete, so a reader sees the old file
+or the whole new one, never a half file; on any error the temporary file is removed.
 
 A process killed mid-download cannot remove its temporary file, so each one is named for
 its writer (`.<name>.<writer tag>.<random>.part`, the tag from `heartbeats.file_tag`) and
@@ -154,6 +154,20 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _stream(url: str, out: BinaryIO, settings: Settings, guard: netguard.Guard) -> int:
+    """`_read`, cut off at DOWNLOAD_DEADLINE however slowly the server sends (headers too)."""
+    ends = time.monotonic() + DOWNLOAD_DEADLINE
+    with shutdown.deadlines().attempt(ends, netguard.watch) as cut:
+        try:
+            size = _read(url, out, settings, guard)
+        except DownloadError:
+            if not cut.passed:
+                raise
+        if cut.passed:  # a cut read may also look like a body that ended: never kept
+            raise DownloadError(f"took longer than {DOWNLOAD_DEADLINE:g} s")
+        return size
+
+
+def _read(url: str, out: BinaryIO, settings: Settings, guard: netguard.Guard) -> int:
     cap = settings.media_max_bytes
     timeout = (settings.connect_timeout, settings.read_timeout)
     # requests' exceptions carry the URL in their text; only their type is kept (`from None`)
@@ -174,15 +188,12 @@ def _stream(url: str, out: BinaryIO, settings: Settings, guard: netguard.Guard) 
             ):
                 raise TooLarge(f"larger than the {cap}-byte limit ({declared} bytes announced)")
             total = 0
-            deadline = time.monotonic() + DOWNLOAD_DEADLINE
             with shutdown.interruptible(response):  # SIGTERM cuts it (tracker/shutdown.py)
                 for chunk in response.iter_content(CHUNK):
                     total += len(chunk)
                     if total > cap:  # counted, whatever Content-Length said
                         raise TooLarge(f"larger than the {cap}-byte limit")
                     out.write(chunk)
-                    if time.monotonic() > deadline:
-                        raise DownloadError(f"took longer than {DOWNLOAD_DEADLINE:g} s")
                 shutdown.check()  # a cut answer may end without an error: never kept as whole
     except netguard.FetchRefused as exc:
         raise DownloadError(str(exc), permanent=True) from None
