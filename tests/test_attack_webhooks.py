@@ -29,16 +29,15 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from tests.support.factory import make_task
+from tests.support.factory import pending_by_callback
 from tests.support.waiting import wait_for
 from tests.support.webhook_receiver import Receiver
 from tracker.db import Database
 from tracker.flows.notify import Sender
 from tracker.settings import Settings
 from tracker.storage import netguard
-from tracker.tasks import deliveries, store, webhooks
-from tracker.tasks.models import Delivery, Task, utcnow
-from tracker.upstream.parse import Update
+from tracker.tasks import deliveries, webhooks
+from tracker.tasks.models import Delivery, utcnow
 
 SECRET = "whsec_" + base64.b64encode(b"attack-notify-secret-0123456789ab").decode()
 LONG_LABEL = "http://" + "a" * 64 + ".example.com/hook"
@@ -142,18 +141,6 @@ def _settings(make_settings: Any, **overrides: Any) -> Settings:
     return settings
 
 
-def _pending(db: Database, settings: Settings, **fields: Any) -> int:
-    """A task moved to pending: its deliveries are written."""
-    task = make_task(db, "queued", **fields)
-    with db.write() as session:
-        row = session.get(Task, task.id)
-        assert row is not None
-        row.upstream_id = f"up-{task.id}"
-        upd = Update(understood=True, state="pending", upstream_id=row.upstream_id)
-        store.apply(session, settings, row, upd, "callback", payload={"state": "pending"})
-    return task.id
-
-
 def _rows(db: Database, **where: Any) -> list[Delivery]:
     with db.read() as session:
         query = select(Delivery).filter_by(**where).order_by(Delivery.id)
@@ -173,8 +160,8 @@ def test_a_trickling_receiver_is_cut_off_at_10_s_while_other_deliveries_go(
     slow = RawReceiver(trickle)
     settings = _settings(make_settings, notify_url=healthy.url, notify_retry_schedule=(60.0,))
     webhooks.configure(settings)
-    slow_tasks = [_pending(db, settings, notify_url=slow.url) for _ in range(4)]
-    others = [_pending(db, settings) for _ in range(8)]
+    slow_tasks = [pending_by_callback(db, settings, notify_url=slow.url) for _ in range(4)]
+    others = [pending_by_callback(db, settings) for _ in range(8)]
     databases = [Database(db.url), Database(db.url)]
     senders = [Sender(settings, d, f"sender-{n}") for n, d in enumerate(databases)]
     threads = [threading.Thread(target=s.run_forever) for s in senders]
@@ -192,6 +179,8 @@ def test_a_trickling_receiver_is_cut_off_at_10_s_while_other_deliveries_go(
             return rows if all(row.attempts for row in rows) else []
 
         rows = wait_for(recorded, timeout=40, interval=0.2)
+        # the receiver's threads notice the hang-ups on their next look (every 0.1 s)
+        wait_for(lambda: len(slow.closed_at) == len(slow_tasks), timeout=20)
     finally:
         for sender in senders:
             sender.stopping.set()
@@ -277,7 +266,7 @@ def test_a_receiver_that_breaks_off_its_body_is_an_ordinary_failed_attempt(
     settings = _settings(make_settings, notify_url=broken.url, notify_retry_schedule=(0.0,))
     webhooks.configure(settings)
     try:
-        task_id = _pending(db, settings)
+        task_id = pending_by_callback(db, settings)
         caplog.set_level(logging.INFO, logger="tracker.flows.notify")
         sender = Sender(settings, db, "test-sender")
         try:
@@ -308,7 +297,7 @@ def test_attempts_are_recorded_together_and_each_row_settled(
     webhooks.configure(settings)
     try:
         for _ in range(4):
-            _pending(db, settings)
+            pending_by_callback(db, settings)
     finally:
         webhooks.configure(None)
     with db.write_connection() as conn:
@@ -351,7 +340,7 @@ def test_an_attempt_that_cannot_end_before_its_lease_is_not_made(
     settings = _settings(make_settings, notify_url=healthy.url)
     webhooks.configure(settings)
     try:
-        _pending(db, settings)
+        pending_by_callback(db, settings)
     finally:
         webhooks.configure(None)
     with db.write_connection() as conn:
@@ -371,8 +360,9 @@ def test_a_busy_host_s_rows_wait_while_other_hosts_go_first(
     settings = _settings(make_settings)
     webhooks.configure(settings)
     try:
-        busy = [_pending(db, settings, notify_url="http://127.0.0.1:9/slow") for _ in range(6)]
-        free = [_pending(db, settings, notify_url="http://192.0.2.7:9/fine") for _ in range(2)]
+        slow, fine = "http://127.0.0.1:9/slow", "http://192.0.2.7:9/fine"
+        busy = [pending_by_callback(db, settings, notify_url=slow) for _ in range(6)]
+        free = [pending_by_callback(db, settings, notify_url=fine) for _ in range(2)]
     finally:
         webhooks.configure(None)
     in_flight = Counter({"127.0.0.1": 3})  # the sender already has 3 attempts at that host

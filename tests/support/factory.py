@@ -15,11 +15,13 @@ from typing import Any
 from sqlalchemy import update
 
 from tracker.db import Database
+from tracker.settings import Settings
 from tracker.tasks import store
 from tracker.tasks.models import Task, utcnow
 from tracker.tasks.rows import moved, record
 from tracker.tasks.states import TaskState
 from tracker.tasks.store import NewTask
+from tracker.upstream.parse import Update
 
 PROMPT = "a quiet harbour at dawn"
 # what the create takes (kind, user_prompt, source_task_id, notify_url, ...); the rest are columns
@@ -80,3 +82,16 @@ def load_task(db: Database, task_id: int) -> Task:
         task = session.get(Task, task_id)
         assert task is not None, f"task {task_id} is stored"
         return task
+
+
+def pending_by_callback(db: Database, settings: Settings, **fields: Any) -> int:
+    """A queued task (`make_task`'s fields) moved to pending by a callback, as the service
+    moves one: its `task.pending` webhook rows are written with the move."""
+    task = make_task(db, "queued", **fields)
+    with db.write() as session:
+        row = session.get(Task, task.id)
+        assert row is not None
+        row.upstream_id = f"up-{task.id}"
+        upd = Update(understood=True, state="pending", upstream_id=row.upstream_id)
+        store.apply(session, settings, row, upd, "callback", payload={"state": "pending"})
+    return task.id

@@ -29,7 +29,9 @@ class Received:
 
 
 class Receiver:
-    def __init__(self, secret: str, plan: list[str] | None = None, hold_for: float = 30.0) -> None:
+    def __init__(
+        self, secret: str, plan: list[str] | None = None, hold_for: float = 30.0, port: int = 0
+    ) -> None:
         self.secret, self.plan, self.hold_for = secret, list(plan or []), hold_for
         self.received: list[Received] = []
         self.release = threading.Event()  # ends every "hang"
@@ -46,7 +48,7 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
         self.thread = threading.Thread(

@@ -3,13 +3,12 @@
 It runs beside the passes (`worker.run_forever` starts it) with pools of its own, so a
 receiver that hangs never holds up dispatch, queries or archiving. One loop records finished
 attempts and claims the next rows in batches, one transaction for many, and feeds the pools.
-
-An attempt ends TIMEOUT after it starts, whatever the receiver does (connect, send, headers,
-body: a receiver that trickles a line every few seconds is cut off, its sockets shut by a
-watchdog), and starts only if it can end MARGIN before its lease does: never two at once.
-Slow receivers cannot starve the others: the operator's TRACKER_NOTIFY_URL has a pool of its
-own; tasks' targets share a wider one where a host has at most THREADS // 2 attempts at once
-(its other due rows wait a moment, DEFER_BUSY, while the rest go ahead).
+An attempt ends TIMEOUT after it starts, whatever the receiver does (a trickle is cut off by
+a watchdog), and starts only if it can end MARGIN before its lease does: never two at once.
+A target that stops answering is "down" (`Targets`): its rows wait for a probe, not
+spending their retries. Slow receivers cannot starve the others: the operator's
+TRACKER_NOTIFY_URL has a pool of its own; tasks' targets share a wider one where a host has
+at most THREADS // 2 attempts at once (its other due rows wait a moment, DEFER_BUSY).
 
 Each attempt: the body's media paths become signed links, the headers are signed with every
 secret, and the POST follows no redirect (a 3xx is a failed attempt). A task's own
@@ -50,6 +49,61 @@ BACKLOG = 7  # batches for the operator's target claimed beyond its threads (qui
 RECLAIM_EVERY = 0.2  # seconds between looks for new rows while sends are in flight
 BROKEN = (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException)
 TIMEOUTS = (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)
+DOWN_AFTER = 5  # attempts in a row with no answer, a 5xx or a 429: the target is down
+PROBE_MAX = 10.0  # seconds between probes of a down target: 1 s, then half its time down
+
+
+class Targets:
+    """The targets this process found down (a key: the operator's URL, a task target's host).
+    While one is, one delivery at a time (the probe) is sent and the rest wait, their tries
+    unspent, as are the probes' for as long as the whole retry schedule: a receiver down
+    longer than that loses nothing; one that never comes back fails its rows one by one."""
+
+    def __init__(self) -> None:
+        self.lock, self.failures = threading.Lock(), Counter[str]()
+        self.probe_at: dict[str, float] = {}  # time.monotonic(); a key here is down
+        self.since: dict[str, float] = {}  # when it went down
+        self.probing: set[str] = set()
+
+    def wait(self, key: str, *, take: bool = True) -> float | None:
+        """None: send now (up, or as the probe, which `take` claims); else seconds to wait."""
+        with self.lock:
+            now, at = time.monotonic(), self.probe_at.get(key)
+            if at is None or (key not in self.probing and now >= at):
+                if at is not None and take:
+                    self.probing.add(key)
+                return None
+            return max(at - now, 1.0)
+
+    def saw(self, key: str, trouble: bool | None) -> str | None:
+        """An attempt's outcome (None: it says nothing of the target); "down" or "up" when
+        the target just went down or came back."""
+        with self.lock:
+            self.probing.discard(key)
+            if not trouble:
+                if trouble is False:
+                    self.failures.pop(key, None)
+                    self.since.pop(key, None)
+                    return "up" if self.probe_at.pop(key, None) is not None else None
+                return None
+            if len(self.failures) > 10_000:  # hosts seen once: forget them, not grow forever
+                self.failures.clear()
+            self.failures[key] += 1
+            if self.failures[key] < DOWN_AFTER:
+                return None
+            now = time.monotonic()
+            since = self.since.setdefault(key, now)
+            self.probe_at[key] = now + min(PROBE_MAX, max(1.0, (now - since) / 2))
+            return "down" if since == now else None
+
+    def spare(self, key: str, total: float) -> float | None:
+        """A failure while `key` is down, for up to `total` s (the whole retry schedule),
+        spends no try: the seconds until its next probe; None: it counts."""
+        with self.lock:
+            now, since = time.monotonic(), self.since.get(key)
+            if since is None or now - since > total:
+                return None
+            return max(self.probe_at[key] - now, 1.0)
 
 
 class Sender:
@@ -69,9 +123,8 @@ class Sender:
         self.hosts: Counter[str] = Counter()  # tasks' targets in flight, by host
         self.finished: list[Attempt] = []  # not recorded yet
         self.looked: dict[str, float] = {}  # each lane's last claim (none: look now)
+        self.targets = Targets()
         self._local = threading.local()
-
-    # -- the loop ---------------------------------------------------------------------------------
 
     def run_forever(self) -> None:
         """Until `stopping`: claim, send and record in batches, keeping every pool busy."""
@@ -122,6 +175,10 @@ class Sender:
             for kind, n in self.width.items()
             if claiming and now - self.looked.get(kind, 0.0) >= RECLAIM_EVERY
         }
+        if "global" in room and self.targets.wait(self.settings.notify_url, take=False):
+            room["global"] = 0  # the operator's target is down: its rows wait for the probe
+        elif "global" in room and self.settings.notify_url in self.targets.probe_at:
+            room["global"] = min(room["global"], 1)  # the probe is due: one row
         if not self.finished and not any(n > 0 for n in room.values()):
             return 0
         with self.db.write_connection() as conn:  # Core: a Session's bookkeeping costs more
@@ -130,6 +187,8 @@ class Sender:
             claimed = queue.claim(conn, self.owner, room, busy, self.per_host)
         for outcome in self.finished:
             item = outcome.item
+            if outcome.wait is not None:  # waits for its target: no attempt to log
+                continue
             if item.target_kind == "global" and outcome.record:
                 self.pace = 0.8 * self.pace + 0.2 * outcome.latency_ms / 1000
             log.info(
@@ -147,9 +206,11 @@ class Sender:
 
     def _idle_wait(self) -> float:
         interval = self.settings.worker_interval
+        # the operator's rows are due but wait for their down target: not a reason to spin
+        least = min(interval, self.targets.wait(self.settings.notify_url, take=False) or 0.01)
         with suppress(Exception):  # the database restarting, say
             if due := queue.next_due(self.db):
-                return min(interval, max(0.01, (due - utcnow()).total_seconds()))
+                return min(interval, max(least, (due - utcnow()).total_seconds()))
         return interval
 
     def close(self) -> None:
@@ -158,14 +219,15 @@ class Sender:
             pool.shutdown(wait=True)
         self.deadlines.close()
 
-    # -- one attempt ------------------------------------------------------------------------------
-
     def deliver(self, item: Claimed) -> Attempt:
         """One attempt at one delivery (never raises): what to record. Made only if it can end
         (TIMEOUT) MARGIN before its lease does; else its lease is given back, no try counted."""
         at, started = utcnow(), time.monotonic()
         if started + queue.TIMEOUT + queue.MARGIN > item.lease_ends:
             return Attempt(item, None, False, "not sent: lease too short", 0)
+        key = item.target if item.target_kind == "global" else queue.host_of(item.target)
+        if (wait_for := self.targets.wait(key)) is not None:
+            return Attempt(item, None, False, "waits: its target is down", 0, wait_for)
         status: int | None = None
         try:
             status, text = self._post(item, started + queue.TIMEOUT)
@@ -174,8 +236,18 @@ class Sender:
             text = f"error: {type(exc).__name__}"
         latency = int((time.monotonic() - started) * 1000)
         ok = status is not None and 200 <= status < 300
+        unsent = status is None and text.startswith("not sent")  # says nothing of the target
+        trouble = None if unsent else status is None or status >= 500 or status == 429
+        if change := self.targets.saw(key, trouble):
+            log.warning(
+                "webhook target %s is %s%s",
+                queue.host_of(item.target),
+                change,
+                ": its deliveries wait, one probe at a time" if change == "down" else "",
+            )
+        spare = None if ok else self.targets.spare(key, sum(self.settings.notify_retry_schedule))
         record = queue.attempt_record(at, status, latency, redact(text))
-        return Attempt(item, record, ok, str(status or text), latency)
+        return Attempt(item, record, ok, str(status or text), latency, spare)
 
     def _post(self, item: Claimed, ends: float) -> tuple[int | None, str]:
         secrets = signing.signing_secrets(self.settings)

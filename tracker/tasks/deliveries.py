@@ -13,7 +13,8 @@
   while it is in flight.
 - `record` records attempts, many in one transaction, and, for the lease's holder, settles
   each row: a 2xx is `succeeded`; anything else waits the next delay of
-  TRACKER_NOTIFY_RETRY_SCHEDULE, and after the last one the row is `failed`.
+  TRACKER_NOTIFY_RETRY_SCHEDULE, and after the last one the row is `failed`. A row not sent
+  because its target is down (`flows/notify.Targets`) waits without a try counted.
 - `redeliver` sends a row again (same `webhook-id`), whatever its state.
 """
 
@@ -43,6 +44,7 @@ MARGIN = 5.0
 DEFER_BUSY = 1.0  # seconds a due row waits when its host has no room (no try counted)
 WINDOW = 4  # rows looked at per row wanted when some may have no room
 MAX_RESPONSE_CHARS = 200
+MAX_ATTEMPTS = 100  # kept per row
 _TABLE = table_of(Delivery)  # the loop's statements are Core's (`db.write_connection`)
 
 
@@ -64,13 +66,15 @@ class Claimed:
 class Attempt:
     """One attempt, to be recorded: its row, what `attempts` shows, whether a 2xx, and for the
     log line the status or why none, and its time. `record` None: not made (too little of its
-    lease left); the lease is given back."""
+    lease left, or its target is down); the lease is given back. With `wait`, no try is
+    counted (its target is down) and the row falls due again that many seconds from now."""
 
     item: Claimed
     record: dict[str, Any] | None
     ok: bool
     said: str
     latency_ms: int
+    wait: float | None = None
 
 
 def _free(now: datetime) -> Any:
@@ -205,15 +209,20 @@ def record(
         row = rows.get(attempt.item.id)
         if row is None:
             continue
-        if attempt.record is not None:
-            row["attempts"] = [*(row["attempts"] or []), attempt.record]
+        if attempt.record is not None:  # the last MAX_ATTEMPTS: a long outage's probes
+            row["attempts"] = [*(row["attempts"] or []), attempt.record][-MAX_ATTEMPTS:]
         if row["claimed_by"] != owner:
             continue
         row["claimed_until"] = row["claimed_by"] = None
         if attempt.record is None:
+            if attempt.wait is not None:
+                row["next_attempt_at"] = now + timedelta(seconds=attempt.wait)
             continue
         if attempt.ok:
             row["state"], row["next_attempt_at"] = "succeeded", None
+            continue
+        if attempt.wait is not None:  # its target is down: a probe, no try counted
+            row["next_attempt_at"] = now + timedelta(seconds=attempt.wait)
             continue
         row["tries"] = tries = (row["tries"] or 0) + 1
         if tries > len(schedule):

@@ -250,7 +250,7 @@ class Delivery(Base):
     state: Mapped[str] = mapped_column(String(16), default="pending")
     # attempts in this round (the index into TRACKER_NOTIFY_RETRY_SCHEDULE); a redelivery resets it
     tries: Mapped[int] = mapped_column(Integer, default=0)
-    # every attempt ever: [{"at", "status", "latency_ms", "response"}]
+    # the last 100 attempts (deliveries.MAX_ATTEMPTS): [{"at", "status", "latency_ms", "response"}]
     attempts: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
