@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import requests
+from sqlalchemy.exc import OperationalError
 
 from tests.support.factory import load_task
 from tests.support.media import SAMPLE, SAMPLE_JPG, Origin, add_completed, sha, sim_completed
@@ -29,6 +30,7 @@ from tracker.settings import Settings
 from tracker.storage import download as download_module
 from tracker.storage.download import DownloadError, TooLarge, download
 from tracker.storage.netguard import Guard
+from tracker.tasks import archives
 from tracker.tasks.models import Task, utcnow
 from tracker.tasks.schema import task_json
 from tracker.upstream.client import LumaClient
@@ -510,6 +512,37 @@ def test_a_trickling_server_is_cut_off_at_the_download_deadline(
         server.shutdown()
         server.server_close()
     assert list(tmp_path.iterdir()) == []  # neither the file nor its temporary one
+
+
+def test_a_database_error_mid_archive_gives_the_lease_back(
+    db: Database,
+    origin: Origin,
+    make_settings: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The soak restarted PostgreSQL as a worker stored a file: the outcome was never written
+    and the task waited out its half-hour lease. Now the lease goes back once the database
+    answers, and the next pass finishes the task."""
+    settings = make_settings()
+    task_id = add_completed(db, origin.file("/v.mp4", SAMPLE))
+    real, dropped = archives.succeeded, []
+
+    def dropping(*args: Any) -> None:
+        if not dropped:  # the first time: the connection is gone, as in a restart
+            dropped.append(True)
+            raise OperationalError("UPDATE tasks", {}, ConnectionError("server closed it"))
+        real(*args)
+
+    monkeypatch.setattr(archives, "succeeded", dropping)
+    monkeypatch.setattr(media, "HAND_BACK_WAITS", (0.0,))
+    with pytest.raises(OperationalError):
+        media.archive_due(db, settings, LumaClient(NOWHERE, ""))
+    task = load_task(db, task_id)
+    assert task.archived_at is None and task.next_archive_at <= utcnow()  # due, not leased
+    media.archive_due(db, settings, LumaClient(NOWHERE, ""))
+    task = load_task(db, task_id)
+    assert task.media_path == f"{task_id}.mp4" and task.archived_at is not None
+    assert (Path(settings.media_dir) / f"{task_id}.mp4").read_bytes() == SAMPLE
 
 
 # -- scheduling: leases, --missing, nothing to do -----------------------------------------------

@@ -10,21 +10,21 @@ pass; `tracker archive --missing` calls `archive_missing`.
 - `download` streams into a temporary file renamed into place only when whole, through
   `netguard` (public addresses only, every redirect checked); for a bucket, that file is
   then uploaded and verified before the task counts as archived.
-- An expired or failing link is retried with a fresh one from the upstream
-  (`storage.download.fetch`); a failed attempt backs off exponentially and gives up after
-  MAX_ATTEMPTS, leaving `archive_error`.
+- An expired or failing link is retried with a fresh one from the upstream (`download.fetch`);
+  a failed attempt backs off exponentially, and after MAX_ATTEMPTS leaves `archive_error`.
 - Only the media columns are written (by `tasks.archives`), never the task's state: archival
   is not a move. A conditional UPDATE (the lease) keeps two workers off one task.
-- The lease names its holder (`claimed_by`, its row in `workers`: `tasks.heartbeats`): a
-  holder killed mid-download is recognised by its stale heartbeat within a minute, its task
-  taken over and its temporary files removed, rather than the task waiting out the
-  half-hour lease.
+- The lease names its holder (`claimed_by`: `tasks.heartbeats`): a holder killed mid-download
+  is known by its stale heartbeat within a minute, its task taken over and its temporary files
+  removed; a job the database failed under gives its lease back once it answers again.
 - Links are credentials: no URL ever reaches a log line or `archive_error`.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = timing.ARCHIVE_MAX_ATTEMPTS
 RETRY_BASE = timing.ARCHIVE.base
 MIN_LEASE = archives.MIN_LEASE
+HAND_BACK_WAITS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)  # s: a restarting database's time
 
 
 def guard_for(settings: Settings) -> netguard.Guard:
@@ -141,18 +142,27 @@ def _archive_one(
             log.info("archived task %d thumbnail: %d bytes", job.task_id, size)
         except DownloadError as exc:  # the video is what matters; no retry for a thumbnail
             log.warning("task %d: thumbnail not archived: %s", job.task_id, redact(exc.reason))
-    _note_success(db, job.task_id, video_name, thumb_name)
+    archives.succeeded(db, job.task_id, video_name, thumb_name)
     return bool(video_name or thumb_name)
-
-
-def _note_success(db: Database, task_id: int, video: str | None, thumbnail: str | None) -> None:
-    archives.succeeded(db, task_id, video, thumbnail)
 
 
 def _give_back(db: Database, task_id: int, holder: str | None) -> None:
     """A download abandoned by a shutdown: its lease goes back (`archives.give_back`)."""
     log.info("task %d: archival abandoned (stopping); its lease is given back", task_id)
     archives.give_back(db, task_id, holder)
+
+
+def _hand_back(db: Database, task_id: int, holder: str | None) -> None:
+    """The database failed mid-job (its file may be stored, its outcome not): the lease goes
+    back once it answers again, or the task would wait out its long lease (the soak)."""
+    for delay in HAND_BACK_WAITS:
+        if shutdown.requested():
+            return
+        time.sleep(delay)
+        with suppress(SQLAlchemyError):
+            archives.give_back(db, task_id, holder)
+            log.info("task %d: archival's lease given back after a database error", task_id)
+            return
 
 
 def _note_failure(
@@ -227,8 +237,9 @@ def _run(
         try:
             remove_stale_partials(db, settings, task_id)  # a dead holder's, say
             archived += _archive_one(db, settings, client, guard, job)
-        except SQLAlchemyError:
-            raise  # the database is the caller's business (the worker survives restarts)
+        except SQLAlchemyError:  # the database is the caller's business (a restart, say)
+            _hand_back(db, task_id, job.holder)
+            raise
         except shutdown.Abandoned:
             _give_back(db, task_id, job.holder)
             break
