@@ -12,6 +12,7 @@ import hmac
 import json
 import re
 import secrets
+import struct
 import time
 from collections.abc import Container
 from pathlib import Path
@@ -36,12 +37,21 @@ def _detail(message: str, status: int) -> Response:
     return Response(json.dumps({"detail": message}), status, mimetype="application/json")
 
 
+def distinct_video(name: str) -> bytes:
+    """The sample video with an MP4 `free` box naming the file appended: still a valid MP4,
+    and its bytes differ per task, so a copy archived for the wrong task shows (the soak)."""
+    payload = name.encode()
+    return SAMPLE_MP4.read_bytes() + struct.pack(">I", 8 + len(payload)) + b"free" + payload
+
+
 class SampleMedia:
     """Signs links with a secret of its own and serves the files behind valid ones."""
 
-    def __init__(self, secret: bytes | None = None) -> None:
-        """`secret`: the one a stored simulator kept, so its links outlive a restart."""
+    def __init__(self, secret: bytes | None = None, *, distinct: bool = False) -> None:
+        """`secret`: the one a stored simulator kept, so its links outlive a restart;
+        `distinct`: each video's bytes its own (`distinct_video`), not the one sample's."""
         self._secret = secret or secrets.token_bytes(32)
+        self._distinct = distinct
 
     def _sign(self, name: str, expires: int) -> str:
         return hmac.new(self._secret, f"{name}:{expires}".encode(), hashlib.sha256).hexdigest()
@@ -68,4 +78,6 @@ class SampleMedia:
         if expires < time.time():
             return _detail("Request has expired", 403)
         path, mimetype = SERVED[match.group(2)]
+        if self._distinct and match.group(2) == "mp4":
+            return Response(distinct_video(name), mimetype=mimetype)
         return send_file(path, request.environ, mimetype=mimetype, conditional=True, max_age=0)

@@ -176,14 +176,15 @@ class Routes:
     ) -> SimTask:
         """Store an accepted create and schedule its callbacks; `output`: mp4, or an image's."""
         now = time.monotonic()
+        processing_after, complete_after = self._durations()
         task = SimTask(
             id=str(uuid.uuid4()),
             request_body=body,
             notify_hook=hook,
             created_at=datetime.now(UTC),
             created_mono=now,
-            processing_at=now + self.processing_after,
-            done_at=now + max(self.complete_after, self.processing_after),
+            processing_at=now + processing_after,
+            done_at=now + max(complete_after, processing_after),
             fails=bool(FAIL_WORD.search(prompt)),
             source_id=source.id if source else None,
             owner=record.key,
@@ -198,6 +199,11 @@ class Routes:
         if task.notify_hook:
             self._callbacks.schedule(task)
         return task
+
+    def _durations(self) -> tuple[float, float]:
+        """Seconds from create to processing and to done: the same for every task here; a
+        busier upstream (the soak's) draws them per task."""
+        return self.processing_after, self.complete_after
 
     def _on_query(self, request: Request, record: RequestRecord, task_id: str) -> Response:
         task = self._owned(task_id, record)

@@ -61,6 +61,7 @@ class Simulator(LumaRoutes):
     `store`: a SQLite file that keeps its tasks and balances across restarts (a kept balance
     wins over these: the account spent it); None keeps everything in memory only.
     A store that cannot be used raises `StoreError` (store.py), whose text is one line.
+    `distinct_media`: every video's bytes its own (media.distinct_video).
     """
 
     def __init__(
@@ -79,6 +80,7 @@ class Simulator(LumaRoutes):
         credit_balance: int = 100_000,
         balances: Mapping[str, int] | None = None,
         store: Path | str | None = None,
+        distinct_media: bool = False,
     ) -> None:
         if flavor not in FLAVORS:
             raise ValueError(f"flavor must be proxy or luma, not {flavor!r}")
@@ -103,7 +105,9 @@ class Simulator(LumaRoutes):
         self._store = TaskStore(store, flavor, self._accounts.balances) if store else None
         self._restored = self._store.load() if self._store else None
         secret = self._restored.media_secret if self._restored else None
-        self._media = SampleMedia(secret)  # served from /files/ here, never by the tracker
+        self._media = SampleMedia(
+            secret, distinct=distinct_media
+        )  # served from /files/ here, never by the tracker
         self._callbacks = Callbacks(
             lambda task, at: self._raw(task, self._base_url(), at),
             lambda: self.callbacks,
