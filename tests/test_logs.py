@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +86,16 @@ def test_the_web_replaces_a_request_id_that_holds_a_secret(live: Any) -> None:
     server = live()
     answer = requests.get(f"{server.url}/healthz", headers={"X-Request-ID": SECRET}, timeout=10)
     assert answer.headers["X-Request-ID"] != SECRET
+    # shaped like a callback token (43+ url-safe characters): the log masks such words, and
+    # the request_id field would have shown it whole; ordinary trace ids are kept
+    token = secrets.token_urlsafe(32)
+    answer = requests.get(f"{server.url}/healthz", headers={"X-Request-ID": token}, timeout=10)
+    assert answer.headers["X-Request-ID"] != token
+    for ordinary in (str(uuid.uuid4()), secrets.token_hex(16), "Root=1-5759e988-bd862e3fe1be46a9"):
+        answer = requests.get(
+            f"{server.url}/healthz", headers={"X-Request-ID": ordinary}, timeout=10
+        )
+        assert answer.headers["X-Request-ID"] == ordinary
 
 
 def test_the_format_is_checked_at_start() -> None:
