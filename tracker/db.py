@@ -15,6 +15,7 @@ OperationalError, which the web app answers with 503 and Retry-After.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,7 +34,8 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -160,3 +162,13 @@ def rowcount(result: Result[Any]) -> int:
     if not isinstance(result, CursorResult):
         raise TypeError("rowcount is known for an UPDATE or DELETE only")
     return result.rowcount
+
+
+def log_failure(log: logging.Logger, exc: BaseException, message: str, *args: Any) -> None:
+    """A loop's failure: one line when the database is unreachable (a restart is expected, and
+    a traceback per pass says nothing more), the whole traceback for anything else."""
+    if isinstance(exc, OperationalError | InterfaceError | PoolTimeout):
+        orig = getattr(exc, "orig", None)
+        log.error(message + ": database unavailable (%s)", *args, type(orig or exc).__name__)
+    else:
+        log.error(message, *args, exc_info=exc)

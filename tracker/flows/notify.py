@@ -33,7 +33,7 @@ import requests
 import urllib3.exceptions
 
 from tracker import shutdown, signing
-from tracker.db import Database
+from tracker.db import Database, log_failure
 from tracker.redact import redact
 from tracker.settings import Settings
 from tracker.storage import netguard
@@ -131,8 +131,8 @@ class Sender:
         while not self.stopping.is_set():
             try:
                 self._turn(fair=True)
-            except Exception:  # the database restarting, say: the attempts are recorded later
-                log.exception("recording or claiming deliveries failed; trying again shortly")
+            except Exception as exc:  # the database restarting, say: recorded later
+                log_failure(log, exc, "recording or claiming deliveries failed; trying again")
                 self.stopping.wait(1.0)
                 continue
             if self.in_flight:

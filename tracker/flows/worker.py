@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from tracker import metrics, shutdown
-from tracker.db import Database
+from tracker.db import Database, log_failure
 from tracker.flows import archive as media
 from tracker.flows import imports, submit
 from tracker.flows.follow import QueryPass
@@ -232,8 +232,8 @@ def _archive_forever(worker: Worker) -> None:
             archived = media.archive_due(
                 worker.db, worker.settings, worker.client, holder=worker.heartbeat
             )
-        except Exception:  # the database restarting, say
-            log.exception("archiving failed; trying again shortly")
+        except Exception as exc:  # the database restarting, say
+            log_failure(log, exc, "archiving failed; trying again shortly")
             archived = 0
         if not archived:
             worker.stopping.wait(worker.settings.worker_interval)
@@ -278,8 +278,8 @@ def run_forever(settings: Settings) -> int:
             if any(summary.values()):
                 log.info("pass: %s", " ".join(f"{k}={v}" for k, v in summary.items() if v))
             delay = worker.next_delay()
-        except Exception:  # the database restarting, say: keep trying rather than exit
-            log.exception("the pass failed; trying again in %g s", delay)
+        except Exception as exc:  # the database restarting, say: keep trying rather than exit
+            log_failure(log, exc, "the pass failed; trying again in %g s", delay)
         worker.wait(delay)
     archiver.join()
     sender.stopping.set()
