@@ -15,7 +15,6 @@ simulator's store) is the test's own.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.support import devrun
 from tests.support.devrun import ROOT, TRACKER
 from tests.support.servers import CLOSE, free_port
 from tests.support.waiting import wait_for
@@ -37,14 +37,10 @@ USING = "using the settings of `make run`"
 
 @pytest.fixture
 def private_checkout(tmp_path: Path) -> Path:
-    """A checkout of this project (its pyproject.toml), the code `make run` serves linked in."""
-    root = tmp_path / "checkout"
-    root.mkdir()
-    shutil.copy(ROOT / "pyproject.toml", root)
-    for name in ("wsgi.py", "gunicorn.conf.py", "tracker"):
-        (root / name).symlink_to(ROOT / name)
+    """A checkout of this project (devrun.private_checkout), with a folder inside it."""
+    root = devrun.private_checkout(tmp_path / "checkout")
     (root / "docs").mkdir()  # a folder inside it: still the checkout
-    return root.resolve()  # as the processes started there see their folder
+    return root
 
 
 def shell(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
