@@ -137,6 +137,31 @@ def test_a_paused_account_says_until_when(
     assert shown.startswith("alpha luma paused until 20") and "UTC" in shown, shown
 
 
+def test_a_task_waiting_for_its_account_says_why_on_its_page(
+    live: Any, make_settings: Any, db: Database, sim: Simulator
+) -> None:
+    """Issue 21 left the reason on the account only: a pinned task just said "queued"."""
+    app = Dashboard(live, make_settings, sim)
+    waiting = {name: make_task(db, "queued", account=name).id for name in ("alpha", "beta")}
+    sim.revoke(B)
+    worker.run_once(app.settings, db=db)  # beta's balance read is refused: beta is disabled
+    alpha = accounts.named(app.settings, "alpha")
+    assert alpha is not None
+    beta_page = app.page(f"/tasks/{waiting['beta']}")
+    assert "Waits: this account takes no work now, disabled (the upstream refused its key" in (
+        beta_page
+    )
+    assert "tracker accounts enable beta" in beta_page
+    assert "Waits:" not in app.page(f"/tasks/{waiting['alpha']}")  # alpha takes work
+    account_rows.pause(db, alpha, 600, "no credit: insufficient balance")
+    alpha_page = app.page(f"/tasks/{waiting['alpha']}")
+    assert re.search(
+        r"Waits: this account takes no work now, paused until 20[0-9-]+ [0-9:]+ UTC", alpha_page
+    ), alpha_page
+    account_rows.enable(db, alpha)
+    assert "Waits:" not in app.page(f"/tasks/{waiting['alpha']}")
+
+
 def test_one_healthy_default_account_has_no_panel_but_a_disabled_one_has(
     live: Any, make_settings: Any, db: Database
 ) -> None:

@@ -209,3 +209,13 @@ def overview(db: Database, settings: Settings) -> list[dict[str, Any]]:
             }
         )
     return shown
+
+
+def holding(db: Database, settings: Settings, task: Task) -> dict[str, Any] | None:
+    """A queued task's own account (pinned, or its source's) when that account takes no work
+    now, disabled or paused (as `overview` shows it): why the task waits. None otherwise."""
+    if task.state != "queued" or not task.account:
+        return None
+    shown = next((a for a in overview(db, settings) if a["name"] == task.account), None)
+    paused = shown is not None and shown["paused_until"] and shown["paused_until"] > utcnow()
+    return shown if shown is not None and (not shown["enabled"] or paused) else None

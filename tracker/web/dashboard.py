@@ -162,8 +162,9 @@ def detail(task_id: int) -> ResponseReturnValue:
     template = "_detail.html" if is_live() else "detail.html"
     sent = delivery_rows(svc.db, task_id) or []
     data, offered = task_json(found.task), svc.client.dialect.kinds
+    held = account_rows.holding(svc.db, svc.settings, found.task)
     return render_template(
-        template, d=found, task=found.task, data=data, deliveries=sent, offered=offered
+        template, d=found, task=found.task, data=data, deliveries=sent, offered=offered, held=held
     )
 
 
