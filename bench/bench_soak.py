@@ -3,6 +3,7 @@
     python -m bench soak                      # 5,000 tasks, figures into docs/benchmarks.md
     python -m bench soak -- --tasks 8000      # more
     python -m bench soak -- --quick           # a few hundred tasks in about a minute
+    python -m bench soak -- --flavor luma     # Luma's own API (the issue pins the proxy's)
 
 Two complete trackers (machine a and machine b: web and worker each, their own folders) share
 one PostgreSQL that the soak starts itself (tests/support/private_postgres.py), one bucket of
@@ -78,6 +79,7 @@ class Plan:
     burst_every: float = 30.0
     burst_for: float = 3.0
     query_fail: float = 0.05  # share of the upstream's query answers that are 500s
+    flavor: str = "proxy"  # the upstream's dialect (the issue pins the proxy's)
     seed: int = 23
 
     @property
@@ -166,7 +168,7 @@ class Soak:
             AWS,
             AWS_ENDPOINT_URL=f"http://127.0.0.1:{s3_port}",
             DATABASE_URL=url,
-            LUMA_API_FLAVOR="proxy",
+            LUMA_API_FLAVOR=self.plan.flavor,
             LUMA_API_BASE=f"http://127.0.0.1:{self.upstream_port}",
             LUMA_API_KEY=KEY,
             TRACKER_DEV_ENV="0",
@@ -234,6 +236,8 @@ class Soak:
                 str(self.plan.burst_for),
                 "--query-fail",
                 str(self.plan.query_fail),
+                "--flavor",
+                self.plan.flavor,
                 "--outage",
                 f"{outage}+{self.plan.outage}",
             ],
@@ -492,7 +496,8 @@ def render(plan: Plan, report: Report, seconds: float) -> str:
         )
         + " (goal ≤ +10 %)",
         "",
-        f"Parameters: {plan.tasks} tasks at {plan.rate:g}/s, phases of {plan.phase:.0f} s, "
+        f"Parameters: the {plan.flavor} dialect, {plan.tasks} tasks at {plan.rate:g}/s, "
+        f"phases of {plan.phase:.0f} s, "
         f"kill -9 every {plan.kill_every:g} s, receiver down {plan.receiver_down:g} s then 10 % "
         f"500s, upstream 503 for {plan.outage:g} s, one PostgreSQL restart, 20 % of callbacks "
         f"lost, {plan.query_fail:.0%} of queries failing, 429 bursts of {plan.burst_for:g} s every "
@@ -533,6 +538,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="300 tasks, a short fault schedule")
     parser.add_argument("--tasks", type=int, help="tasks in all (default 5000; at least 5000)")
     parser.add_argument("--rate", type=float, help="submits a second")
+    parser.add_argument("--flavor", choices=("proxy", "luma"), help="the upstream's dialect")
     parser.add_argument("--keep", action="store_true", help="keep the logs' folder")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
@@ -542,6 +548,8 @@ def main(argv: list[str] | None = None) -> int:
         plan = replace(plan, tasks=args.tasks)
     if args.rate:
         plan = replace(plan, rate=args.rate)
+    if args.flavor:
+        plan = replace(plan, flavor=args.flavor)
     load = os.getloadavg()
     report, body = soak(plan, keep=args.keep)
     print(body, flush=True)

@@ -1,11 +1,12 @@
 """The soak's busy upstream, run as its own process: `python -m bench.soak_upstream`.
 
-The simulator (proxy dialect, a distinct video per task) with the habits of a busy day:
-videos done in 2-10 s, callbacks lost for a share of the tasks (never sent at all), a share
-of the queries failing, 429 bursts with `Retry-After` on creates, and windows in which it
-answers 503 to everything. It writes its own log (JSON lines): every create it took with the
-prompt that asked for it, and every callback it sent (or lost) with the answer it got. The
-soak's report counts from that log, not from the tracker's word.
+The simulator (the proxy's dialect, or Luma's with --flavor luma; a distinct video per task)
+with the habits of a busy day: videos done in 2-10 s, callbacks lost for a share of the tasks
+(never sent at all), a share of the queries failing, 429 bursts with `Retry-After` on
+creates, and windows in which it answers 503 to everything. It writes its own log (JSON
+lines): every create it took with the prompt that asked for it, and every callback it sent
+(or lost) with the answer it got. The soak's report counts from that log, not from the
+tracker's word.
 
 Its own process, not a thread of the benchmark: the soak's submitter and receiver would
 otherwise share its interpreter lock, and the upstream's latency would be theirs.
@@ -136,10 +137,11 @@ class Chaos:
         now = time.time()
         if any(start <= now < end for start, end in self.outages):
             return "503 Service Unavailable", {"Retry-After": "5"}
-        create = method == "POST" and (path == "/luma/generations" or path.endswith("/extend"))
+        # both dialects: every POST makes a generation but the proxy's batch query
+        create = method == "POST" and path != "/luma/tasks"
         if create and self.burst_every and (now - self.started) % self.burst_every < self.burst_for:
             return "429 Too Many Requests", {"Retry-After": "2"}
-        query = (method == "GET" and path.startswith("/luma/generations/")) or (
+        query = (method == "GET" and "/generations" in path) or (
             method == "POST" and path == "/luma/tasks"
         )
         with self.lock:
@@ -173,11 +175,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burst-every", type=float, default=30.0, help="seconds; 0: no bursts")
     parser.add_argument("--burst-for", type=float, default=3.0)
     parser.add_argument("--outage", action="append", default=[], help="EPOCH+SECONDS of 503s")
+    parser.add_argument("--flavor", choices=("proxy", "luma"), default="proxy")
     args = parser.parse_args(argv)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
     log = JsonLog(args.log)
     upstream = BusyUpstream(
-        key=args.key, log=log, lost_share=args.lost, rng=random.Random(args.seed)
+        key=args.key,
+        log=log,
+        lost_share=args.lost,
+        rng=random.Random(args.seed),
+        flavor=args.flavor,
     )
     app = Chaos(
         upstream,

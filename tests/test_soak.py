@@ -62,7 +62,11 @@ def test_the_report_counts_every_kind_of_loss(db: Database) -> None:
     stuck = make_task(db, "processing", user_prompt="soak 3", upstream_id="u-stuck")
     failed = make_task(db, "failed", user_prompt="soak 4 that will fail", upstream_id="u-failed")
     heard = {"id": "u-good", "state": "completed"}
-    add_callbacks(db, good.id, [heard])
+    # Luma's Generation echoes its request, whose callback_url (the token) is stored masked
+    echoed = {"id": "u-good", "state": "dreaming", "request": {"prompt": "soak 0"}}
+    sent = {**echoed, "request": {"prompt": "soak 0", "callback_url": "http://h/cb/secret"}}
+    stored = {**echoed, "request": {"prompt": "soak 0", "callback_url": "http://h/cb/[masked]"}}
+    add_callbacks(db, good.id, [heard, stored])
     for task in (good, bad, missing):
         set_fields(db, task.id, media_path=f"{task.id}.mp4")
     objects = {
@@ -74,6 +78,8 @@ def test_the_report_counts_every_kind_of_loss(db: Database) -> None:
         _log(ev="create", id="u-bad", prompt="soak 1"),
         _log(ev="create", id="u-bad2", prompt="soak 1"),  # paid twice
         _log(ev="callback", id="u-good", status=200, body=heard),
+        _log(ev="callback", id="u-good", status=200, body=sent),  # stored, token masked
+        _log(ev="callback", id="u-good", status=200, body={**sent, "state": "queued"}),
         _log(ev="callback", id="u-bad", status=200, body={"id": "u-bad", "state": "completed"}),
         _log(ev="callback", id="u-stuck", status=500, body={"id": "u-stuck"}),
         _log(ev="callback", id="u-failed", status=503, body={"id": "u-failed"}),
@@ -116,7 +122,8 @@ def test_the_report_counts_every_kind_of_loss(db: Database) -> None:
     )
     assert zeros["webhooks with a bad signature"] == 1
     assert report.webhook_duplicates == 1 and report.webhook_refused == 1
-    assert report.callbacks_200 == 2 and report.callbacks_not_stored == ["u-bad completed"]
+    assert report.callbacks_200 == 4
+    assert report.callbacks_not_stored == ["u-good queued", "u-bad completed"]
     assert report.server_errors == ["callback for u-stuck: 500"]
     assert report.callbacks_refused == {500: 1, 503: 1}
     assert json.dumps(zeros)  # printable as it is
